@@ -1,0 +1,52 @@
+//! Documented defaults. Each constant states the invariant it governs; zero or empty never
+//! silently turns a security control off (validation refuses such values instead).
+
+use std::time::Duration;
+
+/// Data directory for audit logs, recordings and generated state.
+pub const DATA_DIR: &str = "data";
+/// HTTPS entry point.
+pub const GATEWAY_LISTEN: &str = "127.0.0.1:8443";
+/// Public URL of the gateway (login pages and redirects are built from it).
+pub const PUBLIC_URL: &str = "https://gatehouse.localhost:8443";
+pub const TLS_CERT: &str = "certs/gateway.crt";
+pub const TLS_KEY: &str = "certs/gateway.key";
+/// Admin listener (health, readiness, Prometheus metrics). Must be a loopback address.
+pub const ADMIN_LISTEN: &str = "127.0.0.1:9443";
+/// Open client connections accepted at once; further connections wait in the kernel backlog.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// A request head must be complete this long after the connection became ready for it
+/// (slowloris cut-off; the product promises at most 30 s).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The TLS handshake must finish within this deadline.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection with no request in flight and no bytes moving is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An upstream must connect and answer (response head) within this deadline: 504 otherwise.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connecting to an upstream must succeed within this deadline: 502 otherwise.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// On SIGTERM, in-flight requests get this long to finish before connections are cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Largest request head accepted (request line + headers); larger gets 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields accepted in one request; more gets 431.
+pub const MAX_HEADERS: usize = 100;
+/// HSTS max-age: two years, as Mozilla's guidelines recommend.
+pub const HSTS_MAX_AGE_SECS: u64 = 63_072_000;
+
+pub const BASTION_LISTEN: &str = "127.0.0.1:2222";
+pub const BASTION_HOST_KEY: &str = "certs/bastion_ed25519";
+pub const STORE_URL: &str = "memory://";
+/// Absolute lifetime of a login session.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// A session unused this long is locked (the user must log in again).
+pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const USERS_FILE: &str = "users.toml";
+pub const POLICY_MODEL: &str = "policies/model.conf";
+pub const POLICY_FILE: &str = "policies/policy.csv";
+pub const AUDIT_DIR: &str = "data/audit";
+/// Audit retention: a year plus two weeks, so an annual review always has a full year.
+pub const AUDIT_RETENTION_DAYS: u32 = 380;
+pub const RECORDING_DIR: &str = "data/recordings";
+pub const OIDC_GROUPS_CLAIM: &str = "groups";

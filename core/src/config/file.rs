@@ -1,0 +1,174 @@
+//! The TOML shapes of `gatehouse.toml` as written by people: every section, every key, unknown
+//! keys refused. These types never leave `core`; `validate` turns them into [`crate::Config`].
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory for audit logs, recordings and generated state (default `data`).
+    pub data_dir: Option<String>,
+    #[serde(default)]
+    pub gateway: GatewayFile,
+    #[serde(default)]
+    pub bastion: BastionFile,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub identity: IdentityFile,
+    #[serde(default)]
+    pub policy: PolicyFile,
+    #[serde(default)]
+    pub apps: Vec<AppFile>,
+    #[serde(default)]
+    pub targets: Vec<TargetFile>,
+    #[serde(default)]
+    pub audit: AuditFile,
+    #[serde(default)]
+    pub recording: RecordingFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// HTTPS entry point, `IP:PORT` (default `127.0.0.1:8443`).
+    pub listen: Option<String>,
+    /// Public URL of the gateway, `https://HOST[:PORT]`.
+    pub public_url: Option<String>,
+    /// PEM certificate chain (default `certs/gateway.crt`).
+    pub tls_cert: Option<String>,
+    /// PEM private key (default `certs/gateway.key`).
+    pub tls_key: Option<String>,
+    /// `intermediate` (TLS 1.2 + 1.3, default) or `modern` (TLS 1.3 only).
+    pub tls_profile: Option<String>,
+    /// Optional plain-HTTP listener that only redirects to HTTPS.
+    pub http_redirect_listen: Option<String>,
+    /// Cap on open client connections (default 10000).
+    pub max_connections: Option<usize>,
+    /// Deadline for a complete request head, e.g. `10s` (at most `30s`).
+    pub header_timeout: Option<String>,
+    /// Deadline for the TLS handshake (default `10s`).
+    pub tls_handshake_timeout: Option<String>,
+    /// Idle keep-alive connections are closed after this (default `60s`).
+    pub idle_timeout: Option<String>,
+    /// Deadline for an upstream's response head (default `30s`): 504 after it.
+    pub upstream_timeout: Option<String>,
+    /// Deadline for connecting to an upstream (default `5s`): 502 after it.
+    pub upstream_connect_timeout: Option<String>,
+    /// Grace period for in-flight requests on SIGTERM (default `30s`).
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BastionFile {
+    /// SSH listener `IP:PORT` (default `127.0.0.1:2222`).
+    pub listen: Option<String>,
+    /// Host key file (OpenSSH format); an ed25519 key is generated when missing.
+    pub host_key: Option<String>,
+    /// Set to false to run the gateway alone.
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// `memory://` (one instance) or `redis://HOST:PORT/DB` (several instances).
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// Absolute session lifetime (default `12h`).
+    pub session_ttl: Option<String>,
+    /// Idle timeout after which a session is locked (default `30m`).
+    pub idle_timeout: Option<String>,
+    /// Local users file (default `users.toml`).
+    pub users_file: Option<String>,
+    #[serde(default)]
+    pub oidc: Vec<OidcFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    pub name: Option<String>,
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    /// Name of the environment variable holding the client secret (never the secret itself).
+    pub client_secret_env: Option<String>,
+    /// ID-token claim holding the user's groups (default `groups`).
+    pub groups_claim: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// casbin model (default `policies/model.conf`).
+    pub model: Option<String>,
+    /// casbin policy (default `policies/policy.csv`).
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppFile {
+    /// Name used in policies as `app:<name>/<path>`: lowercase letters, digits, `-`, `_`.
+    pub name: Option<String>,
+    /// Host the app is served on (matched against the Host header / `:authority`).
+    pub host: Option<String>,
+    /// Optional path prefix, e.g. `/grafana`; the longest matching prefix wins.
+    pub path_prefix: Option<String>,
+    /// `http://HOST:PORT` of the upstream.
+    pub upstream: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    pub name: Option<String>,
+    /// `HOST:PORT` of the target's sshd.
+    pub address: Option<String>,
+    /// Pinned host key, OpenSSH public-key format (`ssh-ed25519 AAAA...`).
+    pub host_key: Option<String>,
+    /// Logins staff may use on the target.
+    pub logins: Option<Vec<String>>,
+    /// The bastion's private key for this target.
+    pub credential: Option<String>,
+    /// TOTP required on top of the key (default true).
+    pub require_totp: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub dir: Option<String>,
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingFile {
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Loopback `IP:PORT` for `/healthz`, `/readyz`, `/metrics` (default `127.0.0.1:9443`).
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `human` (default) or `json`.
+    pub format: Option<String>,
+    /// tracing filter, e.g. `info` or `gatehouse_gateway=debug` (RUST_LOG overrides it).
+    pub level: Option<String>,
+}

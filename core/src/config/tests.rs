@@ -1,0 +1,102 @@
+use super::*;
+
+const GOOD: &str = r#"
+data_dir = "data"
+[gateway]
+listen = "127.0.0.1:8443"
+public_url = "https://gatehouse.localhost:8443"
+tls_profile = "modern"
+header_timeout = "5s"
+[store]
+url = "redis://127.0.0.1:6379/0"
+[[apps]]
+name = "grafana"
+host = "Grafana.Gatehouse.localhost"
+upstream = "http://127.0.0.1:3000"
+[[apps]]
+name = "wiki"
+host = "tools.gatehouse.localhost"
+path_prefix = "/wiki/"
+upstream = "http://127.0.0.1:3001"
+[[targets]]
+name = "db-prod-1"
+address = "10.0.0.5:22"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+logins = ["deploy"]
+credential = "certs/targets/deploy_ed25519"
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Some(Path::new("/etc/gatehouse/gatehouse.toml")))
+}
+
+#[test]
+fn good_config_validates_and_resolves_paths() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.gateway.tls_profile, TlsProfile::Modern);
+    assert_eq!(c.gateway.header_timeout, Duration::from_secs(5));
+    assert_eq!(c.apps[0].host, "grafana.gatehouse.localhost");
+    assert_eq!(c.apps[1].path_prefix.as_deref(), Some("/wiki"));
+    assert_eq!(c.data_dir, PathBuf::from("/etc/gatehouse/data"));
+    assert!(c.targets[0].require_totp);
+    assert!(matches!(c.store, StoreConfig::Redis(_)));
+}
+
+#[test]
+fn quickstart_is_valid() {
+    let c = Config::quickstart().unwrap();
+    assert_eq!(c.gateway.tls_profile, TlsProfile::Intermediate);
+    assert_eq!(c.store, StoreConfig::Memory);
+}
+
+#[test]
+fn bad_configs_name_key_and_fix() {
+    let cases: &[(&str, &str)] = &[
+        ("bogus = 1", "unknown field `bogus`"),
+        ("[gateway]\nlisten = \"nope\"", "gateway.listen"),
+        ("[gateway]\ntls_profile = \"old\"", "gateway.tls_profile"),
+        ("[gateway]\nheader_timeout = \"5 parsecs\"", "gateway.header_timeout"),
+        ("[gateway]\nheader_timeout = \"0s\"", "gateway.header_timeout"),
+        ("[gateway]\nheader_timeout = \"5m\"", "gateway.header_timeout"),
+        ("[gateway]\npublic_url = \"http://x\"", "gateway.public_url"),
+        ("[gateway]\nlistne = \"127.0.0.1:1\"", "unknown field `listne`"),
+        ("[admin]\nlisten = \"0.0.0.0:9000\"", "admin.listen"),
+        ("[store]\nurl = \"redis://:hunter2@h:1/0\"", "store.url"),
+        ("[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"ftp://a\"", "apps[0].upstream"),
+        ("[[apps]]\nname = \"X Y\"\nhost = \"x.y\"\nupstream = \"http://a:1\"", "apps[0].name"),
+        ("[[apps]]\nname = \"x\"\nhost = \"x/y\"\nupstream = \"http://a:1\"", "apps[0].host"),
+        ("[[apps]]\nname = \"x\"\nhost = \"x.y\"\npath_prefix = \"/a/../b\"\nupstream = \"http://a:1\"", "apps[0].path_prefix"),
+        ("[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\n[[apps]]\nname = \"x\"\nhost = \"z.y\"\nupstream = \"http://a:1\"", "apps[1].name"),
+        ("[[targets]]\nname = \"t\"\naddress = \"h:22\"\nlogins = [\"d\"]\ncredential = \"k\"", "targets[0].host_key"),
+        ("[[targets]]\nname = \"t\"\naddress = \"h\"\nhost_key = \"ssh-ed25519 AAAAAAAAAAAAAAAAAAAA\"\nlogins = [\"d\"]\ncredential = \"k\"", "targets[0].address"),
+        ("[[targets]]\nname = \"t\"\naddress = \"h:22\"\nhost_key = \"ssh-ed25519 AAAAAAAAAAAAAAAAAAAA\"\nlogins = []\ncredential = \"k\"", "targets[0].logins"),
+        ("[audit]\nretention_days = 0", "audit.retention_days"),
+        ("[identity]\nidle_timeout = \"13h\"", "identity.idle_timeout"),
+        ("[gateway\nlisten = 1", "TOML parse error"),
+        ("[gateway]\nlisten = 1", "invalid type"),
+    ];
+    for (text, needle) in cases {
+        let err = load(text).expect_err(text).to_string();
+        assert!(err.contains("/etc/gatehouse/gatehouse.toml"), "{text}: {err}");
+        assert!(err.contains(needle), "{text}: expected {needle:?} in {err}");
+    }
+}
+
+#[test]
+fn secrets_are_not_echoed() {
+    let err = load("[store]\nurl = \"redis://:hunter2@h:1/0\"").unwrap_err().to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn routing_prefers_longest_prefix_and_respects_segments() {
+    let c = load(GOOD).unwrap();
+    let apps = vec![
+        AppConfig { name: "root".into(), host: "h".into(), path_prefix: None, upstream: c.apps[0].upstream.clone() },
+        AppConfig { name: "a".into(), host: "h".into(), path_prefix: Some("/a".into()), upstream: c.apps[0].upstream.clone() },
+    ];
+    assert_eq!(route(&apps, "h", "/a/x").unwrap().name, "a");
+    assert_eq!(route(&apps, "h", "/a").unwrap().name, "a");
+    assert_eq!(route(&apps, "h", "/ab").unwrap().name, "root");
+    assert!(route(&apps, "other", "/").is_none());
+}

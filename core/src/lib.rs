@@ -1,0 +1,12 @@
+//! gatehouse-core: what both doors (the HTTPS gateway and the SSH bastion) share.
+//!
+//! It owns the configuration contract (parsing and validation) and is the home of the
+//! identity, store, policy, audit and recording code. It opens no sockets: listeners live in
+//! the gateway and bastion crates, which depend on this one and never on each other.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+
+pub use config::Config;
+pub use error::ConfigError;

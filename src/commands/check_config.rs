@@ -1,0 +1,31 @@
+//! `gatehouse check-config`: validate everything a start would validate, bind nothing.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{ConfigSource, config_source, load_config};
+
+pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let source = config_source(explicit);
+    let config = match load_config(&source) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatehouse: config error: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Err(e) = gatehouse_gateway::check(&config) {
+        eprintln!("gatehouse: config error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let name = match &source {
+        ConfigSource::File(p) => p.display().to_string(),
+        ConfigSource::QuickStart => "quick-start configuration".to_string(),
+    };
+    println!(
+        "{name}: ok ({} app(s), {} target(s))",
+        config.apps.len(),
+        config.targets.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

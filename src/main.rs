@@ -1,0 +1,30 @@
+//! The `gatehouse` binary: runtime, tracing, exit codes. Each command is a thin layer over
+//! the library crates.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // rustls picks its crypto provider at run time; there is exactly one in this tree.
+    if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
+        eprintln!("gatehouse: a TLS crypto provider was already installed");
+        return ExitCode::from(70);
+    }
+    let result = match cli.command.unwrap_or(cli::Command::Serve) {
+        cli::Command::Serve => commands::serve::run(cli.config.as_deref()),
+        cli::Command::CheckConfig => commands::check_config::run(cli.config.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatehouse: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
