@@ -1,7 +1,11 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod check_config;
+pub mod policy;
 pub mod serve;
+pub mod session;
+pub mod user;
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +24,9 @@ pub enum ConfigSource {
 pub fn config_source(explicit: Option<&Path>) -> ConfigSource {
     match explicit {
         Some(p) => ConfigSource::File(p.to_path_buf()),
-        None if Path::new(DEFAULT_CONFIG).is_file() => ConfigSource::File(PathBuf::from(DEFAULT_CONFIG)),
+        None if Path::new(DEFAULT_CONFIG).is_file() => {
+            ConfigSource::File(PathBuf::from(DEFAULT_CONFIG))
+        }
         None => ConfigSource::QuickStart,
     }
 }
@@ -28,6 +34,8 @@ pub fn config_source(explicit: Option<&Path>) -> ConfigSource {
 pub fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
     match source {
         ConfigSource::File(p) => Ok(Config::load(p)?),
-        ConfigSource::QuickStart => Config::quickstart().context("building the quick-start configuration"),
+        ConfigSource::QuickStart => {
+            Config::quickstart().context("building the quick-start configuration")
+        }
     }
 }

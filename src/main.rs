@@ -12,13 +12,20 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // rustls picks its crypto provider at run time; there is exactly one in this tree.
-    if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
         eprintln!("gatehouse: a TLS crypto provider was already installed");
         return ExitCode::from(70);
     }
     let result = match cli.command.unwrap_or(cli::Command::Serve) {
         cli::Command::Serve => commands::serve::run(cli.config.as_deref()),
         cli::Command::CheckConfig => commands::check_config::run(cli.config.as_deref()),
+        cli::Command::User(c) => commands::user::run(cli.config.as_deref(), c),
+        cli::Command::Policy(c) => commands::policy::run(cli.config.as_deref(), c),
+        cli::Command::Audit(c) => commands::audit::run(cli.config.as_deref(), c),
+        cli::Command::Session(c) => commands::session::run(cli.config.as_deref(), c),
     };
     match result {
         Ok(code) => code,

@@ -74,6 +74,8 @@ pub struct IdentityConfig {
     pub session_ttl: Duration,
     pub idle_timeout: Duration,
     pub users_file: PathBuf,
+    /// Secret key file (TOTP secrets at rest, audit MAC); `GATEHOUSE_SECRET_KEY` overrides it.
+    pub secret_key_file: PathBuf,
     pub oidc: Vec<OidcConfig>,
 }
 
@@ -162,11 +164,10 @@ impl Config {
     /// Validates TOML text; `path` names the file in errors and anchors relative paths.
     pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
         let display = path.map_or_else(|| PathBuf::from("<quick-start>"), Path::to_path_buf);
-        let parsed: file::FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax {
-                path: display.clone(),
-                message: syntax_message(&e),
-            })?;
+        let parsed: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: display.clone(),
+            message: syntax_message(&e),
+        })?;
         let base = path
             .and_then(Path::parent)
             .map(Path::to_path_buf)
@@ -195,8 +196,7 @@ pub fn route<'a>(apps: &'a [AppConfig], host: &str, path: &str) -> Option<&'a Ap
             None => true,
             Some(p) => {
                 path == p
-                    || (path.starts_with(p.as_str())
-                        && path.as_bytes().get(p.len()) == Some(&b'/'))
+                    || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
             }
         })
         .max_by_key(|a| a.path_prefix.as_ref().map_or(0, String::len))
@@ -212,8 +212,6 @@ fn syntax_message(e: &toml::de::Error) -> String {
         format!("invalid config: {msg}")
     }
 }
-
-
 
 #[cfg(test)]
 mod tests;

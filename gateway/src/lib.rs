@@ -1,38 +1,47 @@
-//! gatehouse-gateway: the HTTPS entry point. (stub, being built)
+//! gatehouse-gateway: the HTTPS entry point and reverse proxy.
+//!
+//! It owns TLS termination, the listeners, the hostile-request guard, path normalisation,
+//! routing and proxying to upstream apps. It must never forward a request that has not passed
+//! guard -> route -> authenticate -> authorize (the `Permit` proof type enforces the order),
+//! never let a client's identity or forwarding headers through, and never guess at an
+//! ambiguous request: it refuses it. It depends on gatehouse-core only (never the bastion).
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+pub mod authn;
+pub mod authz;
+mod body;
+mod conn;
+pub mod demo;
+pub mod devcert;
+pub mod error;
+pub mod guard;
+mod handler;
+pub mod headers;
+mod metrics;
+pub mod pages;
+pub mod path;
+mod proxy;
+pub mod routes;
+mod serve;
+pub mod tls;
+pub mod web;
 
 use gatehouse_core::Config;
-use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    #[error("not yet built")]
-    Todo,
-}
+pub use error::{DevCertError, GatewayError, ProxyError, TlsError};
+pub use serve::{Bound, DrainReport, Gateway};
+pub use tls::Reloader;
 
-pub fn check(_config: &Config) -> Result<(), GatewayError> { Ok(()) }
-
-pub mod devcert {
-    pub fn ensure(_dir: &std::path::Path, _cert: &std::path::Path, _key: &std::path::Path) -> Result<(), super::GatewayError> { Ok(()) }
-}
-pub mod demo {
-    pub async fn spawn(_s: tokio_util::sync::CancellationToken) -> Result<std::net::SocketAddr, super::GatewayError> { Err(super::GatewayError::Todo) }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Bound { pub https: SocketAddr, pub admin: SocketAddr, pub redirect: Option<SocketAddr> }
-#[derive(Debug, Clone, Copy)]
-pub struct DrainReport { pub drained: bool, pub remaining: usize }
-#[derive(Clone)]
-pub struct Reloader;
-impl Reloader { pub fn reload(&self) {} }
-pub struct Gateway;
-impl Gateway {
-    pub async fn bind(_c: Arc<Config>) -> Result<Gateway, GatewayError> { Err(GatewayError::Todo) }
-    pub fn bound(&self) -> Bound { todo!() }
-    pub fn reloader(&self) -> Reloader { Reloader }
-    pub async fn run(self, _s: CancellationToken) -> Result<DrainReport, GatewayError> { Err(GatewayError::Todo) }
+/// Validates what a start would load without binding anything: the TLS certificate chain and
+/// key parse and belong together, and every upstream is a valid authority. Skipped for the
+/// quick-start (`config.source` is `None`), whose certificates are generated at start.
+pub fn check(config: &Config) -> Result<(), GatewayError> {
+    routes::Routes::new(&config.apps).map_err(GatewayError::Route)?;
+    if config.source.is_none() {
+        return Ok(());
+    }
+    let g = &config.gateway;
+    let provider = tls::profile_provider(g.tls_profile);
+    tls::load_certified_key(&g.tls_cert, &g.tls_key, &provider)?;
+    Ok(())
 }

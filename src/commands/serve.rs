@@ -35,20 +35,29 @@ fn init_tracing(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
     }
 }
 
-async fn serve(source: ConfigSource, mut config: gatehouse_core::Config) -> anyhow::Result<ExitCode> {
+async fn serve(
+    source: ConfigSource,
+    mut config: gatehouse_core::Config,
+) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let quickstart = matches!(source, ConfigSource::QuickStart);
     if quickstart {
         let certs = PathBuf::from("certs");
-        gatehouse_gateway::devcert::ensure(&certs, &config.gateway.tls_cert, &config.gateway.tls_key)
-            .context("generating the quick-start certificates under certs/")?;
+        gatehouse_gateway::devcert::ensure(
+            &certs,
+            &config.gateway.tls_cert,
+            &config.gateway.tls_key,
+        )
+        .context("generating the quick-start certificates under certs/")?;
         let demo = gatehouse_gateway::demo::spawn(shutdown.child_token())
             .await
             .context("starting the quick-start demo app")?;
@@ -56,7 +65,9 @@ async fn serve(source: ConfigSource, mut config: gatehouse_core::Config) -> anyh
             name: "demo".to_string(),
             host: DEMO_HOST.to_string(),
             path_prefix: None,
-            upstream: Upstream { authority: demo.to_string() },
+            upstream: Upstream {
+                authority: demo.to_string(),
+            },
         });
     }
     let config = Arc::new(config);
@@ -85,13 +96,18 @@ async fn serve(source: ConfigSource, mut config: gatehouse_core::Config) -> anyh
         "gatehouse ready: gateway=https://{} admin=http://{}{}",
         bound.https,
         bound.admin,
-        bound.redirect.map(|r| format!(" redirect=http://{r}")).unwrap_or_default()
+        bound
+            .redirect
+            .map(|r| format!(" redirect=http://{r}"))
+            .unwrap_or_default()
     );
     if quickstart {
         let port = bound.https.port();
         println!();
         println!("  Quick-start: open https://{DEMO_HOST}:{port}/ in a browser.");
-        println!("  The dev CA is certs/ca.crt (trust it, or use: curl --cacert certs/ca.crt ...).");
+        println!(
+            "  The dev CA is certs/ca.crt (trust it, or use: curl --cacert certs/ca.crt ...)."
+        );
         println!();
     }
     let report = gateway.run(shutdown).await?;
@@ -99,7 +115,10 @@ async fn serve(source: ConfigSource, mut config: gatehouse_core::Config) -> anyh
         tracing::info!("shutdown complete: every connection drained");
         Ok(ExitCode::SUCCESS)
     } else {
-        tracing::warn!(open = report.remaining, "shutdown grace period ended with connections still open");
+        tracing::warn!(
+            open = report.remaining,
+            "shutdown grace period ended with connections still open"
+        );
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -43,6 +43,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// A session unused this long is locked (the user must log in again).
 pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const USERS_FILE: &str = "users.toml";
+/// Secret key file name under the data directory (TOTP secrets at rest, audit MAC).
+pub const SECRET_KEY_FILE: &str = "secret.key";
 pub const POLICY_MODEL: &str = "policies/model.conf";
 pub const POLICY_FILE: &str = "policies/policy.csv";
 pub const AUDIT_DIR: &str = "data/audit";

@@ -90,6 +90,9 @@ pub struct IdentityFile {
     pub idle_timeout: Option<String>,
     /// Local users file (default `users.toml`).
     pub users_file: Option<String>,
+    /// 32-byte secret key (TOTP secrets at rest, audit MAC); created 0600 when missing
+    /// (default `<data_dir>/secret.key`). `GATEHOUSE_SECRET_KEY` (base64) overrides it.
+    pub secret_key_file: Option<String>,
     #[serde(default)]
     pub oidc: Vec<OidcFile>,
 }

@@ -55,36 +55,80 @@ fn bad_configs_name_key_and_fix() {
         ("bogus = 1", "unknown field `bogus`"),
         ("[gateway]\nlisten = \"nope\"", "gateway.listen"),
         ("[gateway]\ntls_profile = \"old\"", "gateway.tls_profile"),
-        ("[gateway]\nheader_timeout = \"5 parsecs\"", "gateway.header_timeout"),
-        ("[gateway]\nheader_timeout = \"0s\"", "gateway.header_timeout"),
-        ("[gateway]\nheader_timeout = \"5m\"", "gateway.header_timeout"),
+        (
+            "[gateway]\nheader_timeout = \"5 parsecs\"",
+            "gateway.header_timeout",
+        ),
+        (
+            "[gateway]\nheader_timeout = \"0s\"",
+            "gateway.header_timeout",
+        ),
+        (
+            "[gateway]\nheader_timeout = \"5m\"",
+            "gateway.header_timeout",
+        ),
         ("[gateway]\npublic_url = \"http://x\"", "gateway.public_url"),
-        ("[gateway]\nlistne = \"127.0.0.1:1\"", "unknown field `listne`"),
+        (
+            "[gateway]\nlistne = \"127.0.0.1:1\"",
+            "unknown field `listne`",
+        ),
         ("[admin]\nlisten = \"0.0.0.0:9000\"", "admin.listen"),
         ("[store]\nurl = \"redis://:hunter2@h:1/0\"", "store.url"),
-        ("[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"ftp://a\"", "apps[0].upstream"),
-        ("[[apps]]\nname = \"X Y\"\nhost = \"x.y\"\nupstream = \"http://a:1\"", "apps[0].name"),
-        ("[[apps]]\nname = \"x\"\nhost = \"x/y\"\nupstream = \"http://a:1\"", "apps[0].host"),
-        ("[[apps]]\nname = \"x\"\nhost = \"x.y\"\npath_prefix = \"/a/../b\"\nupstream = \"http://a:1\"", "apps[0].path_prefix"),
-        ("[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\n[[apps]]\nname = \"x\"\nhost = \"z.y\"\nupstream = \"http://a:1\"", "apps[1].name"),
-        ("[[targets]]\nname = \"t\"\naddress = \"h:22\"\nlogins = [\"d\"]\ncredential = \"k\"", "targets[0].host_key"),
-        ("[[targets]]\nname = \"t\"\naddress = \"h\"\nhost_key = \"ssh-ed25519 AAAAAAAAAAAAAAAAAAAA\"\nlogins = [\"d\"]\ncredential = \"k\"", "targets[0].address"),
-        ("[[targets]]\nname = \"t\"\naddress = \"h:22\"\nhost_key = \"ssh-ed25519 AAAAAAAAAAAAAAAAAAAA\"\nlogins = []\ncredential = \"k\"", "targets[0].logins"),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"ftp://a\"",
+            "apps[0].upstream",
+        ),
+        (
+            "[[apps]]\nname = \"X Y\"\nhost = \"x.y\"\nupstream = \"http://a:1\"",
+            "apps[0].name",
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x/y\"\nupstream = \"http://a:1\"",
+            "apps[0].host",
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\npath_prefix = \"/a/../b\"\nupstream = \"http://a:1\"",
+            "apps[0].path_prefix",
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\n[[apps]]\nname = \"x\"\nhost = \"z.y\"\nupstream = \"http://a:1\"",
+            "apps[1].name",
+        ),
+        (
+            "[[targets]]\nname = \"t\"\naddress = \"h:22\"\nlogins = [\"d\"]\ncredential = \"k\"",
+            "targets[0].host_key",
+        ),
+        (
+            "[[targets]]\nname = \"t\"\naddress = \"h\"\nhost_key = \"ssh-ed25519 AAAAAAAAAAAAAAAAAAAA\"\nlogins = [\"d\"]\ncredential = \"k\"",
+            "targets[0].address",
+        ),
+        (
+            "[[targets]]\nname = \"t\"\naddress = \"h:22\"\nhost_key = \"ssh-ed25519 AAAAAAAAAAAAAAAAAAAA\"\nlogins = []\ncredential = \"k\"",
+            "targets[0].logins",
+        ),
         ("[audit]\nretention_days = 0", "audit.retention_days"),
-        ("[identity]\nidle_timeout = \"13h\"", "identity.idle_timeout"),
+        (
+            "[identity]\nidle_timeout = \"13h\"",
+            "identity.idle_timeout",
+        ),
         ("[gateway\nlisten = 1", "TOML parse error"),
         ("[gateway]\nlisten = 1", "invalid type"),
     ];
     for (text, needle) in cases {
         let err = load(text).expect_err(text).to_string();
-        assert!(err.contains("/etc/gatehouse/gatehouse.toml"), "{text}: {err}");
+        assert!(
+            err.contains("/etc/gatehouse/gatehouse.toml"),
+            "{text}: {err}"
+        );
         assert!(err.contains(needle), "{text}: expected {needle:?} in {err}");
     }
 }
 
 #[test]
 fn secrets_are_not_echoed() {
-    let err = load("[store]\nurl = \"redis://:hunter2@h:1/0\"").unwrap_err().to_string();
+    let err = load("[store]\nurl = \"redis://:hunter2@h:1/0\"")
+        .unwrap_err()
+        .to_string();
     assert!(!err.contains("hunter2"), "{err}");
 }
 
@@ -92,11 +136,42 @@ fn secrets_are_not_echoed() {
 fn routing_prefers_longest_prefix_and_respects_segments() {
     let c = load(GOOD).unwrap();
     let apps = vec![
-        AppConfig { name: "root".into(), host: "h".into(), path_prefix: None, upstream: c.apps[0].upstream.clone() },
-        AppConfig { name: "a".into(), host: "h".into(), path_prefix: Some("/a".into()), upstream: c.apps[0].upstream.clone() },
+        AppConfig {
+            name: "root".into(),
+            host: "h".into(),
+            path_prefix: None,
+            upstream: c.apps[0].upstream.clone(),
+        },
+        AppConfig {
+            name: "a".into(),
+            host: "h".into(),
+            path_prefix: Some("/a".into()),
+            upstream: c.apps[0].upstream.clone(),
+        },
     ];
     assert_eq!(route(&apps, "h", "/a/x").unwrap().name, "a");
     assert_eq!(route(&apps, "h", "/a").unwrap().name, "a");
     assert_eq!(route(&apps, "h", "/ab").unwrap().name, "root");
     assert!(route(&apps, "other", "/").is_none());
+}
+
+#[test]
+fn secret_key_file_defaults_under_data_dir() {
+    let c = Config::from_toml(
+        "data_dir = \"d\"",
+        Some(Path::new("/etc/gh/gatehouse.toml")),
+    )
+    .unwrap();
+    assert_eq!(
+        c.identity.secret_key_file,
+        Path::new("/etc/gh/d/secret.key")
+    );
+    let c = Config::from_toml(
+        "[identity]\nsecret_key_file = \"/run/keys/gh.key\"",
+        Some(Path::new("/etc/gh/gatehouse.toml")),
+    )
+    .unwrap();
+    assert_eq!(c.identity.secret_key_file, Path::new("/run/keys/gh.key"));
+    let e = Config::from_toml("[identity]\nsecret_key_file = \" \"", None).unwrap_err();
+    assert!(e.to_string().contains("identity.secret_key_file"), "{e}");
 }

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Bastion throughput and set-up time beside plain OpenSSH as a jump host.
+#
+# Builds the release `bench_bastion` example (the bastion with the in-memory test backend),
+# starts a target sshd, a second sshd used as an OpenSSH ProxyJump host, and the bastion
+# (recording on). Pushes SIZE (default 1G) of zeros through each path into `cat > /dev/null`,
+# and prints MB/s, the ratio, CPU per MB and the median connection set-up time.
+#
+# Usage: bastion/benches/bastion.sh [SIZE] [SETUP_RUNS]     (run as root: sshd needs it)
+set -euo pipefail
+
+SIZE="${1:-1G}"
+RUNS="${2:-9}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+
+for tool in /usr/sbin/sshd ssh ssh-keygen head awk; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (install openssh-server openssh-client)" >&2; exit 1; }
+done
+
+echo "building release bench_bastion..." >&2
+cargo build --release -q -p gatehouse-bastion --example bench_bastion
+BIN="$ROOT/target/release/examples/bench_bastion"
+
+TMP="$(mktemp -d /tmp/gh-bastion-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_banner() { # port what
+  local end=$((SECONDS + 15))
+  until head -c 7 < /dev/tcp/127.0.0.1/"$1" 2>/dev/null | grep -q SSH-2.0; do
+    [ $SECONDS -lt $end ] || { echo "$2 on port $1 did not start" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+
+mkdir -p /run/sshd
+for k in user cred target_host jump_host; do ssh-keygen -q -t ed25519 -N '' -C bench -f "$TMP/$k"; done
+cat "$TMP/cred.pub" "$TMP/user.pub" > "$TMP/authorized_keys"
+
+start_sshd() { # name port hostkey
+  cat > "$TMP/$1_config" <<CFG
+Port $2
+ListenAddress 127.0.0.1
+HostKey $3
+AuthorizedKeysFile $TMP/authorized_keys
+UsePAM no
+StrictModes no
+PidFile none
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+LogLevel ERROR
+MaxStartups 100
+CFG
+  /usr/sbin/sshd -D -e -f "$TMP/$1_config" 2>"$TMP/$1.log" &
+  PIDS+=($!)
+  wait_banner "$2" "$1"
+}
+
+TARGET_PORT=$(free_port); JUMP_PORT=$(free_port)
+start_sshd target "$TARGET_PORT" "$TMP/target_host"
+start_sshd jump "$JUMP_PORT" "$TMP/jump_host"
+
+PINNED="$(awk '{print $1" "$2}' "$TMP/target_host.pub")"
+cat > "$TMP/gatehouse.toml" <<CFG
+data_dir = "$TMP/data"
+[bastion]
+listen = "127.0.0.1:0"
+host_key = "$TMP/bastion_host_key"
+[recording]
+dir = "$TMP/recordings"
+[[targets]]
+name = "bench"
+address = "127.0.0.1:$TARGET_PORT"
+host_key = "$PINNED"
+logins = ["root"]
+credential = "$TMP/cred"
+require_totp = false
+CFG
+
+"$BIN" "$TMP/gatehouse.toml" bench "$TMP/user.pub" > "$TMP/bastion.out" 2>"$TMP/bastion.log" &
+BASTION_PID=$!
+PIDS+=($BASTION_PID)
+end=$((SECONDS + 30))
+until grep -q LISTENING "$TMP/bastion.out"; do
+  [ $SECONDS -lt $end ] || { echo "bastion did not start: $(cat "$TMP/bastion.log")" >&2; exit 1; }
+  sleep 0.05
+done
+BASTION_PORT="$(awk '/LISTENING/ {split($2, a, ":"); print a[2]}' "$TMP/bastion.out")"
+
+# One client config for both paths; -J reads the jump host's settings from it too.
+cat > "$TMP/ssh_config" <<CFG
+Host *
+  UserKnownHostsFile $TMP/known_hosts
+  StrictHostKeyChecking no
+  IdentitiesOnly yes
+  IdentityFile $TMP/user
+  BatchMode yes
+  LogLevel ERROR
+Host jump
+  HostName 127.0.0.1
+  Port $JUMP_PORT
+  User root
+Host target
+  HostName 127.0.0.1
+  Port $TARGET_PORT
+  User root
+  ProxyJump jump
+Host bastion
+  HostName 127.0.0.1
+  Port $BASTION_PORT
+  User bench:root@bench
+CFG
+SSH=(ssh -F "$TMP/ssh_config")
+
+busy_jiffies() { awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat; }
+proc_jiffies() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+BYTES=$(head -c "$SIZE" /dev/zero | wc -c)
+MB=$(awk -v b="$BYTES" 'BEGIN {print b/1000000}')
+
+transfer() { # host -> prints "seconds system_cpu_seconds bastion_cpu_seconds"
+  local b0 p0 t0 t1 b1 p1
+  b0=$(busy_jiffies); p0=$(proc_jiffies "$BASTION_PID"); t0=$(date +%s.%N)
+  head -c "$SIZE" /dev/zero | "${SSH[@]}" "$1" 'cat > /dev/null'
+  t1=$(date +%s.%N); b1=$(busy_jiffies); p1=$(proc_jiffies "$BASTION_PID")
+  awk -v t0="$t0" -v t1="$t1" -v b="$((b1 - b0))" -v p="$((p1 - p0))" -v hz="$HZ" 'BEGIN {printf "%.3f %.3f %.3f\n", t1-t0, b/hz, p/hz}'
+}
+
+setup_median() { # host
+  local times=() t0 t1
+  for _ in $(seq "$RUNS"); do
+    t0=$(date +%s%N); "${SSH[@]}" "$1" true; t1=$(date +%s%N)
+    times+=($(( (t1 - t0) / 1000000 )))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+"${SSH[@]}" bastion true && "${SSH[@]}" target true   # warm up, learn host keys
+
+echo "pushing $SIZE through the bastion (recording on)..." >&2
+read -r B_SECS B_CPU B_PROC < <(transfer bastion)
+echo "pushing $SIZE through OpenSSH ProxyJump..." >&2
+read -r J_SECS J_CPU _ < <(transfer target)
+echo "measuring connection set-up ($RUNS runs each)..." >&2
+B_SETUP=$(setup_median bastion)
+J_SETUP=$(setup_median target)
+
+awk -v mb="$MB" -v bs="$B_SECS" -v bc="$B_CPU" -v bp="$B_PROC" -v js="$J_SECS" -v jc="$J_CPU" -v bsu="$B_SETUP" -v jsu="$J_SETUP" 'BEGIN {
+  br = mb / bs; jr = mb / js
+  printf "%-28s %12s %12s\n", "", "bastion", "ssh -J"
+  printf "%-28s %12.1f %12.1f\n", "throughput (MB/s)", br, jr
+  printf "%-28s %12.2f %12.2f\n", "system CPU (ms per MB)", 1000 * bc / mb, 1000 * jc / mb
+  printf "%-28s %12.2f %12s\n", "bastion process CPU (ms/MB)", 1000 * bp / mb, "-"
+  printf "%-28s %12d %12d\n", "median set-up (ms)", bsu, jsu
+  printf "ratio bastion / OpenSSH: %.2f (target >= 0.70)\n", br / jr
+}'
+echo "recordings written: $(ls "$TMP/recordings" | wc -l)" >&2

@@ -1,0 +1,23 @@
+//! The tamper-evident audit log: JSON lines in daily segments `audit-YYYYMMDD.jsonl`.
+//!
+//! Threats: an intruder or insider editing, deleting or reordering records to hide access;
+//! records lost in a crash; actions that happen while the log cannot be written. Mitigations:
+//! every record carries `seq`, `prev` (SHA-256 of the previous line) and `mac` (HMAC-SHA256
+//! with a key derived from the master secret, which is not stored with the log), so
+//! [`verify`] finds any change, removal or reorder; [`AuditLog::record`] returns only after
+//! the record is written and fsynced, and returns an error otherwise, on which the caller
+//! refuses the action (fail closed). Known limit: removing the newest records (truncation) is
+//! not detectable from the chain alone; ship the log off the host as it is written.
+
+mod chain;
+mod event;
+mod verify;
+mod writer;
+
+pub use chain::AuditKey;
+pub use event::{AuditEvent, Outcome, new_incident_id};
+pub use verify::{VerifyReport, verify};
+pub use writer::{AUDIT_CHANNEL_CAPACITY, AuditLog, Receipt};
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,211 @@
+//! Record format and chain arithmetic shared by the writer and the verifier.
+//!
+//! A line is `{"seq":N,"ts":"...","prev":"HEX","event":{...},"mac":"HEX"}`. The MAC covers
+//! the line without its `,"mac":"..."` part (the "body", which ends in `}`); `prev` is the
+//! SHA-256 of the whole previous line (without newline); the first record has `prev` = 64
+//! zeros and `seq` 0.
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::AuditEvent;
+use crate::secret::SecretKey;
+
+/// Label of the audit MAC key derived from the master secret.
+const KEY_LABEL: &str = "gatehouse/audit-mac/v1";
+/// `prev` of the first record.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Length of `,"mac":"` + 64 hex + `"}`.
+const MAC_SUFFIX_LEN: usize = 8 + 64 + 2;
+
+/// The audit MAC key.
+#[derive(Clone)]
+pub struct AuditKey(aws_lc_rs::hmac::Key);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+impl AuditKey {
+    pub fn new(master: &SecretKey) -> AuditKey {
+        let raw = zeroize::Zeroizing::new(master.derive(KEY_LABEL));
+        AuditKey(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            raw.as_slice(),
+        ))
+    }
+
+    pub(crate) fn mac_hex(&self, body: &[u8]) -> String {
+        hex::encode(aws_lc_rs::hmac::sign(&self.0, body).as_ref())
+    }
+
+    pub(crate) fn mac_ok(&self, body: &[u8], mac_hex: &str) -> bool {
+        let expected = self.mac_hex(body);
+        expected.len() == mac_hex.len() && bool::from(expected.as_bytes().ct_eq(mac_hex.as_bytes()))
+    }
+}
+
+#[derive(Serialize)]
+struct BodyOut<'a> {
+    seq: u64,
+    ts: &'a str,
+    prev: &'a str,
+    event: &'a AuditEvent,
+}
+
+/// The parsed body of a line (the event stays generic so the verifier accepts event kinds
+/// added later).
+#[derive(Deserialize)]
+pub(crate) struct BodyIn {
+    pub seq: u64,
+    pub ts: String,
+    pub prev: String,
+    #[allow(dead_code)]
+    pub event: serde_json::Value,
+}
+
+/// Builds a complete line (without newline).
+pub(crate) fn make_line(
+    key: &AuditKey,
+    seq: u64,
+    ts: &str,
+    prev: &str,
+    event: &AuditEvent,
+) -> Result<String, serde_json::Error> {
+    let body = serde_json::to_string(&BodyOut {
+        seq,
+        ts,
+        prev,
+        event,
+    })?;
+    let mac = key.mac_hex(body.as_bytes());
+    let open = body.strip_suffix('}').unwrap_or(&body);
+    Ok(format!("{open},\"mac\":\"{mac}\"}}"))
+}
+
+/// Splits a line into (body, mac); `None` when the line does not have the shape.
+pub(crate) fn split_line(line: &str) -> Option<(String, &str)> {
+    let cut = line.len().checked_sub(MAC_SUFFIX_LEN)?;
+    let (head, tail) = (line.get(..cut)?, line.get(cut..)?);
+    let mac = tail.strip_prefix(",\"mac\":\"")?.strip_suffix("\"}")?;
+    if mac.len() != 64 || !mac.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((format!("{head}}}"), mac))
+}
+
+/// Equality of two hex strings.
+pub(crate) fn ct_str_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// SHA-256 of a line, hex: the next record's `prev`.
+pub(crate) fn line_hash(line: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, line.as_bytes()).as_ref())
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// RFC 3339 UTC timestamp with milliseconds, and the `YYYYMMDD` segment date.
+pub(crate) fn timestamp(ms: u64) -> (String, String) {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    (
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms % 1000
+        ),
+        format!("{y:04}{m:02}{d:02}"),
+    )
+}
+
+/// Inverse of [`timestamp`]: unix milliseconds of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub(crate) fn parse_timestamp(ts: &str) -> Option<u64> {
+    let num = |a: usize, b: usize| ts.get(a..b).and_then(|s| s.parse::<i64>().ok());
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hh, mm, ss, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+    // Days from civil (Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from((((days * 24 + hh) * 60 + mm) * 60 + ss) * 1000 + ms).ok()
+}
+
+/// The segment date (`YYYYMMDD`) of an RFC 3339 timestamp written by [`timestamp`].
+pub(crate) fn date_of_ts(ts: &str) -> Option<String> {
+    let d = ts.get(..10)?;
+    let s: String = d.chars().filter(char::is_ascii_digit).collect();
+    (s.len() == 8).then_some(s)
+}
+
+/// Segment file name for a date.
+pub(crate) fn segment_name(date: &str) -> String {
+    format!("audit-{date}.jsonl")
+}
+
+/// The date of a segment file name, when it is one.
+pub(crate) fn segment_date(name: &str) -> Option<&str> {
+    let d = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
+    (d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit())).then_some(d)
+}
+
+/// Segment files of `dir`, oldest first.
+pub(crate) fn segments(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd {
+                let e = e?;
+                if segment_date(&e.file_name().to_string_lossy()).is_some() {
+                    out.push(e.path());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(timestamp(0).0, "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(951_782_400_000).1, "20000229");
+        assert_eq!(timestamp(1_796_003_520_123).0, "2026-11-30T01:52:00.123Z");
+        for ms in [0, 951_782_400_000, 1_796_003_520_123, 4_102_444_799_999] {
+            assert_eq!(parse_timestamp(&timestamp(ms).0), Some(ms));
+        }
+        assert_eq!(
+            date_of_ts("2026-11-29T15:52:00.123Z").as_deref(),
+            Some("20261129")
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! What the audit log records.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Success or failure of an administrative action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+/// One audit event. Serialized with an `event` tag, e.g. `{"event":"login_success",...}`.
+/// Never put a password, code, cookie or token in a field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditEvent {
+    LoginSuccess {
+        user: String,
+        method: String,
+        client_addr: Option<IpAddr>,
+    },
+    /// `reason` is internal (unknown user, bad password, account locked, ...), never shown.
+    LoginFailure {
+        user: String,
+        method: String,
+        reason: String,
+        client_addr: Option<IpAddr>,
+    },
+    TotpFailure {
+        user: String,
+        reason: String,
+        client_addr: Option<IpAddr>,
+    },
+    /// A user or address reached the failure limit (an alert).
+    Lockout {
+        key: String,
+        failures: u64,
+        locked_secs: u64,
+        incident_id: String,
+    },
+    Logout {
+        user: String,
+        session: String,
+    },
+    SessionRevoked {
+        user: String,
+        count: u64,
+        by: String,
+    },
+    AccessAllowed {
+        user: String,
+        object: String,
+        action: String,
+        rule: String,
+    },
+    /// A denied access (an alert); `rule` is the deciding deny line, if any.
+    AccessDenied {
+        user: String,
+        object: String,
+        action: String,
+        rule: Option<String>,
+        incident_id: String,
+    },
+    PolicyReload {
+        ok: bool,
+        rules: usize,
+        error: Option<String>,
+    },
+    SshSessionStart {
+        user: String,
+        target: String,
+        login: String,
+        recording_id: String,
+        client_addr: Option<IpAddr>,
+    },
+    SshSessionEnd {
+        user: String,
+        target: String,
+        login: String,
+        recording_id: String,
+        exit_status: Option<u32>,
+    },
+    PortForward {
+        user: String,
+        target: String,
+        destination: String,
+        allowed: bool,
+    },
+    AdminAction {
+        actor: String,
+        action: String,
+        subject: String,
+        outcome: Outcome,
+    },
+}
+
+impl AuditEvent {
+    /// The incident id of an alerting event (denies, lockouts).
+    pub fn incident_id(&self) -> Option<&str> {
+        match self {
+            AuditEvent::AccessDenied { incident_id, .. }
+            | AuditEvent::Lockout { incident_id, .. } => Some(incident_id),
+            _ => None,
+        }
+    }
+
+    /// The `event` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::LoginSuccess { .. } => "login_success",
+            AuditEvent::LoginFailure { .. } => "login_failure",
+            AuditEvent::TotpFailure { .. } => "totp_failure",
+            AuditEvent::Lockout { .. } => "lockout",
+            AuditEvent::Logout { .. } => "logout",
+            AuditEvent::SessionRevoked { .. } => "session_revoked",
+            AuditEvent::AccessAllowed { .. } => "access_allowed",
+            AuditEvent::AccessDenied { .. } => "access_denied",
+            AuditEvent::PolicyReload { .. } => "policy_reload",
+            AuditEvent::SshSessionStart { .. } => "ssh_session_start",
+            AuditEvent::SshSessionEnd { .. } => "ssh_session_end",
+            AuditEvent::PortForward { .. } => "port_forward",
+            AuditEvent::AdminAction { .. } => "admin_action",
+        }
+    }
+}
+
+/// A fresh unique incident id: 16 random bytes, hex (`inc-` prefix).
+pub fn new_incident_id() -> String {
+    let mut r = [0u8; 16];
+    if crate::secret::random_bytes(&mut r).is_err() {
+        // The RNG failing is not a reason to drop an alert: fall back to time + counter,
+        // still unique within this process.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return format!("inc-{:x}-{n:x}", crate::store::now_ms());
+    }
+    format!("inc-{}", hex::encode(r))
+}

@@ -1,0 +1,199 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::error::AuditError;
+use crate::secret::SecretKey;
+use crate::testutil::TempDir;
+
+pub(crate) fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    super::chain::segments(dir).unwrap()
+}
+
+fn key() -> AuditKey {
+    AuditKey::new(&SecretKey::from_bytes([5; 32]))
+}
+
+fn ev(n: u32) -> AuditEvent {
+    AuditEvent::AdminAction {
+        actor: "cli".into(),
+        action: format!("test-{n}"),
+        subject: "x".into(),
+        outcome: Outcome::Success,
+    }
+}
+
+async fn write_n(dir: &Path, n: u32) {
+    let log = AuditLog::open(dir, key()).unwrap();
+    for i in 0..n {
+        log.record(ev(i)).await.unwrap();
+    }
+}
+
+fn the_segment(dir: &Path) -> PathBuf {
+    let segs = segment_files(dir);
+    assert_eq!(segs.len(), 1);
+    segs[0].clone()
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_lines(p: &Path, l: &[String]) {
+    std::fs::write(p, l.iter().map(|s| format!("{s}\n")).collect::<String>()).unwrap();
+}
+
+fn tampered(r: Result<VerifyReport, AuditError>) -> (usize, String) {
+    match r {
+        Err(AuditError::Tampered { line, problem, .. }) => (line, problem),
+        other => panic!("expected tampering to be found, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn chain_verifies_and_continues_after_restart() {
+    let dir = TempDir::new("audit");
+    write_n(dir.path(), 3).await;
+    write_n(dir.path(), 2).await; // a restart continues the chain
+    let report = verify(dir.path(), &key()).unwrap();
+    assert_eq!(report.records, 5);
+    let l = lines(&the_segment(dir.path()));
+    assert!(l[0].starts_with("{\"seq\":0,\"ts\":\""));
+    assert!(l[4].starts_with("{\"seq\":4,"));
+    assert!(l[3].contains("\"event\":{\"event\":\"admin_action\""));
+    // The wrong key finds every record forged.
+    assert!(verify(dir.path(), &AuditKey::new(&SecretKey::from_bytes([6; 32]))).is_err());
+    // ...and the writer refuses to continue a chain it cannot authenticate.
+    assert!(AuditLog::open(dir.path(), AuditKey::new(&SecretKey::from_bytes([6; 32]))).is_err());
+}
+
+#[tokio::test]
+async fn change_is_detected() {
+    let dir = TempDir::new("audit");
+    write_n(dir.path(), 4).await;
+    let seg = the_segment(dir.path());
+    let mut l = lines(&seg);
+    l[2] = l[2].replace("test-2", "test-X");
+    write_lines(&seg, &l);
+    let (line, problem) = tampered(verify(dir.path(), &key()));
+    assert_eq!(line, 3);
+    assert!(problem.contains("mac"), "{problem}");
+}
+
+#[tokio::test]
+async fn removal_is_detected() {
+    let dir = TempDir::new("audit");
+    write_n(dir.path(), 4).await;
+    let seg = the_segment(dir.path());
+    let mut l = lines(&seg);
+    l.remove(1);
+    write_lines(&seg, &l);
+    let (line, problem) = tampered(verify(dir.path(), &key()));
+    assert_eq!(line, 2);
+    assert!(problem.contains("removed or reordered"), "{problem}");
+    // Removing the first record is found too.
+    let dir2 = TempDir::new("audit");
+    write_n(dir2.path(), 3).await;
+    let seg2 = the_segment(dir2.path());
+    let mut l2 = lines(&seg2);
+    l2.remove(0);
+    write_lines(&seg2, &l2);
+    assert_eq!(tampered(verify(dir2.path(), &key())).0, 1);
+}
+
+#[tokio::test]
+async fn reorder_is_detected() {
+    let dir = TempDir::new("audit");
+    write_n(dir.path(), 4).await;
+    let seg = the_segment(dir.path());
+    let mut l = lines(&seg);
+    l.swap(1, 2);
+    write_lines(&seg, &l);
+    let (line, _) = tampered(verify(dir.path(), &key()));
+    assert_eq!(line, 2);
+}
+
+#[tokio::test]
+async fn torn_last_line_is_cut_on_restart() {
+    let dir = TempDir::new("audit");
+    write_n(dir.path(), 2).await;
+    let seg = the_segment(dir.path());
+    let mut text = std::fs::read_to_string(&seg).unwrap();
+    text.push_str("{\"seq\":2,\"ts\":\"20");
+    std::fs::write(&seg, text).unwrap();
+    assert!(verify(dir.path(), &key()).is_err());
+    write_n(dir.path(), 1).await;
+    assert_eq!(verify(dir.path(), &key()).unwrap().records, 3);
+}
+
+#[tokio::test]
+async fn deny_carries_incident_id_and_concurrent_records_chain() {
+    let dir = TempDir::new("audit");
+    let log = AuditLog::open(dir.path(), key()).unwrap();
+    let r = log
+        .record(AuditEvent::AccessDenied {
+            user: "bob".into(),
+            object: "app:wiki/admin/x".into(),
+            action: "GET".into(),
+            rule: Some("p, group:staff, app:wiki/admin/*, *, deny".into()),
+            incident_id: new_incident_id(),
+        })
+        .await
+        .unwrap();
+    let id = r.incident_id.unwrap();
+    assert!(id.starts_with("inc-") && id.len() == 36);
+    assert_ne!(id, new_incident_id());
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(
+            async move { log.record(ev(i)).await.unwrap().seq },
+        ));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+    assert_eq!(verify(dir.path(), &key()).unwrap().records, 51);
+    assert!(
+        std::fs::read_to_string(the_segment(dir.path()))
+            .unwrap()
+            .contains(&id)
+    );
+}
+
+#[tokio::test]
+async fn unwritable_log_returns_error() {
+    let dir = TempDir::new("audit");
+    let log_dir = dir.path().join("log");
+    let log = AuditLog::open(&log_dir, key()).unwrap();
+    log.record(ev(0)).await.unwrap();
+    // The segment becomes unwritable: replace the directory by a file.
+    std::fs::remove_dir_all(&log_dir).unwrap();
+    std::fs::write(&log_dir, "x").unwrap();
+    assert!(
+        log.record(ev(1)).await.is_err(),
+        "a record that cannot be written is an error"
+    );
+}
+
+#[tokio::test]
+async fn two_writers_on_one_directory_keep_one_chain() {
+    // The server and a CLI command (admin action) may write at the same time.
+    let dir = TempDir::new("audit");
+    let a = AuditLog::open(dir.path(), key()).unwrap();
+    let b = AuditLog::open(dir.path(), key()).unwrap();
+    for i in 0..10 {
+        a.record(ev(i)).await.unwrap();
+        b.record(ev(100 + i)).await.unwrap();
+    }
+    let (ra, rb) = tokio::join!(a.record(ev(50)), b.record(ev(51)));
+    assert_ne!(ra.unwrap().seq, rb.unwrap().seq);
+    assert_eq!(verify(dir.path(), &key()).unwrap().records, 22);
+}

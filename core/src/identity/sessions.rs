@@ -1,0 +1,76 @@
+//! Web sessions of an authenticated identity: start, resume (which mints the
+//! `VerifiedIdentity` again from the server-side record), logout.
+
+use std::net::IpAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::VerifiedIdentity;
+use super::authenticator::{Authenticator, unix_secs};
+use crate::audit::AuditEvent;
+use crate::error::AuthError;
+use crate::store::{SessionData, SessionToken};
+
+impl Authenticator {
+    /// Starts a server-side session for `id`; the returned token goes into the cookie.
+    pub async fn start_session(
+        &self,
+        id: &VerifiedIdentity,
+        client: Option<IpAddr>,
+    ) -> Result<SessionToken, AuthError> {
+        let data = SessionData {
+            user: id.user.clone(),
+            groups: id.groups.clone(),
+            method: id.method,
+            auth_time: unix_secs(id.auth_time),
+            client_addr: client,
+        };
+        self.inner
+            .store
+            .create_session(data, self.inner.session_ttl, self.inner.idle_timeout)
+            .await
+            .map_err(AuthError::Store)
+    }
+
+    /// Resumes a session from its raw token (cookie); refreshes its idle timer. Unknown,
+    /// expired or idle sessions are `AuthError::NoSession`.
+    pub async fn resume_session(
+        &self,
+        token: &str,
+    ) -> Result<(VerifiedIdentity, String), AuthError> {
+        let s = self
+            .inner
+            .store
+            .touch_session(token)
+            .await
+            .map_err(AuthError::Store)?
+            .ok_or(AuthError::NoSession)?;
+        let auth_time = UNIX_EPOCH + Duration::from_secs(s.data.auth_time);
+        Ok((
+            VerifiedIdentity::new(s.data.user, s.data.groups, s.data.method, auth_time),
+            s.id_hash,
+        ))
+    }
+
+    /// Ends a session (logout) and records it.
+    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+        let Some(s) = self
+            .inner
+            .store
+            .touch_session(token)
+            .await
+            .map_err(AuthError::Store)?
+        else {
+            return Ok(());
+        };
+        self.inner
+            .store
+            .delete_session(token)
+            .await
+            .map_err(AuthError::Store)?;
+        self.audit(AuditEvent::Logout {
+            user: s.data.user,
+            session: s.id_hash,
+        })
+        .await
+    }
+}

@@ -1,0 +1,244 @@
+//! Need-to-know authorization: the casbin policy (`policies/model.conf`, `policy.csv`),
+//! decided by an index built for it, and the `Permit` proof.
+//!
+//! Threats: access beyond need-to-know; a deny silently lost to a typo; a broken reload
+//! opening everything; decisions too slow to run on every request. Mitigations: default deny
+//! and deny-wins; a strict parser that names file and line of any bad line; casbin validates
+//! the model and is probed against the index at load, so the model and the index cannot
+//! disagree; a failed reload keeps the running policy; [`Permit`] has private fields and is
+//! minted only by [`PolicyHandle::authorize`], so proxying or opening a target cannot skip
+//! the check.
+
+mod index;
+mod parse;
+mod reference;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub use index::{Decision, PolicyIndex};
+pub use parse::{Actions, Effect, Parsed, Rule, parse};
+pub use reference::CasbinReference;
+
+use crate::audit::{AuditEvent, AuditLog, new_incident_id};
+use crate::config::PolicyConfig;
+use crate::error::PolicyError;
+use crate::identity::{VerifiedIdentity, group_subject};
+
+/// How many rules are probed against casbin at load time.
+const LOAD_PROBES: usize = 64;
+
+/// Proof that `subject` may perform `action` on `object`, by `rule`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    subject: String,
+    object: String,
+    action: String,
+    rule: String,
+}
+
+impl Permit {
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+    /// The allowing policy line.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+}
+
+/// A refused authorization; `rule` is the deciding deny line, `None` for default deny.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("access denied")]
+pub struct Denied {
+    pub subject: String,
+    pub object: String,
+    pub action: String,
+    pub rule: Option<String>,
+}
+
+/// Why an audited authorization refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The policy denied; the deny is in the audit log under `incident_id` (show it on the
+    /// 403 page).
+    #[error("access denied (incident {incident_id})")]
+    Denied { denied: Denied, incident_id: String },
+    /// The decision could not be recorded: refuse (fail closed).
+    #[error("audit log unavailable; access refused")]
+    Audit(#[source] crate::error::AuditError),
+}
+
+/// The running policy: an atomically swapped `Arc<PolicyIndex>`.
+#[derive(Debug)]
+pub struct PolicyHandle {
+    model: PathBuf,
+    policy: PathBuf,
+    current: RwLock<Arc<PolicyIndex>>,
+}
+
+/// Reads, parses, casbin-validates and indexes the two files.
+pub async fn load_index(model: &Path, policy: &Path) -> Result<PolicyIndex, PolicyError> {
+    let text = tokio::fs::read_to_string(policy)
+        .await
+        .map_err(|source| PolicyError::Read {
+            path: policy.to_path_buf(),
+            source,
+        })?;
+    let parsed = parse(&text, policy)?;
+    let reference = CasbinReference::load(model, policy).await?;
+    let index = PolicyIndex::build(parsed);
+    // The index implements the shipped model's semantics; a different model.conf must not
+    // silently decide otherwise. Probe each rule's own request (and a wildcard's rest).
+    for rule in index.rules().iter().take(LOAD_PROBES) {
+        let action = match &rule.actions {
+            Actions::Any => "GET",
+            Actions::OneOf(list) => list.first().map_or("GET", String::as_str),
+        };
+        let object = if rule.wildcard {
+            format!("{}x/y", rule.object)
+        } else {
+            rule.object.clone()
+        };
+        let ours = index
+            .decide([rule.subject.as_str()], &object, action)
+            .allowed;
+        let theirs = reference.enforce(&rule.subject, &object, action)?;
+        if ours != theirs {
+            return Err(PolicyError::ModelMismatch {
+                path: model.to_path_buf(),
+                probe: format!(
+                    "{} {object} {action}: casbin {theirs}, index {ours}",
+                    rule.subject
+                ),
+            });
+        }
+    }
+    Ok(index)
+}
+
+impl PolicyHandle {
+    /// Loads the policy; any error is returned and nothing runs with a broken policy.
+    pub async fn load(model: &Path, policy: &Path) -> Result<PolicyHandle, PolicyError> {
+        let index = load_index(model, policy).await?;
+        Ok(PolicyHandle {
+            model: model.to_path_buf(),
+            policy: policy.to_path_buf(),
+            current: RwLock::new(Arc::new(index)),
+        })
+    }
+
+    pub async fn from_config(config: &PolicyConfig) -> Result<PolicyHandle, PolicyError> {
+        Self::load(&config.model, &config.policy).await
+    }
+
+    /// Re-reads the files; on error the running policy stays and the error is returned.
+    /// Returns the number of rules now in force.
+    pub async fn reload(&self) -> Result<usize, PolicyError> {
+        let index = Arc::new(load_index(&self.model, &self.policy).await?);
+        let n = index.len();
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = index;
+        Ok(n)
+    }
+
+    /// The policy in force (a snapshot; a reload does not change it under you).
+    pub fn current(&self) -> Arc<PolicyIndex> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Authorizes an authenticated identity: a [`Permit`] or [`Denied`].
+    pub fn authorize(
+        &self,
+        id: &VerifiedIdentity,
+        object: &str,
+        action: &str,
+    ) -> Result<Permit, Denied> {
+        let d = self.check(id.user(), id.groups(), object, action);
+        match d {
+            Decision {
+                allowed: true,
+                rule: Some(rule),
+                ..
+            } => Ok(Permit {
+                subject: id.user().to_string(),
+                object: object.to_string(),
+                action: action.to_string(),
+                rule,
+            }),
+            Decision { rule, .. } => Err(Denied {
+                subject: id.user().to_string(),
+                object: object.to_string(),
+                action: action.to_string(),
+                rule,
+            }),
+        }
+    }
+
+    /// [`authorize`](Self::authorize) plus its audit record: `access_allowed`, or
+    /// `access_denied` with a fresh incident id (also logged as an alert). A decision that
+    /// cannot be recorded is a refusal.
+    pub async fn authorize_audited(
+        &self,
+        id: &VerifiedIdentity,
+        object: &str,
+        action: &str,
+        audit: &AuditLog,
+    ) -> Result<Permit, Refusal> {
+        match self.authorize(id, object, action) {
+            Ok(permit) => {
+                audit
+                    .record(AuditEvent::AccessAllowed {
+                        user: permit.subject.clone(),
+                        object: permit.object.clone(),
+                        action: permit.action.clone(),
+                        rule: permit.rule.clone(),
+                    })
+                    .await
+                    .map_err(Refusal::Audit)?;
+                Ok(permit)
+            }
+            Err(denied) => {
+                let incident_id = new_incident_id();
+                audit
+                    .record(AuditEvent::AccessDenied {
+                        user: denied.subject.clone(),
+                        object: denied.object.clone(),
+                        action: denied.action.clone(),
+                        rule: denied.rule.clone(),
+                        incident_id: incident_id.clone(),
+                    })
+                    .await
+                    .map_err(Refusal::Audit)?;
+                Err(Refusal::Denied {
+                    denied,
+                    incident_id,
+                })
+            }
+        }
+    }
+
+    /// Decides for a plain user and its groups (plain names) — `policy check`, reviews.
+    pub fn check(&self, user: &str, groups: &[String], object: &str, action: &str) -> Decision {
+        let subjects: Vec<String> = groups.iter().map(|g| group_subject(g)).collect();
+        self.current().decide(
+            std::iter::once(user).chain(subjects.iter().map(String::as_str)),
+            object,
+            action,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

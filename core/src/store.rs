@@ -1,0 +1,230 @@
+//! Shared state of all instances: sessions, lockout counters, the TOTP replay cache and the
+//! revocation channel. `memory://` serves one instance; `redis://` shares it between many.
+//!
+//! Threats: a leaked store dump replaying session cookies; brute force spread over instances;
+//! a TOTP code replayed on another instance; a revoked user keeping a live connection; a hung
+//! store stalling logins. Mitigations: session ids are 256-bit random values returned to the
+//! caller once and stored only as SHA-256(id); counters and the replay cache are shared and
+//! atomic (`INCR`, `SET NX`); revocations are published to every instance; every Redis call
+//! runs under a deadline and its failure is a [`StoreError`], on which callers fail closed.
+
+pub mod memory;
+pub mod redis;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::config::StoreConfig;
+use crate::error::StoreError;
+use crate::identity::AuthMethod;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+/// Capacity of a revocation subscription; a receiver that lags behind gets
+/// `RecvError::Lagged` and must then re-check every live session (fail closed).
+pub const REVOCATION_CHANNEL_CAPACITY: usize = 1024;
+
+/// Who a session belongs to; stored as JSON under the session id's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionData {
+    pub user: String,
+    /// Plain group names.
+    pub groups: Vec<String>,
+    pub method: AuthMethod,
+    /// When the user authenticated, unix seconds.
+    pub auth_time: u64,
+    pub client_addr: Option<IpAddr>,
+}
+
+/// A live session as stored (times in unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Hex SHA-256 of the session id: safe to show and log, useless as a cookie.
+    pub id_hash: String,
+    pub data: SessionData,
+    pub created_ms: u64,
+    pub last_seen_ms: u64,
+    /// Absolute end (`created + ttl`), whatever the activity.
+    pub expires_ms: u64,
+    /// Idle timeout in milliseconds.
+    pub idle_ms: u64,
+}
+
+impl Session {
+    /// True while neither the absolute TTL nor the idle timeout has passed at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms && now_ms < self.last_seen_ms.saturating_add(self.idle_ms)
+    }
+}
+
+/// The raw session id: given to the client once (cookie); the store keeps only its hash.
+/// `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(..)")
+    }
+}
+
+impl SessionToken {
+    /// A fresh 256-bit random id, hex encoded.
+    pub(crate) fn generate() -> Result<SessionToken, StoreError> {
+        let mut raw = [0u8; 32];
+        crate::secret::random_bytes(&mut raw).map_err(|_| StoreError::Random)?;
+        Ok(SessionToken(hex::encode(raw)))
+    }
+
+    /// The value for the cookie. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// SHA-256 of a raw session id, hex; the store's key for it. A malformed id (not 64 hex
+/// characters) yields `None`: no lookup happens for it.
+pub fn session_id_hash(raw: &str) -> Option<String> {
+    let well_formed = raw.len() == 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !well_formed {
+        return None;
+    }
+    Some(hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        raw.as_bytes(),
+    )))
+}
+
+/// Constant-time string equality (for ids and codes).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// What a failure counter is kept for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LockoutKey {
+    User(String),
+    Addr(IpAddr),
+}
+
+impl LockoutKey {
+    pub fn as_key(&self) -> String {
+        match self {
+            LockoutKey::User(u) => format!("user:{u}"),
+            LockoutKey::Addr(a) => format!("addr:{a}"),
+        }
+    }
+}
+
+/// Lockout rule: `max_failures` within `window` locks the key for `lock_for`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub max_failures: u64,
+    pub window: Duration,
+    pub lock_for: Duration,
+}
+
+impl Default for LockoutPolicy {
+    /// 5 failures in 15 minutes lock for 15 minutes (CNIL: limited attempts).
+    fn default() -> Self {
+        LockoutPolicy {
+            max_failures: 5,
+            window: Duration::from_secs(15 * 60),
+            lock_for: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// The outcome of counting one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureStatus {
+    /// Failures in the current window, this one included.
+    pub failures: u64,
+    /// True when this failure reached the limit and locked the key now.
+    pub newly_locked: bool,
+    /// Remaining lock time when the key is locked.
+    pub locked_for: Option<Duration>,
+}
+
+/// Published when sessions end early, so every instance closes matching live connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RevocationEvent {
+    /// All sessions of this user were revoked.
+    User { user: String },
+    /// One session ended (logout); the hash of its id.
+    Session { id_hash: String },
+}
+
+/// The shared store. Every method may fail with [`StoreError`]; callers fail closed.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates a session; the raw id is returned once and stored only as its hash.
+    async fn create_session(
+        &self,
+        data: SessionData,
+        ttl: Duration,
+        idle: Duration,
+    ) -> Result<SessionToken, StoreError>;
+    /// Looks a session up by raw id and marks it used; `None` when unknown, expired or idle.
+    async fn touch_session(&self, raw_id: &str) -> Result<Option<Session>, StoreError>;
+    /// Deletes a session (logout) and publishes its revocation; true when it existed.
+    async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError>;
+    /// Live sessions of every user.
+    async fn list_sessions(&self) -> Result<Vec<Session>, StoreError>;
+    /// Deletes every session of `user`, publishes a revocation event, returns the count.
+    async fn revoke_user(&self, user: &str) -> Result<u64, StoreError>;
+    /// Counts a failure for `key`; locks it when the policy's limit is reached.
+    async fn record_failure(
+        &self,
+        key: &LockoutKey,
+        policy: &LockoutPolicy,
+    ) -> Result<FailureStatus, StoreError>;
+    /// Remaining lock time of `key`, `None` when not locked.
+    async fn lockout_remaining(&self, key: &LockoutKey) -> Result<Option<Duration>, StoreError>;
+    /// Forgets the failures of `key` (after a successful login); an active lock stays.
+    async fn clear_failures(&self, key: &LockoutKey) -> Result<(), StoreError>;
+    /// Marks TOTP step `step` of `user` used: true only the first time, also under races.
+    async fn mark_totp_used(&self, user: &str, step: u64) -> Result<bool, StoreError>;
+    /// A receiver of revocation events from every instance (this one included).
+    async fn subscribe_revocations(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<RevocationEvent>, StoreError>;
+    /// Health probe.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// True for the in-process store (sessions exist only inside the running process).
+    fn is_in_process(&self) -> bool;
+}
+
+/// Opens the configured store: `memory://` or Redis (connect under a deadline).
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreConfig::Redis(url) => Ok(Arc::new(RedisStore::connect(url).await?)),
+    }
+}
+
+/// How long a used TOTP step is remembered: the skew window (3 steps) plus margin.
+pub const TOTP_REPLAY_TTL: Duration = Duration::from_secs(150);
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn dur_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod conformance;

@@ -1,0 +1,248 @@
+//! One conformance suite, run against the memory store and a real redis-server.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::testutil::RedisServer;
+
+fn data(user: &str) -> SessionData {
+    SessionData {
+        user: user.to_string(),
+        groups: vec!["staff".into()],
+        method: AuthMethod::PasswordTotp,
+        auth_time: 1,
+        client_addr: Some("127.0.0.1".parse().unwrap()),
+    }
+}
+
+const TTL: Duration = Duration::from_secs(3600);
+const IDLE: Duration = Duration::from_secs(600);
+
+async fn sessions_roundtrip(s: &dyn Store) {
+    let tok = s.create_session(data("alice"), TTL, IDLE).await.unwrap();
+    assert_eq!(tok.expose().len(), 64);
+    let got = s
+        .touch_session(tok.expose())
+        .await
+        .unwrap()
+        .expect("session exists");
+    assert_eq!(got.data.user, "alice");
+    // Stored under the hash, never the raw id.
+    assert_eq!(got.id_hash, session_id_hash(tok.expose()).unwrap());
+    assert_ne!(got.id_hash, tok.expose());
+    // Unknown and malformed ids find nothing.
+    let other = SessionToken::generate().unwrap();
+    assert!(s.touch_session(other.expose()).await.unwrap().is_none());
+    assert!(s.touch_session("../../etc").await.unwrap().is_none());
+    assert!(
+        s.touch_session(&tok.expose().to_uppercase())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let listed = s.list_sessions().await.unwrap();
+    assert!(listed.iter().any(|x| x.id_hash == got.id_hash));
+    assert!(
+        !format!("{listed:?}").contains(tok.expose()),
+        "raw id must not be stored"
+    );
+    let mut rx = s.subscribe_revocations().await.unwrap();
+    assert!(s.delete_session(tok.expose()).await.unwrap());
+    assert!(!s.delete_session(tok.expose()).await.unwrap());
+    assert!(s.touch_session(tok.expose()).await.unwrap().is_none());
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ev,
+        RevocationEvent::Session {
+            id_hash: got.id_hash
+        }
+    );
+}
+
+async fn idle_and_absolute_expiry(s: &dyn Store) {
+    // Idle: unused for longer than the idle timeout.
+    let idle = s
+        .create_session(data("idle"), TTL, Duration::from_millis(400))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        s.touch_session(idle.expose()).await.unwrap().is_none(),
+        "idle session must be gone"
+    );
+    // Absolute: used all the time, still ends at the TTL.
+    let abs = s
+        .create_session(
+            data("busy"),
+            Duration::from_millis(900),
+            Duration::from_millis(600),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(
+            s.touch_session(abs.expose()).await.unwrap().is_some(),
+            "touch keeps it alive before the ttl"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        s.touch_session(abs.expose()).await.unwrap().is_none(),
+        "absolute ttl ends it"
+    );
+}
+
+async fn revoke_user_publishes(s: &dyn Store) {
+    let mut rx = s.subscribe_revocations().await.unwrap();
+    let a1 = s.create_session(data("rev"), TTL, IDLE).await.unwrap();
+    let a2 = s.create_session(data("rev"), TTL, IDLE).await.unwrap();
+    let other = s.create_session(data("keep"), TTL, IDLE).await.unwrap();
+    assert_eq!(s.revoke_user("rev").await.unwrap(), 2);
+    assert!(s.touch_session(a1.expose()).await.unwrap().is_none());
+    assert!(s.touch_session(a2.expose()).await.unwrap().is_none());
+    assert!(s.touch_session(other.expose()).await.unwrap().is_some());
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev, RevocationEvent::User { user: "rev".into() });
+    assert_eq!(s.revoke_user("rev").await.unwrap(), 0);
+}
+
+async fn lockout(s: &dyn Store) {
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        window: Duration::from_secs(60),
+        lock_for: Duration::from_millis(800),
+    };
+    let k = LockoutKey::User("mallory".into());
+    let addr: IpAddr = "192.0.2.7".parse().unwrap();
+    assert_eq!(s.lockout_remaining(&k).await.unwrap(), None);
+    let a = s.record_failure(&k, &policy).await.unwrap();
+    assert_eq!((a.failures, a.newly_locked, a.locked_for), (1, false, None));
+    s.record_failure(&k, &policy).await.unwrap();
+    let c = s.record_failure(&k, &policy).await.unwrap();
+    assert!(c.newly_locked);
+    assert!(c.locked_for.unwrap() > Duration::from_millis(500));
+    assert!(s.lockout_remaining(&k).await.unwrap().is_some());
+    // Counting more while locked does not re-lock.
+    assert!(!s.record_failure(&k, &policy).await.unwrap().newly_locked);
+    // Another key is independent.
+    assert_eq!(
+        s.lockout_remaining(&LockoutKey::Addr(addr)).await.unwrap(),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(s.lockout_remaining(&k).await.unwrap(), None, "lock expires");
+    // clear_failures resets the window count.
+    let k2 = LockoutKey::Addr(addr);
+    s.record_failure(&k2, &policy).await.unwrap();
+    s.record_failure(&k2, &policy).await.unwrap();
+    s.clear_failures(&k2).await.unwrap();
+    assert_eq!(s.record_failure(&k2, &policy).await.unwrap().failures, 1);
+}
+
+async fn totp_replay_under_race(s: Arc<dyn Store>) {
+    assert!(s.mark_totp_used("alice", 100).await.unwrap());
+    assert!(!s.mark_totp_used("alice", 100).await.unwrap());
+    assert!(s.mark_totp_used("alice", 101).await.unwrap());
+    assert!(s.mark_totp_used("bob", 100).await.unwrap());
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.mark_totp_used("race", 7).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "exactly one concurrent use of a step succeeds");
+    s.ping().await.unwrap();
+}
+
+async fn suite(s: Arc<dyn Store>) {
+    sessions_roundtrip(s.as_ref()).await;
+    revoke_user_publishes(s.as_ref()).await;
+    lockout(s.as_ref()).await;
+    totp_replay_under_race(s.clone()).await;
+    idle_and_absolute_expiry(s.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_conforms() {
+    let server = RedisServer::start();
+    let store = open(&crate::config::StoreConfig::Redis(server.url()))
+        .await
+        .unwrap();
+    assert!(!store.is_in_process());
+    suite(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_revocation_reaches_other_instances() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url()).await.unwrap();
+    let b = RedisStore::connect(&server.url()).await.unwrap();
+    let mut rx_b = b.subscribe_revocations().await.unwrap();
+    let tok = a.create_session(data("multi"), TTL, IDLE).await.unwrap();
+    assert!(
+        b.touch_session(tok.expose()).await.unwrap().is_some(),
+        "sessions are shared"
+    );
+    assert_eq!(a.revoke_user("multi").await.unwrap(), 1);
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ev,
+        RevocationEvent::User {
+            user: "multi".into()
+        }
+    );
+    assert!(b.touch_session(tok.expose()).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_gives_errors_not_hangs() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let tok = store.create_session(data("down"), TTL, IDLE).await.unwrap();
+    server.stop();
+    let started = std::time::Instant::now();
+    assert!(
+        store.touch_session(tok.expose()).await.is_err(),
+        "fail closed: an error, not `no session`"
+    );
+    assert!(store.mark_totp_used("down", 1).await.is_err());
+    assert!(store.ping().await.is_err());
+    assert!(
+        store
+            .record_failure(&LockoutKey::User("down".into()), &LockoutPolicy::default())
+            .await
+            .is_err()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4 * 3),
+        "each call is bounded by the op timeout"
+    );
+    // A store that cannot connect at all is an error too, under the deadline.
+    let started = std::time::Instant::now();
+    assert!(RedisStore::connect(&server.url()).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

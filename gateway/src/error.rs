@@ -1,0 +1,137 @@
+//! Typed errors of the gateway, one enum per failure domain, and the one mapping of proxy
+//! failures to a status code and log level.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use http::StatusCode;
+
+/// Starting or running the gateway failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The certificate or key (the message names the file).
+    #[error(transparent)]
+    Tls(TlsError),
+    #[error("cannot listen on {addr} ({what})")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot generate development certificates")]
+    DevCert(#[source] DevCertError),
+    /// An app's route (the message names the app and value).
+    #[error(transparent)]
+    Route(crate::routes::RouteError),
+    #[error("cannot start the demo app")]
+    Demo(#[source] std::io::Error),
+}
+
+impl From<TlsError> for GatewayError {
+    fn from(e: TlsError) -> Self {
+        GatewayError::Tls(e)
+    }
+}
+
+impl From<DevCertError> for GatewayError {
+    fn from(e: DevCertError) -> Self {
+        GatewayError::DevCert(e)
+    }
+}
+
+/// A certificate or key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read the PEM certificate chain")]
+    ReadCert {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{path}: no certificate in the file")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: cannot read a PEM private key")]
+    ReadKey {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{path}: unsupported private key")]
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{key} does not match the certificate in {cert}")]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("invalid tls configuration")]
+    Config(#[source] rustls::Error),
+}
+
+/// Generating the development CA or server certificate failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DevCertError {
+    #[error("{path}: cannot write")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed")]
+    Generate(#[source] rcgen::Error),
+}
+
+/// Who failed while proxying a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream connection failed")]
+    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("upstream request failed")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream switched protocols without being asked")]
+    UpstreamProtocol,
+    #[error("cannot build the upstream request")]
+    Internal(#[source] http::Error),
+}
+
+impl ProxyError {
+    /// The status the client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::UpstreamConnect(_) => "connect",
+            ProxyError::UpstreamTimeout => "timeout",
+            ProxyError::Upstream(_) | ProxyError::UpstreamProtocol => "protocol",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    /// Upstream trouble is a warning (operators act on it); internal errors are errors.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, ProxyError::Internal(_))
+    }
+}

@@ -1,0 +1,356 @@
+//! Header hygiene between client, gateway and upstream.
+//!
+//! Threat: a client forging identity (`X-Gatehouse-User`, `X-Forwarded-User`, `Remote-User`,
+//! or the same with `_` for servers that fold `_` into `-`), its address (`X-Forwarded-For`,
+//! `Forwarded`, `X-Real-IP`), or steering the hop (`Connection: x-gatehouse-user`, `TE`,
+//! `Upgrade`). Mitigation: those headers are always removed and the gateway sets the
+//! forwarding headers itself; hop-by-hop headers and framing headers are dropped so hyper
+//! re-frames each hop. Responses from Gatehouse carry strict browser security headers;
+//! proxied responses always get HSTS.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// HSTS value; the max-age is `defaults::HSTS_MAX_AGE_SECS` (checked by a test).
+pub const HSTS: &str = "max-age=63072000; includeSubDomains";
+/// CSP of Gatehouse's own pages: nothing loads, nothing frames them; inline style only.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// CSP added to proxied responses that set no framing policy: framing only, nothing else, so
+/// the app's own content keeps working.
+pub const PROXIED_CSP: &str = "frame-ancestors 'none'";
+
+/// Identity header names a client may never send (compared after lowercasing and `_` -> `-`).
+const IDENTITY_EXACT: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "remote-user",
+    "x-remote-user",
+    "x-webauth-user",
+    "forwarded",
+    "x-real-ip",
+];
+const STRIP_PREFIXES: &[&str] = &["x-gatehouse-", "x-auth-request-", "x-forwarded-", "proxy-"];
+
+/// True for a request header the client must never get to the upstream: identity, forwarding
+/// and `proxy-*` headers, whatever the `_`/`-` spelling (names arrive lowercase from hyper).
+pub fn is_spoofable(name: &str) -> bool {
+    let first = name.as_bytes().first().copied().unwrap_or(0);
+    if !matches!(first, b'x' | b'r' | b'f' | b'p') {
+        return false;
+    }
+    if name.contains('_') {
+        let folded = name.replace('_', "-");
+        return is_spoofable_folded(&folded);
+    }
+    is_spoofable_folded(name)
+}
+
+fn is_spoofable_folded(name: &str) -> bool {
+    IDENTITY_EXACT.contains(&name) || STRIP_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus framing headers, which hyper re-creates per hop.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names. For an upgrade,
+/// `Connection: upgrade` and `Upgrade` are put back afterwards.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        // Never let a client make us drop a header we set or need (e.g. `Connection: host`).
+        if name != header::HOST {
+            headers.remove(&name);
+        }
+    }
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in hop {
+        headers.remove(&name);
+    }
+    if let Some(up) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up);
+    }
+}
+
+/// True when the request asks for a WebSocket upgrade (HTTP/1.1 `Upgrade: websocket` with a
+/// `Connection: upgrade` token).
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    upgrade
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Prepares a client request's headers for the upstream.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    websocket: bool,
+    client_ip: IpAddr,
+    authority: &str,
+) {
+    strip_hop_by_hop(headers, websocket);
+    headers.remove(header::CONTENT_LENGTH);
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_spoofable(n.as_str()))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(&name);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    if let Ok(v) = HeaderValue::from_str(authority) {
+        // The upstream sees the Host the client asked for (HTTP/2 clients send `:authority`).
+        headers.insert(X_FORWARDED_HOST, v.clone());
+        headers.insert(header::HOST, v);
+    }
+}
+
+/// Prepares an upstream response's headers for the client.
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+    strip_hop_by_hop(headers, switching);
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    );
+    // Framing protection only where the app expressed no framing policy of its own (a CSP
+    // `frame-ancestors` would override an app's `X-Frame-Options: SAMEORIGIN`).
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY)
+        && !headers.contains_key(header::X_FRAME_OPTIONS)
+    {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PROXIED_CSP),
+        );
+    }
+    let defaults = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// Security headers of Gatehouse's own responses.
+pub fn own_response(headers: &mut HeaderMap) {
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_core::config::defaults::HSTS_MAX_AGE_SECS;
+
+    use super::*;
+
+    fn map(list: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in list {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hsts_matches_default() {
+        assert_eq!(
+            HSTS,
+            format!("max-age={HSTS_MAX_AGE_SECS}; includeSubDomains")
+        );
+    }
+
+    #[test]
+    fn spoofable_table() {
+        let strip = [
+            "x-gatehouse-user",
+            "x-gatehouse-groups",
+            "x_gatehouse_user",
+            "x-gatehouse_assertion",
+            "x-forwarded-user",
+            "x_forwarded_email",
+            "x-forwarded-groups",
+            "x-forwarded-preferred-username",
+            "x-auth-request-user",
+            "x_auth_request_email",
+            "remote-user",
+            "remote_user",
+            "x-remote-user",
+            "x-webauth-user",
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x-forwarded-proto",
+            "forwarded",
+            "x-real-ip",
+            "proxy-authorization",
+        ];
+        for name in strip {
+            assert!(is_spoofable(name), "{name}");
+        }
+        for name in [
+            "x-request-id",
+            "accept",
+            "authorization",
+            "cookie",
+            "remote-addr",
+            "x-user",
+            "referer",
+        ] {
+            assert!(!is_spoofable(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn request_preparation() {
+        let mut h = map(&[
+            ("host", "App.example:8443"),
+            ("x-gatehouse-user", "admin"),
+            ("X_GATEHOUSE_GROUPS", "root"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("connection", "keep-alive, x-keep-me, host"),
+            ("x-keep-me", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("content-length", "10"),
+            ("proxy-authorization", "Basic x"),
+            ("accept", "*/*"),
+        ]);
+        prepare_request(
+            &mut h,
+            false,
+            "10.1.2.3".parse().unwrap(),
+            "App.example:8443",
+        );
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto"
+            ]
+        );
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "App.example:8443");
+        assert_eq!(h["host"], "App.example:8443");
+    }
+
+    #[test]
+    fn websocket_upgrade_kept() {
+        let mut h = map(&[
+            ("host", "a"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(wants_websocket(&h));
+        prepare_request(&mut h, true, "::1".parse().unwrap(), "a");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["sec-websocket-key"], "k");
+        assert!(!wants_websocket(&map(&[("upgrade", "websocket")])));
+        assert!(!wants_websocket(&map(&[
+            ("upgrade", "h2c"),
+            ("connection", "upgrade")
+        ])));
+    }
+
+    #[test]
+    fn response_preparation() {
+        let mut h = map(&[
+            ("x-frame-options", "SAMEORIGIN"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "close"),
+            ("content-length", "5"),
+        ]);
+        prepare_response(&mut h, false);
+        assert_eq!(h["strict-transport-security"], HSTS);
+        assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["content-length"], "5");
+        assert!(!h.contains_key("transfer-encoding") && !h.contains_key("connection"));
+        assert!(
+            !h.contains_key("content-security-policy"),
+            "the app chose its framing policy"
+        );
+        let mut h = map(&[("content-type", "text/html")]);
+        prepare_response(&mut h, false);
+        assert_eq!(h["content-security-policy"], PROXIED_CSP);
+        assert_eq!(h["x-frame-options"], "DENY");
+        let mut h = map(&[("content-security-policy", "default-src 'self'")]);
+        prepare_response(&mut h, false);
+        assert_eq!(h["content-security-policy"], "default-src 'self'");
+    }
+}

@@ -1,0 +1,117 @@
+//! Forwarding a permitted request to its upstream and streaming the answer back.
+//!
+//! Threat: a request reaching an upstream without a decision; spoofed identity or forwarding
+//! headers; a hung upstream tying up clients; smuggling through re-used framing headers.
+//! Mitigation: [`Proxy::forward`] needs a [`Permit`] (which carries the app and the normalised
+//! target); header hygiene in [`crate::headers`]; framing headers dropped so hyper re-frames;
+//! connect and response-head deadlines turn into 502/504; bodies stream both ways without
+//! buffering. WebSocket upgrades become a tunnel run by the connection's task (counted, and
+//! closed on shutdown).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::authz::Permit;
+use crate::conn::{ConnShared, Tunnel};
+use crate::error::ProxyError;
+use crate::headers;
+
+/// Idle upstream connections kept per upstream (keep-alive pool).
+const POOL_MAX_IDLE_PER_HOST: usize = 512;
+/// Idle pooled upstream connections are closed after this.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The upstream client (HTTP/1.1, pooled keep-alive) and its deadlines.
+#[derive(Debug)]
+pub struct Proxy {
+    client: Client<HttpConnector, Incoming>,
+    upstream_timeout: Duration,
+}
+
+/// What the proxy needs to know about the client side of a request.
+#[derive(Debug)]
+pub struct ClientSide<'a> {
+    pub ip: IpAddr,
+    /// The Host / `:authority` the client sent.
+    pub authority: &'a str,
+    pub conn: &'a Arc<ConnShared>,
+}
+
+impl Proxy {
+    pub fn new(connect_timeout: Duration, upstream_timeout: Duration) -> Proxy {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .build(http);
+        Proxy {
+            client,
+            upstream_timeout,
+        }
+    }
+
+    /// Forwards `req` as `permit` allows and returns the upstream's response head with its
+    /// body still streaming.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        permit: &Permit,
+        client: ClientSide<'_>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let websocket =
+            req.version() == Version::HTTP_11 && headers::wants_websocket(req.headers());
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        headers::prepare_request(&mut parts.headers, websocket, client.ip, client.authority);
+        parts.uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(permit.app().upstream.clone())
+            .path_and_query(permit.target().clone())
+            .build()
+            .map_err(ProxyError::Internal)?;
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let upstream_req = Request::from_parts(parts, body);
+
+        let mut resp =
+            tokio::time::timeout(self.upstream_timeout, self.client.request(upstream_req))
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout)?
+                .map_err(|e| {
+                    if e.is_connect() {
+                        ProxyError::UpstreamConnect(e)
+                    } else {
+                        ProxyError::Upstream(e)
+                    }
+                })?;
+
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            let Some(client_upgrade) = client_upgrade else {
+                // We never asked for an upgrade (Upgrade is stripped): a 101 is a protocol error.
+                tracing::warn!(app = %permit.app().name, "upstream switched protocols unasked");
+                return Err(ProxyError::UpstreamProtocol);
+            };
+            client.conn.upgrade(Tunnel {
+                client: client_upgrade,
+                upstream: hyper::upgrade::on(&mut resp),
+                app: permit.app().name.clone(),
+            });
+        }
+        headers::prepare_response(resp.headers_mut(), switching);
+        Ok(resp)
+    }
+}

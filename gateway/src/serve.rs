@@ -1,0 +1,325 @@
+//! Listeners, connection limits and the drain.
+//!
+//! Threat: resource exhaustion — connection floods, slow TLS handshakes, slowloris heads,
+//! idle keep-alive connections — and requests cut mid-flight on restart. Mitigation: a
+//! semaphore caps open connections; handshakes, the first request and every HTTP/1 head have
+//! deadlines; idle connections are closed; on shutdown the listeners stop, every connection
+//! is shut down gracefully and the drain is bounded by `gateway.shutdown_grace`.
+
+mod admin;
+mod connection;
+mod redirect;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gatehouse_core::Config;
+use gatehouse_core::config::defaults::{MAX_HEADER_BYTES, MAX_HEADERS};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::error::GatewayError;
+use crate::handler::{RequestIds, State};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::routes::Routes;
+use crate::tls::{self, Reloader};
+
+/// HTTP/2 streams a client may open at once on one connection.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// First and longest pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// After the grace period, how long cut connections get to unwind.
+const HARD_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// The addresses actually bound (port 0 in the config becomes a real port).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub redirect: Option<SocketAddr>,
+}
+
+/// How the drain ended.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainReport {
+    /// Every connection finished within the grace period.
+    pub drained: bool,
+    /// Connections still open when the grace period ended.
+    pub remaining: usize,
+}
+
+/// Readiness as `/readyz` reports it.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness(AtomicU8);
+
+impl Readiness {
+    const STARTING: u8 = 0;
+    const SERVING: u8 = 1;
+    const DRAINING: u8 = 2;
+
+    fn set(&self, v: u8) {
+        self.0.store(v, Ordering::Release);
+    }
+
+    /// `Ok` when serving, else the reason.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        match self.0.load(Ordering::Acquire) {
+            Self::SERVING => Ok(()),
+            Self::DRAINING => Err("draining"),
+            Self::STARTING => Err("starting"),
+            _ => Err("unknown state"),
+        }
+    }
+}
+
+/// What every connection task shares.
+pub(crate) struct ServeCtx {
+    pub(crate) state: Arc<State>,
+    pub(crate) acceptor: TlsAcceptor,
+    pub(crate) builder: auto::Builder<TokioExecutor>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) open: AtomicUsize,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) stop: CancellationToken,
+    pub(crate) hard: CancellationToken,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// The bound gateway, ready to run.
+pub struct Gateway {
+    config: Arc<Config>,
+    https: TcpListener,
+    admin: TcpListener,
+    redirect: Option<TcpListener>,
+    bound: Bound,
+    reloader: Reloader,
+    ctx: Arc<ServeCtx>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn listen(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), GatewayError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind { addr, what, source })?;
+    let local = l
+        .local_addr()
+        .map_err(|source| GatewayError::Bind { addr, what, source })?;
+    Ok((l, local))
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let g = &config.gateway;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(false)
+        // hyper answers 431 when a head does not fit: the buffer is the head limit.
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(g.header_timeout);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(64)
+        // No keep-alive pings: they would count as activity and defeat the idle timeout.
+        .max_local_error_reset_streams(256);
+    b
+}
+
+impl Gateway {
+    /// Loads the certificate and binds every listener (nothing is served until [`run`]).
+    ///
+    /// [`run`]: Gateway::run
+    pub async fn bind(config: Arc<Config>) -> Result<Gateway, GatewayError> {
+        let g = &config.gateway;
+        let (server_config, reloader) = tls::server_config(g.tls_profile, &g.tls_cert, &g.tls_key)?;
+        let routes = Routes::new(&config.apps).map_err(GatewayError::Route)?;
+        let (https, https_addr) = listen(g.listen, "gateway.listen").await?;
+        let (admin, admin_addr) = listen(config.admin.listen, "admin.listen").await?;
+        let (redirect, redirect_addr) = match g.http_redirect_listen {
+            Some(a) => {
+                let (l, addr) = listen(a, "gateway.http_redirect_listen").await?;
+                (Some(l), Some(addr))
+            }
+            None => (None, None),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let proxy = Proxy::new(g.upstream_connect_timeout, g.upstream_timeout);
+        let state = Arc::new(State {
+            routes,
+            proxy,
+            metrics: metrics.clone(),
+            ids: RequestIds::default(),
+            no_app: Arc::from("none"),
+        });
+        let ctx = Arc::new(ServeCtx {
+            state,
+            acceptor: TlsAcceptor::from(server_config),
+            builder: http_builder(&config),
+            metrics,
+            open: AtomicUsize::new(0),
+            tracker,
+            stop,
+            hard: CancellationToken::new(),
+            handshake_timeout: g.tls_handshake_timeout,
+            header_timeout: g.header_timeout,
+            idle_timeout: g.idle_timeout,
+            max_connections: g.max_connections,
+        });
+        let bound = Bound {
+            https: https_addr,
+            admin: admin_addr,
+            redirect: redirect_addr,
+        };
+        Ok(Gateway {
+            config,
+            https,
+            admin,
+            redirect,
+            bound,
+            reloader,
+            ctx,
+        })
+    }
+
+    pub fn bound(&self) -> Bound {
+        self.bound
+    }
+
+    /// Reloads the TLS certificate (wire it to SIGHUP); file changes are picked up anyway.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains within `gateway.shutdown_grace`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<DrainReport, GatewayError> {
+        let Gateway {
+            config,
+            https,
+            admin,
+            redirect,
+            reloader,
+            ctx,
+            ..
+        } = self;
+        let ready = Arc::new(Readiness::default());
+        // The admin listener has its own tracker so `/readyz` keeps answering "draining"
+        // while the gateway's tasks drain.
+        let admin_tracker = TaskTracker::new();
+        let admin_stop = CancellationToken::new();
+        admin_tracker.spawn(
+            admin::serve(
+                admin,
+                ctx.metrics.clone(),
+                ready.clone(),
+                admin_stop.clone(),
+                admin_tracker.clone(),
+            )
+            .instrument(tracing::info_span!("admin")),
+        );
+        ctx.tracker.spawn(
+            reloader
+                .watch(ctx.stop.clone())
+                .instrument(tracing::info_span!("tls_watch")),
+        );
+        ctx.tracker
+            .spawn(accept_loop(https, ctx.clone()).instrument(tracing::info_span!("gateway")));
+        if let Some(l) = redirect {
+            let base = config.gateway.public_url.origin().ascii_serialization();
+            ctx.tracker.spawn(
+                redirect::serve(
+                    l,
+                    base,
+                    ctx.stop.clone(),
+                    ctx.tracker.clone(),
+                    config.gateway.header_timeout,
+                )
+                .instrument(tracing::info_span!("redirect")),
+            );
+        }
+        ready.set(Readiness::SERVING);
+
+        shutdown.cancelled().await;
+        ready.set(Readiness::DRAINING);
+        tracing::info!(grace = ?config.gateway.shutdown_grace, "draining connections");
+        ctx.stop.cancel();
+        ctx.tracker.close();
+        let drained = tokio::time::timeout(config.gateway.shutdown_grace, ctx.tracker.wait())
+            .await
+            .is_ok();
+        let remaining = if drained {
+            0
+        } else {
+            ctx.open.load(Ordering::Acquire)
+        };
+        if !drained {
+            ctx.hard.cancel();
+            let _ = tokio::time::timeout(HARD_STOP_WAIT, ctx.tracker.wait()).await;
+        }
+        admin_stop.cancel();
+        admin_tracker.close();
+        let _ = tokio::time::timeout(HARD_STOP_WAIT, admin_tracker.wait()).await;
+        Ok(DrainReport { drained, remaining })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>) {
+    let limit = Arc::new(Semaphore::new(ctx.max_connections));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let permit = tokio::select! {
+            () = ctx.stop.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            () = ctx.stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                let span = tracing::debug_span!("conn", client.addr = %peer);
+                ctx.tracker
+                    .spawn(connection::serve(tcp, peer, permit, ctx.clone()).instrument(span));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, backoff = ?backoff, "accept failed; backing off");
+                tokio::select! {
+                    () = ctx.stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}

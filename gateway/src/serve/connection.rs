@@ -1,0 +1,148 @@
+//! One client connection: TLS handshake under a deadline, HTTP/1 or HTTP/2 via ALPN, first
+//! request deadline, idle timeout and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::ServeCtx;
+use crate::conn::{ConnShared, TrackedIo, Tunnel};
+use crate::handler;
+
+/// Counts an open connection in the gauge and the drain report while alive.
+struct Open<'a>(&'a ServeCtx);
+
+impl<'a> Open<'a> {
+    fn new(ctx: &'a ServeCtx) -> Self {
+        ctx.open.fetch_add(1, Ordering::AcqRel);
+        ctx.metrics.open_connections.inc();
+        Open(ctx)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.open_connections.dec();
+    }
+}
+
+/// How often idleness is sampled: a quarter of the timeout, within sane bounds.
+fn idle_tick(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
+
+pub(super) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    ctx: Arc<ServeCtx>,
+) {
+    let _permit = permit;
+    let _open = Open::new(&ctx);
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let handshake = tokio::time::timeout(ctx.handshake_timeout, ctx.acceptor.accept(tcp));
+    let tls = tokio::select! {
+        () = ctx.stop.cancelled() => return,
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                ctx.metrics.tls_handshake_failures.inc();
+                tracing::debug!(error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                ctx.metrics.tls_handshake_failures.inc();
+                tracing::debug!("tls handshake timed out");
+                return;
+            }
+        },
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let shared = Arc::new(ConnShared::new(peer));
+    let io = TokioIo::new(TrackedIo::new(tls, shared.clone(), !h2));
+    let state = ctx.state.clone();
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| handler::handle(state.clone(), svc_shared.clone(), req));
+    let conn = ctx.builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+
+    // A connection must bring its first request within the header timeout (this also bounds
+    // the HTTP/2-preface sniffing, which has no deadline of its own).
+    let first = tokio::time::sleep(ctx.header_timeout);
+    tokio::pin!(first);
+    let mut first_seen = false;
+    let period = idle_tick(ctx.idle_timeout);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut idle_for = Duration::ZERO;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = ctx.hard.cancelled() => {
+                tracing::debug!("connection cut at the end of the grace period");
+                return;
+            }
+            () = ctx.stop.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = &mut first, if !first_seen => {
+                if shared.served() == 0 {
+                    tracing::debug!("no request within the header timeout; closing");
+                    return;
+                }
+                first_seen = true;
+            }
+            _ = tick.tick(), if !closing => {
+                if shared.take_activity() || shared.in_flight() > 0 {
+                    idle_for = Duration::ZERO;
+                } else {
+                    idle_for += period;
+                    if idle_for >= ctx.idle_timeout {
+                        tracing::debug!("idle timeout; closing");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+    if let Some(t) = shared.take_tunnel() {
+        tunnel(t, &ctx).await;
+    }
+}
+
+/// Runs a WebSocket tunnel the handler agreed to, until either side closes or shutdown.
+async fn tunnel(t: Tunnel, ctx: &ServeCtx) {
+    let app = t.app;
+    let (c, u) = match tokio::try_join!(t.client, t.upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(app = %app, error = %e, "websocket upgrade did not complete");
+            return;
+        }
+    };
+    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+    tokio::select! {
+        () = ctx.stop.cancelled() => tracing::debug!(app = %app, "websocket closed by shutdown"),
+        r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+            if let Err(e) = r {
+                tracing::debug!(app = %app, error = %e, "websocket tunnel ended");
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Building blocks of the web login flow under the reserved path `/.gatehouse/`: return-URL
+//! validation, session and login-transaction cookies, CSRF tokens, form parsing, the
+//! server-rendered pages and the signed identity assertion sent to upstreams.
+//!
+//! Threat: every byte here comes from a browser that may be driven by an attacker (forged
+//! cookies, cross-site form posts, open redirects, markup injection, oversized bodies) or
+//! goes to an upstream that must be able to trust who is calling.
+//! Mitigation: each module parses strictly and fails closed (refuse, or fall back to the
+//! portal), compares secrets in constant time, escapes all output and never logs secrets.
+//! These modules open no sockets and hold no sessions; the login handlers assemble them.
+
+pub mod assertion;
+pub mod cookie;
+pub mod csrf;
+pub mod form;
+pub mod pages;
+pub mod redirect;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The reserved prefix served by the gateway itself on every host.
+pub const RESERVED_PREFIX: &str = "/.gatehouse/";
+/// The user's portal of reachable apps; also where refused return URLs lead.
+pub const PORTAL_PATH: &str = "/.gatehouse/";
+/// Login step 1 (user + password): GET shows the form, POST submits it.
+pub const LOGIN_PATH: &str = "/.gatehouse/login";
+/// Login step 2 (TOTP code).
+pub const TOTP_PATH: &str = "/.gatehouse/login/totp";
+/// TOTP enrolment (QR code, then a first code to confirm).
+pub const ENROL_PATH: &str = "/.gatehouse/enrol";
+/// Logout: POST only (a GET must never end a session: it could be triggered cross-site).
+pub const LOGOUT_PATH: &str = "/.gatehouse/logout";
+/// The one stylesheet (pages carry no inline style, see [`pages::CONTENT_SECURITY_POLICY`]).
+pub const STYLE_PATH: &str = "/.gatehouse/static/style.css";
+/// The JWKS upstreams use to verify identity assertions.
+pub const JWKS_PATH: &str = "/.gatehouse/jwks.json";
+
+/// The operating system's random generator failed; whatever needed it is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("system random generator failed")]
+pub struct RandomError;
+
+/// `N` bytes from the system CSPRNG (aws-lc-rs).
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut buf = [0u8; N];
+    aws_lc_rs::rand::fill(&mut buf).map_err(|_| RandomError)?;
+    Ok(buf)
+}
+
+/// base64url without padding (RFC 4648 §5), the only encoding used for tokens here.
+pub(crate) fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Strict base64url-without-padding decoding; `None` on any other character or padding.
+pub(crate) fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// True when every byte is in the base64url alphabet (`A-Z a-z 0-9 - _`).
+pub(crate) fn is_b64url(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// SHA-256 of `data`, base64url.
+pub(crate) fn sha256_b64url(data: &[u8]) -> String {
+    b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
+}

@@ -1,0 +1,322 @@
+//! The server-rendered pages under `/.gatehouse/`: login, TOTP, enrolment, portal, denied,
+//! unavailable, logged out, locked out.
+//!
+//! Threat: markup injection (XSS) through anything we echo — user and group names from an
+//! SSO provider, app names, the requested path, error texts — which could steal the login
+//! form's credentials or act as the user; clickjacking; loading third-party resources.
+//! Mitigation: every dynamic value goes through [`escape`]; pages have no script, no inline
+//! style, no external resource, and are served with [`CONTENT_SECURITY_POLICY`] (no script
+//! can run even if escaping were missed), `frame-ancestors 'none'`, `nosniff` and
+//! `no-store`. Every form posts to our own paths and carries a hidden `csrf` field.
+
+use http::StatusCode;
+use http::header::{self, HeaderName, HeaderValue};
+use qrcode::QrCode;
+use qrcode::render::svg;
+
+use super::{ENROL_PATH, LOGIN_PATH, LOGOUT_PATH, PORTAL_PATH, STYLE_PATH, TOTP_PATH};
+
+/// The policy every page is served with: nothing but our stylesheet, `data:` images and
+/// same-origin form posts; never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The stylesheet served at [`STYLE_PATH`](super::STYLE_PATH).
+pub const STYLE_CSS: &str = include_str!("style.css");
+
+/// The CSP header value (see [`CONTENT_SECURITY_POLICY`]).
+pub fn content_security_policy() -> &'static str {
+    CONTENT_SECURITY_POLICY
+}
+
+/// A rendered page and the status it is served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: StatusCode,
+    pub html: String,
+}
+
+/// Headers for every HTML page (add HSTS and any `Set-Cookie`/`Retry-After` beside them).
+pub fn page_headers() -> [(HeaderName, HeaderValue); 6] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+/// Headers for [`STYLE_CSS`].
+pub fn style_headers() -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/css; charset=utf-8"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        ),
+    ]
+}
+
+/// HTML-escapes text for element content and double- or single-quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            // Control characters have no business in a page; show them as U+FFFD.
+            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders `data` (an `otpauth://` URI) as an SVG element for inline use (no XML prolog).
+pub fn qr_svg(data: &str) -> Result<String, qrcode::types::QrError> {
+    let code = QrCode::new(data.as_bytes())?;
+    let image = code
+        .render::<svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    // The renderer emits an XML prolog, which is not allowed inside HTML.
+    Ok(match image.find("<svg") {
+        Some(i) => image.get(i..).unwrap_or_default().to_string(),
+        None => image,
+    })
+}
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"referrer\" content=\"same-origin\">\n\
+         <title>{title} · Gatehouse</title>\n<link rel=\"stylesheet\" href=\"{STYLE_PATH}\">\n</head>\n\
+         <body>\n<main class=\"card\">\n<h1>{title}</h1>\n{body}</main>\n</body>\n</html>\n",
+        title = escape(title),
+    )
+}
+
+fn csrf_field(csrf: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\n",
+        escape(csrf)
+    )
+}
+
+fn error_box(error: Option<&str>) -> String {
+    error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(e))
+    })
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Page {
+    Page {
+        status,
+        html: layout(title, body),
+    }
+}
+
+/// Login step 1: user name and password. `next` is the return URL (validated again on
+/// submit), `user` pre-fills the name after a failed attempt.
+pub fn login(csrf: &str, error: Option<&str>, user: &str, next: Option<&str>) -> Page {
+    let next = next.map_or_else(String::new, |n| {
+        format!(
+            "<input type=\"hidden\" name=\"next\" value=\"{}\">\n",
+            escape(n)
+        )
+    });
+    let body = format!(
+        "{err}<form method=\"post\" action=\"{LOGIN_PATH}\">\n{csrf}{next}\
+         <label for=\"user\">User name</label>\n\
+         <input id=\"user\" name=\"user\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" maxlength=\"128\" required autofocus value=\"{user}\">\n\
+         <label for=\"password\">Password</label>\n\
+         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" maxlength=\"1024\" required>\n\
+         <button type=\"submit\">Continue</button>\n</form>\n",
+        err = error_box(error),
+        csrf = csrf_field(csrf),
+        user = escape(user),
+    );
+    page(StatusCode::OK, "Sign in", &body)
+}
+
+fn code_input() -> &'static str {
+    "<label for=\"code\">6-digit code from your authenticator app</label>\n\
+     <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" pattern=\"[0-9]{6}\" minlength=\"6\" maxlength=\"6\" autocomplete=\"one-time-code\" required autofocus>\n"
+}
+
+/// Login step 2: the TOTP code.
+pub fn totp(csrf: &str, error: Option<&str>) -> Page {
+    let body = format!(
+        "{err}<form method=\"post\" action=\"{TOTP_PATH}\">\n{csrf}{code}\
+         <button type=\"submit\">Verify</button>\n</form>\n",
+        err = error_box(error),
+        csrf = csrf_field(csrf),
+        code = code_input(),
+    );
+    page(StatusCode::OK, "Second factor", &body)
+}
+
+/// Groups `secret` (base32) by 4 characters for reading aloud or typing.
+pub fn group_secret(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().filter(|c| !c.is_whitespace()).collect();
+    chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// TOTP enrolment: the QR code, the secret in groups of 4 and the `otpauth://` URI, then a
+/// first code to confirm. If the QR cannot be rendered the page still works by hand.
+pub fn enrol(csrf: &str, error: Option<&str>, otpauth_uri: &str, secret_base32: &str) -> Page {
+    let qr = qr_svg(otpauth_uri).map_or_else(
+        |_| {
+            "<p class=\"error\">The QR code could not be drawn; enter the key by hand.</p>\n"
+                .to_string()
+        },
+        |svg| {
+            format!(
+                "<figure class=\"qr\" aria-label=\"QR code of the enrolment URI\">{svg}</figure>\n"
+            )
+        },
+    );
+    let body = format!(
+        "{err}<p>Scan this code with your authenticator app, or enter the key by hand.</p>\n{qr}\
+         <p>Key: <code class=\"secret\">{secret}</code></p>\n\
+         <details><summary>Enrolment URI</summary><code class=\"uri\">{uri}</code></details>\n\
+         <form method=\"post\" action=\"{ENROL_PATH}\">\n{csrf}{code}\
+         <button type=\"submit\">Confirm</button>\n</form>\n",
+        err = error_box(error),
+        secret = escape(&group_secret(secret_base32)),
+        uri = escape(otpauth_uri),
+        csrf = csrf_field(csrf),
+        code = code_input(),
+    );
+    page(StatusCode::OK, "Set up your second factor", &body)
+}
+
+/// An app on the portal. `url` must be an `https://` URL or a path starting with one `/`;
+/// anything else is listed without a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalApp {
+    pub name: String,
+    pub url: String,
+}
+
+/// The user's portal: reachable apps, identity, and a logout button (a POST form).
+pub fn portal(csrf: &str, user: &str, groups: &[String], apps: &[PortalApp]) -> Page {
+    let list = if apps.is_empty() {
+        "<p>No application is open to you yet. Ask the access owner for a grant.</p>\n".to_string()
+    } else {
+        let items: String = apps
+            .iter()
+            .map(|a| {
+                let linkable = a.url.starts_with("https://")
+                    || (a.url.starts_with('/') && !a.url.starts_with("//"));
+                if linkable {
+                    format!(
+                        "<li><a href=\"{}\">{}</a></li>\n",
+                        escape(&a.url),
+                        escape(&a.name)
+                    )
+                } else {
+                    format!("<li>{}</li>\n", escape(&a.name))
+                }
+            })
+            .collect();
+        format!("<ul class=\"apps\">\n{items}</ul>\n")
+    };
+    let groups = if groups.is_empty() {
+        "none".to_string()
+    } else {
+        groups
+            .iter()
+            .map(|g| escape(g))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let body = format!(
+        "<p class=\"who\">Signed in as <strong>{user}</strong>; groups: {groups}</p>\n\
+         {list}\
+         <form method=\"post\" action=\"{LOGOUT_PATH}\">\n{csrf}<button type=\"submit\">Sign out</button>\n</form>\n",
+        user = escape(user),
+        csrf = csrf_field(csrf),
+    );
+    page(StatusCode::OK, "Your applications", &body)
+}
+
+/// 403: what was requested, the incident id to quote, and who to ask.
+pub fn denied(incident_id: &str, requested: &str) -> Page {
+    let body = format!(
+        "<p>You are signed in, but the access policy does not allow this request:</p>\n\
+         <p><code class=\"requested\">{requested}</code></p>\n\
+         <p>If you need it for your work, ask your manager or the access owner for a grant, \
+         and quote incident <code class=\"incident\">{incident}</code>.</p>\n\
+         <p><a href=\"{PORTAL_PATH}\">Back to your applications</a></p>\n",
+        requested = escape(requested),
+        incident = escape(incident_id),
+    );
+    page(StatusCode::FORBIDDEN, "Access denied", &body)
+}
+
+/// 503: the reason (no internal detail: that goes to the log under the request id).
+pub fn unavailable(reason: &str, request_id: &str) -> Page {
+    let body = format!(
+        "<p>{reason}</p>\n<p>Please try again in a moment. If it persists, give the \
+         administrators request id <code class=\"request-id\">{rid}</code>.</p>\n",
+        reason = escape(reason),
+        rid = escape(request_id),
+    );
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        &body,
+    )
+}
+
+/// After logout.
+pub fn logged_out() -> Page {
+    let body =
+        format!("<p>You are signed out.</p>\n<p><a href=\"{LOGIN_PATH}\">Sign in again</a></p>\n");
+    page(StatusCode::OK, "Signed out", &body)
+}
+
+/// 429 after too many failed attempts (also send `Retry-After`).
+pub fn locked_out(retry_after_minutes: u64) -> Page {
+    let minutes = retry_after_minutes.max(1);
+    let unit = if minutes == 1 { "minute" } else { "minutes" };
+    let body = format!(
+        "<p>Too many failed attempts. Sign-in is locked for this account or address.</p>\n\
+         <p>Try again in {minutes} {unit}. If you did not make these attempts, tell your \
+         security team.</p>\n"
+    );
+    page(StatusCode::TOO_MANY_REQUESTS, "Temporarily locked", &body)
+}
+
+#[cfg(test)]
+mod tests;

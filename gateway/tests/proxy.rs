@@ -1,0 +1,292 @@
+//! End-to-end tests of the gateway library over real sockets: proxying, header hygiene,
+//! hostile requests, error pages, upstream failures and WebSocket pass-through.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/harness.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn proxies_http1_with_header_hygiene() {
+    let (up, mut seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let req = Request::get("/a/./b/%2e%2e/c//d;x=1?q=%2F..&r=1")
+        .header("host", HOST)
+        .header("x-gatehouse-user", "admin")
+        .header("X_Gatehouse_Groups", "root")
+        .header("x-forwarded-user", "admin")
+        .header("remote-user", "admin")
+        .header("x-auth-request-email", "a@b")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("connection", "x-keep")
+        .header("x-keep", "1")
+        .header("x-ordinary", "kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (resp, body) = h.h1(req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body, "upstream ok");
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    let s = seen.recv().await.unwrap();
+    assert_eq!(s.uri.path(), "/a/c/d");
+    assert_eq!(s.uri.query(), Some("q=%2F..&r=1"));
+    assert_eq!(s.headers["host"], HOST);
+    assert_eq!(s.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(s.headers["x-forwarded-proto"], "https");
+    assert_eq!(s.headers["x-forwarded-host"], HOST);
+    assert_eq!(s.headers["x-ordinary"], "kept");
+    for gone in [
+        "x-gatehouse-user",
+        "x_gatehouse_groups",
+        "x-forwarded-user",
+        "remote-user",
+        "x-auth-request-email",
+        "forwarded",
+        "x-real-ip",
+        "x-keep",
+        "connection",
+    ] {
+        assert!(!s.headers.contains_key(gone), "{gone} reached the upstream");
+    }
+    assert_eq!(s.headers.get_all("x-forwarded-for").iter().count(), 1);
+}
+
+#[tokio::test]
+async fn proxies_http2_to_http1_upstream() {
+    let (up, mut seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let (resp, body) = h.h2(get_h2("/x?y=1")).await;
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body, "upstream ok");
+    let s = seen.recv().await.unwrap();
+    assert_eq!(s.version, http::Version::HTTP_11);
+    assert_eq!(s.headers["host"], HOST);
+    assert_eq!(s.uri.path_and_query().unwrap().as_str(), "/x?y=1");
+}
+
+#[tokio::test]
+async fn streams_request_bodies() {
+    let (up, mut seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let resp = h
+        .raw(format!("POST /upload HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_bytes())
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let s = seen.recv().await.unwrap();
+    assert_eq!(s.method, "POST");
+    assert_eq!(s.body, "hello world");
+    // A body far larger than the head buffer streams through (HTTP/1 and HTTP/2).
+    let big = Bytes::from(vec![b'x'; 3 * 1024 * 1024 + 7]);
+    let req = Request::post("/big")
+        .header("host", HOST)
+        .body(Full::new(big.clone()))
+        .unwrap();
+    assert_eq!(h.h1(req).await.0.status(), 200);
+    assert_eq!(seen.recv().await.unwrap().body, big);
+    let mut req = get_h2("/big2");
+    *req.method_mut() = http::Method::POST;
+    *req.body_mut() = Full::new(big.clone());
+    assert_eq!(h.h2(req).await.0.status(), 200);
+    assert_eq!(seen.recv().await.unwrap().body, big);
+}
+
+#[tokio::test]
+async fn smuggling_is_refused_and_never_forwarded() {
+    let (up, mut seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let attacks = [
+        "POST / HTTP/1.1\r\nHost: {H}\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        "POST / HTTP/1.1\r\nHost: {H}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "POST / HTTP/1.1\r\nHost: {H}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: {H}\r\nContent-Length: +5\r\n\r\nhello",
+        "POST / HTTP/1.0\r\nHost: {H}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: {H}\r\nHost: other\r\n\r\n",
+        "GET http://other.example/ HTTP/1.1\r\nHost: {H}\r\n\r\n",
+        "GET /a%2fb HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n",
+        "GET /a/..%5c..%5cetc HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n",
+        "GET /../etc/passwd HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n",
+        "GET /a%00 HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n",
+    ];
+    for a in attacks {
+        let a = a.replace("{H}", HOST);
+        let resp = h.raw(a.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{a:?} -> {resp}");
+        assert!(
+            resp.matches("HTTP/1.1").count() == 1,
+            "a second response: {resp}"
+        );
+    }
+    // The upstream saw none of them: the next request it sees is this one.
+    let (resp, _) = h.h1(get("/after")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen.recv().await.unwrap().uri.path(), "/after");
+    assert!(seen.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431() {
+    let (up, _seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(33 * 1024)
+    );
+    assert!(h.raw(big.as_bytes()).await.starts_with("HTTP/1.1 431"));
+    let mut many = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("X-H{i}: 1\r\n"));
+    }
+    many.push_str("\r\n");
+    assert!(h.raw(many.as_bytes()).await.starts_with("HTTP/1.1 431"));
+}
+
+#[tokio::test]
+async fn unknown_host_and_reserved_prefix_get_pages() {
+    let (up, mut seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let req = Request::get("/")
+        .header("host", "nope.gatehouse.localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (resp, body) = h.h1(req).await;
+    assert_eq!(resp.status(), 404);
+    assert!(String::from_utf8_lossy(&body).contains("Request id"));
+    for name in [
+        "strict-transport-security",
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        assert!(resp.headers().contains_key(name), "{name}");
+    }
+    let (resp, _) = h.h1(get("/.gatehouse/health")).await;
+    assert_eq!(resp.status(), 404);
+    let (resp, _) = h.h1(get("/x/../.gatehouse/")).await;
+    assert_eq!(resp.status(), 404);
+    assert!(seen.try_recv().is_err(), "reserved paths are never proxied");
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504() {
+    let down = closed_port().await;
+    let (silent, _accepted) = silent_upstream().await;
+    let h = start(
+        "upstream_timeout = \"1s\"",
+        &[
+            ("down", "down.gatehouse.localhost", down),
+            ("slow", "slow.gatehouse.localhost", silent),
+        ],
+    )
+    .await;
+    let req = |host: &str| {
+        Request::get("/")
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (resp, _) = h.h1(req("down.gatehouse.localhost")).await;
+    assert_eq!(resp.status(), 502);
+    let t = Instant::now();
+    let (resp, _) = h.h1(req("slow.gatehouse.localhost")).await;
+    assert_eq!(resp.status(), 504);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let (_, metrics) = h.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("gatehouse_upstream_errors_total{app=\"down\",kind=\"connect\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_upstream_errors_total{app=\"slow\",kind=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_http_requests_total{app=\"down\",status=\"502\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    let (up, _seen) = upstream(None).await;
+    let mut h = start("", &[("app", HOST, up)]).await;
+    let mut s = h.tls(&[b"http/1.1"]).await;
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(DEADLINE, s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    s.write_all(b"ping over the tunnel").await.unwrap();
+    let mut echo = [0u8; 20];
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping over the tunnel");
+    // The tunnel holds its connection slot, and shutdown closes it.
+    let (_, m) = h.admin_get("/metrics").await;
+    assert!(m.contains("gatehouse_open_connections 1"), "{m}");
+    let report = h.shutdown().await;
+    assert!(report.drained);
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
+        .await
+        .expect("tunnel not closed")
+        .ok();
+}
+
+#[tokio::test]
+async fn http2_host_must_agree_and_header_count_is_capped() {
+    let (up, mut seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let mut req = get_h2("/");
+    req.headers_mut()
+        .insert("host", "other.gatehouse.localhost".parse().unwrap());
+    let (resp, _) = h.h2(req).await;
+    assert_eq!(resp.status(), 400);
+    let mut req = get_h2("/");
+    for i in 0..101 {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+            "1".parse().unwrap(),
+        );
+    }
+    let (resp, _) = h.h2(req).await;
+    assert_eq!(resp.status(), 431);
+    assert!(seen.try_recv().is_err());
+}

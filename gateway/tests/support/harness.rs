@@ -1,0 +1,334 @@
+//! Test harness: a real gateway on loopback port 0 with generated dev certificates, real TLS
+//! clients, and small real upstreams. No sleeps as synchronisation: readiness comes from the
+//! bound listeners, upstream events come through channels, and every wait has a deadline.
+
+#![allow(dead_code)] // each test crate uses a different part of the harness
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_core::Config;
+use gatehouse_gateway::{Bound, DrainReport, Gateway, GatewayError, Reloader};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+pub const DEADLINE: Duration = Duration::from_secs(15);
+pub const HOST: &str = "app.gatehouse.localhost";
+
+/// A unique temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "gatehouse-gw-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Harness {
+    pub bound: Bound,
+    pub reloader: Reloader,
+    pub stop: CancellationToken,
+    pub run: Option<JoinHandle<Result<DrainReport, GatewayError>>>,
+    pub dir: TempDir,
+}
+
+/// Writes a config (gateway keys from `gateway_extra`, one app per `(name, host, upstream)`),
+/// generates certificates, binds and runs the gateway.
+pub async fn start(gateway_extra: &str, apps: &[(&str, &str, SocketAddr)]) -> Harness {
+    let dir = TempDir::new();
+    let certs = dir.0.join("certs");
+    let cert = certs.join("gateway.crt");
+    let key = certs.join("gateway.key");
+    gatehouse_gateway::devcert::ensure(&certs, &cert, &key).unwrap();
+    let mut toml = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nhttp_redirect_listen = \"127.0.0.1:0\"\n\
+         public_url = \"https://gatehouse.localhost:8443\"\n\
+         tls_cert = \"{}\"\ntls_key = \"{}\"\n{gateway_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [bastion]\nenabled = false\n",
+        cert.display(),
+        key.display()
+    );
+    for (name, host, up) in apps {
+        toml.push_str(&format!(
+            "[[apps]]\nname = \"{name}\"\nhost = \"{host}\"\nupstream = \"http://{up}\"\n"
+        ));
+    }
+    let path = dir.0.join("gatehouse.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let config = Config::load(&path).unwrap();
+    gatehouse_gateway::check(&config).unwrap();
+    let gw = Gateway::bind(Arc::new(config)).await.unwrap();
+    let bound = gw.bound();
+    let reloader = gw.reloader();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(gw.run(stop.clone()));
+    Harness {
+        bound,
+        reloader,
+        stop,
+        run: Some(run),
+        dir,
+    }
+}
+
+impl Harness {
+    pub fn ca(&self) -> PathBuf {
+        self.dir.0.join("certs").join("ca.crt")
+    }
+
+    pub fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
+        connector(&self.ca(), alpn, None)
+    }
+
+    pub async fn tls(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.bound.https).await.unwrap();
+        let name = ServerName::try_from(HOST).unwrap();
+        self.connector(alpn).connect(name, tcp).await.unwrap()
+    }
+
+    /// Sends raw bytes over TLS and reads until the server closes (with a deadline).
+    pub async fn raw(&self, bytes: &[u8]) -> String {
+        let mut s = self.tls(&[b"http/1.1"]).await;
+        s.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+            .await
+            .expect("server did not close the connection")
+            .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// One HTTP/1.1 request on a fresh connection.
+    pub async fn h1(&self, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+        let io = TokioIo::new(self.tls(&[b"http/1.1"]).await);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn.with_upgrades());
+        let resp = tokio::time::timeout(DEADLINE, send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        collect(resp).await
+    }
+
+    /// One HTTP/2 request on a fresh connection.
+    pub async fn h2(&self, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+        let io = TokioIo::new(self.tls(&[b"h2"]).await);
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = tokio::time::timeout(DEADLINE, send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        collect(resp).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        plain_get(self.bound.admin, path, "localhost").await
+    }
+
+    pub async fn shutdown(&mut self) -> DrainReport {
+        self.stop.cancel();
+        let run = self.run.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+}
+
+pub fn connector(
+    ca: &Path,
+    alpn: &[&[u8]],
+    versions: Option<&[&'static rustls::SupportedProtocolVersion]>,
+) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider);
+    let builder = match versions {
+        Some(v) => builder.with_protocol_versions(v).unwrap(),
+        None => builder.with_safe_default_protocol_versions().unwrap(),
+    };
+    let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+pub async fn collect(resp: Response<Incoming>) -> (Response<()>, Bytes) {
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    (Response::from_parts(parts, ()), body)
+}
+
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", HOST)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// An HTTP/2 request: the authority goes in the URI (`:authority`), no Host header.
+pub fn get_h2(path: &str) -> Request<Full<Bytes>> {
+    let uri: Uri = format!("https://{HOST}{path}").parse().unwrap();
+    Request::builder()
+        .version(Version::HTTP_2)
+        .uri(uri)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+pub async fn plain_get(addr: SocketAddr, path: &str, host: &str) -> (StatusCode, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (resp, body) = collect(send.send_request(req).await.unwrap()).await;
+    (resp.status(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// What an upstream saw.
+#[derive(Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A recording upstream: answers 200 "upstream ok" (or echoes a WebSocket after 101), and
+/// reports each request. With `gate`, it waits for the gate before answering.
+pub async fn upstream(gate: Option<Arc<Notify>>) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |mut req: Request<Incoming>| {
+                    let tx = tx.clone();
+                    let gate = gate.clone();
+                    async move {
+                        if req
+                            .headers()
+                            .get("upgrade")
+                            .is_some_and(|v| v == "websocket")
+                        {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let mut io = TokioIo::new(on.await.unwrap());
+                                let mut buf = [0u8; 1024];
+                                loop {
+                                    let n = io.read(&mut buf).await.unwrap_or(0);
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                            let resp = Response::builder()
+                                .status(101)
+                                .header("upgrade", "websocket")
+                                .header("connection", "Upgrade")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap();
+                            return Ok::<_, Infallible>(resp);
+                        }
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let _ = tx.send(Seen {
+                            method: parts.method,
+                            uri: parts.uri,
+                            version: parts.version,
+                            headers: parts.headers,
+                            body,
+                        });
+                        if let Some(g) = gate {
+                            g.notified().await;
+                        }
+                        Ok(Response::new(Full::new(Bytes::from_static(b"upstream ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// An upstream that accepts connections and never answers; reports each accepted connection.
+pub async fn silent_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+            let _ = tx.send(());
+        }
+    });
+    (addr, rx)
+}
+
+/// An address nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages) and runs every test.
+# Usage: ./test.sh            (as root, or with sudo available)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Real components the end-to-end tests start themselves; a missing one is a test failure, so
+# install them all up front.
+PACKAGES=(redis-server openssh-server openssh-client nginx wrk asciinema curl openssl)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "test.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts the packaged services on install; the tests run their own instances on free
+# loopback ports, so the system ones are not needed (and must not hold ports 8443/9443).
+for svc in redis-server nginx ssh; do
+  (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || true
+done
+
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

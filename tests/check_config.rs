@@ -1,0 +1,176 @@
+//! `gatehouse check-config`: a good file passes without binding a port; each malformed file is
+//! rejected with exit 1 and a message naming the file, the key and a fix.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use support::gatehouse::check_config;
+use support::{AppSpec, GatehouseSpec, TestDir, host};
+
+fn good_spec() -> GatehouseSpec {
+    GatehouseSpec::default()
+        .with_app(AppSpec::new("echo", &host("echo"), "http://127.0.0.1:3000"))
+        .with_app(AppSpec::new("wiki", &host("wiki"), "http://127.0.0.1:3001"))
+}
+
+/// Writes `text` (with dev certificates beside it) and runs check-config on it.
+fn check(text: &str) -> (Option<i32>, String, String, std::path::PathBuf, TestDir) {
+    let dir = TestDir::new("cfg");
+    let _pki = support::Pki::new(&dir.join("certs"));
+    let file = dir.write("gatehouse.toml", text);
+    let (code, out, err) = check_config(&file);
+    (code, out, err, file, dir)
+}
+
+#[test]
+fn good_config_passes_without_binding_its_ports() {
+    // Hold the listen address: a check that bound it would fail.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let text = good_spec().to_toml().replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{addr}\""),
+        1,
+    );
+    assert!(text.contains(&addr.to_string()));
+    let (code, out, err, file, _dir) = check(&text);
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains(": ok"), "stdout: {out}");
+    assert!(
+        out.contains(file.to_str().unwrap()),
+        "stdout names the file: {out}"
+    );
+}
+
+/// A malformed variant of the good config: how it is made, and what the message must name.
+struct Bad {
+    name: &'static str,
+    edit: fn(String) -> String,
+    key: &'static str,
+}
+
+const BAD: &[Bad] = &[
+    Bad {
+        name: "unknown key",
+        edit: |t| t.replacen("header_timeout", "header_timeuot", 1),
+        key: "header_timeuot",
+    },
+    Bad {
+        name: "unknown section",
+        edit: |t| format!("{t}\n[gatway]\nlisten = \"127.0.0.1:1\"\n"),
+        key: "gatway",
+    },
+    Bad {
+        name: "bad listen",
+        edit: |t| t.replacen("listen = \"127.0.0.1:0\"", "listen = \"localhost-8443\"", 1),
+        key: "gateway.listen",
+    },
+    Bad {
+        name: "bad admin listen",
+        edit: |t| {
+            t.replace(
+                "[admin]\nlisten = \"127.0.0.1:0\"",
+                "[admin]\nlisten = \"0.0.0.0:9443\"",
+            )
+        },
+        key: "admin.listen",
+    },
+    Bad {
+        name: "bad upstream",
+        edit: |t| t.replacen("http://127.0.0.1:3000", "ftp://127.0.0.1:3000/x", 1),
+        key: "apps[0].upstream",
+    },
+    Bad {
+        name: "duplicate app name",
+        edit: |t| t.replacen("name = \"wiki\"", "name = \"echo\"", 1),
+        key: "apps[1].name",
+    },
+    Bad {
+        name: "bad duration",
+        edit: |t| {
+            t.replacen(
+                "header_timeout = \"2s\"",
+                "header_timeout = \"two seconds\"",
+                1,
+            )
+        },
+        key: "gateway.header_timeout",
+    },
+    Bad {
+        name: "zero duration",
+        edit: |t| t.replacen("upstream_timeout = \"5s\"", "upstream_timeout = \"0s\"", 1),
+        key: "gateway.upstream_timeout",
+    },
+    Bad {
+        name: "TOML syntax error",
+        edit: |t| t.replacen("[gateway]", "[gateway", 1),
+        key: "line",
+    },
+];
+
+#[test]
+fn malformed_configs_are_rejected_naming_file_and_key() {
+    let good = good_spec().to_toml();
+    let mut failures = Vec::new();
+    for bad in BAD {
+        let text = (bad.edit)(good.clone());
+        assert_ne!(text, good, "{}: the edit changed nothing", bad.name);
+        let (code, out, err, file, _dir) = check(&text);
+        let mut problems = Vec::new();
+        if code != Some(1) {
+            problems.push(format!("exit {code:?}, want 1"));
+        }
+        if !err.contains(bad.key) {
+            problems.push(format!("stderr does not name `{}`", bad.key));
+        }
+        if !err.contains(file.to_str().unwrap()) {
+            problems.push("stderr does not name the file".to_string());
+        }
+        if out.contains(": ok") {
+            problems.push("stdout says ok".to_string());
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}: {}\n  stdout: {out}\n  stderr: {err}",
+                bad.name,
+                problems.join("; ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "check-config:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn validation_errors_say_how_to_fix_them() {
+    let text = good_spec()
+        .to_toml()
+        .replacen("http://127.0.0.1:3000", "127.0.0.1:3000", 1);
+    let (code, _out, err, _file, _dir) = check(&text);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("apps[0].upstream") && err.contains("fix"),
+        "stderr: {err}"
+    );
+    assert!(
+        err.contains("127.0.0.1:3000"),
+        "stderr names the bad value: {err}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_rejected() {
+    let dir = TestDir::new("cfg-missing");
+    let file = dir.join("nope.toml");
+    let (code, _out, err) = check_config(&file);
+    assert_eq!(code, Some(1), "stderr: {err}");
+    assert!(err.contains("nope.toml"), "stderr: {err}");
+}

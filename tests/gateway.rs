@@ -1,0 +1,562 @@
+//! End-to-end tests of the gateway's proxying: protocols, routing, errors, header hygiene,
+//! security headers, path normalisation and the admin listener. Each test runs its own
+//! `gatehouse` process against a real upstream that counts what reaches it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::client::{H1, H1Conn, H2, echoed_headers, empty, plain_get, tls_connect};
+use support::upstream::closed_port;
+use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Resp, Upstream, host, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A gateway with one echo app on `echo.gatehouse.localhost`.
+async fn echo_gateway(spec: GatehouseSpec) -> (Gatehouse, Upstream) {
+    let up = Upstream::start().await;
+    let gh = Gatehouse::start(spec.with_app(AppSpec::new("echo", &host("echo"), &up.url()))).await;
+    (gh, up)
+}
+
+fn assert_security_headers(r: &Resp, what: &str) {
+    let hsts = r.header("strict-transport-security").unwrap_or_default();
+    assert!(
+        hsts.contains("max-age=63072000"),
+        "{what}: strict-transport-security is {hsts:?}, want max-age=63072000"
+    );
+    for name in [
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        assert!(
+            r.header(name).is_some(),
+            "{what}: no {name} header; headers {:?}",
+            r.headers
+        );
+    }
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff"),
+        "{what}: x-content-type-options"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_request_is_proxied_with_alpn_http11() {
+    let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1])).await;
+    assert_eq!(c.alpn.as_deref(), Some(H1), "negotiated ALPN");
+    let r = within(QUICK, "echo over HTTP/1.1", c.get("/hello/world?x=1&y=two")).await;
+    assert_eq!(r.status, 200, "body: {}", r.text());
+    let echo = r.json();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/hello/world");
+    assert_eq!(echo["query"], "x=1&y=two");
+    assert_eq!(up.count(), 1);
+    // Keep-alive: a second request on the same connection.
+    let req = c.request(
+        "POST",
+        "/post",
+        &[("content-type", "text/plain")],
+        support::client::full("abc"),
+    );
+    let r = within(QUICK, "second request", c.send(req)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["method"], "POST");
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_request_is_proxied_with_alpn_h2() {
+    let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = gh.h2(&host("echo")).await;
+    assert_eq!(c.alpn.as_deref(), Some(H2), "negotiated ALPN");
+    let r = within(QUICK, "echo over HTTP/2", c.get("/h2/path?q=1")).await;
+    assert_eq!(r.version, http::Version::HTTP_2);
+    assert_eq!(r.status, 200, "body: {}", r.text());
+    let echo = r.json();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/h2/path");
+    assert_eq!(echo["query"], "q=1");
+    // Several concurrent streams on one connection.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let req = c.request("GET", &format!("/stream/{i}"), &[], empty());
+        let mut send = c.send.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = send.send_request(req).await.unwrap();
+            support::client::collect(resp).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = within(QUICK, "concurrent h2 stream", t).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["path"], format!("/stream/{i}"));
+    }
+    assert_eq!(up.count(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_offering_both_prefers_h2() {
+    let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
+    let tls = tls_connect(gh.gateway, &host("echo"), gh.client_config(&[H2, H1]))
+        .await
+        .unwrap();
+    assert_eq!(support::client::negotiated_alpn(&tls).as_deref(), Some(H2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_alpn_is_served_http11() {
+    let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[])).await;
+    assert_eq!(c.alpn, None, "no ALPN offered, none negotiated");
+    let r = within(QUICK, "no-ALPN request", c.get("/no-alpn")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/no-alpn");
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_passed_through_and_echoes() {
+    let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = gh.h1(&host("echo")).await;
+    let req = c.request(
+        "GET",
+        "/ws",
+        &[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        empty(),
+    );
+    let resp = within(QUICK, "upgrade response", c.send_head(req))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101, "upgrade refused: {:?}", resp.headers());
+    let upgraded = within(QUICK, "upgrade", hyper::upgrade::on(resp))
+        .await
+        .unwrap();
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    for msg in [
+        &b"hello through the gateway"[..],
+        &[0u8, 1, 2, 255, 254][..],
+        &vec![b'x'; 200_000][..],
+    ] {
+        io.write_all(msg).await.unwrap();
+        io.flush().await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        within(QUICK, "echoed bytes", io.read_exact(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_longest_path_prefix() {
+    let a = Upstream::start().await;
+    let b = Upstream::start().await;
+    let spec = GatehouseSpec::default()
+        .with_app(AppSpec::new("main", &host("app"), &a.url()))
+        .with_app(AppSpec::new("sub", &host("app"), &b.url()).prefix("/sub"));
+    let gh = Gatehouse::start(spec).await;
+    let mut c = gh.h1(&host("app")).await;
+    for (path, want_a, want_b) in [
+        ("/", 1, 0),
+        ("/sub", 1, 1),
+        ("/sub/x", 1, 2),
+        ("/subway", 2, 2),
+    ] {
+        let r = within(QUICK, path, c.get(path)).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(
+            (a.count(), b.count()),
+            (want_a, want_b),
+            "after {path}: a={:?} b={:?}",
+            a.paths(),
+            b.paths()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_is_404_and_reaches_no_upstream() {
+    let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = gh.h1(&host("nobody")).await;
+    let r = within(QUICK, "unknown host", c.get("/")).await;
+    assert_eq!(r.status, 404, "body: {}", r.text());
+    let mut c2 = gh.h2(&host("nobody")).await;
+    let r2 = within(QUICK, "unknown host over h2", c2.get("/x")).await;
+    assert_eq!(r2.status, 404);
+    assert_eq!(up.count(), 0, "upstream got {:?}", up.paths());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502() {
+    let dead = closed_port();
+    let spec = GatehouseSpec::default().with_app(AppSpec::new(
+        "dead",
+        &host("dead"),
+        &format!("http://{dead}"),
+    ));
+    let gh = Gatehouse::start(spec).await;
+    let mut c = gh.h1(&host("dead")).await;
+    let r = within(QUICK, "502", c.get("/")).await;
+    assert_eq!(r.status, 502, "body: {}", r.text());
+    assert_security_headers(&r, "502 page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_slower_than_timeout_is_504_within_the_timeout() {
+    let spec = GatehouseSpec {
+        upstream_timeout: "1s".into(),
+        ..Default::default()
+    };
+    let (gh, up) = echo_gateway(spec).await;
+    let mut c = gh.h1(&host("echo")).await;
+    let start = Instant::now();
+    let r = within(QUICK, "504", c.get("/slow/6000")).await;
+    let took = start.elapsed();
+    assert_eq!(r.status, 504, "body: {}", r.text());
+    assert_eq!(up.count(), 1, "the slow request reached the upstream");
+    assert!(
+        took >= Duration::from_millis(900),
+        "504 after {took:?}, before upstream_timeout (1s)"
+    );
+    assert!(
+        took < Duration::from_millis(3500),
+        "504 after {took:?}, want about upstream_timeout (1s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_headers_on_own_404_and_on_proxied_responses() {
+    let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = gh.h1(&host("nobody")).await;
+    let r = within(QUICK, "404", c.get("/")).await;
+    assert_eq!(r.status, 404);
+    assert_security_headers(&r, "own 404 (HTTP/1.1)");
+    let mut c2 = gh.h2(&host("nobody")).await;
+    let r = within(QUICK, "404 h2", c2.get("/")).await;
+    assert_security_headers(&r, "own 404 (HTTP/2)");
+    let mut p = gh.h1(&host("echo")).await;
+    let r = within(QUICK, "proxied", p.get("/")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-upstream").as_deref(),
+        Some("echo"),
+        "upstream headers kept"
+    );
+    let hsts = r.header("strict-transport-security").unwrap_or_default();
+    assert!(
+        hsts.contains("max-age=63072000"),
+        "proxied response HSTS {hsts:?}"
+    );
+    let mut p2 = gh.h2(&host("echo")).await;
+    let r = within(QUICK, "proxied h2", p2.get("/")).await;
+    let hsts = r.header("strict-transport-security").unwrap_or_default();
+    assert!(
+        hsts.contains("max-age=63072000"),
+        "proxied h2 response HSTS {hsts:?}"
+    );
+}
+
+/// Spellings of identity headers a client may try to smuggle to the upstream.
+const SPOOFED: &[&str] = &[
+    "X-Gatehouse-User",
+    "x_gatehouse_user",
+    "X-GATEHOUSE-USER",
+    "X-Gatehouse-Groups",
+    "x_gatehouse_groups",
+    "X-Gatehouse-Assertion",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "Remote-User",
+    "Remote_User",
+    "X-Remote-User",
+    "X-Auth-Request-User",
+];
+const SPOOF_VALUE: &str = "spoofed-admin-7f3a";
+
+/// A benign header carrying the marker: it must arrive, proving the check below can see a leak.
+const CONTROL_HEADER: &str = "x-app-note";
+
+fn assert_no_spoof(echo: &serde_json::Value, what: &str) {
+    assert_eq!(
+        echoed_headers(echo, CONTROL_HEADER),
+        vec![SPOOF_VALUE.to_string()],
+        "{what}: the benign control header did not arrive; echo: {echo}"
+    );
+    let leaked: Vec<_> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p[0].as_str() != Some(CONTROL_HEADER))
+        .filter(|p| p[1].as_str().unwrap_or_default().contains(SPOOF_VALUE))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{what}: spoofed identity headers reached the upstream: {leaked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut extra: Vec<(&str, &str)> = SPOOFED.iter().map(|h| (*h, SPOOF_VALUE)).collect();
+    extra.push((CONTROL_HEADER, SPOOF_VALUE));
+    let mut c = gh.h1(&host("echo")).await;
+    let req = c.request("GET", "/whoami", &extra, empty());
+    let r = within(QUICK, "h1", c.send(req)).await;
+    assert_eq!(r.status, 200, "body: {}", r.text());
+    assert_no_spoof(&r.json(), "HTTP/1.1");
+    let mut c2 = gh.h2(&host("echo")).await;
+    let lower: Vec<String> = SPOOFED.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let mut extra2: Vec<(&str, &str)> = lower.iter().map(|h| (h.as_str(), SPOOF_VALUE)).collect();
+    extra2.push((CONTROL_HEADER, SPOOF_VALUE));
+    let req = c2.request("GET", "/whoami", &extra2, empty());
+    let r = within(QUICK, "h2", c2.send(req)).await;
+    assert_eq!(r.status, 200);
+    assert_no_spoof(&r.json(), "HTTP/2");
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_for_is_the_client_ip_not_the_clients_claim() {
+    let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = gh.h1(&host("echo")).await;
+    let req = c.request(
+        "GET",
+        "/",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-for", "7.7.7.7"),
+        ],
+        empty(),
+    );
+    let r = within(QUICK, "xff", c.send(req)).await;
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    assert_eq!(
+        echoed_headers(&echo, "x-forwarded-for"),
+        vec!["127.0.0.1".to_string()],
+        "echo: {echo}"
+    );
+    assert_eq!(
+        echoed_headers(&echo, "x-forwarded-proto"),
+        vec!["https".to_string()],
+        "echo: {echo}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_header_cannot_remove_the_forwarded_headers() {
+    // Hop-by-hop abuse: a client names the headers the gateway adds in `Connection`, hoping a
+    // proxy strips them after adding them (or keeps the client's own values).
+    let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = gh.h1(&host("echo")).await;
+    let req = c.request(
+        "GET",
+        "/",
+        &[
+            (
+                "connection",
+                "keep-alive, x-forwarded-for, x-forwarded-proto",
+            ),
+            ("x-forwarded-for", "6.6.6.6"),
+        ],
+        empty(),
+    );
+    let r = within(QUICK, "hop-by-hop", c.send(req)).await;
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    assert_eq!(
+        echoed_headers(&echo, "x-forwarded-for"),
+        vec!["127.0.0.1".to_string()],
+        "echo: {echo}"
+    );
+    assert_eq!(
+        echoed_headers(&echo, "x-forwarded-proto"),
+        vec!["https".to_string()],
+        "echo: {echo}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_receives_the_normalised_path() {
+    let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut c = gh.h1(&host("echo")).await;
+    let cases = [
+        ("/a/./b//c", "/a/b/c"),
+        ("/a/x/../b/c", "/a/b/c"),
+        ("//a///b/c", "/a/b/c"),
+        ("/%61/b/%63", "/a/b/c"),
+        ("/a/%2e/b/c", "/a/b/c"),
+    ];
+    let mut wrong = Vec::new();
+    for (sent, want) in cases {
+        let r = within(QUICK, sent, c.get(sent)).await;
+        if r.status != 200 {
+            wrong.push(format!(
+                "{sent}: status {} (want 200 and path {want})",
+                r.status
+            ));
+            continue;
+        }
+        let got = r.json()["path"].as_str().unwrap().to_string();
+        if got != want {
+            wrong.push(format!("{sent}: upstream saw {got}, want {want}"));
+        }
+    }
+    // Dot segments above the root never reach the upstream: refused, or clamped at the root.
+    for sent in ["/../x", "/a/../../x", "/%2e%2e/x"] {
+        let mut c = gh.h1(&host("echo")).await;
+        let r = within(QUICK, sent, c.get(sent)).await;
+        if r.status == 200 {
+            let got = r.json()["path"].as_str().unwrap().to_string();
+            if got != "/x" {
+                wrong.push(format!("{sent}: upstream saw {got}, want /x (or a 400)"));
+            }
+        } else if r.status != 400 {
+            wrong.push(format!("{sent}: status {}, want 400 or /x", r.status));
+        }
+    }
+    assert!(wrong.is_empty(), "path normalisation: {wrong:#?}");
+    // The query string is passed on unchanged.
+    let r = within(QUICK, "query", c.get("/a//b?x=%2F&y=1")).await;
+    assert_eq!(r.json()["query"], "x=%2F&y=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_paths_are_refused_with_400() {
+    let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
+    let mut wrong = Vec::new();
+    for path in [
+        "/a%2fb",
+        "/a%2Fb",
+        "/a%5cb",
+        "/a%5Cb",
+        "/a%00b",
+        "/%2e%2e%2fetc/passwd",
+    ] {
+        // A fresh connection each time: the gateway may close after a 400.
+        let mut c = gh.h1(&host("echo")).await;
+        let r = within(QUICK, path, c.get(path)).await;
+        if r.status != 400 {
+            wrong.push(format!("{path}: status {}", r.status));
+        }
+    }
+    assert!(wrong.is_empty(), "ambiguous paths not refused: {wrong:?}");
+    assert_eq!(up.count(), 0, "upstream got {:?}", up.paths());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_health_ready_and_metrics() {
+    let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
+    let r = within(
+        QUICK,
+        "healthz",
+        plain_get(gh.admin, "127.0.0.1", "/healthz"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = within(QUICK, "readyz", plain_get(gh.admin, "127.0.0.1", "/readyz")).await;
+    assert_eq!(r.status, 200);
+    // One proxied request, one broken handshake, one connection held open.
+    let mut c = gh.h1(&host("echo")).await;
+    assert_eq!(within(QUICK, "proxied", c.get("/")).await.status, 200);
+    let mut junk = tokio::net::TcpStream::connect(gh.gateway).await.unwrap();
+    junk.write_all(b"this is not a TLS client hello\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = within(
+        QUICK,
+        "junk handshake closed",
+        support::client::read_until_close(&mut junk, QUICK),
+    )
+    .await;
+    let r = within(
+        QUICK,
+        "metrics",
+        plain_get(gh.admin, "127.0.0.1", "/metrics"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let total = |name: &str| -> Option<f64> {
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    let requests = total("gatehouse_http_requests_total");
+    assert!(
+        requests.is_some_and(|v| v >= 1.0),
+        "gatehouse_http_requests_total {requests:?} in:\n{text}"
+    );
+    let open = total("gatehouse_open_connections");
+    assert!(
+        open.is_some_and(|v| v >= 1.0),
+        "gatehouse_open_connections {open:?} with one open connection, in:\n{text}"
+    );
+    let failures = total("gatehouse_tls_handshake_failures_total");
+    assert!(
+        failures.is_some_and(|v| v >= 1.0),
+        "gatehouse_tls_handshake_failures_total {failures:?} after a junk handshake, in:\n{text}"
+    );
+    // Unknown admin path.
+    let r = within(
+        QUICK,
+        "admin 404",
+        plain_get(gh.admin, "127.0.0.1", "/nope"),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_redirect_listener_only_redirects_to_https() {
+    let up = Upstream::start().await;
+    let spec = GatehouseSpec {
+        redirect: true,
+        ..Default::default()
+    }
+    .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
+    let gh = Gatehouse::start(spec).await;
+    let addr = gh
+        .ready
+        .redirect
+        .expect("ready line names redirect=http://... when http_redirect_listen is set");
+    let r = within(
+        QUICK,
+        "redirect",
+        plain_get(addr, &host("echo"), "/some/path?q=1"),
+    )
+    .await;
+    assert!(
+        matches!(r.status.as_u16(), 301 | 302 | 307 | 308),
+        "status {}",
+        r.status
+    );
+    let loc = r.header("location").unwrap_or_default();
+    assert!(loc.starts_with("https://"), "location {loc:?}");
+    assert_eq!(up.count(), 0, "plain HTTP reached the upstream");
+}

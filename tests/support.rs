@@ -1,0 +1,60 @@
+//! End-to-end test harness: real components on loopback, readiness by signal, never by sleep.
+//!
+//! Threat covered by the tests that use it: a gateway that looks right in unit tests but lets
+//! hostile traffic through once it runs as a process (smuggling, spoofed identity, slow clients,
+//! weak TLS). Mitigation: every test drives the real `gatehouse` binary over real TLS sockets
+//! against a real HTTP upstream that counts what reaches it.
+//!
+//! - [`TestDir`]: a unique temp directory, removed on drop.
+//! - [`Pki`]: a test CA and the gateway's certificate (re-issuable for reload tests).
+//! - [`Upstream`]: an HTTP/1.1 upstream (echo, slow, download, upload, WebSocket-style upgrade)
+//!   that counts every request it receives.
+//! - [`Gatehouse`]: the binary with a generated config; waits for the `gatehouse ready:` line,
+//!   prints its stderr when the test fails and kills it on drop.
+//! - [`client`]: TLS, HTTP/1.1, HTTP/2 and raw-bytes clients.
+//!
+//! Each top-level file in `tests/` is its own crate and uses a subset of this module.
+//! Cargo also builds this file as a (test-less) crate of its own, so submodules are named by
+//! `#[path]`, which resolves the same way in both cases.
+#![allow(dead_code, unused_imports)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "support/client.rs"]
+pub mod client;
+#[path = "support/gatehouse.rs"]
+pub mod gatehouse;
+#[path = "support/pki.rs"]
+pub mod pki;
+#[path = "support/tempdir.rs"]
+pub mod tempdir;
+#[path = "support/upstream.rs"]
+pub mod upstream;
+
+use std::time::Duration;
+
+pub use client::Resp;
+pub use gatehouse::{AppSpec, Gatehouse, GatehouseSpec};
+pub use pki::Pki;
+pub use tempdir::TestDir;
+pub use upstream::Upstream;
+
+/// Deadline for anything that should be immediate on loopback (a response, a close).
+pub const QUICK: Duration = Duration::from_secs(10);
+
+/// Host names served by the test certificate (`*.gatehouse.localhost`).
+pub fn host(name: &str) -> String {
+    format!("{name}.gatehouse.localhost")
+}
+
+/// Runs `f` with a deadline, failing the test with `what` when it passes.
+pub async fn within<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
