@@ -152,3 +152,17 @@ async fn http2_download_of_100_mib_streams_with_flat_memory() {
         "gateway peak RSS grew by {growth} KiB during a 100 MiB HTTP/2 download"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_upload_without_content_length_reaches_the_upstream_intact() {
+    let (gh, _up) = gateway().await;
+    let mut c = gh.h1(&host("files")).await;
+    let size = 20 * MIB + 3;
+    let body = PatternBody::chunked(size).map_err(|e| match e {}).boxed();
+    let req = c.request("POST", "/upload", &[], body);
+    assert!(req.headers().get("content-length").is_none());
+    let r = within(TRANSFER_LIMIT, "chunked upload", c.send(req)).await;
+    assert_eq!(r.status, 200, "body: {}", r.text());
+    assert_eq!(r.json()["bytes"], size);
+    assert_eq!(r.json()["sha256"], pattern_sha256(size));
+}

@@ -277,6 +277,8 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct PatternBody {
     left: u64,
     index: u64,
+    /// Announce the size (HTTP/1.1 Content-Length) or not (chunked).
+    sized: bool,
 }
 
 impl PatternBody {
@@ -284,6 +286,15 @@ impl PatternBody {
         PatternBody {
             left: total,
             index: 0,
+            sized: true,
+        }
+    }
+
+    /// The same stream without a size hint: HTTP/1.1 sends it chunked.
+    pub fn chunked(total: u64) -> PatternBody {
+        PatternBody {
+            sized: false,
+            ..PatternBody::new(total)
         }
     }
 }
@@ -311,6 +322,10 @@ impl Body for PatternBody {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.left)
+        if self.sized {
+            hyper::body::SizeHint::with_exact(self.left)
+        } else {
+            hyper::body::SizeHint::default()
+        }
     }
 }
