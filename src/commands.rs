@@ -4,6 +4,7 @@ pub mod audit;
 pub mod check_config;
 pub mod policy;
 pub mod serve;
+pub mod services;
 pub mod session;
 pub mod user;
 

@@ -18,10 +18,12 @@ fn good_spec() -> GatehouseSpec {
         .with_app(AppSpec::new("wiki", &host("wiki"), "http://127.0.0.1:3001"))
 }
 
-/// Writes `text` (with dev certificates beside it) and runs check-config on it.
+/// Writes `text` (with dev certificates and the good spec's policy files beside it) and runs
+/// check-config on it.
 fn check(text: &str) -> (Option<i32>, String, String, std::path::PathBuf, TestDir) {
     let dir = TestDir::new("cfg");
     let _pki = support::Pki::new(&dir.join("certs"));
+    good_spec().write_policies(&dir);
     let file = dir.write("gatehouse.toml", text);
     let (code, out, err) = check_config(&file);
     (code, out, err, file, dir)

@@ -1,6 +1,6 @@
-//! End-to-end tests of the gateway's proxying: protocols, routing, errors,
-//! security headers and the admin listener (header and path hygiene: gateway_hygiene.rs). Each test runs its own
-//! `gatehouse` process against a real upstream that counts what reaches it.
+//! End-to-end tests of the gateway's proxying: protocols, routing, errors, security headers
+//! and the admin listener (header and path hygiene are in gateway_hygiene.rs). Each test runs
+//! its own `gatehouse` process against a real upstream that counts what reaches it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,7 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A gateway with one echo app on `echo.gatehouse.localhost`.
 async fn echo_gateway(spec: GatehouseSpec) -> (Gatehouse, Upstream) {
     let up = Upstream::start().await;
-    let gh = Gatehouse::start(spec.with_app(AppSpec::new("echo", &host("echo"), &up.url()))).await;
+    let gh =
+        Gatehouse::start_signed_in(spec.with_app(AppSpec::new("echo", &host("echo"), &up.url())))
+            .await;
     (gh, up)
 }
 
@@ -51,7 +53,9 @@ fn assert_security_headers(r: &Resp, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_request_is_proxied_with_alpn_http11() {
     let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
-    let mut c = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1])).await;
+    let mut c = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1]))
+        .await
+        .with_cookie(gh.cookie_value());
     assert_eq!(c.alpn.as_deref(), Some(H1), "negotiated ALPN");
     let r = within(QUICK, "echo over HTTP/1.1", c.get("/hello/world?x=1&y=two")).await;
     assert_eq!(r.status, 200, "body: {}", r.text());
@@ -115,7 +119,9 @@ async fn alpn_offering_both_prefers_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_without_alpn_is_served_http11() {
     let (gh, up) = echo_gateway(GatehouseSpec::default()).await;
-    let mut c = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[])).await;
+    let mut c = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[]))
+        .await
+        .with_cookie(gh.cookie_value());
     assert_eq!(c.alpn, None, "no ALPN offered, none negotiated");
     let r = within(QUICK, "no-ALPN request", c.get("/no-alpn")).await;
     assert_eq!(r.status, 200);
@@ -168,7 +174,7 @@ async fn routes_by_host_and_longest_path_prefix() {
     let spec = GatehouseSpec::default()
         .with_app(AppSpec::new("main", &host("app"), &a.url()))
         .with_app(AppSpec::new("sub", &host("app"), &b.url()).prefix("/sub"));
-    let gh = Gatehouse::start(spec).await;
+    let gh = Gatehouse::start_signed_in(spec).await;
     let mut c = gh.h1(&host("app")).await;
     for (path, want_a, want_b) in [
         ("/", 1, 0),
@@ -208,7 +214,7 @@ async fn upstream_down_is_502() {
         &host("dead"),
         &format!("http://{dead}"),
     ));
-    let gh = Gatehouse::start(spec).await;
+    let gh = Gatehouse::start_signed_in(spec).await;
     let mut c = gh.h1(&host("dead")).await;
     let r = within(QUICK, "502", c.get("/")).await;
     assert_eq!(r.status, 502, "body: {}", r.text());
@@ -349,17 +355,18 @@ async fn http_redirect_listener_only_redirects_to_https() {
         ..Default::default()
     }
     .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
-    let gh = Gatehouse::start(spec).await;
+    let gh = Gatehouse::start_signed_in(spec).await;
     let addr = gh
         .ready
         .redirect
         .expect("ready line names redirect=http://... when http_redirect_listen is set");
-    let r = within(
-        QUICK,
-        "redirect",
-        plain_get(addr, &host("echo"), "/some/path?q=1"),
-    )
-    .await;
+    // With a valid session cookie: were the plain listener to proxy, the request would pass
+    // authentication and reach the upstream.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut plain = H1Conn::over(tcp, &host("echo"))
+        .await
+        .with_cookie(gh.cookie_value());
+    let r = within(QUICK, "redirect", plain.get("/some/path?q=1")).await;
     assert!(
         matches!(r.status.as_u16(), 301 | 302 | 307 | 308),
         "status {}",

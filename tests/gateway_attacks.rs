@@ -1,6 +1,8 @@
 //! Hostile HTTP against the gateway: request smuggling (conflicting or obfuscated framing),
 //! oversized heads, slow clients. Each attack must be answered 400/431 (or cut off), the
-//! connection closed, and nothing may reach the upstream.
+//! connection closed, and nothing may reach the upstream. Every request (the smuggled ones
+//! too) carries a valid session cookie, so "nothing reached the upstream" is about framing:
+//! had the gateway accepted the bytes, authentication would have let them through.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,7 +19,7 @@ use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host};
 
 async fn gateway() -> (Gatehouse, Upstream) {
     let up = Upstream::start().await;
-    let gh = Gatehouse::start(GatehouseSpec::default().with_app(AppSpec::new(
+    let gh = Gatehouse::start_signed_in(GatehouseSpec::default().with_app(AppSpec::new(
         "echo",
         &host("echo"),
         &up.url(),
@@ -26,11 +28,23 @@ async fn gateway() -> (Gatehouse, Upstream) {
     (gh, up)
 }
 
+/// Stands for the session cookie's header line in request templates; [`with_cookie`]
+/// replaces it.
+const COOKIE: &str = "@COOKIE@\r\n";
+
+/// `bytes` with every [`COOKIE`] marker replaced by the gateway's `Cookie:` line.
+fn with_cookie(gh: &Gatehouse, bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let line = gh.cookie_line();
+    assert!(!line.is_empty(), "the gateway has no session cookie");
+    text.replace(COOKIE, &line).into_bytes()
+}
+
 /// Sends `head_and_body` raw over TLS and reads until the gateway closes (or QUICK passes).
 async fn attack(gh: &Gatehouse, bytes: &[u8]) -> RawOutcome {
     let mut c = gh.raw(&host("echo")).await;
     // A write error means the gateway already closed: that is fine, read what it sent.
-    let _ = c.send(bytes).await;
+    let _ = c.send(&with_cookie(gh, bytes)).await;
     c.read_until_close(QUICK).await
 }
 
@@ -41,7 +55,7 @@ async fn assert_refused(name: &str, bytes: &[u8], want: u16) {
     let ok = attack(
         &gh,
         format!(
-            "GET /ok HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            "GET /ok HTTP/1.1\r\nHost: {}\r\n{COOKIE}Connection: close\r\n\r\n",
             host("echo")
         )
         .as_bytes(),
@@ -77,13 +91,14 @@ async fn assert_refused(name: &str, bytes: &[u8], want: u16) {
 
 fn req(headers: &str, body: &str) -> Vec<u8> {
     format!(
-        "POST /smuggle HTTP/1.1\r\nHost: {}\r\n{headers}\r\n{body}",
+        "POST /smuggle HTTP/1.1\r\nHost: {}\r\n{COOKIE}{headers}\r\n{body}",
         host("echo")
     )
     .into_bytes()
 }
 
-const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: echo.gatehouse.localhost\r\n\r\n";
+const SMUGGLED: &str =
+    "GET /smuggled HTTP/1.1\r\nHost: echo.gatehouse.localhost\r\n@COOKIE@\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_different_content_lengths_are_400() {
@@ -198,7 +213,7 @@ async fn transfer_encoding_line_folding_is_400() {
 async fn header_block_over_32_kib_is_431() {
     let big = "a".repeat(33 * 1024);
     let bytes = format!(
-        "GET /big HTTP/1.1\r\nHost: {}\r\nX-Big: {big}\r\n\r\n",
+        "GET /big HTTP/1.1\r\nHost: {}\r\n{COOKIE}X-Big: {big}\r\n\r\n",
         host("echo")
     );
     assert_refused("33 KiB header", bytes.as_bytes(), 431).await;
@@ -207,7 +222,7 @@ async fn header_block_over_32_kib_is_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_block_over_32_kib_in_many_headers_is_431() {
     // 40 headers of 1 KiB: under the count limit, over the size limit.
-    let mut head = format!("GET /big HTTP/1.1\r\nHost: {}\r\n", host("echo"));
+    let mut head = format!("GET /big HTTP/1.1\r\nHost: {}\r\n{COOKIE}", host("echo"));
     for i in 0..40 {
         head.push_str(&format!("X-H{i}: {}\r\n", "b".repeat(1024)));
     }
@@ -217,7 +232,7 @@ async fn header_block_over_32_kib_in_many_headers_is_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_100_headers_is_431() {
-    let mut head = format!("GET /many HTTP/1.1\r\nHost: {}\r\n", host("echo"));
+    let mut head = format!("GET /many HTTP/1.1\r\nHost: {}\r\n{COOKIE}", host("echo"));
     for i in 0..101 {
         head.push_str(&format!("X-H{i}: v\r\n"));
     }
@@ -230,13 +245,14 @@ async fn slowloris_half_a_head_is_cut_off_within_header_timeout() {
     // header_timeout is 2s in the default spec.
     let (gh, up) = gateway().await;
     let mut c = gh.raw(&host("echo")).await;
-    c.send(
+    c.send(&with_cookie(
+        &gh,
         format!(
-            "GET /slow-client HTTP/1.1\r\nHost: {}\r\nX-Half: abc",
+            "GET /slow-client HTTP/1.1\r\nHost: {}\r\n{COOKIE}X-Half: abc",
             host("echo")
         )
         .as_bytes(),
-    )
+    ))
     .await
     .unwrap();
     let out = c.read_until_close(Duration::from_secs(8)).await;
@@ -263,9 +279,16 @@ async fn slowloris_trickling_head_is_cut_off_within_header_timeout() {
     // One byte every 200 ms keeps every read short: only a deadline on the whole head stops it.
     let (gh, up) = gateway().await;
     let mut c = gh.raw(&host("echo")).await;
-    c.send(format!("GET /trickle HTTP/1.1\r\nHost: {}\r\n", host("echo")).as_bytes())
-        .await
-        .unwrap();
+    c.send(&with_cookie(
+        &gh,
+        format!(
+            "GET /trickle HTTP/1.1\r\nHost: {}\r\n{COOKIE}",
+            host("echo")
+        )
+        .as_bytes(),
+    ))
+    .await
+    .unwrap();
     let start = std::time::Instant::now();
     let mut cut = None;
     while start.elapsed() < Duration::from_secs(8) {
@@ -293,7 +316,7 @@ async fn slowloris_trickling_head_is_cut_off_within_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_host_headers_are_400() {
     let bytes = format!(
-        "GET /two-hosts HTTP/1.1\r\nHost: {}\r\nHost: {}\r\n\r\n",
+        "GET /two-hosts HTTP/1.1\r\nHost: {}\r\nHost: {}\r\n{COOKIE}\r\n",
         host("echo"),
         host("other")
     );
@@ -303,7 +326,7 @@ async fn two_host_headers_are_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_responses_to_hostile_requests_carry_security_headers() {
     let (gh, _up) = gateway().await;
-    let mut many = format!("GET /many HTTP/1.1\r\nHost: {}\r\n", host("echo"));
+    let mut many = format!("GET /many HTTP/1.1\r\nHost: {}\r\n{COOKIE}", host("echo"));
     for i in 0..101 {
         many.push_str(&format!("X-H{i}: v\r\n"));
     }
@@ -338,16 +361,20 @@ async fn slowloris_on_a_keep_alive_connection_is_cut_off_within_header_timeout()
     // A good request first, then half of the next head on the same connection.
     let (gh, up) = gateway().await;
     let mut c = gh.raw(&host("echo")).await;
-    let first = format!("GET /first HTTP/1.1\r\nHost: {}\r\n\r\n", host("echo"));
-    c.send(first.as_bytes()).await.unwrap();
+    let first = format!(
+        "GET /first HTTP/1.1\r\nHost: {}\r\n{COOKIE}\r\n",
+        host("echo")
+    );
+    c.send(&with_cookie(&gh, first.as_bytes())).await.unwrap();
     up.wait_for_count(1, QUICK).await;
-    c.send(
+    c.send(&with_cookie(
+        &gh,
         format!(
-            "GET /second HTTP/1.1\r\nHost: {}\r\nX-Half: a",
+            "GET /second HTTP/1.1\r\nHost: {}\r\n{COOKIE}X-Half: a",
             host("echo")
         )
         .as_bytes(),
-    )
+    ))
     .await
     .unwrap();
     let out = c.read_until_close(Duration::from_secs(8)).await;
@@ -397,7 +424,7 @@ async fn stalled_tls_handshake_is_closed_within_tls_handshake_timeout() {
         ..Default::default()
     }
     .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
-    let gh = Gatehouse::start(spec).await;
+    let gh = Gatehouse::start_signed_in(spec).await;
     let mut tcp = tokio::net::TcpStream::connect(gh.gateway).await.unwrap();
     // The first 5 bytes of a TLS record header, then nothing.
     tokio::io::AsyncWriteExt::write_all(&mut tcp, &[0x16, 0x03, 0x01, 0x02, 0x00])
@@ -425,11 +452,13 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
         ..Default::default()
     }
     .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
-    let gh = Gatehouse::start(spec).await;
+    let gh = Gatehouse::start_signed_in(spec).await;
     let mut c = gh.raw(&host("echo")).await;
-    c.send(format!("GET /once HTTP/1.1\r\nHost: {}\r\n\r\n", host("echo")).as_bytes())
-        .await
-        .unwrap();
+    let once = format!(
+        "GET /once HTTP/1.1\r\nHost: {}\r\n{COOKIE}\r\n",
+        host("echo")
+    );
+    c.send(&with_cookie(&gh, once.as_bytes())).await.unwrap();
     let out = c.read_until_close(Duration::from_secs(8)).await;
     assert_eq!(out.status(), Some(200), "{}", out.text());
     assert!(

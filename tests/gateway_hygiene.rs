@@ -18,7 +18,9 @@ use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 /// A gateway with one echo app on `echo.gatehouse.localhost`.
 async fn echo_gateway(spec: GatehouseSpec) -> (Gatehouse, Upstream) {
     let up = Upstream::start().await;
-    let gh = Gatehouse::start(spec.with_app(AppSpec::new("echo", &host("echo"), &up.url()))).await;
+    let gh =
+        Gatehouse::start_signed_in(spec.with_app(AppSpec::new("echo", &host("echo"), &up.url())))
+            .await;
     (gh, up)
 }
 

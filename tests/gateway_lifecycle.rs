@@ -22,7 +22,7 @@ async fn sigterm_drains_in_flight_requests_refuses_new_connections_and_exits_0()
         ..Default::default()
     }
     .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
-    let mut gh = Gatehouse::start(spec).await;
+    let mut gh = Gatehouse::start_signed_in(spec).await;
     let mut idle = gh.h1(&host("echo")).await;
     assert_eq!(
         within(QUICK, "idle keep-alive conn", idle.get("/"))
@@ -86,7 +86,7 @@ async fn sigterm_drains_an_in_flight_http2_stream() {
         ..Default::default()
     }
     .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
-    let mut gh = Gatehouse::start(spec).await;
+    let mut gh = Gatehouse::start_signed_in(spec).await;
     let mut c = gh.h2(&host("echo")).await;
     let slow = tokio::spawn(async move { c.get("/slow/2500").await });
     up.wait_for_count(1, QUICK).await;
@@ -114,7 +114,7 @@ async fn sigterm_exits_0_when_shutdown_grace_ends_with_a_request_still_running()
         ..Default::default()
     }
     .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
-    let mut gh = Gatehouse::start(spec).await;
+    let mut gh = Gatehouse::start_signed_in(spec).await;
     let mut c = gh.h1(&host("echo")).await;
     let stuck = tokio::spawn(async move {
         let req = c.request("GET", "/slow/20000", &[], support::client::empty());

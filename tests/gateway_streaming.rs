@@ -30,7 +30,7 @@ async fn gateway() -> (Gatehouse, Upstream) {
         ..Default::default()
     }
     .with_app(AppSpec::new("files", &host("files"), &up.url()));
-    (Gatehouse::start(spec).await, up)
+    (Gatehouse::start_signed_in(spec).await, up)
 }
 
 /// Warms the proxy path up (first connection, pools, buffers) so the baseline is fair.

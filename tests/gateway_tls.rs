@@ -26,7 +26,7 @@ async fn gateway(profile: Option<&str>) -> (Gatehouse, Upstream) {
         ..Default::default()
     }
     .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
-    (Gatehouse::start(spec).await, up)
+    (Gatehouse::start_signed_in(spec).await, up)
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -82,7 +82,10 @@ fn server_alert(output: &str) -> bool {
 
 fn curl(gh: &Gatehouse, version_args: &[&str]) -> Output {
     let port = gh.gateway.port();
+    // The session cookie goes in a header file, not on the command line.
+    let cookie_file = gh.dir.write("curl-cookie.txt", gh.cookie_line());
     let mut cmd = Command::new("curl");
+    cmd.arg("-H").arg(format!("@{}", cookie_file.display()));
     cmd.args([
         "-sS",
         "--max-time",
@@ -164,7 +167,9 @@ async fn tls12_is_accepted_with_the_intermediate_profile() {
         format!("{suite:?}").contains("ECDHE"),
         "TLS 1.2 suite {suite:?} is not forward secret"
     );
-    let mut c = H1Conn::over(tls, &host("echo")).await;
+    let mut c = H1Conn::over(tls, &host("echo"))
+        .await
+        .with_cookie(gh.cookie_value());
     assert_eq!(
         within(QUICK, "request over TLS 1.2", c.get("/"))
             .await
@@ -233,7 +238,9 @@ async fn tls12_is_refused_with_the_modern_profile() {
         tls.get_ref().1.protocol_version(),
         Some(ProtocolVersion::TLSv1_3)
     );
-    let mut c = H1Conn::over(tls, &host("echo")).await;
+    let mut c = H1Conn::over(tls, &host("echo"))
+        .await
+        .with_cookie(gh.cookie_value());
     assert_eq!(
         within(QUICK, "request over TLS 1.3", c.get("/"))
             .await
@@ -266,7 +273,9 @@ async fn wait_for_cert(
 async fn sighup_reloads_the_certificate_and_open_connections_stay_usable() {
     let (mut gh, up) = gateway(None).await;
     let first = gh.pki.server_der.clone();
-    let mut old = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1])).await;
+    let mut old = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1]))
+        .await
+        .with_cookie(gh.cookie_value());
     assert_eq!(old.leaf.as_ref(), Some(&first), "initial certificate");
     assert_eq!(
         within(QUICK, "before reload", old.get("/before"))
@@ -288,7 +297,9 @@ async fn sighup_reloads_the_certificate_and_open_connections_stay_usable() {
         r.status, 200,
         "the connection opened before the reload broke"
     );
-    let mut new = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1])).await;
+    let mut new = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1]))
+        .await
+        .with_cookie(gh.cookie_value());
     assert_eq!(new.leaf.as_ref(), Some(&second));
     assert_eq!(
         within(QUICK, "new connection", new.get("/new"))
@@ -337,7 +348,9 @@ async fn sighup_with_a_broken_certificate_keeps_serving_the_old_one() {
 async fn certificate_file_change_is_picked_up_without_a_signal() {
     // product.md: "certificate hot reload (SIGHUP or file change)".
     let (mut gh, _up) = gateway(None).await;
-    let mut old = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1])).await;
+    let mut old = H1Conn::connect(gh.gateway, &host("echo"), gh.client_config(&[H1]))
+        .await
+        .with_cookie(gh.cookie_value());
     assert_eq!(within(QUICK, "before", old.get("/")).await.status, 200);
     gh.pki.issue_server("gatehouse test server 4", 4);
     let fresh = gh.pki.server_der.clone();

@@ -9,8 +9,13 @@
 //! - [`Pki`]: a test CA and the gateway's certificate (re-issuable for reload tests).
 //! - [`Upstream`]: an HTTP/1.1 upstream (echo, slow, download, upload, WebSocket-style upgrade)
 //!   that counts every request it receives.
-//! - [`Gatehouse`]: the binary with a generated config; waits for the `gatehouse ready:` line,
-//!   prints its stderr when the test fails and kills it on drop.
+//! - [`Gatehouse`]: the binary with a generated config (store, users file, casbin model and
+//!   policy, audit dir, secret key); waits for the `gatehouse ready:` line, prints its stderr
+//!   when the test fails and kills it on drop. [`Gatehouse::start_signed_in`] also creates
+//!   the default user and logs in, so h1/h2 connections carry a session cookie.
+//! - [`identity`]: users via `gatehouse user add`, TOTP codes, the real login flow, the audit
+//!   log as JSON, assertion (JWT) verification against the JWKS.
+//! - [`Redis`]: a real redis-server on a free port (stop/restart for outage tests).
 //! - [`client`]: TLS, HTTP/1.1, HTTP/2 and raw-bytes clients.
 //!
 //! Each top-level file in `tests/` is its own crate and uses a subset of this module.
@@ -28,8 +33,12 @@
 pub mod client;
 #[path = "support/gatehouse.rs"]
 pub mod gatehouse;
+#[path = "support/identity.rs"]
+pub mod identity;
 #[path = "support/pki.rs"]
 pub mod pki;
+#[path = "support/redis.rs"]
+pub mod redis;
 #[path = "support/tempdir.rs"]
 pub mod tempdir;
 #[path = "support/upstream.rs"]
@@ -38,8 +47,10 @@ pub mod upstream;
 use std::time::Duration;
 
 pub use client::Resp;
-pub use gatehouse::{AppSpec, Gatehouse, GatehouseSpec};
+pub use gatehouse::{AppSpec, Gatehouse, GatehouseSpec, TEST_GROUP, TEST_USER};
+pub use identity::TestUser;
 pub use pki::Pki;
+pub use redis::Redis;
 pub use tempdir::TestDir;
 pub use upstream::Upstream;
 

@@ -34,7 +34,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_banner() { # port what
   local end=$((SECONDS + 15))
-  until head -c 7 < /dev/tcp/127.0.0.1/"$1" 2>/dev/null | grep -q SSH-2.0; do
+  until (head -c 7 < /dev/tcp/127.0.0.1/"$1") 2>/dev/null | grep -q SSH-2.0; do
     [ $SECONDS -lt $end ] || { echo "$2 on port $1 did not start" >&2; exit 1; }
     sleep 0.05
   done

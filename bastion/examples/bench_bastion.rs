@@ -19,18 +19,24 @@ async fn main() {
         eprintln!("usage: bench_bastion CONFIG USER PUBKEY_FILE");
         std::process::exit(2);
     };
-    let config = Arc::new(gatehouse_core::Config::load(std::path::Path::new(config)).expect("valid config"));
+    let config =
+        Arc::new(gatehouse_core::Config::load(std::path::Path::new(config)).expect("valid config"));
     let key = russh::keys::load_public_key(pubkey).expect("user public key");
-    let backend = TestBackend::new()
-        .user(user, vec![key], None)
-        .allow(user, "ssh:*", &[SshAction::Ssh, SshAction::Sftp, SshAction::PortForward]);
-    let bastion = Bastion::bind(config, Arc::new(backend)).await.expect("bastion binds");
+    let backend = TestBackend::new().user(user, vec![key], None).allow(
+        user,
+        "ssh:*",
+        &[SshAction::Ssh, SshAction::Sftp, SshAction::PortForward],
+    );
+    let bastion = Bastion::bind(config, Arc::new(backend))
+        .await
+        .expect("bastion binds");
     println!("LISTENING {}", bastion.local_addr().expect("local addr"));
     std::io::stdout().flush().unwrap();
     let token = CancellationToken::new();
     let stop = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

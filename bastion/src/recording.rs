@@ -314,7 +314,9 @@ async fn writer(
                 let text = match ev.code {
                     Code::Output => out_count.text(&ev.data),
                     Code::Input => in_count.text(&ev.data),
-                    Code::Resize | Code::Marker | Code::Note => String::from_utf8_lossy(&ev.data).into_owned(),
+                    Code::Resize | Code::Marker | Code::Note => {
+                        String::from_utf8_lossy(&ev.data).into_owned()
+                    }
                 };
                 if !text.is_empty() {
                     encode_line(ev.at, ev.code.as_str(), &text, &mut buf)?;

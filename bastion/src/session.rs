@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+mod killable;
 
 use crate::Shared;
 use crate::auth::{Destination, Selection};
@@ -19,6 +21,9 @@ use crate::handler::ConnHandler;
 use crate::registry::SessionInfo;
 use crate::server::AUTH_DEADLINE;
 use crate::target::TargetConn;
+
+/// How long a closing connection may take to deliver its disconnect message.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// An authenticated user and where they asked to go.
 pub(crate) struct Authenticated {
@@ -144,9 +149,12 @@ pub(crate) async fn serve(
     });
     let handler = ConnHandler::new(conn.clone(), unauth);
     let config = shared.configs.server.clone();
+    let kill = CancellationToken::new();
+    let _ = socket.set_nodelay(true);
+    let stream = killable::Killable::new(socket, kill.clone());
     let running = match tokio::time::timeout(
         AUTH_DEADLINE,
-        russh::server::run_stream(config, socket, handler),
+        russh::server::run_stream(config, stream, handler),
     )
     .await
     {
@@ -200,7 +208,18 @@ pub(crate) async fn serve(
                 "en".to_string(),
             )
             .await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut running).await;
+        // A session still in key exchange cannot send the disconnect: give it a moment, then
+        // cut the stream so the session task ends in every case.
+        let grace = if conn.auth.get().is_some() {
+            DISCONNECT_GRACE
+        } else {
+            Duration::from_millis(200)
+        };
+        // (A completed `running` must not be polled again.)
+        if tokio::time::timeout(grace, &mut running).await.is_err() {
+            kill.cancel();
+            let _ = tokio::time::timeout(DISCONNECT_GRACE, &mut running).await;
+        }
     }
     if let Some(t) = conn.target.get() {
         t.close().await;

@@ -297,3 +297,31 @@ async fn agent_and_remote_forwarding_are_refused_and_audited() {
         .expect("remote forwarding refusal audited");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_is_allow_listed_and_exit_signals_are_relayed() {
+    let env = Env::start("envsig").await;
+    let dest = format!("{}@127.0.0.1", env.dest("root@staging"));
+    let mut c = env.client("ssh", &env.user_key, None);
+    c.args(["-o", "SetEnv=LANG=C.UTF-8 LC_TIME=C GH_SECRET=leak"])
+        .arg(&dest)
+        .arg("echo \"$LANG|$LC_TIME|${GH_SECRET:-unset}\"");
+    let out = harness::run_with_deadline(c, Duration::from_secs(30));
+    assert_eq!(
+        text(&out.stdout),
+        "C.UTF-8|C|unset\n",
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut c = env.client_opts("ssh", &env.user_key, None, &["LogLevel=DEBUG1"]);
+    c.arg(&dest).arg("kill -TERM $$");
+    let out = harness::run_with_deadline(c, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("rtype exit-signal"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.stop().await;
+}

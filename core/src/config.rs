@@ -176,9 +176,12 @@ impl Config {
     }
 
     /// The quick-start configuration: every default, no apps or targets (the caller adds the
-    /// demo app once its in-process upstream is listening).
+    /// demo app once its in-process upstream is listening). Everything it writes stays under
+    /// the data directory, the users file included (`data/users.toml`).
     pub fn quickstart() -> Result<Config, ConfigError> {
-        Self::from_toml("", None)
+        let mut c = Self::from_toml("", None)?;
+        c.identity.users_file = c.data_dir.join(defaults::USERS_FILE);
+        Ok(c)
     }
 
     /// Finds the app serving `host` (lowercase, no port) and `path`: exact host, longest prefix.

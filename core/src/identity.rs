@@ -9,6 +9,7 @@
 //! [`Authenticator`], so code that needs an authenticated user cannot be handed a made-up one.
 
 mod authenticator;
+mod enrol;
 mod password;
 mod sessions;
 mod sshkey;
@@ -18,6 +19,7 @@ mod users;
 use std::time::SystemTime;
 
 pub use authenticator::{Authenticator, KeyAccepted, LockoutPolicy};
+pub use enrol::{EnrolmentPending, LoginOutcome, PendingTotp};
 pub use password::check_password_strength;
 pub use sshkey::{SshPublicKey, parse_ssh_public_key};
 pub use totp::{Enrolment, TotpCipher};

@@ -150,6 +150,22 @@ impl PolicyHandle {
         Ok(n)
     }
 
+    /// The model and policy files this handle loads.
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.model, &self.policy)
+    }
+
+    /// Installs an index loaded with [`load_index`] (after its reload was audited); returns
+    /// the number of rules now in force.
+    pub fn replace(&self, index: PolicyIndex) -> usize {
+        let n = index.len();
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(index);
+        n
+    }
+
     /// The policy in force (a snapshot; a reload does not change it under you).
     pub fn current(&self) -> Arc<PolicyIndex> {
         self.current

@@ -1,24 +1,31 @@
-//! Authorization seam.
+//! Authorization of proxied requests with the casbin need-to-know policy.
 //!
 //! Threat: a request forwarded without a decision, or forwarded to another app or path than
-//! the one decided on. Mitigation: [`Permit`] has private fields, is made only by
-//! [`authorize`] from an [`Authenticated`] proof, and carries the app and the normalised
-//! target itself, so `proxy::forward` (which requires a `Permit`) forwards exactly what was
-//! decided. (casbin decisions land here next; for now every request is permitted.)
+//! the one decided on; a decision nobody can later account for. Mitigation: [`Permit`] has
+//! private fields, is made only by [`authorize`] from an [`Authenticated`] proof and the
+//! core's audited `Permit`, and carries the app, the normalised target and the identity
+//! itself, so `proxy::forward` (which requires it) forwards exactly what was decided. The
+//! object is `app:<name><normalised path>` (the path the upstream reads), the action the
+//! HTTP method; deny wins; the decision is in the audit log before a byte goes upstream, and
+//! a decision that cannot be audited is a refusal.
 
 use std::sync::Arc;
 
+use gatehouse_core::audit::AuditLog;
+use gatehouse_core::policy::{self, PolicyHandle, Refusal};
 use http::Method;
 use http::uri::PathAndQuery;
 
 use crate::authn::Authenticated;
 use crate::routes::App;
 
-/// Proof that a request for `app` + `target` was allowed.
+/// Proof that a request for `app` + `target` by `who` was allowed.
 #[derive(Debug)]
 pub struct Permit {
     app: Arc<App>,
     target: PathAndQuery,
+    who: Authenticated,
+    decision: policy::Permit,
 }
 
 impl Permit {
@@ -30,21 +37,70 @@ impl Permit {
     pub fn target(&self) -> &PathAndQuery {
         &self.target
     }
+
+    /// Who is allowed.
+    pub fn who(&self) -> &Authenticated {
+        &self.who
+    }
+
+    /// The allowing policy line.
+    pub fn rule(&self) -> &str {
+        self.decision.rule()
+    }
 }
 
-/// The request was denied.
+/// The request was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum Denied {}
+pub enum Denied {
+    /// The policy denies; the 403 page shows the incident id (the alert is already logged).
+    #[error("access denied (incident {incident_id})")]
+    Policy { incident_id: String },
+    /// The decision could not be audited: refuse (503).
+    #[error("audit log unavailable")]
+    Audit(#[source] gatehouse_core::AuditError),
+}
 
-/// Decides whether `who` may `method` the normalised `target` (path + query) of `app`.
-pub fn authorize(
-    _who: &Authenticated,
+/// The policy object of a request: `app:<name><path>`.
+pub fn object(app: &str, path: &str) -> String {
+    let mut o = String::with_capacity(4 + app.len() + path.len());
+    o.push_str("app:");
+    o.push_str(app);
+    o.push_str(path);
+    o
+}
+
+/// Decides (and audits) whether `who` may `method` the normalised `target` of `app`.
+pub async fn authorize(
+    who: Authenticated,
     app: &Arc<App>,
     target: PathAndQuery,
-    _method: &Method,
+    method: &Method,
+    policy: &PolicyHandle,
+    audit: &AuditLog,
 ) -> Result<Permit, Denied> {
-    Ok(Permit {
-        app: app.clone(),
-        target,
-    })
+    let obj = object(&app.name, target.path());
+    match policy
+        .authorize_audited(who.identity(), &obj, method.as_str(), audit)
+        .await
+    {
+        Ok(decision) => Ok(Permit {
+            app: app.clone(),
+            target,
+            who,
+            decision,
+        }),
+        Err(Refusal::Denied { incident_id, .. }) => Err(Denied::Policy { incident_id }),
+        Err(Refusal::Audit(e)) => Err(Denied::Audit(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_is_app_and_normalised_path() {
+        assert_eq!(object("wiki", "/a/b"), "app:wiki/a/b");
+        assert_eq!(object("demo", "/"), "app:demo/");
+    }
 }

@@ -37,6 +37,8 @@ pub struct Tunnel {
     pub client: OnUpgrade,
     pub upstream: OnUpgrade,
     pub app: Arc<str>,
+    /// Closes the tunnel when its session is revoked (logout, `session revoke`).
+    pub registration: crate::revoke::Registration,
 }
 
 impl ConnShared {

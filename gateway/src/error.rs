@@ -106,6 +106,10 @@ pub enum ProxyError {
     UpstreamProtocol,
     #[error("cannot build the upstream request")]
     Internal(#[source] http::Error),
+    #[error("cannot sign the identity assertion")]
+    Assertion(#[source] crate::web::assertion::AssertionError),
+    #[error("identity does not fit in a header")]
+    IdentityHeader,
 }
 
 impl ProxyError {
@@ -116,7 +120,9 @@ impl ProxyError {
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Internal(_) | ProxyError::Assertion(_) | ProxyError::IdentityHeader => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -126,12 +132,17 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => "connect",
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::Upstream(_) | ProxyError::UpstreamProtocol => "protocol",
-            ProxyError::Internal(_) => "internal",
+            ProxyError::Internal(_) | ProxyError::Assertion(_) | ProxyError::IdentityHeader => {
+                "internal"
+            }
         }
     }
 
     /// Upstream trouble is a warning (operators act on it); internal errors are errors.
     pub fn is_internal(&self) -> bool {
-        matches!(self, ProxyError::Internal(_))
+        matches!(
+            self,
+            ProxyError::Internal(_) | ProxyError::Assertion(_) | ProxyError::IdentityHeader
+        )
     }
 }

@@ -1,9 +1,12 @@
 //! The request path: guard -> route -> authenticate -> authorize -> forward.
 //!
 //! Threat: any request reaching an upstream without passing every check, or a check reading
-//! another path or host than the upstream will. Mitigation: the steps run in this one order
-//! on the normalised path; `forward` takes the [`crate::authz::Permit`] only `authorize`
-//! makes; anything unexpected becomes a Gatehouse page (400/404/5xx), never a guess.
+//! another path or host than the upstream will; a store or audit outage read as a pass.
+//! Mitigation: the steps run in this one order on the normalised path; `forward` takes the
+//! [`crate::authz::Permit`] only `authorize` makes (from the session's verified identity and
+//! an audited casbin decision); no session is a redirect to the login on the same host (or
+//! 401 for APIs), a deny a 403 page with the incident id, a store or audit failure a 503
+//! page; anything unexpected becomes a Gatehouse page (400/404/5xx), never a guess.
 //! Per-request logging is at debug with structured fields only (no header maps).
 
 use std::borrow::Cow;
@@ -13,15 +16,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use http::header::{ACCEPT, HeaderMap};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use crate::authn::AuthnError;
+use crate::authz::Denied;
 use crate::body::ResBody;
 use crate::conn::ConnShared;
+use crate::login::{self, LoginCtx, respond};
 use crate::metrics::Metrics;
 use crate::proxy::{ClientSide, Proxy};
-use crate::routes::Routes;
+use crate::revoke::Tunnels;
+use crate::routes::{App, Routes};
+use crate::services::{Services, StoreHealth};
+use crate::web::cookie;
+use crate::web::pages as web_pages;
 use crate::{authn, authz, guard, pages, path};
 
 /// Reserved on every host, answered by Gatehouse, never proxied.
@@ -71,6 +82,10 @@ pub struct State {
     pub ids: RequestIds,
     /// Metrics label for requests that matched no app.
     pub no_app: Arc<str>,
+    pub services: Services,
+    pub health: Arc<StoreHealth>,
+    pub tunnels: Arc<Tunnels>,
+    pub login: LoginCtx,
 }
 
 /// Serves one request; never fails (every failure is a page).
@@ -152,10 +167,8 @@ async fn respond(
         .strip_prefix(RESERVED_PREFIX)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     {
-        return (
-            refuse(StatusCode::NOT_FOUND, id, conn, &"reserved path", false),
-            None,
-        );
+        let normal = normal.into_owned();
+        return (login::serve(state, conn, req, &normal, id).await, None);
     }
     let Some(app) = state.routes.route(&host.name, &normal) else {
         return (
@@ -179,20 +192,16 @@ async fn respond(
         }
     };
     let authority = host.authority.to_owned();
-    let (parts, body) = req.into_parts();
-    let who = match authn::authenticate(&parts) {
-        Ok(w) => w,
-        Err(e) => match e {},
-    };
-    let permit = match authz::authorize(&who, app, target, &parts.method) {
+    let permit = match check(state, &req, app, target, &authority, id).await {
         Ok(p) => p,
-        Err(e) => match e {},
+        Err(resp) => return (resp, Some(app.name.clone())),
     };
-    let req = Request::from_parts(parts, body);
     let side = ClientSide {
         ip: conn.peer.ip(),
         authority: &authority,
         conn,
+        signer: &state.services.signer,
+        tunnels: &state.tunnels,
     };
     match state.proxy.forward(req, &permit, side).await {
         Ok(resp) => (resp.map(ResBody::streamed), Some(app.name.clone())),
@@ -210,6 +219,85 @@ async fn respond(
             )
         }
     }
+}
+
+const STORE_DOWN: &str = "Access is unavailable: the session store cannot be reached.";
+const AUDIT_DOWN: &str = "Access is unavailable: the audit log cannot be written.";
+
+/// Authenticates and authorizes a request for `app`: a [`authz::Permit`], or the answer.
+async fn check(
+    state: &State,
+    req: &Request<Incoming>,
+    app: &Arc<App>,
+    target: PathAndQuery,
+    authority: &str,
+    id: RequestId,
+) -> Result<authz::Permit, Response<ResBody>> {
+    if let Err(why) = state.health.check() {
+        tracing::warn!(request_id = %id, app = %app.name, reason = %why, "request refused: store down");
+        return Err(login::unavailable(STORE_DOWN, id));
+    }
+    let who = match authn::authenticate(req.headers(), &state.services.authenticator).await {
+        Ok(w) => w,
+        Err(AuthnError::NoSession { had_cookie }) => {
+            let resp = unauthenticated(req.method(), req.headers(), &target);
+            return Err(if had_cookie {
+                respond::with_cookie(resp, cookie::clear_session())
+            } else {
+                resp
+            });
+        }
+        Err(AuthnError::Unavailable(e)) => {
+            tracing::error!(request_id = %id, app = %app.name, error = %crate::services::describe(&e), "request refused: session store unavailable");
+            return Err(login::unavailable(STORE_DOWN, id));
+        }
+    };
+    let user = who.identity().user().to_string();
+    let s = &state.services;
+    match authz::authorize(who, app, target.clone(), req.method(), &s.policy, &s.audit).await {
+        Ok(p) => {
+            tracing::debug!(request_id = %id, user = %user, app = %app.name, rule = p.rule(), decision = "allow", "access allowed");
+            Ok(p)
+        }
+        Err(Denied::Policy { incident_id }) => {
+            tracing::info!(request_id = %id, user = %user, app = %app.name, decision = "deny", incident_id = %incident_id, "access denied");
+            let requested = format!("{} {}{}", req.method(), authority, target.path());
+            Err(respond::html(web_pages::denied(&incident_id, &requested)))
+        }
+        Err(Denied::Audit(e)) => {
+            tracing::error!(request_id = %id, user = %user, app = %app.name, error = %crate::services::describe(&e), "request refused: audit log unavailable");
+            Err(login::unavailable(AUDIT_DOWN, id))
+        }
+    }
+}
+
+/// No session: browsers (GET/HEAD accepting HTML) go to the login page on this same host;
+/// anything else (APIs, other methods) gets 401.
+fn unauthenticated(
+    method: &Method,
+    headers: &HeaderMap,
+    target: &PathAndQuery,
+) -> Response<ResBody> {
+    let browser = matches!(*method, Method::GET | Method::HEAD)
+        && headers.get_all(ACCEPT).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains("text/html"))
+        });
+    if browser {
+        let location = format!(
+            "{}?next={}",
+            crate::web::LOGIN_PATH,
+            respond::encode(target.as_str())
+        );
+        return respond::see_other(&location);
+    }
+    let mut resp = respond::empty(StatusCode::UNAUTHORIZED);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    *resp.body_mut() = ResBody::page("authentication required: sign in at /.gatehouse/login\n");
+    resp
 }
 
 /// The upstream target: the normalised path with the query as the client sent it.

@@ -2,7 +2,8 @@
 //!
 //! It owns TLS termination, the listeners, the hostile-request guard, path normalisation,
 //! routing and proxying to upstream apps. It must never forward a request that has not passed
-//! guard -> route -> authenticate -> authorize (the `Permit` proof type enforces the order),
+//! guard -> route -> authenticate (session) -> authorize (casbin, audited) (the `Permit`
+//! proof type enforces the order),
 //! never let a client's identity or forwarding headers through, and never guess at an
 //! ambiguous request: it refuses it. It depends on gatehouse-core only (never the bastion).
 #![forbid(unsafe_code)]
@@ -17,19 +18,26 @@ pub mod error;
 pub mod guard;
 mod handler;
 pub mod headers;
+mod login;
 mod metrics;
 pub mod pages;
 pub mod path;
 mod proxy;
+pub mod reload;
+pub mod revoke;
 pub mod routes;
 mod serve;
+pub mod services;
 pub mod tls;
 pub mod web;
 
 use gatehouse_core::Config;
 
 pub use error::{DevCertError, GatewayError, ProxyError, TlsError};
+pub use proxy::{GROUPS_HEADER, USER_HEADER};
+pub use reload::{PolicyReloader, ReloadError};
 pub use serve::{Bound, DrainReport, Gateway};
+pub use services::{Services, StoreHealth};
 pub use tls::Reloader;
 
 /// Validates what a start would load without binding anything: the TLS certificate chain and

@@ -23,6 +23,14 @@ use crate::authz::Permit;
 use crate::conn::{ConnShared, Tunnel};
 use crate::error::ProxyError;
 use crate::headers;
+use crate::revoke::Tunnels;
+use crate::web::assertion::{ASSERTION_HEADER, AssertionRequest, AssertionSigner};
+use crate::web::cookie::strip_gatehouse_cookies;
+
+/// The user name sent to upstreams.
+pub const USER_HEADER: &str = "x-gatehouse-user";
+/// The user's groups (plain names, comma-separated) sent to upstreams.
+pub const GROUPS_HEADER: &str = "x-gatehouse-groups";
 
 /// Idle upstream connections kept per upstream (keep-alive pool).
 const POOL_MAX_IDLE_PER_HOST: usize = 512;
@@ -43,6 +51,30 @@ pub struct ClientSide<'a> {
     /// The Host / `:authority` the client sent.
     pub authority: &'a str,
     pub conn: &'a Arc<ConnShared>,
+    pub signer: &'a AssertionSigner,
+    pub tunnels: &'a Arc<Tunnels>,
+}
+
+/// Adds the identity headers (after every client-sent identity header was removed).
+fn add_identity(
+    headers: &mut http::HeaderMap,
+    permit: &Permit,
+    signer: &AssertionSigner,
+) -> Result<(), ProxyError> {
+    let id = permit.who().identity();
+    let token = signer
+        .assertion(&AssertionRequest {
+            session: permit.who().session(),
+            app: &permit.app().name,
+            user: id.user(),
+            groups: id.groups(),
+        })
+        .map_err(ProxyError::Assertion)?;
+    let value = |s: &str| http::HeaderValue::from_str(s).map_err(|_| ProxyError::IdentityHeader);
+    headers.insert(USER_HEADER, value(id.user())?);
+    headers.insert(GROUPS_HEADER, value(&id.groups().join(","))?);
+    headers.insert(ASSERTION_HEADER, value(&token)?);
+    Ok(())
 }
 
 impl Proxy {
@@ -76,6 +108,8 @@ impl Proxy {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::prepare_request(&mut parts.headers, websocket, client.ip, client.authority);
+        strip_gatehouse_cookies(&mut parts.headers);
+        add_identity(&mut parts.headers, permit, client.signer)?;
         parts.uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(permit.app().upstream.clone())
@@ -105,10 +139,16 @@ impl Proxy {
                 tracing::warn!(app = %permit.app().name, "upstream switched protocols unasked");
                 return Err(ProxyError::UpstreamProtocol);
             };
+            let who = permit.who();
             client.conn.upgrade(Tunnel {
                 client: client_upgrade,
                 upstream: hyper::upgrade::on(&mut resp),
                 app: permit.app().name.clone(),
+                registration: client.tunnels.register(
+                    who.identity().user(),
+                    who.session().as_str(),
+                    who.token().clone(),
+                ),
             });
         }
         headers::prepare_response(resp.headers_mut(), switching);

@@ -28,9 +28,13 @@ use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::handler::{RequestIds, State};
+use crate::login::LoginCtx;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reload::PolicyReloader;
+use crate::revoke::Tunnels;
 use crate::routes::Routes;
+use crate::services::{Services, StoreHealth};
 use crate::tls::{self, Reloader};
 
 /// HTTP/2 streams a client may open at once on one connection.
@@ -106,6 +110,7 @@ pub struct Gateway {
     redirect: Option<TcpListener>,
     bound: Bound,
     reloader: Reloader,
+    policy_reloader: PolicyReloader,
     ctx: Arc<ServeCtx>,
 }
 
@@ -153,9 +158,10 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 
 impl Gateway {
     /// Loads the certificate and binds every listener (nothing is served until [`run`]).
+    /// Every request is served with `services`: there is no way to bind without them.
     ///
     /// [`run`]: Gateway::run
-    pub async fn bind(config: Arc<Config>) -> Result<Gateway, GatewayError> {
+    pub async fn bind(config: Arc<Config>, services: Services) -> Result<Gateway, GatewayError> {
         let g = &config.gateway;
         let (server_config, reloader) = tls::server_config(g.tls_profile, &g.tls_cert, &g.tls_key)?;
         let routes = Routes::new(&config.apps).map_err(GatewayError::Route)?;
@@ -172,12 +178,17 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let proxy = Proxy::new(g.upstream_connect_timeout, g.upstream_timeout);
+        let policy_reloader = PolicyReloader::new(services.policy.clone(), services.audit.clone());
         let state = Arc::new(State {
             routes,
             proxy,
             metrics: metrics.clone(),
             ids: RequestIds::default(),
             no_app: Arc::from("none"),
+            login: LoginCtx::new(&config),
+            services,
+            health: Arc::new(StoreHealth::default()),
+            tunnels: Arc::new(Tunnels::default()),
         });
         let ctx = Arc::new(ServeCtx {
             state,
@@ -205,8 +216,14 @@ impl Gateway {
             redirect,
             bound,
             reloader,
+            policy_reloader,
             ctx,
         })
+    }
+
+    /// Reloads the policy files (wire it to SIGHUP); file changes are picked up anyway.
+    pub fn policy_reloader(&self) -> PolicyReloader {
+        self.policy_reloader.clone()
     }
 
     pub fn bound(&self) -> Bound {
@@ -226,6 +243,7 @@ impl Gateway {
             admin,
             redirect,
             reloader,
+            policy_reloader,
             ctx,
             ..
         } = self;
@@ -239,6 +257,7 @@ impl Gateway {
                 admin,
                 ctx.metrics.clone(),
                 ready.clone(),
+                ctx.state.health.clone(),
                 admin_stop.clone(),
                 admin_tracker.clone(),
             )
@@ -248,6 +267,28 @@ impl Gateway {
             reloader
                 .watch(ctx.stop.clone())
                 .instrument(tracing::info_span!("tls_watch")),
+        );
+        let st = &ctx.state;
+        ctx.tracker.spawn(
+            st.health
+                .clone()
+                .probe(st.services.store.clone(), ctx.stop.clone())
+                .instrument(tracing::info_span!("store_probe")),
+        );
+        ctx.tracker.spawn(
+            st.tunnels
+                .clone()
+                .listen(
+                    st.services.store.clone(),
+                    st.services.authenticator.clone(),
+                    ctx.stop.clone(),
+                )
+                .instrument(tracing::info_span!("revocations")),
+        );
+        ctx.tracker.spawn(
+            policy_reloader
+                .watch(ctx.stop.clone())
+                .instrument(tracing::info_span!("policy_watch")),
         );
         ctx.tracker
             .spawn(accept_loop(https, ctx.clone()).instrument(tracing::info_span!("gateway")));

@@ -18,12 +18,29 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         eprintln!("gatehouse: config error: {e}");
         return Ok(ExitCode::FAILURE);
     }
+    let policy = super::audit::runtime()?.block_on(gatehouse_core::policy::load_index(
+        &config.policy.model,
+        &config.policy.policy,
+    ));
+    let rules = match policy {
+        Ok(index) => index.len(),
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                msg.push_str(&format!(": {c}"));
+                cur = c.source();
+            }
+            eprintln!("gatehouse: policy error: {msg}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let name = match &source {
         ConfigSource::File(p) => p.display().to_string(),
         ConfigSource::QuickStart => "quick-start configuration".to_string(),
     };
     println!(
-        "{name}: ok ({} app(s), {} target(s))",
+        "{name}: ok ({} app(s), {} target(s), {rules} policy rule(s))",
         config.apps.len(),
         config.targets.len()
     );

@@ -1,7 +1,11 @@
-//! `gatehouse serve`: validate, bind, announce, serve until SIGTERM/SIGINT, drain.
+//! `gatehouse serve`: validate, load the shared services, bind, announce, serve until
+//! SIGTERM/SIGINT, drain. SIGHUP reloads the TLS certificate and the policy.
 //!
 //! Readiness: once every listener is bound, one line starting with `gatehouse ready:` is
 //! printed on stdout with the bound addresses (tests and supervisors wait on it).
+//! Quick-start: a demo user `demo` (group `staff`) is created once in `data/users.toml`; its
+//! random password and TOTP enrolment are printed at creation only (stored hashed and
+//! encrypted, never in clear).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,15 +13,92 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gatehouse_core::config::{AppConfig, LogFormat, Upstream};
+use gatehouse_core::identity::{NewUser, TotpCipher, Users};
+use gatehouse_core::secret::SecretKey;
 use gatehouse_gateway::Gateway;
+use gatehouse_gateway::web::cookie::CookieValue;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use super::services::Services;
 use super::{ConfigSource, config_source, load_config};
 
 /// Host of the quick-start demo app (`*.localhost` resolves to loopback in browsers and curl).
 const DEMO_HOST: &str = "demo.gatehouse.localhost";
+/// The quick-start demo user and its group (the shipped policy lets `group:staff` use
+/// `app:demo/*`).
+const DEMO_USER: &str = "demo";
+const DEMO_GROUP: &str = "staff";
+/// Length of the generated demo password (random base64url).
+const DEMO_PASSWORD_LEN: usize = 20;
+
+/// What to tell a newcomer about the demo user.
+enum DemoUser {
+    Created {
+        password: String,
+        otpauth_uri: String,
+        secret_base32: String,
+        code: String,
+    },
+    Exists,
+}
+
+/// Creates the demo user once (random password, new TOTP secret); later starts leave it.
+fn ensure_demo_user(config: &gatehouse_core::Config, key: &SecretKey) -> anyhow::Result<DemoUser> {
+    let path = &config.identity.users_file;
+    let _lock = Users::lock_for_update(path)?;
+    let mut users = Users::load(path)?;
+    if users.get(DEMO_USER).is_some() {
+        return Ok(DemoUser::Exists);
+    }
+    let cipher = TotpCipher::new(key)?;
+    let random = CookieValue::generate().context("generating the demo password")?;
+    let password: String = random.expose().chars().take(DEMO_PASSWORD_LEN).collect();
+    let enrolment = users
+        .add(
+            NewUser {
+                name: DEMO_USER,
+                groups: &[DEMO_GROUP.to_string()],
+                password: &password,
+                ssh_keys: &[],
+            },
+            &cipher,
+        )
+        .with_context(|| format!("creating the demo user in {}", path.display()))?;
+    let code = users.current_totp_code(DEMO_USER, &cipher)?;
+    Ok(DemoUser::Created {
+        password,
+        otpauth_uri: enrolment.otpauth_uri,
+        secret_base32: enrolment.secret_base32,
+        code,
+    })
+}
+
+fn print_demo_user(demo: &DemoUser, port: u16) {
+    println!("  Sign in at https://{DEMO_HOST}:{port}/ as user `{DEMO_USER}`.");
+    match demo {
+        DemoUser::Created {
+            password,
+            otpauth_uri,
+            secret_base32,
+            code,
+        } => {
+            println!("  password: {password}");
+            println!("    (shown once: it is stored only as an argon2id hash)");
+            println!("  second factor (otpauth URI for an authenticator app):");
+            println!("    {otpauth_uri}");
+            println!(
+                "  TOTP: use an authenticator app or: the code right now is {code} (later codes: oathtool --totp -b {secret_base32})"
+            );
+        }
+        DemoUser::Exists => {
+            println!(
+                "  user {DEMO_USER} exists (its password was shown when it was created; `gatehouse user totp-reset {DEMO_USER}` renews its second factor)."
+            );
+        }
+    }
+}
 
 pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
     let source = config_source(explicit);
@@ -70,10 +151,17 @@ async fn serve(
             },
         });
     }
+    let services = Services::build(&config).await?;
+    let demo_user = if quickstart {
+        Some(ensure_demo_user(&config, &services.key)?)
+    } else {
+        None
+    };
     let config = Arc::new(config);
-    let gateway = Gateway::bind(config.clone()).await?;
+    let gateway = Gateway::bind(config.clone(), services.gateway()).await?;
     let bound = gateway.bound();
     let reloader = gateway.reloader();
+    let policy_reloader = gateway.policy_reloader();
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -85,8 +173,10 @@ async fn serve(
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: draining"); stop.cancel(); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: draining"); stop.cancel(); break; }
                 _ = sighup.recv() => {
-                    tracing::info!("SIGHUP: reloading certificates");
+                    tracing::info!("SIGHUP: reloading certificates and policy");
                     reloader.reload();
+                    // Errors are logged and audited by the reloader; the running policy stays.
+                    let _ = policy_reloader.reload().await;
                 }
             }
         }
@@ -108,6 +198,9 @@ async fn serve(
         println!(
             "  The dev CA is certs/ca.crt (trust it, or use: curl --cacert certs/ca.crt ...)."
         );
+        if let Some(demo) = &demo_user {
+            print_demo_user(demo, port);
+        }
         println!();
     }
     let report = gateway.run(shutdown).await?;

@@ -108,6 +108,8 @@ pub struct H1Conn {
     pub alpn: Option<Vec<u8>>,
     pub leaf: Option<CertificateDer<'static>>,
     host: String,
+    /// `Cookie` header value added to every request that sets none itself.
+    pub cookie: Option<String>,
 }
 
 impl H1Conn {
@@ -126,6 +128,7 @@ impl H1Conn {
             alpn: None,
             leaf: None,
             host: host.to_string(),
+            cookie: None,
         }
     }
 
@@ -139,6 +142,12 @@ impl H1Conn {
         c.alpn = alpn;
         c.leaf = leaf;
         c
+    }
+
+    /// Sends `cookie` (a whole `Cookie` header value) with every request from now on.
+    pub fn with_cookie(mut self, cookie: Option<String>) -> H1Conn {
+        self.cookie = cookie;
+        self
     }
 
     /// A request with the `Host` header set; `extra` headers appended as given.
@@ -156,6 +165,7 @@ impl H1Conn {
         for (k, v) in extra {
             b = b.header(*k, *v);
         }
+        b = add_cookie(b, self.cookie.as_deref(), extra);
         b.body(body).unwrap()
     }
 
@@ -183,6 +193,8 @@ pub struct H2Conn {
     pub send: hyper::client::conn::http2::SendRequest<ReqBody>,
     pub alpn: Option<Vec<u8>>,
     host: String,
+    /// `Cookie` header value added to every request that sets none itself.
+    pub cookie: Option<String>,
 }
 
 impl H2Conn {
@@ -202,7 +214,14 @@ impl H2Conn {
             send,
             alpn,
             host: host.to_string(),
+            cookie: None,
         }
+    }
+
+    /// Sends `cookie` (a whole `Cookie` header value) with every request from now on.
+    pub fn with_cookie(mut self, cookie: Option<String>) -> H2Conn {
+        self.cookie = cookie;
+        self
     }
 
     pub fn request(
@@ -219,6 +238,7 @@ impl H2Conn {
         for (k, v) in extra {
             b = b.header(*k, *v);
         }
+        b = add_cookie(b, self.cookie.as_deref(), extra);
         b.body(body).unwrap()
     }
 
@@ -238,6 +258,20 @@ impl H2Conn {
     pub async fn get(&mut self, path: &str) -> Resp {
         let req = self.request("GET", path, &[], empty());
         self.send(req).await
+    }
+}
+
+/// Adds the connection's cookie unless the caller set a `Cookie` header itself.
+fn add_cookie(
+    b: http::request::Builder,
+    cookie: Option<&str>,
+    extra: &[(&str, &str)],
+) -> http::request::Builder {
+    match cookie {
+        Some(c) if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("cookie")) => {
+            b.header("cookie", c)
+        }
+        _ => b,
     }
 }
 

@@ -316,7 +316,13 @@ impl Env {
     }
 
     /// [`Env::client`] with `-o` options placed first (OpenSSH keeps the first value given).
-    pub fn client_opts(&self, program: &str, key: &Path, totp: Option<&str>, first: &[&str]) -> Command {
+    pub fn client_opts(
+        &self,
+        program: &str,
+        key: &Path,
+        totp: Option<&str>,
+        first: &[&str],
+    ) -> Command {
         assert!(
             Path::new(&format!("/usr/bin/{program}")).exists(),
             "openssh-client must be installed ({program})"

@@ -131,7 +131,7 @@ impl Authenticator {
     }
 
     /// Refuses when the user or the address is locked out.
-    async fn check_lockout(
+    pub(super) async fn check_lockout(
         &self,
         user: &str,
         client: Option<IpAddr>,
@@ -165,7 +165,11 @@ impl Authenticator {
     }
 
     /// Counts a failure for the user and the address; audits new lockouts (alerts).
-    async fn count_failure(&self, user: &str, client: Option<IpAddr>) -> Result<(), AuthError> {
+    pub(super) async fn count_failure(
+        &self,
+        user: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
         let mut keys = vec![LockoutKey::User(user.to_string())];
         keys.extend(client.map(LockoutKey::Addr));
         for k in keys {
@@ -188,7 +192,7 @@ impl Authenticator {
         Ok(())
     }
 
-    async fn fail_login(
+    pub(super) async fn fail_login(
         &self,
         user: &str,
         method: AuthMethod,
@@ -239,7 +243,7 @@ impl Authenticator {
     }
 
     /// Verifies a TOTP code against the stored secret and burns its step.
-    async fn check_totp(
+    pub(super) async fn check_totp(
         &self,
         user: &str,
         totp_secret: &str,
@@ -247,6 +251,16 @@ impl Authenticator {
         method: AuthMethod,
         client: Option<IpAddr>,
     ) -> Result<(), AuthError> {
+        if totp_secret.is_empty() {
+            self.count_failure(user, client).await?;
+            self.audit(AuditEvent::TotpFailure {
+                user: user.into(),
+                reason: "no totp enrolment".into(),
+                client_addr: client,
+            })
+            .await?;
+            return Err(AuthError::InvalidTotp);
+        }
         let secret = self
             .inner
             .cipher
@@ -284,7 +298,7 @@ impl Authenticator {
         Ok(())
     }
 
-    async fn succeed(
+    pub(super) async fn succeed(
         &self,
         user: &str,
         groups: Vec<String>,
@@ -350,6 +364,18 @@ impl Authenticator {
                 ..
             } => (groups, totp_secret),
         };
+        if totp_secret.is_empty() {
+            // Not enrolled: the password alone never logs in (see `login_web`).
+            return self
+                .fail_login(
+                    user,
+                    method,
+                    "no totp enrolment",
+                    client,
+                    AuthError::InvalidCredentials,
+                )
+                .await;
+        }
         self.check_totp(user, &totp_secret, code, method, client)
             .await?;
         self.succeed(user, groups, method, client).await

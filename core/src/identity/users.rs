@@ -21,6 +21,9 @@ pub struct UserRecord {
     /// argon2id PHC string.
     pub password_hash: String,
     /// `base64(nonce || AES-256-GCM ciphertext)` of the TOTP secret; associated data = name.
+    /// Empty when the user has no second factor yet (after [`Users::clear_totp`]): such a
+    /// user can only enrol (web login), never log in with the password alone.
+    #[serde(default)]
     pub totp_secret: String,
     #[serde(default)]
     pub locked: bool,
@@ -236,6 +239,36 @@ impl Users {
         u.totp_secret = cipher.encrypt(name, &secret)?;
         self.save()?;
         Ok(enrolment)
+    }
+
+    /// Removes a user's TOTP secret and saves: the user must enrol a new authenticator at
+    /// the next web login (password, then a QR code and a first valid code).
+    pub fn clear_totp(&mut self, name: &str) -> Result<(), IdentityError> {
+        let u = self
+            .users
+            .iter_mut()
+            .find(|u| u.name == name)
+            .ok_or_else(|| IdentityError::NoSuchUser(name.to_string()))?;
+        u.totp_secret.clear();
+        self.save()
+    }
+
+    /// Stores a freshly enrolled (already encrypted) TOTP secret, only while the user has
+    /// none: two racing enrolments cannot overwrite each other. Returns false otherwise.
+    pub(crate) fn set_totp_if_empty(
+        &mut self,
+        name: &str,
+        sealed: String,
+    ) -> Result<bool, IdentityError> {
+        let Some(u) = self.users.iter_mut().find(|u| u.name == name) else {
+            return Ok(false);
+        };
+        if !u.totp_secret.is_empty() {
+            return Ok(false);
+        }
+        u.totp_secret = sealed;
+        self.save()?;
+        Ok(true)
     }
 
     /// The current TOTP code of a user (quick-start demo user and tests only: it decrypts

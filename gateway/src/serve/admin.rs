@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Readiness;
 use crate::metrics::Metrics;
+use crate::services::StoreHealth;
 
 /// Admin clients are local scrapers and probes: a few at a time is plenty.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -37,7 +38,12 @@ fn text(
     r
 }
 
-fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    ready: &Readiness,
+    health: &StoreHealth,
+) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
@@ -48,7 +54,11 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Respo
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n", PLAIN),
-        "/readyz" => match ready.check() {
+        "/readyz" => match ready
+            .check()
+            .map_err(str::to_string)
+            .and_then(|()| health.check())
+        {
             Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +79,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    health: Arc<StoreHealth>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -88,11 +99,12 @@ pub(super) async fn serve(
                 }
             },
         };
-        let (metrics, ready, stop) = (metrics.clone(), ready.clone(), stop.clone());
+        let (metrics, ready, health, stop) =
+            (metrics.clone(), ready.clone(), health.clone(), stop.clone());
         tracker.spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req| {
-                let resp = route(&req, &metrics, &ready);
+                let resp = route(&req, &metrics, &ready, &health);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let mut builder = http1::Builder::new();

@@ -129,6 +129,7 @@ pub(super) async fn serve(
 /// Runs a WebSocket tunnel the handler agreed to, until either side closes or shutdown.
 async fn tunnel(t: Tunnel, ctx: &ServeCtx) {
     let app = t.app;
+    let registration = t.registration;
     let (c, u) = match tokio::try_join!(t.client, t.upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -139,6 +140,7 @@ async fn tunnel(t: Tunnel, ctx: &ServeCtx) {
     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
     tokio::select! {
         () = ctx.stop.cancelled() => tracing::debug!(app = %app, "websocket closed by shutdown"),
+        () = registration.revoked() => tracing::info!(app = %app, "websocket closed: session revoked"),
         r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
             if let Err(e) = r {
                 tracing::debug!(app = %app, error = %e, "websocket tunnel ended");

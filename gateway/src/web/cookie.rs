@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::header::{COOKIE, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
 
-use super::{RandomError, b64url, is_b64url, random_bytes, sha256_b64url};
+use super::{RandomError, b64url, is_b64url, random_bytes};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "__Host-gatehouse";
@@ -58,9 +58,12 @@ impl CookieValue {
     }
 
     /// The hash under which the server side keeps this value (store key, assertion `sid`,
-    /// CSRF binding).
+    /// CSRF binding): lowercase hex SHA-256, the same as the store's session `id_hash`.
     pub fn hash(&self) -> SessionHash {
-        SessionHash(sha256_b64url(self.0.as_bytes()))
+        SessionHash(hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            self.0.as_bytes(),
+        )))
     }
 }
 
@@ -78,7 +81,7 @@ impl PartialEq for CookieValue {
 
 impl Eq for CookieValue {}
 
-/// base64url(SHA-256(cookie value)): safe to store and log. Only made by
+/// hex(SHA-256(cookie value)): safe to store and log. Only made by
 /// [`CookieValue::hash`], so a raw id cannot be passed where a hash is expected.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionHash(String);

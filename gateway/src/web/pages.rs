@@ -141,7 +141,8 @@ fn page(status: StatusCode, title: &str, body: &str) -> Page {
     }
 }
 
-/// Login step 1: user name and password. `next` is the return URL (validated again on
+/// The login form: user name, password and TOTP code in one form (so an answer never tells
+/// whether the password alone was right). `next` is the return URL (validated again on
 /// submit), `user` pre-fills the name after a failed attempt.
 pub fn login(csrf: &str, error: Option<&str>, user: &str, next: Option<&str>) -> Page {
     let next = next.map_or_else(String::new, |n| {
@@ -156,7 +157,9 @@ pub fn login(csrf: &str, error: Option<&str>, user: &str, next: Option<&str>) ->
          <input id=\"user\" name=\"user\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" maxlength=\"128\" required autofocus value=\"{user}\">\n\
          <label for=\"password\">Password</label>\n\
          <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" maxlength=\"1024\" required>\n\
-         <button type=\"submit\">Continue</button>\n</form>\n",
+         <label for=\"code\">6-digit code from your authenticator app (leave empty if you have none yet)</label>\n\
+         <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" autocomplete=\"one-time-code\">\n\
+         <button type=\"submit\">Sign in</button>\n</form>\n",
         err = error_box(error),
         csrf = csrf_field(csrf),
         user = escape(user),

@@ -1,6 +1,11 @@
 //! Test harness: a real gateway on loopback port 0 with generated dev certificates, real TLS
 //! clients, and small real upstreams. No sleeps as synchronisation: readiness comes from the
 //! bound listeners, upstream events come through channels, and every wait has a deadline.
+//!
+//! Authentication is real: the harness builds the real services (memory store, users file,
+//! casbin policy, audit log, signer), logs a user in through the core `Authenticator`
+//! (password + current TOTP code) and starts a session; requests made with [`get`],
+//! [`get_h2`], [`Harness::h1`], [`Harness::h2`] and [`Harness::raw`] carry its cookie.
 
 #![allow(dead_code)] // each test crate uses a different part of the harness
 
@@ -13,7 +18,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_core::Config;
-use gatehouse_gateway::{Bound, DrainReport, Gateway, GatewayError, Reloader};
+use gatehouse_core::audit::{AuditKey, AuditLog};
+use gatehouse_core::identity::{Authenticator, NewUser, TotpCipher, Users};
+use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::secret::SecretKey;
+use gatehouse_core::store::{MemoryStore, Store};
+use gatehouse_gateway::web::assertion::AssertionSigner;
+use gatehouse_gateway::web::csrf::CsrfKey;
+use gatehouse_gateway::{
+    Bound, DrainReport, Gateway, GatewayError, PolicyReloader, Reloader, Services,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -30,6 +44,22 @@ use tokio_util::sync::CancellationToken;
 
 pub const DEADLINE: Duration = Duration::from_secs(15);
 pub const HOST: &str = "app.gatehouse.localhost";
+/// The logged-in test user (group `staff`) and its password.
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "correct-horse-7-battery";
+/// A second user of group `staff`, not logged in (for the login tests).
+pub const OTHER: &str = "bob";
+
+thread_local! {
+    /// The session cookie of the harness started on this test's thread (`#[tokio::test]`
+    /// runs on one thread), added by [`get`] and [`get_h2`].
+    static COOKIE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The `Cookie` header value of the current test's session.
+pub fn cookie() -> String {
+    COOKIE.with(|c| c.borrow().clone())
+}
 
 /// A unique temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -56,6 +86,12 @@ impl Drop for TempDir {
 pub struct Harness {
     pub bound: Bound,
     pub reloader: Reloader,
+    pub policy_reloader: PolicyReloader,
+    pub services: Services,
+    pub users: Users,
+    pub cipher: TotpCipher,
+    /// `__Host-gatehouse=<session id>` of the logged-in user.
+    pub cookie: String,
     pub stop: CancellationToken,
     pub run: Option<JoinHandle<Result<DrainReport, GatewayError>>>,
     pub dir: TempDir,
@@ -82,22 +118,115 @@ pub async fn start(gateway_extra: &str, apps: &[(&str, &str, SocketAddr)]) -> Ha
             "[[apps]]\nname = \"{name}\"\nhost = \"{host}\"\nupstream = \"http://{up}\"\n"
         ));
     }
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/model.conf");
+    let mut policy = String::new();
+    for (name, _, _) in apps {
+        policy.push_str(&format!(
+            "p, group:staff, app:{name}/*, *, allow\np, group:staff, app:{name}/denied/*, *, deny\n"
+        ));
+    }
+    policy.push_str(&format!(
+        "g, {USER}, group:staff\ng, {OTHER}, group:staff\n"
+    ));
+    std::fs::write(dir.0.join("policy.csv"), policy).unwrap();
+    let data = dir.0.join("data");
+    toml.push_str(&format!(
+        "[identity]\nusers_file = \"{data}/users.toml\"\n\
+         [policy]\nmodel = \"{model}\"\npolicy = \"{dir}/policy.csv\"\n[audit]\ndir = \"{data}/audit\"\n",
+        data = data.display(),
+        model = model.display(),
+        dir = dir.0.display(),
+    ));
+    // A top-level key must come before every table.
+    let toml = format!("data_dir = \"{}\"\n{toml}", data.display());
     let path = dir.0.join("gatehouse.toml");
     std::fs::write(&path, &toml).unwrap();
     let config = Config::load(&path).unwrap();
     gatehouse_gateway::check(&config).unwrap();
-    let gw = Gateway::bind(Arc::new(config)).await.unwrap();
+    let (services, users, cipher) = services(&config).await;
+    let cookie = login(&services, &users, &cipher).await;
+    COOKIE.with(|c| *c.borrow_mut() = cookie.clone());
+    let gw = Gateway::bind(Arc::new(config), services.clone())
+        .await
+        .unwrap();
     let bound = gw.bound();
     let reloader = gw.reloader();
+    let policy_reloader = gw.policy_reloader();
     let stop = CancellationToken::new();
     let run = tokio::spawn(gw.run(stop.clone()));
     Harness {
         bound,
         reloader,
+        policy_reloader,
+        services,
+        users,
+        cipher,
+        cookie,
         stop,
         run: Some(run),
         dir,
     }
+}
+
+/// The real services over a memory store, with one user (`alice`, group `staff`).
+pub async fn services(config: &Config) -> (Services, Users, TotpCipher) {
+    let key = SecretKey::generate().unwrap();
+    let cipher = TotpCipher::new(&key).unwrap();
+    let mut users = Users::load(&config.identity.users_file).unwrap();
+    users
+        .add(
+            NewUser {
+                name: USER,
+                groups: &["staff".to_string()],
+                password: PASSWORD,
+                ssh_keys: &[],
+            },
+            &cipher,
+        )
+        .unwrap();
+    users
+        .add(
+            NewUser {
+                name: OTHER,
+                groups: &["staff".to_string()],
+                password: PASSWORD,
+                ssh_keys: &[],
+            },
+            &cipher,
+        )
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key)).unwrap();
+    let authenticator =
+        Authenticator::from_config(config, &key, store.clone(), audit.clone()).unwrap();
+    let services = Services {
+        store,
+        authenticator,
+        policy: Arc::new(PolicyHandle::from_config(&config.policy).await.unwrap()),
+        audit,
+        signer: Arc::new(
+            AssertionSigner::load_or_create(&config.data_dir, &config.gateway.public_url).unwrap(),
+        ),
+        csrf: CsrfKey::generate().unwrap(),
+    };
+    (services, users, cipher)
+}
+
+/// Logs `alice` in through the authenticator (password + current code) and returns the
+/// session cookie header value.
+pub async fn login(services: &Services, users: &Users, cipher: &TotpCipher) -> String {
+    let code = users.current_totp_code(USER, cipher).unwrap();
+    let id = services
+        .authenticator
+        .verify_password_and_totp(USER, PASSWORD, &code, None)
+        .await
+        .unwrap();
+    let token = services
+        .authenticator
+        .start_session(&id, None)
+        .await
+        .unwrap();
+    format!("__Host-gatehouse={}", token.expose())
 }
 
 impl Harness {
@@ -115,8 +244,15 @@ impl Harness {
         self.connector(alpn).connect(name, tcp).await.unwrap()
     }
 
-    /// Sends raw bytes over TLS and reads until the server closes (with a deadline).
+    /// Sends raw bytes over TLS (the session cookie added after the request line) and reads
+    /// until the server closes (with a deadline).
     pub async fn raw(&self, bytes: &[u8]) -> String {
+        self.raw_anonymous(&with_cookie_line(bytes, &self.cookie))
+            .await
+    }
+
+    /// Sends raw bytes as they are (no cookie).
+    pub async fn raw_anonymous(&self, bytes: &[u8]) -> String {
         let mut s = self.tls(&[b"http/1.1"]).await;
         s.write_all(bytes).await.unwrap();
         let mut out = Vec::new();
@@ -127,7 +263,7 @@ impl Harness {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// One HTTP/1.1 request on a fresh connection.
+    /// One HTTP/1.1 request on a fresh connection, as sent (no cookie unless it has one).
     pub async fn h1(&self, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
         let io = TokioIo::new(self.tls(&[b"http/1.1"]).await);
         let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
@@ -198,13 +334,40 @@ pub async fn collect(resp: Response<Incoming>) -> (Response<()>, Bytes) {
     (Response::from_parts(parts, ()), body)
 }
 
+/// Inserts `Cookie: <cookie>` after the first line of a raw HTTP/1 request.
+pub fn with_cookie_line(bytes: &[u8], cookie: &str) -> Vec<u8> {
+    match bytes.windows(2).position(|w| w == b"\r\n") {
+        Some(i) => {
+            let mut out = bytes[..i + 2].to_vec();
+            out.extend_from_slice(format!("Cookie: {cookie}\r\n").as_bytes());
+            out.extend_from_slice(&bytes[i + 2..]);
+            out
+        }
+        None => bytes.to_vec(),
+    }
+}
+
+/// A GET with the current test's session cookie.
 pub fn get(path: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .method(Method::GET)
         .uri(path)
         .header("host", HOST)
+        .header("cookie", cookie())
         .body(Full::new(Bytes::new()))
         .unwrap()
+}
+
+/// A GET without any cookie.
+pub fn get_anonymous(path: &str, accept: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", HOST);
+    if let Some(a) = accept {
+        b = b.header("accept", a);
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
 }
 
 /// An HTTP/2 request: the authority goes in the URI (`:authority`), no Host header.
@@ -213,6 +376,7 @@ pub fn get_h2(path: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .version(Version::HTTP_2)
         .uri(uri)
+        .header("cookie", cookie())
         .body(Full::new(Bytes::new()))
         .unwrap()
 }

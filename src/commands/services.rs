@@ -1,0 +1,96 @@
+//! The shared services, built once per process so the gateway and the bastion use the same
+//! instances: secret key, store, authenticator, policy, audit log, assertion signer and CSRF
+//! key. Anything that cannot be loaded is an error here, before any listener exists.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use gatehouse_core::Config;
+use gatehouse_core::audit::{AuditKey, AuditLog};
+use gatehouse_core::identity::{Authenticator, Users};
+use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::secret::SecretKey;
+use gatehouse_core::store::{self, Store};
+use gatehouse_gateway::web::assertion::AssertionSigner;
+use gatehouse_gateway::web::csrf::CsrfKey;
+
+/// Key-derivation label of the CSRF key: instances sharing the secret key accept each
+/// other's forms.
+const CSRF_KEY_LABEL: &str = "gatehouse/csrf/v1";
+
+/// The services of one process.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub key: Arc<SecretKey>,
+    pub store: Arc<dyn Store>,
+    pub authenticator: Arc<Authenticator>,
+    pub policy: Arc<PolicyHandle>,
+    pub audit: Arc<AuditLog>,
+    pub signer: Arc<AssertionSigner>,
+    pub csrf: Arc<CsrfKey>,
+}
+
+impl Services {
+    /// Loads and opens everything `config` names; the error names what failed.
+    pub async fn build(config: &Config) -> anyhow::Result<Services> {
+        let key = SecretKey::load(config).with_context(|| {
+            format!(
+                "loading the secret key ({} or GATEHOUSE_SECRET_KEY)",
+                config.identity.secret_key_file.display()
+            )
+        })?;
+        // A corrupt or unreadable users file stops the start (a missing one is no users).
+        Users::load(&config.identity.users_file).with_context(|| {
+            format!(
+                "loading the users file {}",
+                config.identity.users_file.display()
+            )
+        })?;
+        let policy = PolicyHandle::from_config(&config.policy)
+            .await
+            .with_context(|| {
+                format!(
+                    "loading the policy ({}, {})",
+                    config.policy.model.display(),
+                    config.policy.policy.display()
+                )
+            })?;
+        let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key))
+            .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
+        let store = store::open(&config.store)
+            .await
+            .context("connecting to the store")?;
+        let authenticator = Authenticator::from_config(config, &key, store.clone(), audit.clone())
+            .context("setting up authentication")?;
+        let signer = AssertionSigner::load_or_create(&config.data_dir, &config.gateway.public_url)
+            .with_context(|| {
+                format!(
+                    "loading the assertion signing key under {}",
+                    config.data_dir.display()
+                )
+            })?;
+        let csrf =
+            CsrfKey::from_bytes(&key.derive(CSRF_KEY_LABEL)).context("deriving the csrf key")?;
+        Ok(Services {
+            key: Arc::new(key),
+            store,
+            authenticator: Arc::new(authenticator),
+            policy: Arc::new(policy),
+            audit: Arc::new(audit),
+            signer: Arc::new(signer),
+            csrf: Arc::new(csrf),
+        })
+    }
+
+    /// What the gateway serves with.
+    pub fn gateway(&self) -> gatehouse_gateway::Services {
+        gatehouse_gateway::Services {
+            store: self.store.clone(),
+            authenticator: (*self.authenticator).clone(),
+            policy: self.policy.clone(),
+            audit: (*self.audit).clone(),
+            signer: self.signer.clone(),
+            csrf: (*self.csrf).clone(),
+        }
+    }
+}
