@@ -176,3 +176,44 @@ fn missing_config_file_is_rejected() {
     assert_eq!(code, Some(1), "stderr: {err}");
     assert!(err.contains("nope.toml"), "stderr: {err}");
 }
+
+#[test]
+fn malformed_policy_files_are_rejected_naming_the_file() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "too few fields",
+            "policy.csv",
+            "p, group:staff, app:echo/*\n",
+        ),
+        (
+            "unknown effect",
+            "policy.csv",
+            "p, group:staff, app:echo/*, GET, alow\n",
+        ),
+        (
+            "unknown line type",
+            "policy.csv",
+            "x, group:staff, app:echo/*, GET, allow\n",
+        ),
+        (
+            "broken model",
+            "model.conf",
+            "[request_definition]\nr = sub, obj\n[matchers\n",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, file, text) in cases {
+        let dir = TestDir::new("cfg-policy");
+        let _pki = support::Pki::new(&dir.join("certs"));
+        good_spec().write_policies(&dir);
+        dir.write(format!("policies/{file}"), text);
+        let config = dir.write("gatehouse.toml", good_spec().to_toml());
+        let (code, out, err) = check_config(&config);
+        if code != Some(1) || !err.contains(file) || out.contains(": ok") {
+            failures.push(format!(
+                "{name}: exit {code:?} (want 1, stderr naming {file})\n  stdout: {out}\n  stderr: {err}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -52,13 +52,10 @@ async fn assert_denial_recorded(gh: &Gatehouse, body: &str, user: &str, object: 
         body.contains(incident),
         "the 403 page does not quote incident {incident}:\n{body}"
     );
-    let stderr = gh.stderr();
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.contains(incident) && l.contains("WARN")),
-        "no WARN alert line with incident {incident} in the log"
-    );
+    gh.expect_log_line(&format!("WARN and incident {incident}"), |l| {
+        l.contains(incident) && l.contains("WARN")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! Quick-start smoke test: `gatehouse serve` with no config in an empty directory generates dev
-//! certificates, announces itself and proxies the demo app. The quick-start binds the fixed
+//! certificates, announces itself, prints a demo user (password and TOTP enrolment), refuses
+//! the demo app without a session, and proxies it once that user has logged in. The quick-start binds the fixed
 //! ports 127.0.0.1:8443 and 127.0.0.1:9443, so this is the only test that uses fixed ports and
 //! it lives alone in this test binary.
 #![allow(
@@ -14,8 +15,12 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::client::{H1, H1Conn};
+use support::client::{H1, H1Conn, empty, full};
 use support::gatehouse::{binary, spawn_until_ready};
+use support::identity::{
+    LOGIN_COOKIE, LOGIN_PATH, SESSION_COOKIE, csrf_in, form, fresh_totp_window, otpauth_in,
+    set_cookie, totp_from_base32, unix_now,
+};
 use support::pki::{client_config_for, read_pem_cert};
 use support::{QUICK, TestDir, within};
 
@@ -112,8 +117,73 @@ async fn quickstart_serves_the_demo_app_with_generated_certificates() {
     );
     let ca = read_pem_cert(&ca_path);
     let cfg = client_config_for(&ca, &[H1], None);
-    let mut c = H1Conn::connect(ready.gateway, "demo.gatehouse.localhost", cfg).await;
-    let r = within(QUICK, "demo app", c.get("/")).await;
+    let demo_host = "demo.gatehouse.localhost";
+    // The demo user's lines follow the ready line: wait for them (deadline, no sleep-only).
+    let printed = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            let text = stdout.lock().unwrap().clone();
+            if text.contains("otpauth://") && text.contains("password: ") {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the quick-start printed no demo password and otpauth URI:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let password = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .expect("a `password: ...` line")
+        .trim()
+        .to_string();
+    let (_uri, secret) = otpauth_in(&printed).expect("an otpauth URI with a secret");
+    let totp = totp_from_base32(&secret);
+
+    // Without a session the demo app is not served.
+    let mut c = H1Conn::connect(ready.gateway, demo_host, cfg.clone()).await;
+    let r = within(QUICK, "demo app, anonymous", c.get("/")).await;
+    assert_eq!(r.status, 401, "anonymous API-style GET: {}", r.text());
+
+    // Log in as the demo user through the real form.
+    let page = within(QUICK, "login form", c.get(LOGIN_PATH)).await;
+    assert_eq!(page.status, 200, "login form: {}", page.text());
+    let login_cookie = set_cookie(&page, LOGIN_COOKIE).expect("login cookie");
+    let csrf = csrf_in(&page.text()).expect("csrf field");
+    fresh_totp_window(2).await;
+    let code = totp.generate(unix_now()).to_string();
+    let body = form(&[
+        ("csrf", &csrf),
+        ("user", "demo"),
+        ("password", &password),
+        ("code", &code),
+    ]);
+    let login_cookie = format!("{LOGIN_COOKIE}={login_cookie}");
+    let req = c.request(
+        "POST",
+        LOGIN_PATH,
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &login_cookie),
+        ],
+        full(body),
+    );
+    let r = within(QUICK, "login", c.send(req)).await;
+    assert_eq!(r.status, 303, "demo login: {}", r.text());
+    let session = set_cookie(&r, SESSION_COOKIE).expect("session cookie");
+    let mut c = H1Conn::connect(ready.gateway, demo_host, cfg)
+        .await
+        .with_cookie(Some(format!("{SESSION_COOKIE}={session}")));
+    let r = within(
+        QUICK,
+        "demo app",
+        c.send(c.request("GET", "/", &[], empty())),
+    )
+    .await;
     assert_eq!(r.status, 200, "demo app through the gateway: {}", r.text());
     assert!(
         !r.body.is_empty(),

@@ -39,6 +39,8 @@ pub mod identity;
 pub mod pki;
 #[path = "support/redis.rs"]
 pub mod redis;
+#[path = "support/scenario.rs"]
+pub mod scenario;
 #[path = "support/tempdir.rs"]
 pub mod tempdir;
 #[path = "support/upstream.rs"]

@@ -7,6 +7,7 @@
 //! allows); opening a target takes a `&Permit`. [`Backend::audit`] errors refuse the action
 //! being recorded. Every backend error is a refusal (fail closed).
 
+pub mod core;
 pub mod testing;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::error::BackendError;
+use crate::registry::SessionInfo;
 
 /// Result of checking a TOTP code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +38,11 @@ pub enum TotpOutcome {
 #[serde(rename_all = "snake_case")]
 pub enum AuthFailure {
     UnknownKey,
+    /// A well-formed code that did not verify ([`Backend::check_totp`] said `Invalid`).
     BadTotp,
+    /// A response that is not a code at all (empty, too long, not digits); never reached
+    /// [`Backend::check_totp`].
+    MalformedTotp,
     ReplayedTotp,
     BadUserName,
     Locked,
@@ -217,7 +223,8 @@ impl BastionEvent {
 pub trait Backend: Send + Sync + 'static {
     /// The user's registered SSH public keys; empty for an unknown or disabled user.
     async fn authorized_keys(&self, user: &str) -> Result<Vec<PublicKey>, BackendError>;
-    /// Checks a TOTP code (replay protection and rate limiting included).
+    /// Checks a TOTP code (replay protection and rate limiting included). A backend may count
+    /// the failures it sees here itself; [`Backend::note_failure`] is called afterwards too.
     async fn check_totp(
         &self,
         user: &str,
@@ -244,4 +251,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn audit(&self, event: BastionEvent) -> Result<(), BackendError>;
     /// Users whose sessions must end now (revocation, lock, expired grant).
     fn revocations(&self) -> broadcast::Receiver<String>;
+    /// An authenticated connection starts (`totp`: a second factor was checked). Registers it
+    /// where `gatehouse session list` sees it; an error refuses the login (fail closed).
+    async fn session_opened(&self, session: &SessionInfo, totp: bool) -> Result<(), BackendError> {
+        let _ = (session, totp);
+        Ok(())
+    }
+    /// The connection registered by [`Backend::session_opened`] ended.
+    async fn session_closed(&self, session: &SessionInfo) {
+        let _ = session;
+    }
 }

@@ -117,8 +117,14 @@ impl ConnHandler {
             return Ok(false);
         }
         let user = sel.user.clone();
-        if !self.conn.authenticate(user.clone(), sel, dest) {
+        let info = self.conn.session_info(&user, &sel, dest.as_ref());
+        if let Err(e) = shared.backend.session_opened(&info, totp).await {
+            tracing::error!(error = %crate::error_chain(&e), "cannot register the session; refusing the login");
+            return Ok(false);
+        }
+        if !self.conn.authenticate(info.clone(), sel, dest) {
             tracing::warn!(user = %user, "no connection slot free; refusing login");
+            shared.backend.session_closed(&info).await;
             return Ok(false);
         }
         tracing::info!(user = %user, totp, "ssh login");
@@ -239,7 +245,8 @@ impl Handler for ConnHandler {
             || code.len() > MAX_CODE
             || !code.bytes().all(|b| b.is_ascii_digit())
         {
-            self.audit_failure(&sel.user, AuthFailure::BadTotp).await?;
+            self.audit_failure(&sel.user, AuthFailure::MalformedTotp)
+                .await?;
             return Ok(Self::totp_next(false));
         }
         let outcome = self

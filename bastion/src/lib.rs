@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use backend::core::CoreBackend;
 pub use backend::{Backend, BastionEvent, Permit, SshAction};
 pub use error::BastionError;
 pub use registry::{Registry, SessionInfo};
@@ -84,6 +85,28 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub unauthenticated: Arc<Semaphore>,
     pub connections: Arc<Semaphore>,
+}
+
+/// Checks what [`Bastion::bind`] would load, binding and writing nothing: the host key when
+/// it exists (a missing one is generated at start), and every target's pinned host key and
+/// credential file.
+pub fn check(config: &Config) -> Result<(), BastionError> {
+    let host_key = &config.bastion.host_key;
+    if host_key.exists() {
+        russh::keys::load_secret_key(host_key, None).map_err(|source| {
+            BastionError::HostKeyLoad {
+                path: host_key.clone(),
+                source,
+            }
+        })?;
+    }
+    for t in &config.targets {
+        TargetSpec::prepare(t).map_err(|source| BastionError::Target {
+            target: t.name.clone(),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(())
 }
 
 /// The bastion listener, bound and ready to run.

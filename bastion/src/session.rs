@@ -31,6 +31,8 @@ pub(crate) struct Authenticated {
     pub selection: Selection,
     /// `None` for an unknown target (refused exactly like a policy denial).
     pub dest: Option<Destination>,
+    /// As registered (registry and backend).
+    pub info: SessionInfo,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -47,34 +49,38 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// What the registry and the backend's session list show for this connection.
+    pub fn session_info(&self, user: &str, selection: &Selection, dest: Option<&Destination>) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            user: user.to_string(),
+            target: selection.target.clone(),
+            login: dest
+                .map(|d| d.login.clone())
+                .or_else(|| selection.login.clone())
+                .unwrap_or_default(),
+            client: self.client,
+            started: SystemTime::now(),
+        }
+    }
+
     /// Marks the connection authenticated and registers it. `false` if no slot is free.
     pub fn authenticate(
         &self,
-        user: String,
+        info: SessionInfo,
         selection: Selection,
         dest: Option<Destination>,
     ) -> bool {
         let Ok(slot) = self.shared.connections.clone().try_acquire_owned() else {
             return false;
         };
-        let info = SessionInfo {
-            id: self.id.clone(),
-            user: user.clone(),
-            target: selection.target.clone(),
-            login: dest
-                .as_ref()
-                .map(|d| d.login.clone())
-                .or_else(|| selection.login.clone())
-                .unwrap_or_default(),
-            client: self.client,
-            started: SystemTime::now(),
-        };
         if self
             .auth
             .set(Authenticated {
-                user,
+                user: info.user.clone(),
                 selection,
                 dest,
+                info: info.clone(),
                 _slot: slot,
             })
             .is_err()
@@ -225,4 +231,7 @@ pub(crate) async fn serve(
         t.close().await;
     }
     shared.registry.remove(&conn.id);
+    if let Some(a) = conn.auth.get() {
+        shared.backend.session_closed(&a.info).await;
+    }
 }

@@ -10,8 +10,10 @@
 
 mod authenticator;
 mod enrol;
+mod handoff;
 mod password;
 mod sessions;
+mod ssh_login;
 mod sshkey;
 mod totp;
 mod users;
@@ -20,6 +22,7 @@ use std::time::SystemTime;
 
 pub use authenticator::{Authenticator, KeyAccepted, LockoutPolicy};
 pub use enrol::{EnrolmentPending, LoginOutcome, PendingTotp};
+pub use handoff::HandoffTicket;
 pub use password::check_password_strength;
 pub use sshkey::{SshPublicKey, parse_ssh_public_key};
 pub use totp::{Enrolment, TotpCipher};

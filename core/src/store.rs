@@ -154,6 +154,17 @@ pub struct FailureStatus {
     pub locked_for: Option<Duration>,
 }
 
+/// A one-time handoff ticket's payload: who, and the one host that may redeem it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub data: SessionData,
+    /// The lowercase host (no port) the ticket is for.
+    pub audience: String,
+}
+
+/// How long a handoff ticket lives (it is redeemed by an automatic form post).
+pub const HANDOFF_TTL: Duration = Duration::from_secs(30);
+
 /// Published when sessions end early, so every instance closes matching live connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -194,6 +205,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn clear_failures(&self, key: &LockoutKey) -> Result<(), StoreError>;
     /// Marks TOTP step `step` of `user` used: true only the first time, also under races.
     async fn mark_totp_used(&self, user: &str, step: u64) -> Result<bool, StoreError>;
+    /// Stores a one-time handoff ticket under the hash of its raw value, for `ttl`.
+    async fn put_handoff(
+        &self,
+        ticket_hash: &str,
+        handoff: &Handoff,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Takes a handoff ticket: its payload the first time (atomically, also under races),
+    /// `None` when unknown, expired or already taken.
+    async fn take_handoff(&self, ticket_hash: &str) -> Result<Option<Handoff>, StoreError>;
     /// A receiver of revocation events from every instance (this one included).
     async fn subscribe_revocations(
         &self,

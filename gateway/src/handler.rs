@@ -168,7 +168,11 @@ async fn respond(
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     {
         let normal = normal.into_owned();
-        return (login::serve(state, conn, req, &normal, id).await, None);
+        let host = host.name.into_owned();
+        return (
+            login::serve(state, conn, req, &host, &normal, id).await,
+            None,
+        );
     }
     let Some(app) = state.routes.route(&host.name, &normal) else {
         return (

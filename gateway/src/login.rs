@@ -11,10 +11,12 @@
 //! [`RedirectPolicy`]; pages escape everything; a store or audit error is a 503 page.
 
 mod flow;
+mod handoff;
 mod pending;
 mod portal;
 pub(crate) mod respond;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +43,13 @@ pub struct LoginCtx {
     pub apps: Vec<(String, String)>,
     pub session_ttl: Duration,
     pub pending: Pending,
+    /// The hosts `/.gatehouse/` is served on: the public host and every app host.
+    pub hosts: HashSet<String>,
+    /// The public host (lowercase) and its browser origin.
+    pub public_host: String,
+    pub public_origin: String,
+    /// `:PORT` when the gateway's port is not 443, else empty.
+    pub port: String,
 }
 
 impl LoginCtx {
@@ -62,7 +71,26 @@ impl LoginCtx {
                 (a.name.clone(), format!("https://{}{port}{path}", a.host))
             })
             .collect();
+        let hosts = config
+            .gateway
+            .public_url
+            .host_str()
+            .map(str::to_ascii_lowercase)
+            .into_iter()
+            .chain(config.apps.iter().map(|a| a.host.to_ascii_lowercase()))
+            .collect();
+        let public_host = config
+            .gateway
+            .public_url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let public_origin = config.gateway.public_url.origin().ascii_serialization();
         LoginCtx {
+            public_host,
+            public_origin,
+            port: port.clone(),
+            hosts,
             redirect,
             origins,
             apps,
@@ -108,28 +136,54 @@ pub(crate) fn unavailable(reason: &str, id: RequestId) -> Response<ResBody> {
     respond::html(pages::unavailable(reason, &id.to_string()))
 }
 
-/// Serves a request for `path` (normalised, under `/.gatehouse`).
+/// Serves a request for `path` (normalised, under `/.gatehouse`) on `host` (lowercase, no
+/// port); hosts that are neither the public host nor an app host get 404.
 pub(crate) async fn serve(
     state: &State,
     conn: &Arc<ConnShared>,
     req: Request<Incoming>,
+    host: &str,
     path: &str,
     id: RequestId,
 ) -> Response<ResBody> {
+    if !state.login.hosts.contains(host) {
+        return crate::pages::error(StatusCode::NOT_FOUND, &id.to_string(), false);
+    }
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let post = req.method() == Method::POST;
     match path {
         web::STYLE_PATH if get => {
             respond::asset(web::pages::STYLE_CSS, web::pages::style_headers())
         }
+        web::HANDOFF_JS_PATH if get => respond::asset(
+            web::pages::HANDOFF_JS,
+            [
+                (
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/javascript; charset=utf-8"),
+                ),
+                (
+                    http::header::X_CONTENT_TYPE_OPTIONS,
+                    http::HeaderValue::from_static("nosniff"),
+                ),
+                (
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("public, max-age=3600"),
+                ),
+            ],
+        ),
         web::JWKS_PATH if get => respond::json(state.services.signer.jwks()),
-        web::LOGIN_PATH if get => flow::login_form(state, req.uri().query(), id),
+        web::LOGIN_PATH if get => flow::login_form(state, host, req.uri().query(), id),
+        web::HANDOFF_PATH if get => handoff::issue(state, conn, &req, host, id).await,
+        web::HANDOFF_PATH if post => handoff::redeem(state, conn, req, host, id).await,
         web::LOGIN_PATH if post => flow::login_submit(state, conn, req, id).await,
-        web::ENROL_PATH if get => flow::enrol_form(state, &req, id),
+        web::ENROL_PATH if get => flow::enrol_form(state, &req),
         web::ENROL_PATH if post => flow::enrol_submit(state, conn, req, id).await,
         web::LOGOUT_PATH if post => portal::logout(state, req, id).await,
         web::PORTAL_PATH | "/.gatehouse" if get => portal::portal(state, &req, id).await,
         web::STYLE_PATH
+        | web::HANDOFF_JS_PATH
+        | web::HANDOFF_PATH
         | web::JWKS_PATH
         | web::LOGIN_PATH
         | web::ENROL_PATH

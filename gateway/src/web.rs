@@ -33,6 +33,11 @@ pub const ENROL_PATH: &str = "/.gatehouse/enrol";
 pub const LOGOUT_PATH: &str = "/.gatehouse/logout";
 /// The one stylesheet (pages carry no inline style, see [`pages::CONTENT_SECURITY_POLICY`]).
 pub const STYLE_PATH: &str = "/.gatehouse/static/style.css";
+/// Browser SSO across hosts: the public host mints a one-time ticket (GET), an app host
+/// redeems it (POST).
+pub const HANDOFF_PATH: &str = "/.gatehouse/handoff";
+/// The script that auto-submits the handoff form (no inline script anywhere).
+pub const HANDOFF_JS_PATH: &str = "/.gatehouse/static/handoff.js";
 /// The JWKS upstreams use to verify identity assertions.
 pub const JWKS_PATH: &str = "/.gatehouse/jwks.json";
 

@@ -10,7 +10,7 @@
 #[path = "support/harness.rs"]
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -203,7 +203,11 @@ async fn csrf_and_origin_are_required_and_next_is_checked() {
         .h1(form(
             "/.gatehouse/login",
             &cookie,
-            &format!("csrf={}A&{good}", &csrf[..42]),
+            &format!(
+                "csrf={}{}&{good}",
+                &csrf[..42],
+                if csrf.ends_with('A') { 'B' } else { 'A' }
+            ),
         ))
         .await;
     assert_eq!(resp.status(), 403);
@@ -462,5 +466,113 @@ async fn user_without_totp_enrols_with_a_first_code() {
     let stored = gatehouse_core::identity::Users::load(&path).unwrap();
     assert!(!stored.get(OTHER).unwrap().totp_secret.is_empty());
     assert!(audit_text(&h).contains("totp enrol"));
-    let _ = Duration::ZERO;
+}
+
+#[tokio::test]
+async fn handoff_carries_the_public_session_to_an_app_host_once() {
+    let (up, mut seen) = upstream(None).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    const PUBLIC: &str = "gatehouse.localhost";
+    let next = format!("https://{HOST}:8443/x?y=1");
+    let on_public = |cookie: Option<&str>, next: &str| {
+        let mut b =
+            Request::get(format!("/.gatehouse/handoff?next={}", enc(next))).header("host", PUBLIC);
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    // Not signed in on the public host: log in there first, then come back.
+    let (resp, _) = h.h1(on_public(None, &next)).await;
+    assert_eq!(resp.status(), 303);
+    let loc = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with("/.gatehouse/login?next=%2F.gatehouse%2Fhandoff"),
+        "{loc}"
+    );
+    // Tickets only for app hosts.
+    let (resp, _) = h
+        .h1(on_public(
+            Some(&h.cookie),
+            "https://gatehouse.localhost:8443/",
+        ))
+        .await;
+    assert_eq!(resp.status(), 400);
+    let (resp, _) = h
+        .h1(on_public(Some(&h.cookie), "https://evil.example/"))
+        .await;
+    assert_eq!(resp.status(), 400);
+    // Signed in: a page that posts a one-time ticket to the app host (no secret in a URL).
+    let (resp, page) = h.h1(on_public(Some(&h.cookie), &next)).await;
+    assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'")
+            && csp.contains(&format!("form-action https://{HOST}:8443")),
+        "{csp}"
+    );
+    let text = String::from_utf8_lossy(&page).into_owned();
+    assert!(
+        text.contains(&format!(
+            "action=\"https://{HOST}:8443/.gatehouse/handoff\""
+        )),
+        "{text}"
+    );
+    assert!(text.contains("src=\"/.gatehouse/static/handoff.js\"") && !text.contains("<script>"));
+    let ticket = hidden(&page, "ticket");
+    assert_eq!(hidden(&page, "next"), "/x?y=1");
+    let redeem = |origin: Option<&str>, ticket: &str| {
+        let mut b = Request::post("/.gatehouse/handoff")
+            .header("host", HOST)
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        b.body(Full::new(Bytes::from(format!(
+            "ticket={ticket}&next=%2Fx%3Fy%3D1"
+        ))))
+        .unwrap()
+    };
+    // Another site cannot make a browser redeem a ticket (login CSRF).
+    let (resp, _) = h.h1(redeem(Some("https://evil.example"), &ticket)).await;
+    assert_eq!(resp.status(), 403);
+    let (resp, _) = h.h1(redeem(None, &ticket)).await;
+    assert_eq!(resp.status(), 403);
+    let (resp, _) = h
+        .h1(redeem(Some("https://gatehouse.localhost:8443"), &ticket))
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/x?y=1");
+    let session = set_cookie(&resp, "__Host-gatehouse").unwrap();
+    assert_ne!(
+        format!("__Host-gatehouse={session}"),
+        h.cookie,
+        "a new session on the app host"
+    );
+    assert_eq!(h.h1(get_with(&session, "/x")).await.0.status(), 200);
+    assert_eq!(seen.recv().await.unwrap().headers["x-gatehouse-user"], USER);
+    // Once only.
+    let (resp, _) = h
+        .h1(redeem(Some("https://gatehouse.localhost:8443"), &ticket))
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert!(
+        resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/.gatehouse/login")
+    );
+    assert!(set_cookie(&resp, "__Host-gatehouse").is_none());
+    // The app host's login page links to the public host's handoff.
+    let (_, page) = h
+        .h1(get_anonymous("/.gatehouse/login?next=%2Fx", None))
+        .await;
+    assert!(String::from_utf8_lossy(&page).contains(
+        "https://gatehouse.localhost:8443/.gatehouse/handoff?next=https%3A%2F%2Fapp.gatehouse.localhost%3A8443%2Fx"
+    ));
+    let (resp, js) = h
+        .h1(get_anonymous("/.gatehouse/static/handoff.js", None))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(String::from_utf8_lossy(&js).contains("submit()"));
 }

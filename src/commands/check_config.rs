@@ -18,6 +18,12 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         eprintln!("gatehouse: config error: {e}");
         return Ok(ExitCode::FAILURE);
     }
+    if config.bastion.enabled
+        && let Err(e) = gatehouse_bastion::check(&config)
+    {
+        eprintln!("gatehouse: config error: {}", error_chain(&e));
+        return Ok(ExitCode::FAILURE);
+    }
     let policy = super::audit::runtime()?.block_on(gatehouse_core::policy::load_index(
         &config.policy.model,
         &config.policy.policy,
@@ -45,4 +51,15 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         config.targets.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        msg.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    msg
 }

@@ -32,6 +32,30 @@ const DEMO_USER: &str = "demo";
 const DEMO_GROUP: &str = "staff";
 /// Length of the generated demo password (random base64url).
 const DEMO_PASSWORD_LEN: usize = 20;
+/// The shipped example policy, written under the data directory when the quick-start runs
+/// somewhere without `policies/` (e.g. an installed binary).
+const EXAMPLE_MODEL: &str = include_str!("../../policies/model.conf");
+const EXAMPLE_POLICY: &str = include_str!("../../policies/policy.csv");
+
+/// Quick-start without `policies/` here: use (and create once) `data/policies/`.
+fn ensure_quickstart_policy(config: &mut gatehouse_core::Config) -> anyhow::Result<()> {
+    if config.policy.model.is_file() && config.policy.policy.is_file() {
+        return Ok(());
+    }
+    let dir = config.data_dir.join("policies");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let model = dir.join("model.conf");
+    let policy = dir.join("policy.csv");
+    for (path, text) in [(&model, EXAMPLE_MODEL), (&policy, EXAMPLE_POLICY)] {
+        if !path.exists() {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    tracing::info!(dir = %dir.display(), "no policies/ here: the quick-start uses the example policy in the data directory");
+    config.policy.model = model;
+    config.policy.policy = policy;
+    Ok(())
+}
 
 /// What to tell a newcomer about the demo user.
 enum DemoUser {
@@ -142,6 +166,7 @@ async fn serve(
         let demo = gatehouse_gateway::demo::spawn(shutdown.child_token())
             .await
             .context("starting the quick-start demo app")?;
+        ensure_quickstart_policy(&mut config)?;
         config.apps.push(AppConfig {
             name: "demo".to_string(),
             host: DEMO_HOST.to_string(),

@@ -1,6 +1,8 @@
-//! The `gatehouse` binary under test: a generated config in a temp dir, readiness by the
-//! `gatehouse ready:` stdout line (with a deadline), ports read from that line, stderr captured
-//! and printed when the test fails, the process killed on drop.
+//! The `gatehouse` binary under test: a generated config in a temp dir (store URL, users file,
+//! casbin model + policy written beside it, audit dir, session timeouts; the secret key passed
+//! as `GATEHOUSE_SECRET_KEY`), readiness by the `gatehouse ready:` stdout line (with a
+//! deadline), ports read from that line, stderr captured and printed when the test fails, the
+//! process killed on drop. h1/h2 connections carry the session cookie once signed in.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

@@ -407,6 +407,19 @@ impl Gatehouse {
             .count()
     }
 
+    /// Waits (deadline QUICK) until a line of the process's stderr satisfies `pred`: log lines
+    /// are written after the response, so they may arrive a moment later.
+    pub async fn expect_log_line(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        while !self.stderr().lines().any(&pred) {
+            assert!(
+                start.elapsed() < QUICK,
+                "no log line with {what} within {QUICK:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET /.gatehouse/jwks.json` on the public host.
     pub async fn jwks(&self) -> Value {
         let mut c = self.h1_anon(PUBLIC_HOST).await;

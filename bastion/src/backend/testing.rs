@@ -203,7 +203,10 @@ impl Backend for TestBackend {
         _client: SocketAddr,
         reason: AuthFailure,
     ) -> Result<(), BackendError> {
-        if matches!(reason, AuthFailure::BadTotp | AuthFailure::ReplayedTotp) {
+        if matches!(
+            reason,
+            AuthFailure::BadTotp | AuthFailure::ReplayedTotp | AuthFailure::MalformedTotp
+        ) {
             let mut f = self
                 .failures
                 .lock()

@@ -95,6 +95,14 @@ pub enum AuditEvent {
         subject: String,
         outcome: Outcome,
     },
+    /// An SSH bastion event with no dedicated variant: `ssh` is the bastion's own record
+    /// (JSON with its own `event` tag). Alerting ones (lockouts, host-key mismatches) carry
+    /// an incident id.
+    Ssh {
+        user: String,
+        ssh: serde_json::Value,
+        incident_id: Option<String>,
+    },
 }
 
 impl AuditEvent {
@@ -103,6 +111,10 @@ impl AuditEvent {
         match self {
             AuditEvent::AccessDenied { incident_id, .. }
             | AuditEvent::Lockout { incident_id, .. } => Some(incident_id),
+            AuditEvent::Ssh {
+                incident_id: Some(id),
+                ..
+            } => Some(id),
             _ => None,
         }
     }
@@ -123,6 +135,7 @@ impl AuditEvent {
             AuditEvent::SshSessionEnd { .. } => "ssh_session_end",
             AuditEvent::PortForward { .. } => "port_forward",
             AuditEvent::AdminAction { .. } => "admin_action",
+            AuditEvent::Ssh { .. } => "ssh",
         }
     }
 }

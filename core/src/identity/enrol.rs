@@ -208,3 +208,6 @@ impl Authenticator {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -170,7 +170,36 @@ async fn totp_replay_under_race(s: Arc<dyn Store>) {
     s.ping().await.unwrap();
 }
 
+async fn handoff_taken_once(s: Arc<dyn Store>) {
+    let h = Handoff {
+        data: data("alice"),
+        audience: "wiki.example".into(),
+    };
+    let hash = "ab".repeat(32);
+    s.put_handoff(&hash, &h, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (s, hash) = (s.clone(), hash.clone());
+        tasks.push(tokio::spawn(
+            async move { s.take_handoff(&hash).await.unwrap() },
+        ));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(t.await.unwrap());
+    }
+    assert_eq!(got, vec![h.clone()], "exactly one taker gets the ticket");
+    s.put_handoff("cd", &h, Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(s.take_handoff("cd").await.unwrap(), None, "expired");
+}
+
 async fn suite(s: Arc<dyn Store>) {
+    handoff_taken_once(s.clone()).await;
     sessions_roundtrip(s.as_ref()).await;
     revoke_user_publishes(s.as_ref()).await;
     lockout(s.as_ref()).await;

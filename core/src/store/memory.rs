@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{
-    FailureStatus, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData, SessionToken,
-    Store, dur_ms, now_ms, session_id_hash,
+    FailureStatus, Handoff, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData,
+    SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -23,6 +23,8 @@ struct State {
     locks: HashMap<String, u64>,
     /// (user, step) -> expiry ms
     totp_used: HashMap<(String, u64), u64>,
+    /// ticket hash -> (handoff, expiry ms)
+    handoffs: HashMap<String, (Handoff, u64)>,
 }
 
 /// In-process store.
@@ -71,6 +73,7 @@ impl MemoryStore {
         state.failures.retain(|_, (_, end)| *end > now);
         state.locks.retain(|_, end| *end > now);
         state.totp_used.retain(|_, end| *end > now);
+        state.handoffs.retain(|_, (_, end)| *end > now);
     }
 }
 
@@ -223,6 +226,28 @@ impl Store for MemoryStore {
         st.totp_used
             .insert(k, now.saturating_add(dur_ms(super::TOTP_REPLAY_TTL)));
         Ok(true)
+    }
+
+    async fn put_handoff(
+        &self,
+        ticket_hash: &str,
+        handoff: &Handoff,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut st = self.lock();
+        Self::sweep(&mut st, now);
+        st.handoffs.insert(
+            ticket_hash.to_string(),
+            (handoff.clone(), now.saturating_add(dur_ms(ttl))),
+        );
+        Ok(())
+    }
+
+    async fn take_handoff(&self, ticket_hash: &str) -> Result<Option<Handoff>, StoreError> {
+        let now = now_ms();
+        let taken = self.lock().handoffs.remove(ticket_hash);
+        Ok(taken.filter(|(_, end)| *end > now).map(|(h, _)| h))
     }
 
     async fn subscribe_revocations(

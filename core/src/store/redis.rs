@@ -10,8 +10,8 @@ use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushKind, Value}
 use tokio::sync::broadcast;
 
 use super::{
-    FailureStatus, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData, SessionToken,
-    Store, dur_ms, now_ms, session_id_hash,
+    FailureStatus, Handoff, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData,
+    SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -370,6 +370,42 @@ impl Store for RedisStore {
         )
         .await?;
         Ok(set.is_some())
+    }
+
+    async fn put_handoff(
+        &self,
+        ticket_hash: &str,
+        handoff: &Handoff,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = format!("{PREFIX}handoff:{ticket_hash}");
+        let json =
+            serde_json::to_vec(handoff).map_err(|_| StoreError::Corrupt { key: key.clone() })?;
+        let mut con = self.con.clone();
+        let _: () = within(
+            "put_handoff",
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(json)
+                .arg("PX")
+                .arg(dur_ms(ttl))
+                .query_async(&mut con),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_handoff(&self, ticket_hash: &str) -> Result<Option<Handoff>, StoreError> {
+        let key = format!("{PREFIX}handoff:{ticket_hash}");
+        let mut con = self.con.clone();
+        // GETDEL: exactly one caller gets the payload, on any instance.
+        let raw: Option<Vec<u8>> = within(
+            "take_handoff",
+            redis::cmd("GETDEL").arg(&key).query_async(&mut con),
+        )
+        .await?;
+        raw.map(|r| serde_json::from_slice(&r).map_err(|_| StoreError::Corrupt { key }))
+            .transpose()
     }
 
     async fn subscribe_revocations(

@@ -32,7 +32,12 @@ fn refuse(status: StatusCode, id: RequestId, why: &dyn std::fmt::Display) -> Res
 }
 
 /// GET `/.gatehouse/login?next=URL`: a new login transaction (cookie) and the form.
-pub fn login_form(state: &State, query: Option<&str>, id: RequestId) -> Response<ResBody> {
+pub fn login_form(
+    state: &State,
+    host: &str,
+    query: Option<&str>,
+    id: RequestId,
+) -> Response<ResBody> {
     let Ok(tx) = CookieValue::generate() else {
         return unavailable(INTERNAL, id);
     };
@@ -44,8 +49,9 @@ pub fn login_form(state: &State, query: Option<&str>, id: RequestId) -> Response
     let next = next
         .as_deref()
         .and_then(|n| state.login.redirect.check(n).ok());
+    let sso = super::handoff::sso_url(state, host, next.filter(|n| n.starts_with('/')));
     with_cookie(
-        html(pages::login(&csrf, None, "", next)),
+        html(pages::login_with_sso(&csrf, None, "", next, sso.as_deref())),
         cookie::set_login(&tx),
     )
 }
@@ -177,7 +183,7 @@ pub async fn login_submit(
 
 /// A verified identity gets a fresh session (the previous one, if any, is deleted: no
 /// fixation) and is sent to `next` or the portal.
-async fn finish_login(
+pub(super) async fn finish_login(
     state: &State,
     headers: &HeaderMap,
     identity: &VerifiedIdentity,
@@ -213,7 +219,7 @@ async fn finish_login(
 }
 
 /// GET `/.gatehouse/enrol`: the QR code of the new secret.
-pub fn enrol_form(state: &State, req: &Request<Incoming>, id: RequestId) -> Response<ResBody> {
+pub fn enrol_form(state: &State, req: &Request<Incoming>) -> Response<ResBody> {
     let Some(tx) = cookie::login(req.headers()) else {
         return see_other(crate::web::LOGIN_PATH);
     };
@@ -221,7 +227,6 @@ pub fn enrol_form(state: &State, req: &Request<Incoming>, id: RequestId) -> Resp
     let Some(p) = state.login.pending.get(key.as_str()) else {
         return see_other(crate::web::LOGIN_PATH);
     };
-    let _ = id;
     let csrf = state.services.csrf.token(purpose::ENROL, key.as_str());
     html(pages::enrol(&csrf, None, &p.otpauth_uri, &p.secret_base32))
 }

@@ -141,6 +141,49 @@ fn page(status: StatusCode, title: &str, body: &str) -> Page {
     }
 }
 
+/// [`login`] plus, on an app host, a link to continue with the session of the public host
+/// (`sso_url`, an `https://` URL of the gateway's handoff endpoint).
+pub fn login_with_sso(
+    csrf: &str,
+    error: Option<&str>,
+    user: &str,
+    next: Option<&str>,
+    sso_url: Option<&str>,
+) -> Page {
+    let mut p = login(csrf, error, user, next);
+    if let Some(url) = sso_url.filter(|u| u.starts_with("https://")) {
+        let link = format!(
+            "<p class=\"sso\"><a href=\"{}\">Already signed in to Gatehouse? Continue without signing in again</a></p>\n</main>",
+            escape(url)
+        );
+        p.html = p.html.replacen("</main>", &link, 1);
+    }
+    p
+}
+
+/// The handoff page: a form posting a one-time ticket to an app host, submitted by
+/// `handoff.js` (a button as fallback). Serve it with a CSP whose `form-action` names that
+/// host and whose `script-src` is `'self'`.
+pub fn handoff(action: &str, ticket: &str, next: &str) -> Page {
+    let body = format!(
+        "<p>Taking you to the application…</p>\n\
+         <form id=\"handoff\" method=\"post\" action=\"{action}\">\n\
+         <input type=\"hidden\" name=\"ticket\" value=\"{ticket}\">\n\
+         <input type=\"hidden\" name=\"next\" value=\"{next}\">\n\
+         <button type=\"submit\">Continue</button>\n</form>\n\
+         <script src=\"{js}\"></script>\n",
+        action = escape(action),
+        ticket = escape(ticket),
+        next = escape(next),
+        js = super::HANDOFF_JS_PATH,
+    );
+    page(StatusCode::OK, "Signing you in", &body)
+}
+
+/// The handoff auto-submit script.
+pub const HANDOFF_JS: &str =
+    "\"use strict\";\nvar f = document.getElementById(\"handoff\");\nif (f) { f.submit(); }\n";
+
 /// The login form: user name, password and TOTP code in one form (so an answer never tells
 /// whether the password alone was right). `next` is the return URL (validated again on
 /// submit), `user` pre-fills the name after a failed attempt.

@@ -100,6 +100,15 @@ pub struct Harness {
 /// Writes a config (gateway keys from `gateway_extra`, one app per `(name, host, upstream)`),
 /// generates certificates, binds and runs the gateway.
 pub async fn start(gateway_extra: &str, apps: &[(&str, &str, SocketAddr)]) -> Harness {
+    start_with(gateway_extra, apps, Arc::new(MemoryStore::new())).await
+}
+
+/// [`start`] over the given store (e.g. a real Redis).
+pub async fn start_with(
+    gateway_extra: &str,
+    apps: &[(&str, &str, SocketAddr)],
+    store: Arc<dyn Store>,
+) -> Harness {
     let dir = TempDir::new();
     let certs = dir.0.join("certs");
     let cert = certs.join("gateway.crt");
@@ -143,7 +152,7 @@ pub async fn start(gateway_extra: &str, apps: &[(&str, &str, SocketAddr)]) -> Ha
     std::fs::write(&path, &toml).unwrap();
     let config = Config::load(&path).unwrap();
     gatehouse_gateway::check(&config).unwrap();
-    let (services, users, cipher) = services(&config).await;
+    let (services, users, cipher) = services(&config, store).await;
     let cookie = login(&services, &users, &cipher).await;
     COOKIE.with(|c| *c.borrow_mut() = cookie.clone());
     let gw = Gateway::bind(Arc::new(config), services.clone())
@@ -169,7 +178,7 @@ pub async fn start(gateway_extra: &str, apps: &[(&str, &str, SocketAddr)]) -> Ha
 }
 
 /// The real services over a memory store, with one user (`alice`, group `staff`).
-pub async fn services(config: &Config) -> (Services, Users, TotpCipher) {
+pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, Users, TotpCipher) {
     let key = SecretKey::generate().unwrap();
     let cipher = TotpCipher::new(&key).unwrap();
     let mut users = Users::load(&config.identity.users_file).unwrap();
@@ -195,7 +204,6 @@ pub async fn services(config: &Config) -> (Services, Users, TotpCipher) {
             &cipher,
         )
         .unwrap();
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key)).unwrap();
     let authenticator =
         Authenticator::from_config(config, &key, store.clone(), audit.clone()).unwrap();

@@ -1,0 +1,194 @@
+//! Browser SSO across app hosts (`/.gatehouse/handoff`). Session cookies are host-only, so
+//! an app host's login page links to the public host, which — if the user is signed in
+//! there — mints a one-time ticket and posts it (form + `handoff.js`, no secret in any URL)
+//! to the app host, which redeems it into its own fresh session.
+//!
+//! Threat: a ticket replayed or redeemed on another host (core: one-time, 30 s, audience
+//! bound); login CSRF (an attacker making a victim's browser redeem the attacker's ticket);
+//! an open redirect through `next`. Mitigation: the redeeming POST must carry `Origin` equal
+//! to the public host's origin (browsers set it; other sites cannot); `next` is checked by
+//! the redirect policy on both ends; only app hosts receive tickets.
+
+use std::sync::Arc;
+
+use http::header::{CONTENT_SECURITY_POLICY, HeaderValue, ORIGIN};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::respond::{self, html, see_other};
+use super::unavailable;
+use crate::authn::{self, AuthnError};
+use crate::body::ResBody;
+use crate::conn::ConnShared;
+use crate::handler::{RequestId, State};
+use crate::web::pages;
+
+const STORE_DOWN: &str = "Sign-in is unavailable: the session store cannot be reached.";
+
+fn refuse(status: StatusCode, id: RequestId, why: &str) -> Response<ResBody> {
+    tracing::info!(request_id = %id, status = status.as_u16(), reason = why, "handoff refused");
+    crate::pages::error(status, &id.to_string(), false)
+}
+
+/// The link an app host's login page offers (`None` on the public host).
+pub fn sso_url(state: &State, host: &str, next: Option<&str>) -> Option<String> {
+    let l = &state.login;
+    if host == l.public_host {
+        return None;
+    }
+    let back = format!("https://{host}{}{}", l.port, next.unwrap_or("/"));
+    Some(format!(
+        "{}{}?next={}",
+        l.public_origin,
+        crate::web::HANDOFF_PATH,
+        respond::encode(&back)
+    ))
+}
+
+/// GET on the public host: mint a ticket for the app host in `next` and post it there.
+pub async fn issue(
+    state: &State,
+    conn: &Arc<ConnShared>,
+    req: &Request<Incoming>,
+    host: &str,
+    id: RequestId,
+) -> Response<ResBody> {
+    let l = &state.login;
+    if host != l.public_host {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            id,
+            "handoff is minted on the public host",
+        );
+    }
+    let Some(next) = respond::query_next(req.uri().query()) else {
+        return refuse(StatusCode::BAD_REQUEST, id, "no next");
+    };
+    let target = l
+        .redirect
+        .check(&next)
+        .ok()
+        .and_then(|n| url::Url::parse(n).ok())
+        .filter(|u| u.scheme() == "https");
+    let Some(target) = target else {
+        return refuse(StatusCode::BAD_REQUEST, id, "next is not a gateway url");
+    };
+    let Some(audience) = target
+        .host_str()
+        .map(str::to_ascii_lowercase)
+        .filter(|h| *h != l.public_host && l.hosts.contains(h))
+    else {
+        return refuse(StatusCode::BAD_REQUEST, id, "next is not an app host");
+    };
+    if let Err(why) = state.health.check() {
+        tracing::warn!(request_id = %id, reason = %why, "handoff refused: store down");
+        return unavailable(STORE_DOWN, id);
+    }
+    let who = match authn::authenticate(req.headers(), &state.services.authenticator).await {
+        Ok(w) => w,
+        Err(AuthnError::NoSession { .. }) => {
+            let here = format!(
+                "{}?next={}",
+                crate::web::HANDOFF_PATH,
+                respond::encode(&next)
+            );
+            return see_other(&format!(
+                "{}?next={}",
+                crate::web::LOGIN_PATH,
+                respond::encode(&here)
+            ));
+        }
+        Err(AuthnError::Unavailable(e)) => {
+            tracing::error!(request_id = %id, error = %crate::services::describe(&e), "handoff: store unavailable");
+            return unavailable(STORE_DOWN, id);
+        }
+    };
+    let ticket = match state
+        .services
+        .authenticator
+        .issue_handoff(who.identity(), &audience, Some(conn.peer.ip()))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(request_id = %id, error = %crate::services::describe(&e), "handoff: cannot mint a ticket");
+            return unavailable(STORE_DOWN, id);
+        }
+    };
+    let origin = format!("https://{audience}{}", l.port);
+    let path = match target.query() {
+        Some(q) => format!("{}?{q}", target.path()),
+        None => target.path().to_string(),
+    };
+    let action = format!("{origin}{}", crate::web::HANDOFF_PATH);
+    let mut resp = html(pages::handoff(&action, ticket.expose(), &path));
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; script-src 'self'; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        resp.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+/// POST on an app host: redeem the ticket into a fresh session here.
+pub async fn redeem(
+    state: &State,
+    conn: &Arc<ConnShared>,
+    req: Request<Incoming>,
+    host: &str,
+    id: RequestId,
+) -> Response<ResBody> {
+    let l = &state.login;
+    if host == l.public_host {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            id,
+            "tickets are redeemed on app hosts",
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let from_public = {
+        let mut all = parts.headers.get_all(ORIGIN).iter();
+        matches!((all.next(), all.next()), (Some(o), None) if o.as_bytes() == l.public_origin.as_bytes())
+    };
+    if !from_public {
+        return refuse(StatusCode::FORBIDDEN, id, "origin is not the public host");
+    }
+    let form = match respond::read_form(&parts.headers, body).await {
+        Ok(f) => f,
+        Err(e) => return refuse(e.status(), id, "unreadable form"),
+    };
+    if let Err(why) = state.health.check() {
+        tracing::warn!(request_id = %id, reason = %why, "handoff refused: store down");
+        return unavailable(STORE_DOWN, id);
+    }
+    let next = form
+        .get("next")
+        .filter(|n| n.starts_with('/'))
+        .and_then(|n| l.redirect.check(n).ok());
+    let client = Some(conn.peer.ip());
+    let ticket = form.get("ticket").unwrap_or_default();
+    match state
+        .services
+        .authenticator
+        .redeem_handoff(ticket, host, client)
+        .await
+    {
+        Ok(identity) => {
+            super::flow::finish_login(state, &parts.headers, &identity, client, next, id).await
+        }
+        Err(gatehouse_core::AuthError::NoSession) => {
+            let login = format!(
+                "{}?next={}",
+                crate::web::LOGIN_PATH,
+                respond::encode(next.unwrap_or("/"))
+            );
+            see_other(&login)
+        }
+        Err(e) => {
+            tracing::error!(request_id = %id, error = %crate::services::describe(&e), "handoff: cannot redeem");
+            unavailable(STORE_DOWN, id)
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The SSH bastion inside the real `gatehouse serve`: a real `sshd` target on loopback, users
+//! made with the real CLI (`user add --ssh-key`), the real `ssh`/`scp` clients answering TOTP
+//! through keyboard-interactive, the shared store (Redis) for `session list`/`session revoke`,
+//! and the lockout counters shared with the web login.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sshd::{Client, Sshd, keygen, pub_path, text};
+use support::client::{H1, H1Conn, empty, full};
+use support::gatehouse::{GatehouseSpec, binary, spawn_until_ready};
+use support::identity::{
+    LOGIN_COOKIE, LOGIN_PATH, PUBLIC_HOST, csrf_in, form, fresh_totp_window, otpauth_in,
+    random_password, set_cookie, totp_from_base32, unix_now,
+};
+use support::{Pki, QUICK, Redis, TestDir, within};
+use totp_rs::Totp;
+
+/// The policy: `sre` may use `db-prod-1` and `staging`; nobody may use `denied`.
+const POLICY: &str = "p, group:sre, ssh:db-prod-1/root, ssh|sftp, allow\n\
+                      p, group:sre, ssh:staging/root, ssh|sftp, allow\n";
+
+/// A `gatehouse serve` with the bastion on, a target sshd and (optionally) Redis.
+struct Env {
+    child: Child,
+    bastion: SocketAddr,
+    gateway: SocketAddr,
+    pki: Pki,
+    secret_key: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    user_key: PathBuf,
+    _sshd: Sshd,
+    _redis: Option<Redis>,
+    dir: TestDir,
+}
+
+/// A user made through the CLI.
+struct User {
+    name: String,
+    password: String,
+    totp: Totp,
+}
+
+impl User {
+    /// The code of the step `offset` steps from now (-1, 0, 1 are accepted; each once).
+    fn code(&self, offset: i64) -> String {
+        let t = unix_now().saturating_add_signed(offset * 30);
+        self.totp.generate(t).to_string()
+    }
+}
+
+/// The bastion's address from `gatehouse ready: ... bastion=IP:PORT`.
+fn bastion_in(stdout: &str) -> Option<SocketAddr> {
+    let line = stdout.lines().find(|l| l.starts_with("gatehouse ready:"))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("bastion="))
+        .and_then(|v| v.parse().ok())
+}
+
+impl Env {
+    fn start(redis: bool) -> Env {
+        let dir = TestDir::new("bastion");
+        let redis = redis.then(Redis::start);
+        let pki = Pki::new(&dir.join("certs"));
+        let cred = dir.join("target_cred");
+        let cred_pub = keygen(&cred);
+        let user_key = dir.join("alice_ed25519");
+        keygen(&user_key);
+        let sshd = Sshd::start(dir.path(), &[&cred_pub]);
+        let spec = GatehouseSpec {
+            store_url: redis.as_ref().map_or("memory://".into(), Redis::url),
+            policy_csv: Some(POLICY.to_string()),
+            ..GatehouseSpec::default()
+        };
+        let toml = spec.to_toml();
+        let off = "[bastion]\nenabled = false\n";
+        assert!(toml.contains(off), "harness config changed:\n{toml}");
+        let mut toml = toml.replace(
+            off,
+            "[bastion]\nhost_key = \"certs/bastion_ed25519\"\n",
+        );
+        let target = |name: &str, totp: bool| {
+            format!(
+                "\n[[targets]]\nname = \"{name}\"\naddress = \"{}\"\nhost_key = \"{}\"\n\
+                 logins = [\"root\"]\ncredential = \"{}\"\nrequire_totp = {totp}\n",
+                sshd.addr,
+                sshd.pinned,
+                cred.display()
+            )
+        };
+        toml.push_str(&target("db-prod-1", true));
+        toml.push_str(&target("staging", false));
+        toml.push_str(&target("denied", true));
+        let config = dir.write("gatehouse.toml", toml);
+        spec.write_policies(&dir);
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("GATEHOUSE_SECRET_KEY", &spec.secret_key)
+            .current_dir(dir.path());
+        let (child, ready, stdout, stderr) = spawn_until_ready(cmd);
+        let bastion = bastion_in(&stdout.lock().unwrap())
+            .unwrap_or_else(|| panic!("no bastion= on the ready line:\n{}", stdout.lock().unwrap()));
+        sshd::wait_ssh_banner(bastion, sshd::BANNER_DEADLINE, "bastion");
+        Env {
+            child,
+            bastion,
+            gateway: ready.gateway,
+            pki,
+            secret_key: spec.secret_key,
+            stdout,
+            stderr,
+            user_key,
+            _sshd: sshd,
+            _redis: redis,
+            dir,
+        }
+    }
+
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(self.dir.join("gatehouse.toml"))
+            .args(args)
+            .env("GATEHOUSE_SECRET_KEY", &self.secret_key)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the gatehouse CLI");
+        {
+            let mut pipe = child.stdin.take().unwrap();
+            if let Some(t) = stdin {
+                std::io::Write::write_all(&mut pipe, t.as_bytes()).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// `gatehouse user add NAME --groups G --ssh-key KEY.pub --password-stdin`.
+    fn add_user(&self, name: &str, groups: &str) -> User {
+        let password = random_password();
+        let key = pub_path(&self.user_key);
+        let out = self.cli(
+            &[
+                "user",
+                "add",
+                name,
+                "--groups",
+                groups,
+                "--ssh-key",
+                key.to_str().unwrap(),
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "user add: {stdout}\n{}",
+            text(&out.stderr)
+        );
+        let (_, secret) = otpauth_in(&stdout).expect("an otpauth URI in `user add` output");
+        User {
+            name: name.to_string(),
+            password,
+            totp: totp_from_base32(&secret),
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.dir.path(), self.bastion, &self.user_key)
+    }
+
+    /// Audit events (the `event` object of each line), oldest first.
+    fn audit(&self) -> Vec<Value> {
+        let dir = self.dir.join("data/audit");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            for line in std::fs::read_to_string(&f).unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                out.push(match v.get("event") {
+                    Some(e) if e.is_object() => e.clone(),
+                    _ => v,
+                });
+            }
+        }
+        out
+    }
+
+    /// Waits (deadline [`QUICK`]) for an audit event matching `pred`.
+    fn expect_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let events = self.audit();
+            if let Some(e) = events.iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            assert!(
+                start.elapsed() < QUICK,
+                "no audit event {what}; events: {events:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The recordings (`.cast`), each as its JSON lines.
+    fn casts(&self) -> Vec<Vec<Value>> {
+        let dir = self.dir.join("data/recordings");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "cast") {
+                let lines = std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("every cast line is JSON"))
+                    .collect();
+                out.push(lines);
+            }
+        }
+        out
+    }
+
+    /// `POST /.gatehouse/login` with the whole form flow; the response status.
+    async fn web_login(&self, user: &User, code: &str) -> u16 {
+        let cfg = self.pki.client_config(&[H1], None);
+        let mut c = H1Conn::connect(self.gateway, PUBLIC_HOST, cfg.clone()).await;
+        let req = c.request("GET", LOGIN_PATH, &[("accept", "text/html")], empty());
+        let page = within(QUICK, "GET login form", c.send(req)).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let cookie = format!(
+            "{LOGIN_COOKIE}={}",
+            set_cookie(&page, LOGIN_COOKIE).expect("login cookie")
+        );
+        let csrf = csrf_in(&page.text()).expect("csrf field");
+        let body = form(&[
+            ("csrf", &csrf),
+            ("user", &user.name),
+            ("password", &user.password),
+            ("code", code),
+        ]);
+        let mut c = H1Conn::connect(self.gateway, PUBLIC_HOST, cfg).await;
+        let req = c.request(
+            "POST",
+            LOGIN_PATH,
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &cookie),
+            ],
+            full(body),
+        );
+        within(QUICK, "POST login", c.send(req))
+            .await
+            .status
+            .as_u16()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- gatehouse stdout ---\n{}\n--- gatehouse stderr ---\n{}",
+                self.stdout.lock().unwrap(),
+                self.stderr.lock().unwrap()
+            );
+        }
+    }
+}
+
+/// An OpenSSH ControlMaster connection: one TOTP code, several sessions over it.
+struct Master {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl Master {
+    fn open(client: &Client, dest: &str, code: &str) -> Master {
+        let socket = client.dir.join(format!("mux-{}", std::process::id()));
+        let mut c = client.command(
+            "ssh",
+            Some(code),
+            &[
+                "ControlMaster=yes",
+                &format!("ControlPath={}", socket.display()),
+            ],
+        );
+        c.arg("-N")
+            .arg(format!("{dest}@127.0.0.1"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("starting the ssh master");
+        // Ready when the control socket answers `-O check` (authenticated).
+        let start = Instant::now();
+        loop {
+            if Self::check(&socket) {
+                break;
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
+                    .unwrap();
+                panic!("ssh master exited ({st}): {err}");
+            }
+            assert!(
+                start.elapsed() < sshd::CLIENT_DEADLINE,
+                "ssh master not ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Master {
+            child: Some(child),
+            socket,
+        }
+    }
+
+    fn check(socket: &Path) -> bool {
+        socket.exists()
+            && Command::new("ssh")
+                .args(["-F", "/dev/null", "-o"])
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "check", "x"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    }
+
+    fn opt(&self) -> String {
+        format!("ControlPath={}", self.socket.display())
+    }
+
+    /// Runs `cmd` in a new session over the master (no authentication).
+    fn ssh(&self, client: &Client, cmd: &str) -> Output {
+        let mut c = client.command("ssh", None, &["ControlMaster=no", &self.opt()]);
+        c.arg("x@127.0.0.1").arg(cmd);
+        sshd::run(c, sshd::CLIENT_DEADLINE)
+    }
+
+    /// Waits for the master process to exit (e.g. after a revocation).
+    fn wait_exit(&mut self, limit: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if child.try_wait().unwrap().is_some() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocation() {
+    let env = tokio::task::spawn_blocking(|| Env::start(true)).await.unwrap();
+    let alice = env.add_user("alice", "sre");
+    let client = env.client();
+    fresh_totp_window(8).await;
+
+    tokio::task::block_in_place(|| {
+        // Login with key + TOTP (keyboard-interactive via SSH_ASKPASS) as a ControlMaster.
+        let mut master = Master::open(&client, "alice:root@db-prod-1", &alice.code(0));
+
+        // exec with exit status, over the authenticated connection.
+        let out = master.ssh(
+            &client,
+            "echo hello-from-target; echo to-stderr >&2; exit 3",
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("hello-from-target"));
+        assert!(text(&out.stderr).contains("to-stderr"));
+
+        // scp upload, checked on the target through the bastion.
+        let local = env.dir.join("upload.bin");
+        let data: Vec<u8> = (0..1_000_003u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&local, &data).unwrap();
+        let remote = env.dir.join("uploaded-on-target.bin");
+        let mut scp = client.command("scp", None, &["ControlMaster=no", &master.opt()]);
+        scp.arg(&local)
+            .arg(format!("x@127.0.0.1:{}", remote.display()));
+        let out = sshd::run(scp, sshd::CLIENT_DEADLINE);
+        assert!(out.status.success(), "scp: {}", text(&out.stderr));
+        let out = master.ssh(&client, &format!("sha256sum {}", remote.display()));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).split_whitespace().next().unwrap_or(""),
+            sshd::sha256_file(&local),
+            "the uploaded file differs"
+        );
+
+        // The recording of the exec is on disk, read back.
+        let casts = env.casts();
+        let exec = casts
+            .iter()
+            .find(|c| c[0]["title"].as_str().is_some_and(|t| t.contains("exit 3")))
+            .unwrap_or_else(|| panic!("no recording of the exec: {casts:#?}"));
+        assert_eq!(exec[0]["version"], 2);
+        assert!(
+            exec[0]["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("alice:root@db-prod-1")
+        );
+        assert!(
+            exec.iter()
+                .skip(1)
+                .any(|e| e[2].as_str().is_some_and(|d| d.contains("hello-from-target"))),
+            "{exec:#?}"
+        );
+
+        // Audit: login through the shared authenticator, allow decisions, session records.
+        env.expect_audit("login_success ssh-key+totp", |e| {
+            e["event"] == "login_success" && e["user"] == "alice" && e["method"] == "ssh-key+totp"
+        });
+        env.expect_audit("access_allowed ssh", |e| {
+            e["event"] == "access_allowed" && e["object"] == "ssh:db-prod-1/root"
+        });
+        env.expect_audit("ssh session_started", |e| {
+            e["event"] == "ssh" && e["ssh"]["event"] == "session_started" && e["user"] == "alice"
+        });
+
+        // `session list` (Redis) shows the live SSH connection.
+        let out = env.cli(&["session", "list"], None);
+        let listed = text(&out.stdout);
+        assert!(out.status.success(), "{listed}{}", text(&out.stderr));
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with("alice") && l.contains("ssh-key+totp")),
+            "{listed}"
+        );
+
+        // A key-only target (require_totp = false) needs no code.
+        let out = client.ssh("alice:root@staging", None, "echo key-only");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("key-only"));
+        env.expect_audit("login_success ssh-key", |e| {
+            e["event"] == "login_success" && e["method"] == "ssh-key"
+        });
+
+        // A target the policy does not allow: refused, audited as an alert.
+        let out = client.ssh("alice:root@denied", Some(&alice.code(1)), "echo must-not-run");
+        assert_ne!(out.status.code(), Some(0));
+        assert!(!text(&out.stdout).contains("must-not-run"));
+        let denied = env.expect_audit("access_denied", |e| {
+            e["event"] == "access_denied" && e["object"] == "ssh:denied/root"
+        });
+        assert!(
+            denied["incident_id"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("inc-"))
+        );
+
+        // `session revoke alice` ends the live SSH connection.
+        let out = env.cli(&["session", "revoke", "alice"], None);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            master.wait_exit(QUICK),
+            "the revoked ssh connection is still open"
+        );
+        env.expect_audit("ssh revoked", |e| {
+            e["event"] == "ssh" && e["ssh"]["event"] == "revoked" && e["ssh"]["sessions"] == 1
+        });
+        env.expect_audit("ssh session_ended", |e| {
+            e["event"] == "ssh" && e["ssh"]["event"] == "session_ended"
+        });
+        let out = env.cli(&["session", "list"], None);
+        assert!(
+            !text(&out.stdout).lines().any(|l| l.starts_with("alice")),
+            "{}",
+            text(&out.stdout)
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_over_ssh_lock_the_web_login_too() {
+    let env = tokio::task::spawn_blocking(|| Env::start(false)).await.unwrap();
+    let alice = env.add_user("alice", "sre");
+    let client = env.client();
+    fresh_totp_window(5).await;
+    let good: Vec<String> = (-1..=1).map(|o| alice.code(o)).collect();
+    let wrong = (0..1_000_000u32)
+        .map(|n| format!("{:06}", (n * 7919 + 123_457) % 1_000_000))
+        .find(|c| !good.contains(c))
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        for i in 0..5 {
+            let out = client.ssh("alice:root@db-prod-1", Some(&wrong), "echo no");
+            assert_eq!(out.status.code(), Some(255), "attempt {i}: {}", text(&out.stderr));
+        }
+        env.expect_audit("lockout alert", |e| {
+            e["event"] == "lockout"
+                && e["key"] == "user:alice"
+                && e["incident_id"].as_str().is_some()
+        });
+        // The right code over SSH is refused now too.
+        let out = client.ssh("alice:root@db-prod-1", Some(&alice.code(0)), "echo in");
+        assert_eq!(out.status.code(), Some(255));
+        assert!(!text(&out.stdout).contains("in"));
+    });
+    // The web login shares the counters: right password and code, still locked out.
+    let status = env.web_login(&alice, &alice.code(1)).await;
+    assert_eq!(status, 429, "the web login is not locked after 5 ssh failures");
+}
+
+#[test]
+fn check_config_reports_an_unreadable_target_credential() {
+    let dir = TestDir::new("bastion-check");
+    let pki = Pki::new(&dir.join("certs"));
+    let _ = &pki;
+    let spec = GatehouseSpec::default();
+    let toml = spec.to_toml().replace(
+        "[bastion]\nenabled = false\n",
+        "[bastion]\nhost_key = \"certs/bastion_ed25519\"\n",
+    );
+    let good = dir.join("cred");
+    keygen(&good);
+    let target = |cred: &Path| {
+        format!(
+            "\n[[targets]]\nname = \"db\"\naddress = \"127.0.0.1:22\"\n\
+             host_key = \"{}\"\nlogins = [\"root\"]\ncredential = \"{}\"\n",
+            std::fs::read_to_string(pub_path(&good))
+                .unwrap()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
+            cred.display()
+        )
+    };
+    spec.write_policies(&dir);
+    let ok = dir.write("ok.toml", format!("{toml}{}", target(&good)));
+    let (code, out, err) = support::gatehouse::check_config(&ok);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let missing = dir.write(
+        "missing.toml",
+        format!("{toml}{}", target(&dir.join("nope"))),
+    );
+    let (code, _, err) = support::gatehouse::check_config(&missing);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("target `db`") && err.contains("nope"), "{err}");
+    dir.write("garbage", "not a key\n");
+    let garbage = dir.write(
+        "garbage.toml",
+        format!("{toml}{}", target(&dir.join("garbage"))),
+    );
+    let (code, _, err) = support::gatehouse::check_config(&garbage);
+    assert_eq!(code, Some(1), "{err}");
+}
