@@ -9,9 +9,9 @@
     clippy::indexing_slicing
 )]
 
-mod support;
 #[path = "support/sshd.rs"]
 mod sshd;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -90,10 +90,7 @@ impl Env {
         let toml = spec.to_toml();
         let off = "[bastion]\nenabled = false\n";
         assert!(toml.contains(off), "harness config changed:\n{toml}");
-        let mut toml = toml.replace(
-            off,
-            "[bastion]\nhost_key = \"certs/bastion_ed25519\"\n",
-        );
+        let mut toml = toml.replace(off, "[bastion]\nhost_key = \"certs/bastion_ed25519\"\n");
         let target = |name: &str, totp: bool| {
             format!(
                 "\n[[targets]]\nname = \"{name}\"\naddress = \"{}\"\nhost_key = \"{}\"\n\
@@ -115,8 +112,9 @@ impl Env {
             .env("GATEHOUSE_SECRET_KEY", &spec.secret_key)
             .current_dir(dir.path());
         let (child, ready, stdout, stderr) = spawn_until_ready(cmd);
-        let bastion = bastion_in(&stdout.lock().unwrap())
-            .unwrap_or_else(|| panic!("no bastion= on the ready line:\n{}", stdout.lock().unwrap()));
+        let bastion = bastion_in(&stdout.lock().unwrap()).unwrap_or_else(|| {
+            panic!("no bastion= on the ready line:\n{}", stdout.lock().unwrap())
+        });
         sshd::wait_ssh_banner(bastion, sshd::BANNER_DEADLINE, "bastion");
         Env {
             child,
@@ -283,7 +281,7 @@ impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("GATEHOUSE_TEST_LOG").is_some() {
             eprintln!(
                 "--- gatehouse stdout ---\n{}\n--- gatehouse stderr ---\n{}",
                 self.stdout.lock().unwrap(),
@@ -323,8 +321,7 @@ impl Master {
             }
             if let Some(st) = child.try_wait().unwrap() {
                 let mut err = String::new();
-                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
-                    .unwrap();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
                 panic!("ssh master exited ({st}): {err}");
             }
             assert!(
@@ -391,7 +388,9 @@ impl Drop for Master {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocation() {
-    let env = tokio::task::spawn_blocking(|| Env::start(true)).await.unwrap();
+    let env = tokio::task::spawn_blocking(|| Env::start(true))
+        .await
+        .unwrap();
     let alice = env.add_user("alice", "sre");
     let client = env.client();
     fresh_totp_window(8).await;
@@ -443,9 +442,9 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
                 .starts_with("alice:root@db-prod-1")
         );
         assert!(
-            exec.iter()
-                .skip(1)
-                .any(|e| e[2].as_str().is_some_and(|d| d.contains("hello-from-target"))),
+            exec.iter().skip(1).any(|e| e[2]
+                .as_str()
+                .is_some_and(|d| d.contains("hello-from-target"))),
             "{exec:#?}"
         );
 
@@ -480,7 +479,11 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
         });
 
         // A target the policy does not allow: refused, audited as an alert.
-        let out = client.ssh("alice:root@denied", Some(&alice.code(1)), "echo must-not-run");
+        let out = client.ssh(
+            "alice:root@denied",
+            Some(&alice.code(1)),
+            "echo must-not-run",
+        );
         assert_ne!(out.status.code(), Some(0));
         assert!(!text(&out.stdout).contains("must-not-run"));
         let denied = env.expect_audit("access_denied", |e| {
@@ -521,7 +524,9 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_over_ssh_lock_the_web_login_too() {
-    let env = tokio::task::spawn_blocking(|| Env::start(false)).await.unwrap();
+    let env = tokio::task::spawn_blocking(|| Env::start(false))
+        .await
+        .unwrap();
     let alice = env.add_user("alice", "sre");
     let client = env.client();
     fresh_totp_window(5).await;
@@ -533,7 +538,12 @@ async fn wrong_codes_over_ssh_lock_the_web_login_too() {
     tokio::task::block_in_place(|| {
         for i in 0..5 {
             let out = client.ssh("alice:root@db-prod-1", Some(&wrong), "echo no");
-            assert_eq!(out.status.code(), Some(255), "attempt {i}: {}", text(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(255),
+                "attempt {i}: {}",
+                text(&out.stderr)
+            );
         }
         env.expect_audit("lockout alert", |e| {
             e["event"] == "lockout"
@@ -547,7 +557,10 @@ async fn wrong_codes_over_ssh_lock_the_web_login_too() {
     });
     // The web login shares the counters: right password and code, still locked out.
     let status = env.web_login(&alice, &alice.code(1)).await;
-    assert_eq!(status, 429, "the web login is not locked after 5 ssh failures");
+    assert_eq!(
+        status, 429,
+        "the web login is not locked after 5 ssh failures"
+    );
 }
 
 #[test]

@@ -50,7 +50,12 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// What the registry and the backend's session list show for this connection.
-    pub fn session_info(&self, user: &str, selection: &Selection, dest: Option<&Destination>) -> SessionInfo {
+    pub fn session_info(
+        &self,
+        user: &str,
+        selection: &Selection,
+        dest: Option<&Destination>,
+    ) -> SessionInfo {
         SessionInfo {
             id: self.id.clone(),
             user: user.to_string(),

@@ -246,14 +246,33 @@ impl PolicyHandle {
     }
 
     /// Decides for a plain user and its groups (plain names) — `policy check`, reviews.
+    ///
+    /// Directory form: an upstream serves `/admin` and `/admin/` alike, but the pattern
+    /// `app:wiki/admin/*` only matches the latter. So for an `app:` object not ending in `/`,
+    /// the directory form `<object>/` is decided too, and an explicit deny there wins; a
+    /// `deny` on `X/*` can never be bypassed by asking for `X`.
     pub fn check(&self, user: &str, groups: &[String], object: &str, action: &str) -> Decision {
         let subjects: Vec<String> = groups.iter().map(|g| group_subject(g)).collect();
-        self.current().decide(
-            std::iter::once(user).chain(subjects.iter().map(String::as_str)),
-            object,
-            action,
-        )
+        let index = self.current();
+        let subject_iter = || std::iter::once(user).chain(subjects.iter().map(String::as_str));
+        let plain = index.decide(subject_iter(), object, action);
+        if !plain.allowed || !needs_directory_form(object) {
+            return plain;
+        }
+        let mut dir = String::with_capacity(object.len() + 1);
+        dir.push_str(object);
+        dir.push('/');
+        let as_dir = index.decide(subject_iter(), &dir, action);
+        if !as_dir.allowed && as_dir.rule.is_some() {
+            return as_dir;
+        }
+        plain
     }
+}
+
+/// `app:<name>/<path>` objects whose path does not already end in `/`.
+fn needs_directory_form(object: &str) -> bool {
+    object.starts_with("app:") && object.contains('/') && !object.ends_with('/')
 }
 
 #[cfg(test)]

@@ -110,7 +110,36 @@ pin_project_lite::pin_project! {
         inner: T,
         shared: Arc<ConnShared>,
         scanner: Option<Scanner>,
+        dressed: Option<Dressed>,
     }
+}
+
+/// hyper's own bare error answer, replaced on the wire by a full page (see
+/// [`crate::pages::raw_error`]); `sent` bytes of the replacement are out.
+#[derive(Debug)]
+struct Dressed {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+/// When `data` starts a response head hyper wrote itself (a 4xx without the HSTS header every
+/// Gatehouse answer carries), the page to send instead.
+fn dress(data: &[u8]) -> Option<Vec<u8>> {
+    if !(data.starts_with(b"HTTP/1.1 4") || data.starts_with(b"HTTP/1.0 4")) {
+        return None;
+    }
+    let head_end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = data.get(..head_end)?;
+    let marker = b"strict-transport-security";
+    if head
+        .windows(marker.len())
+        .any(|w| w.eq_ignore_ascii_case(marker))
+    {
+        return None;
+    }
+    let code = std::str::from_utf8(data.get(9..12)?).ok()?.parse::<u16>().ok()?;
+    let status = http::StatusCode::from_u16(code).ok()?;
+    Some(crate::pages::raw_error(status))
 }
 
 impl<T> TrackedIo<T> {
@@ -120,6 +149,7 @@ impl<T> TrackedIo<T> {
             inner,
             shared,
             scanner: scan_http1.then(Scanner::default),
+            dressed: None,
         }
     }
 }
@@ -156,7 +186,24 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
+        let mut this = self.project();
+        if this.dressed.is_none() && this.shared.verdicts.armed() {
+            *this.dressed = dress(data).map(|bytes| Dressed { bytes, sent: 0 });
+        }
+        if let Some(d) = this.dressed.as_mut().filter(|d| d.sent < d.bytes.len()) {
+            // Put the whole replacement out, then report hyper's bytes as written: its
+            // answer (head only, content-length 0) is superseded, and the connection closes.
+            while let Some(rest) = d.bytes.get(d.sent..).filter(|r| !r.is_empty()) {
+                match this.inner.as_mut().poll_write(cx, rest) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => d.sent += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            this.shared.activity.store(true, Ordering::Release);
+            return Poll::Ready(Ok(data.len()));
+        }
         let res = this.inner.poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = res
             && n > 0
@@ -171,6 +218,15 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.shared.verdicts.armed() {
+            // Rare path (a hostile head was seen): write slice by slice so a bare error
+            // answer from hyper can be recognised and dressed.
+            let first = bufs.iter().find(|b| !b.is_empty());
+            return match first {
+                Some(b) => self.poll_write(cx, b),
+                None => Poll::Ready(Ok(0)),
+            };
+        }
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = res
@@ -191,5 +247,26 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dress;
+
+    #[test]
+    fn bare_hyper_errors_are_dressed_and_ours_are_not() {
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let page = String::from_utf8(dress(bare).unwrap()).unwrap();
+        assert!(page.starts_with("HTTP/1.1 431 "));
+        assert!(page.contains("strict-transport-security: max-age=63072000"));
+        assert!(page.contains("x-content-type-options: nosniff"));
+        assert!(page.contains("content-security-policy:"));
+        assert!(page.contains("connection: close"));
+        let ours = b"HTTP/1.1 400 Bad Request\r\nstrict-transport-security: max-age=1\r\n\r\n";
+        assert!(dress(ours).is_none());
+        assert!(dress(b"HTTP/1.1 200 OK\r\n\r\n").is_none());
+        assert!(dress(b"HTTP/1.1 400 Bad").is_none(), "an incomplete head is left alone");
+        assert!(dress(b"some body bytes").is_none());
     }
 }

@@ -91,6 +91,9 @@ pub struct Verdicts {
     hostile_from: AtomicU64,
     reason: AtomicU8,
     served: AtomicU64,
+    /// Set when the scanner saw a head hyper itself will answer with a bare 4xx (hostile
+    /// framing, too large, too many fields): the IO layer then dresses that answer.
+    armed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Verdicts {
@@ -99,6 +102,7 @@ impl Default for Verdicts {
             hostile_from: AtomicU64::new(u64::MAX),
             reason: AtomicU8::new(0),
             served: AtomicU64::new(0),
+            armed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -106,10 +110,21 @@ impl Default for Verdicts {
 impl Verdicts {
     /// Records that request `n` (and every later one) must be refused; the first record wins.
     pub fn record(&self, n: u64, why: GuardError) {
+        self.arm();
         if self.hostile_from.load(Ordering::Acquire) == u64::MAX {
             self.reason.store(why as u8, Ordering::Release);
             self.hostile_from.store(n, Ordering::Release);
         }
+    }
+
+    /// Notes that hyper may answer a head itself (a bare 4xx without our headers).
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::Release);
+    }
+
+    /// Whether a hyper-written error answer may follow (see [`Verdicts::arm`]).
+    pub fn armed(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
     }
 
     /// Called once per HTTP/1 request the handler receives: refused when the scanner flagged

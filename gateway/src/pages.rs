@@ -35,10 +35,9 @@ fn message(status: StatusCode) -> &'static str {
     }
 }
 
-/// An error page with security headers; `close` asks HTTP/1 clients' connections to close.
-pub fn error(status: StatusCode, request_id: &str, close: bool) -> Response<ResBody> {
+fn error_html(status: StatusCode, request_id: &str) -> String {
     let reason = status.canonical_reason().unwrap_or("Error");
-    let body = format!(
+    format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {reason}</title>\
 <style>body{{font-family:system-ui,sans-serif;margin:4rem auto;max-width:36rem;color:#222}}\
 code{{background:#eee;padding:.1rem .3rem}}</style></head>\n<body><h1>{code} {reason}</h1>\
@@ -47,7 +46,12 @@ code{{background:#eee;padding:.1rem .3rem}}</style></head>\n<body><h1>{code} {re
         reason = escape(reason),
         msg = message(status),
         id = escape(request_id),
-    );
+    )
+}
+
+/// An error page with security headers; `close` asks HTTP/1 clients' connections to close.
+pub fn error(status: StatusCode, request_id: &str, close: bool) -> Response<ResBody> {
+    let body = error_html(status, request_id);
     let mut resp = Response::new(ResBody::page(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -60,6 +64,43 @@ code{{background:#eee;padding:.1rem .3rem}}</style></head>\n<body><h1>{code} {re
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// The raw HTTP/1.1 bytes of an error page, for answers hyper writes itself before any
+/// handler runs (parse errors): the connection layer puts these on the wire instead, so
+/// they too carry the security headers and a page. The connection closes after it.
+pub fn raw_error(status: StatusCode) -> Vec<u8> {
+    let request_id = format!("conn-{:016x}", rand_id());
+    let page = error(status, &request_id, true);
+    let body = error_html(status, &request_id).into_bytes();
+    let mut out = Vec::with_capacity(512 + body.len());
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error")
+        )
+        .as_bytes(),
+    );
+    for (name, value) in page.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A non-secret identifier for log correlation (time and a counter; not a token).
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(40)
 }
 
 /// A permanent redirect (308 keeps the method) with security headers.

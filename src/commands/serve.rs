@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use gatehouse_bastion::{Bastion, CoreBackend};
 use gatehouse_core::config::{AppConfig, LogFormat, Upstream};
 use gatehouse_core::identity::{NewUser, TotpCipher, Users};
 use gatehouse_core::secret::SecretKey;
@@ -136,6 +137,39 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(source, config))
 }
 
+/// Binds the SSH bastion when `[bastion] enabled` (the default), on the shared services: the
+/// same authenticator, store, policy and audit log as the gateway. Generates its ed25519 host
+/// key (0600) when missing.
+async fn start_bastion(
+    config: &Arc<gatehouse_core::Config>,
+    services: &Services,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Bastion>> {
+    if !config.bastion.enabled {
+        return Ok(None);
+    }
+    let backend = CoreBackend::start(
+        config,
+        (*services.authenticator).clone(),
+        services.store.clone(),
+        services.policy.clone(),
+        (*services.audit).clone(),
+        shutdown.child_token(),
+    )
+    .await
+    .context("connecting the ssh bastion to the shared services")?;
+    let bastion = Bastion::bind(config.clone(), backend)
+        .await
+        .with_context(|| {
+            format!(
+                "starting the ssh bastion on {} (host key {})",
+                config.bastion.listen,
+                config.bastion.host_key.display()
+            )
+        })?;
+    Ok(Some(bastion))
+}
+
 fn init_tracing(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
@@ -184,6 +218,7 @@ async fn serve(
     };
     let config = Arc::new(config);
     let gateway = Gateway::bind(config.clone(), services.gateway()).await?;
+    let bastion = start_bastion(&config, &services, &shutdown).await?;
     let bound = gateway.bound();
     let reloader = gateway.reloader();
     let policy_reloader = gateway.policy_reloader();
@@ -207,13 +242,20 @@ async fn serve(
         }
     });
 
+    let bastion_addr = match &bastion {
+        Some(b) => Some(b.local_addr().context("reading the bastion's address")?),
+        None => None,
+    };
     println!(
-        "gatehouse ready: gateway=https://{} admin=http://{}{}",
+        "gatehouse ready: gateway=https://{} admin=http://{}{}{}",
         bound.https,
         bound.admin,
         bound
             .redirect
             .map(|r| format!(" redirect=http://{r}"))
+            .unwrap_or_default(),
+        bastion_addr
+            .map(|a| format!(" bastion={a}"))
             .unwrap_or_default()
     );
     if quickstart {
@@ -226,9 +268,33 @@ async fn serve(
         if let Some(demo) = &demo_user {
             print_demo_user(demo, port);
         }
+        if let Some(a) = bastion_addr {
+            println!("  SSH bastion on {a} (no targets yet: add [[targets]] to a gatehouse.toml).");
+        }
         println!();
     }
-    let report = gateway.run(shutdown).await?;
+    // The bastion runs beside the gateway under the same token; either one failing stops
+    // both (a half-started product is not left running).
+    let bastion_task = bastion.map(|b| {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let r = b.run(token.clone()).await;
+            if r.is_err() {
+                token.cancel();
+            }
+            r
+        })
+    });
+    let report = gateway.run(shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(t) = bastion_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the ssh bastion failed"),
+            Err(e) => tracing::error!(error = %e, "the ssh bastion task failed"),
+        }
+    }
+    let report = report?;
     if report.drained {
         tracing::info!("shutdown complete: every connection drained");
         Ok(ExitCode::SUCCESS)

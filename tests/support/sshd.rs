@@ -219,7 +219,12 @@ impl Client {
                 c.env("SSH_ASKPASS", self.askpass(code))
                     .env("SSH_ASKPASS_REQUIRE", "force")
                     .env("DISPLAY", ":0")
-                    .args(["-o", "KbdInteractiveAuthentication=yes", "-o", "BatchMode=no"]);
+                    .args([
+                        "-o",
+                        "KbdInteractiveAuthentication=yes",
+                        "-o",
+                        "BatchMode=no",
+                    ]);
             }
             None => {
                 c.args(["-o", "BatchMode=yes"]);

@@ -529,7 +529,11 @@ impl Backend for CoreBackend {
     }
 
     async fn session_closed(&self, session: &SessionInfo) {
-        let live = self.live.lock().ok().and_then(|mut m| m.remove(&session.id));
+        let live = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&session.id));
         let Some(live) = live else { return };
         if let Err(e) = self.store.delete_session(live.token.expose()).await {
             // It expires on its own (TTL, idle timeout).

@@ -367,3 +367,40 @@ async fn audited_authorization_records_allow_and_deny() {
     std::fs::remove_file(dir.path()).unwrap();
     std::fs::create_dir_all(dir.path()).unwrap();
 }
+
+#[tokio::test]
+async fn deny_on_a_directory_also_covers_its_bare_name() {
+    let dir = std::env::temp_dir().join(format!("gh-policy-dirform-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.conf");
+    let policy = dir.join("policy.csv");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/model.conf"),
+        &model,
+    )
+    .unwrap();
+    std::fs::write(
+        &policy,
+        "p, group:staff, app:wiki/*, GET|HEAD, allow\n\
+         p, group:staff, app:wiki/admin/*, *, deny\n\
+         p, alice, app:docs/page.html, GET, allow\n",
+    )
+    .unwrap();
+    let h = PolicyHandle::load(&model, &policy).await.unwrap();
+    let staff = vec!["staff".to_string()];
+    let cases = [
+        ("app:wiki/admin", false),
+        ("app:wiki/admin/", false),
+        ("app:wiki/admin/x", false),
+        ("app:wiki/administrator", true),
+        ("app:wiki/page", true),
+    ];
+    for (object, allowed) in cases {
+        assert_eq!(h.check("alice", &staff, object, "GET").allowed, allowed, "{object}");
+    }
+    let d = h.check("alice", &staff, "app:wiki/admin", "GET");
+    assert!(d.rule.unwrap().contains("app:wiki/admin/*"));
+    // An exact allow without a wildcard is not turned into a deny by the directory form.
+    assert!(h.check("alice", &[], "app:docs/page.html", "GET").allowed);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

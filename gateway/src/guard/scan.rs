@@ -9,7 +9,7 @@
 //! ever cannot follow the framing, every later request on the connection is refused
 //! (fail closed); hyper itself closes the connection on the inputs where that can happen.
 
-use gatehouse_core::config::defaults::MAX_HEADER_BYTES;
+use gatehouse_core::config::defaults::{MAX_HEADER_BYTES, MAX_HEADERS};
 
 use super::{GuardError, Verdicts, is_digits};
 
@@ -181,6 +181,10 @@ impl Scanner {
         self.head
             .extend_from_slice(rest.get(..take).unwrap_or_default());
         if end.is_none() {
+            // Near hyper's head limit: hyper will answer 431 itself.
+            if self.head.len() + 1024 > MAX_HEADER_BYTES {
+                verdicts.arm();
+            }
             if self.head.len() > HEAD_CAP {
                 self.lost(verdicts);
             } else {
@@ -190,6 +194,10 @@ impl Scanner {
         }
         self.heads += 1;
         let head = std::mem::take(&mut self.head);
+        // More fields than hyper accepts: hyper will answer 431 itself.
+        if head.iter().filter(|&&b| b == b'\n').count() > MAX_HEADERS {
+            verdicts.arm();
+        }
         self.state = match judge(&head) {
             Ok(framing) => framing,
             Err(why) => {
