@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Benchmark: the Gatehouse gateway beside nginx, both as TLS reverse proxies to the same upstream,
-# in one run. Prints requests/s, p50/p99 latency and CPU time per request for both, and the ratio.
+# in one run. nginx proxies without authentication; every Gatehouse request is authenticated
+# (session cookie from a real password + TOTP login), authorized against a 1,000-rule casbin
+# policy, audited and given a signed identity assertion, with the memory store and with Redis.
+# Prints requests/s, p50/p99 latency and CPU time per request for each, and the ratios.
 #
 # Usage: benches/proxy.sh [DURATION_SECONDS] [CONNECTIONS]
-# Needs: nginx, wrk, openssl (Debian packages; ./test.sh installs them). Builds gatehouse in release.
-# Everything listens on 127.0.0.1 only and stops by itself.
+# Needs: nginx, wrk, openssl, redis-server, curl, python3 (./test.sh installs the Debian ones).
+# Builds gatehouse in release. Everything listens on 127.0.0.1 only and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNS=${2:-64}
-for tool in nginx wrk openssl; do
+for tool in nginx wrk openssl redis-server curl python3; do
   command -v "$tool" >/dev/null || { echo "benches/proxy.sh: $tool is missing (run ./test.sh or apt-get install $tool)" >&2; exit 1; }
 done
 NGINX=$(command -v nginx)
@@ -22,6 +25,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$WORK/upstream.pid" ] && kill "$(cat "$WORK/upstream.pid")" 2>/dev/null || true
   [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
+  [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
   sleep 0.2
   rm -rf "$WORK"
 }
@@ -64,8 +68,7 @@ http {
   proxy_temp_path $WORK/ng-proxy;
   upstream app { server 127.0.0.1:$UP_PORT; keepalive 128; }
   server {
-    listen 127.0.0.1:$NG_PORT ssl;
-    http2 on;
+    listen 127.0.0.1:$NG_PORT ssl http2;
     server_name $HOST;
     ssl_certificate $WORK/cert.pem;
     ssl_certificate_key $WORK/key.pem;
@@ -87,17 +90,48 @@ CONF
 "$NGINX" -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log"
 "$NGINX" -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log"
 
-cat > "$WORK/gatehouse.toml" <<CONF
-data_dir = "$WORK/data"
+# A 1,000-rule policy: the bench user's group may read the bench app; 999 rules for others.
+cp policies/model.conf "$WORK/model.conf"
+{
+  for i in $(seq 1 499); do
+    echo "p, group:team$i, app:tool$i/*, GET|HEAD, allow"
+    echo "p, group:team$i, app:tool$i/admin/*, *, deny"
+  done
+  echo "p, group:bench, app:bench/admin/*, *, deny"
+  echo "p, group:bench, app:bench/*, GET|HEAD, allow"
+} > "$WORK/policy.csv"
+RULES=$(grep -c '^p,' "$WORK/policy.csv")
+export GATEHOUSE_SECRET_KEY
+GATEHOUSE_SECRET_KEY=$(head -c 32 /dev/urandom | base64)
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" --dir "$WORK"
+for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+
+# gatehouse_config NAME STORE_URL PORT: writes $WORK/NAME.toml
+gatehouse_config() {
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1.toml" <<CONF
+data_dir = "$WORK/$1"
 [gateway]
-listen = "127.0.0.1:$GH_PORT"
-public_url = "https://$HOST:$GH_PORT"
+listen = "127.0.0.1:$3"
+public_url = "https://$HOST:$3"
 tls_cert = "$WORK/cert.pem"
 tls_key = "$WORK/key.pem"
 [admin]
 listen = "127.0.0.1:0"
 [bastion]
 enabled = false
+[store]
+url = "$2"
+[identity]
+users_file = "$WORK/users.toml"
+[policy]
+model = "$WORK/model.conf"
+policy = "$WORK/policy.csv"
+[audit]
+dir = "$WORK/$1/audit"
 [log]
 level = "warn"
 [[apps]]
@@ -105,11 +139,52 @@ name = "bench"
 host = "$HOST"
 upstream = "http://127.0.0.1:$UP_PORT"
 CONF
-${GATEHOUSE_BENCH_ENV:-} "$BIN" serve --config "$WORK/gatehouse.toml" >"$WORK/gh.out" 2>"$WORK/gh.err" &
-GH_PID=$!
-PIDS+=("$GH_PID")
-for _ in $(seq 1 200); do grep -q "gatehouse ready" "$WORK/gh.out" 2>/dev/null && break; sleep 0.05; done
-grep -q "gatehouse ready" "$WORK/gh.out" || { echo "gatehouse did not start:" >&2; cat "$WORK/gh.err" >&2; exit 1; }
+}
+
+start_gatehouse() { # NAME: starts it, sets GH_PID
+  "$BIN" serve --config "$WORK/$1.toml" >"$WORK/$1.out" 2>"$WORK/$1.err" &
+  GH_PID=$!
+  PIDS+=("$GH_PID")
+  for _ in $(seq 1 400); do grep -q "gatehouse ready" "$WORK/$1.out" 2>/dev/null && break; sleep 0.05; done
+  grep -q "gatehouse ready" "$WORK/$1.out" || { echo "gatehouse ($1) did not start:" >&2; cat "$WORK/$1.err" >&2; exit 1; }
+}
+
+totp_now() { # BASE32 secret -> current RFC 6238 code (SHA-1, 6 digits, 30 s)
+  python3 - "$1" <<'PY'
+import base64, hashlib, hmac, struct, sys, time
+s = sys.argv[1].upper(); s += "=" * (-len(s) % 8)
+mac = hmac.new(base64.b32decode(s), struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
+o = mac[-1] & 15
+print("%06d" % ((struct.unpack(">I", mac[o:o + 4])[0] & 0x7fffffff) % 1000000))
+PY
+}
+
+login() { # PORT -> prints the session cookie value (a real password + TOTP login)
+  local jar="$WORK/jar.$1" page csrf code
+  page=$(curl -sk -c "$jar" --resolve "$HOST:$1:127.0.0.1" "https://$HOST:$1/.gatehouse/login")
+  csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' <<<"$page" | head -1)
+  code=$(totp_now "$TOTP_SECRET")
+  curl -sk -b "$jar" -c "$jar" --resolve "$HOST:$1:127.0.0.1" -o /dev/null \
+    --data-urlencode "csrf=$csrf" --data-urlencode "user=bench" --data-urlencode "password=$BENCH_PASSWORD" \
+    --data-urlencode "code=$code" --data-urlencode "next=/" "https://$HOST:$1/.gatehouse/login"
+  awk '$6 == "__Host-gatehouse" {print $7}' "$jar"
+}
+
+GH_PORT_REDIS=$(free_port)
+gatehouse_config mem "memory://" "$GH_PORT"
+gatehouse_config redis "redis://127.0.0.1:$REDIS_PORT/0" "$GH_PORT_REDIS"
+BENCH_PASSWORD="load-$(head -c 12 /dev/urandom | base64 | tr -d '/+=')"
+TOTP_SECRET=$("$BIN" --config "$WORK/mem.toml" user add bench --groups bench --password-stdin <<<"$BENCH_PASSWORD" \
+  | sed -n 's/.*otpauth:.*secret=\([A-Z2-7]*\).*/\1/p' | head -1)
+[ -n "$TOTP_SECRET" ] || { echo "could not create the bench user" >&2; exit 1; }
+
+start_gatehouse mem; MEM_PID=$GH_PID
+MEM_COOKIE=$(login "$GH_PORT")
+# The TOTP replay cache refuses a code twice: the second login waits for the next window.
+sleep $((31 - $(date +%s) % 30))
+start_gatehouse redis; REDIS_PID=$GH_PID
+REDIS_COOKIE=$(login "$GH_PORT_REDIS")
+[ -n "$MEM_COOKIE" ] && [ -n "$REDIS_COOKIE" ] || { echo "login failed" >&2; cat "$WORK"/mem.err "$WORK"/redis.err >&2; exit 1; }
 for _ in $(seq 1 100); do [ -s "$WORK/proxy.pid" ] && break; sleep 0.05; done
 
 # CPU ticks (user+system) of a process and its children threads/workers.
@@ -127,12 +202,18 @@ to_ms() { # wrk prints 1.23ms / 456.00us / 1.02s
   awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
 }
 
-run() { # name port pids...
-  local name=$1 port=$2; shift 2
-  wrk -t1 -c"$CONNS" -d2s -H "Host: $HOST" "https://127.0.0.1:$port/" >/dev/null 2>&1 || true  # warm-up
+run() { # name port cookie pids...
+  local name=$1 port=$2 cookie=$3; shift 3
+  local auth=(-H "Host: $HOST")
+  [ -n "$cookie" ] && auth+=(-H "Cookie: __Host-gatehouse=$cookie")
+  wrk -t1 -c"$CONNS" -d2s "${auth[@]}" "https://127.0.0.1:$port/" >/dev/null 2>&1 || true  # warm-up
   local before after out
   before=$(cpu_ticks "$@")
-  out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "https://127.0.0.1:$port/")
+  # GATEHOUSE_BENCH_PERF=FILE: also profile the Gatehouse memory-store run with perf.
+  if [ -n "${GATEHOUSE_BENCH_PERF:-}" ] && [ "$name" = gh_memory ]; then
+    perf record -q -e cpu-clock -F 999 -g -p "$1" -o "$GATEHOUSE_BENCH_PERF" -- sleep "$DURATION" >/dev/null 2>&1 &
+  fi
+  out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${auth[@]}" "https://127.0.0.1:$port/")
   after=$(cpu_ticks "$@")
   local rps p50 p99 reqs non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -147,8 +228,12 @@ run() { # name port pids...
 }
 
 echo "TLS reverse proxy to one upstream, wrk -t2 -c$CONNS -d${DURATION}s, HTTP/1.1 keep-alive, $(nproc) cores"
+echo "nginx: no authentication. gatehouse: session + $RULES-rule policy + audit + assertion on every request."
 printf '%-10s %12s %10s %10s %14s %8s\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "non-2xx"
-run nginx "$NG_PORT" $(nginx_pids)
-run gatehouse "$GH_PORT" "$GH_PID"
-awk -v g="$gatehouse_RPS" -v n="$nginx_RPS" -v gc="$gatehouse_CPU" -v nc="$nginx_CPU" \
-  'BEGIN { printf "ratio gatehouse/nginx: %.2fx requests/s, %.2fx CPU per request\n", g/n, gc/nc }'
+run nginx "$NG_PORT" "" $(nginx_pids)
+run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID" "$(cat "$WORK/redis.pid")"
+awk -v g="$gh_memory_RPS" -v n="$nginx_RPS" -v gc="$gh_memory_CPU" -v nc="$nginx_CPU" \
+  'BEGIN { printf "ratio gatehouse(memory)/nginx: %.2fx requests/s, %.2fx CPU per request\n", g/n, gc/nc }'
+awk -v g="$gh_redis_RPS" -v n="$nginx_RPS" -v gc="$gh_redis_CPU" -v nc="$nginx_CPU" \
+  'BEGIN { printf "ratio gatehouse(redis)/nginx:  %.2fx requests/s, %.2fx CPU per request (incl. redis-server)\n", g/n, gc/nc }'

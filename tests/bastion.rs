@@ -420,8 +420,17 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
             .arg(format!("x@127.0.0.1:{}", remote.display()));
         let out = sshd::run(scp, sshd::CLIENT_DEADLINE);
         assert!(out.status.success(), "scp: {}", text(&out.stderr));
+        // Over the same ControlMaster connection, right after the scp: the exit status must
+        // reach the client before the channel closes (the bastion holds the target's EOF
+        // until its exit status follows).
         let out = master.ssh(&client, &format!("sha256sum {}", remote.display()));
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sha256sum over the bastion: {} {} {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         assert_eq!(
             text(&out.stdout).split_whitespace().next().unwrap_or(""),
             sshd::sha256_file(&local),

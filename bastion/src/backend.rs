@@ -233,7 +233,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<TotpOutcome, BackendError>;
     /// Whether the user or the client address is locked out.
     async fn is_locked(&self, user: &str, client: SocketAddr) -> Result<bool, BackendError>;
-    /// Notes a failed step (counts towards lockouts as the backend sees fit).
+    /// Notes a failed step (counts towards lockouts as the backend sees fit). Called for every
+    /// failure, also those [`Backend::check_totp`] already saw: a backend that counts in
+    /// `check_totp` must not count `BadTotp`/`ReplayedTotp` again here.
     async fn note_failure(
         &self,
         user: &str,

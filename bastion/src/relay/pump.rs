@@ -35,6 +35,9 @@ enum UpEnd {
     Closed,
 }
 
+/// Longest time the target's EOF waits for its exit status (see the `down` loop).
+const EOF_HOLD: Duration = Duration::from_secs(2);
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn relay(
     conn: &Conn,
@@ -102,8 +105,33 @@ pub(crate) async fn relay(
         }
     };
     let down = async {
+        // The target's EOF is held until its exit status (or close) follows, for at most
+        // EOF_HOLD: a client that has sent and received EOF may close the channel at once
+        // (OpenSSH ControlMaster does), and an exit status arriving after that close is lost.
+        let mut eof_held: Option<tokio::time::Instant> = None;
         loop {
-            match trx.wait().await {
+            let msg = match eof_held {
+                None => trx.wait().await,
+                Some(until) => match tokio::time::timeout_at(until, trx.wait()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        eof_held = None;
+                        let _ = ctx.eof().await;
+                        continue;
+                    }
+                },
+            };
+            if eof_held.is_some()
+                && !matches!(
+                    msg,
+                    Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. })
+                )
+            {
+                // Anything but the exit status: release the EOF first, in order.
+                eof_held = None;
+                let _ = ctx.eof().await;
+            }
+            match msg {
                 Some(ChannelMsg::Data { data }) => {
                     touch();
                     let ok = match observer {
@@ -138,11 +166,14 @@ pub(crate) async fn relay(
                     }
                 }
                 Some(ChannelMsg::Eof) => {
-                    let _ = ctx.eof().await;
+                    eof_held = Some(tokio::time::Instant::now() + EOF_HOLD);
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
                     let _ = rec.marker(format!("exit status {exit_status}")).await;
                     let _ = ctx.exit_status(exit_status).await;
+                    if eof_held.take().is_some() {
+                        let _ = ctx.eof().await;
+                    }
                 }
                 Some(ChannelMsg::ExitSignal {
                     signal_name,
@@ -154,6 +185,9 @@ pub(crate) async fn relay(
                     let _ = handle
                         .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                         .await;
+                    if eof_held.take().is_some() {
+                        let _ = ctx.eof().await;
+                    }
                 }
                 Some(ChannelMsg::Success) => {
                     let _ = handle.channel_success(id).await;

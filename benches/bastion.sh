@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# Bastion throughput and set-up time beside plain OpenSSH as a jump host.
+# Bastion throughput and set-up time of the real `gatehouse serve`, beside plain OpenSSH as a
+# jump host.
 #
-# Builds the release `bench_bastion` example (the bastion with the in-memory test backend),
-# starts a target sshd, a second sshd used as an OpenSSH ProxyJump host, and the bastion
-# (recording on). Pushes SIZE (default 1G) of zeros through each path into `cat > /dev/null`,
-# and prints MB/s, the ratio, CPU per MB and the median connection set-up time.
+# Builds the release `gatehouse` binary (or uses $GATEHOUSE_BIN), starts a target sshd, a
+# second sshd used as an OpenSSH ProxyJump host, and `gatehouse serve` with the bastion on the
+# shared services (users.toml made with `gatehouse user add`, casbin policy, audit log,
+# recording on; the target has `require_totp = false` so the client runs in batch mode).
+# Pushes SIZE (default 1G) of zeros through each path into `cat > /dev/null`, and prints MB/s,
+# the ratio, CPU per MB and the median connection set-up time.
 #
-# Usage: bastion/benches/bastion.sh [SIZE] [SETUP_RUNS]     (run as root: sshd needs it)
+# Usage: benches/bastion.sh [SIZE] [SETUP_RUNS]     (run as root: sshd needs it)
+#        GATEHOUSE_BIN=target/debug/gatehouse benches/bastion.sh 256M 3   (smoke run)
 set -euo pipefail
 
 SIZE="${1:-1G}"
 RUNS="${2:-9}"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-for tool in /usr/sbin/sshd ssh ssh-keygen head awk; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (install openssh-server openssh-client)" >&2; exit 1; }
+for tool in /usr/sbin/sshd ssh ssh-keygen openssl head awk base64; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (install openssh-server openssh-client openssl)" >&2; exit 1; }
 done
 
-echo "building release bench_bastion..." >&2
-cargo build --release -q -p gatehouse-bastion --example bench_bastion
-BIN="$ROOT/target/release/examples/bench_bastion"
+if [ -n "${GATEHOUSE_BIN:-}" ]; then
+  BIN="$(cd "$(dirname "$GATEHOUSE_BIN")" && pwd)/$(basename "$GATEHOUSE_BIN")"
+else
+  echo "building release gatehouse..." >&2
+  cargo build --release -q -p gatehouse --bin gatehouse
+  BIN="$ROOT/target/release/gatehouse"
+fi
 
 TMP="$(mktemp -d /tmp/gh-bastion-bench.XXXXXX)"
 PIDS=()
@@ -69,14 +77,40 @@ TARGET_PORT=$(free_port); JUMP_PORT=$(free_port)
 start_sshd target "$TARGET_PORT" "$TMP/target_host"
 start_sshd jump "$JUMP_PORT" "$TMP/jump_host"
 
+# The gateway starts too (one process): a throw-away self-signed certificate.
+mkdir -p "$TMP/certs" "$TMP/policies"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj "/CN=gatehouse.localhost" -addext "subjectAltName=DNS:gatehouse.localhost" \
+  -keyout "$TMP/certs/gateway.key" -out "$TMP/certs/gateway.crt" 2>/dev/null
+cp "$ROOT/policies/model.conf" "$TMP/policies/model.conf"
+echo "p, group:bench, ssh:bench/root, ssh|sftp, allow" > "$TMP/policies/policy.csv"
+
 PINNED="$(awk '{print $1" "$2}' "$TMP/target_host.pub")"
 cat > "$TMP/gatehouse.toml" <<CFG
-data_dir = "$TMP/data"
+data_dir = "data"
+[gateway]
+listen = "127.0.0.1:0"
+public_url = "https://gatehouse.localhost"
+tls_cert = "certs/gateway.crt"
+tls_key = "certs/gateway.key"
+[admin]
+listen = "127.0.0.1:0"
 [bastion]
 listen = "127.0.0.1:0"
-host_key = "$TMP/bastion_host_key"
+host_key = "certs/bastion_ed25519"
+[store]
+url = "memory://"
+[identity]
+users_file = "users.toml"
+[policy]
+model = "policies/model.conf"
+policy = "policies/policy.csv"
+[audit]
+dir = "data/audit"
 [recording]
-dir = "$TMP/recordings"
+dir = "data/recordings"
+[log]
+level = "warn"
 [[targets]]
 name = "bench"
 address = "127.0.0.1:$TARGET_PORT"
@@ -86,15 +120,23 @@ credential = "$TMP/cred"
 require_totp = false
 CFG
 
-"$BIN" "$TMP/gatehouse.toml" bench "$TMP/user.pub" > "$TMP/bastion.out" 2>"$TMP/bastion.log" &
+GATEHOUSE_SECRET_KEY="$(head -c 32 /dev/urandom | base64)"
+export GATEHOUSE_SECRET_KEY
+PASSWORD="Pw-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')-Zq9"
+(cd "$TMP" && echo "$PASSWORD" | "$BIN" --config gatehouse.toml user add bench --groups bench \
+  --ssh-key "$TMP/user.pub" --password-stdin > "$TMP/user_add.out")
+
+(cd "$TMP" && exec "$BIN" serve --config gatehouse.toml) > "$TMP/serve.out" 2>"$TMP/serve.log" &
 BASTION_PID=$!
 PIDS+=($BASTION_PID)
-end=$((SECONDS + 30))
-until grep -q LISTENING "$TMP/bastion.out"; do
-  [ $SECONDS -lt $end ] || { echo "bastion did not start: $(cat "$TMP/bastion.log")" >&2; exit 1; }
+end=$((SECONDS + 60))
+until grep -q '^gatehouse ready:' "$TMP/serve.out"; do
+  kill -0 "$BASTION_PID" 2>/dev/null || { echo "gatehouse exited: $(cat "$TMP/serve.log")" >&2; exit 1; }
+  [ $SECONDS -lt $end ] || { echo "gatehouse did not start: $(cat "$TMP/serve.log")" >&2; exit 1; }
   sleep 0.05
 done
-BASTION_PORT="$(awk '/LISTENING/ {split($2, a, ":"); print a[2]}' "$TMP/bastion.out")"
+BASTION_PORT="$(grep '^gatehouse ready:' "$TMP/serve.out" | tr ' ' '\n' | awk -F: '/^bastion=/ {print $NF}')"
+[ -n "$BASTION_PORT" ] || { echo "no bastion= on the ready line: $(cat "$TMP/serve.out")" >&2; exit 1; }
 
 # One client config for both paths; -J reads the jump host's settings from it too.
 cat > "$TMP/ssh_config" <<CFG
@@ -146,7 +188,7 @@ setup_median() { # host
 
 "${SSH[@]}" bastion true && "${SSH[@]}" target true   # warm up, learn host keys
 
-echo "pushing $SIZE through the bastion (recording on)..." >&2
+echo "pushing $SIZE through the gatehouse bastion (recording and audit on)..." >&2
 read -r B_SECS B_CPU B_PROC < <(transfer bastion)
 echo "pushing $SIZE through OpenSSH ProxyJump..." >&2
 read -r J_SECS J_CPU _ < <(transfer target)
@@ -159,8 +201,8 @@ awk -v mb="$MB" -v bs="$B_SECS" -v bc="$B_CPU" -v bp="$B_PROC" -v js="$J_SECS" -
   printf "%-28s %12s %12s\n", "", "bastion", "ssh -J"
   printf "%-28s %12.1f %12.1f\n", "throughput (MB/s)", br, jr
   printf "%-28s %12.2f %12.2f\n", "system CPU (ms per MB)", 1000 * bc / mb, 1000 * jc / mb
-  printf "%-28s %12.2f %12s\n", "bastion process CPU (ms/MB)", 1000 * bp / mb, "-"
+  printf "%-28s %12.2f %12s\n", "gatehouse process CPU (ms/MB)", 1000 * bp / mb, "-"
   printf "%-28s %12d %12d\n", "median set-up (ms)", bsu, jsu
   printf "ratio bastion / OpenSSH: %.2f (target >= 0.70)\n", br / jr
 }'
-echo "recordings written: $(ls "$TMP/recordings" | wc -l)" >&2
+echo "recordings written: $(ls "$TMP/data/recordings" | wc -l)" >&2
