@@ -24,7 +24,7 @@ use support::identity::{
 use support::pki::{client_config_for, read_pem_cert};
 use support::{QUICK, TestDir, within};
 
-const FIXED_PORTS: &[u16] = &[8443, 9443];
+const FIXED_PORTS: &[u16] = &[8443, 9443, 2222];
 
 /// Waits (with a deadline) until the quick-start's fixed ports are free, e.g. while a previous
 /// run's process is still exiting; a port held by something else fails the test by name.

@@ -137,7 +137,10 @@ fn dress(data: &[u8]) -> Option<Vec<u8>> {
     {
         return None;
     }
-    let code = std::str::from_utf8(data.get(9..12)?).ok()?.parse::<u16>().ok()?;
+    let code = std::str::from_utf8(data.get(9..12)?)
+        .ok()?
+        .parse::<u16>()
+        .ok()?;
     let status = http::StatusCode::from_u16(code).ok()?;
     Some(crate::pages::raw_error(status))
 }
@@ -266,7 +269,10 @@ mod tests {
         let ours = b"HTTP/1.1 400 Bad Request\r\nstrict-transport-security: max-age=1\r\n\r\n";
         assert!(dress(ours).is_none());
         assert!(dress(b"HTTP/1.1 200 OK\r\n\r\n").is_none());
-        assert!(dress(b"HTTP/1.1 400 Bad").is_none(), "an incomplete head is left alone");
+        assert!(
+            dress(b"HTTP/1.1 400 Bad").is_none(),
+            "an incomplete head is left alone"
+        );
         assert!(dress(b"some body bytes").is_none());
     }
 }

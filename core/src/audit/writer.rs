@@ -205,21 +205,38 @@ fn writer_loop(
             }
         }
         let result = locked_batch(&dir, &key, &mut state, &batch).and_then(|(seqs, file)| {
-            let rolled = file.metadata().ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                != dirty.as_ref().and_then(|d| d.file.metadata().ok()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            let rolled = file
+                .metadata()
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                != dirty
+                    .as_ref()
+                    .and_then(|d| d.file.metadata().ok())
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
             match dirty.take() {
                 Some(d) if !rolled && d.since.elapsed() < SYNC_INTERVAL => {
                     // Same cadence window: the newest segment's handle is the one to sync.
-                    dirty = Some(Dirty { file, since: d.since });
+                    dirty = Some(Dirty {
+                        file,
+                        since: d.since,
+                    });
                 }
                 Some(d) => {
                     d.file.sync_data().map_err(|source| AuditError::Io {
                         path: dir.clone(),
                         source,
                     })?;
-                    dirty = Some(Dirty { file, since: std::time::Instant::now() });
+                    dirty = Some(Dirty {
+                        file,
+                        since: std::time::Instant::now(),
+                    });
                 }
-                None => dirty = Some(Dirty { file, since: std::time::Instant::now() }),
+                None => {
+                    dirty = Some(Dirty {
+                        file,
+                        since: std::time::Instant::now(),
+                    })
+                }
             }
             Ok(seqs)
         });
@@ -274,10 +291,13 @@ fn locked_batch(
     // Fast check: today's segment is the one we last wrote and nobody appended since (one
     // stat). Otherwise (new day, another writer, first batch) list the directory.
     let today = chain::segment_name(&chain::timestamp(crate::store::now_ms()).1);
-    let unchanged = state.as_ref().and_then(|st| st.tail.as_ref()).is_some_and(|(p, len)| {
-        p.file_name().is_some_and(|n| *n == *today)
-            && std::fs::metadata(p).is_ok_and(|m| m.len() == *len)
-    });
+    let unchanged = state
+        .as_ref()
+        .and_then(|st| st.tail.as_ref())
+        .is_some_and(|(p, len)| {
+            p.file_name().is_some_and(|n| *n == *today)
+                && std::fs::metadata(p).is_ok_and(|m| m.len() == *len)
+        });
     if !unchanged {
         let current = newest_tail(dir).map_err(io)?;
         if state.as_ref().is_none_or(|st| st.tail != current) {

@@ -396,7 +396,11 @@ async fn deny_on_a_directory_also_covers_its_bare_name() {
         ("app:wiki/page", true),
     ];
     for (object, allowed) in cases {
-        assert_eq!(h.check("alice", &staff, object, "GET").allowed, allowed, "{object}");
+        assert_eq!(
+            h.check("alice", &staff, object, "GET").allowed,
+            allowed,
+            "{object}"
+        );
     }
     let d = h.check("alice", &staff, "app:wiki/admin", "GET");
     assert!(d.rule.unwrap().contains("app:wiki/admin/*"));

@@ -18,7 +18,8 @@ use crate::error::StoreError;
 /// Deadline of every Redis call.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Environment variable holding the Redis password (never in the URL).
-/// A session's last-seen time is written back at most this often (see `touch_session`).
+/// A session's last-seen time is written back at most this often, and at most every tenth
+/// of its idle timeout (see `touch_session`).
 const TOUCH_GRANULARITY_MS: u64 = 1_000;
 
 pub const PASSWORD_ENV: &str = "GATEHOUSE_REDIS_PASSWORD";
@@ -219,7 +220,7 @@ impl Store for RedisStore {
             within("touch_session", con.del::<_, i64>(&key)).await?;
             return Ok(None);
         }
-        if now.saturating_sub(s.last_seen_ms) < TOUCH_GRANULARITY_MS {
+        if now.saturating_sub(s.last_seen_ms) < TOUCH_GRANULARITY_MS.min(s.idle_ms / 10) {
             // Touched within the last second: the idle clock need not move, which saves a
             // write (and a round trip) on every request of a busy session. The key's TTL
             // can only run out earlier than the idle timeout, never later (fail closed).
