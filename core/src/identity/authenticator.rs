@@ -192,6 +192,29 @@ impl Authenticator {
         Ok(())
     }
 
+    /// The record of `user` for a login step by `method`, refused while the user or the
+    /// client is locked out, and (counted and audited) when the user is unknown — `unknown`
+    /// is the audit reason — or its account is locked.
+    pub(super) async fn usable_user(
+        &self,
+        user: &str,
+        method: AuthMethod,
+        client: Option<IpAddr>,
+        unknown: &str,
+    ) -> Result<super::users::UserRecord, AuthError> {
+        self.check_lockout(user, client, method).await?;
+        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
+        let (reason, err) = match users.get(user) {
+            Some(rec) if !rec.locked => return Ok(rec.clone()),
+            Some(_) => ("account locked", AuthError::AccountLocked),
+            None => (unknown, AuthError::InvalidCredentials),
+        };
+        match self.fail_login(user, method, reason, client, err).await {
+            Err(e) => Err(e),
+            Ok(_) => Err(AuthError::InvalidCredentials),
+        }
+    }
+
     pub(super) async fn fail_login(
         &self,
         user: &str,
@@ -428,23 +451,9 @@ impl Authenticator {
         code: &str,
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::SshKeyTotp;
-        self.check_lockout(&accepted.user, accepted.client, method)
+        let rec = self
+            .usable_user(&accepted.user, method, accepted.client, "unknown user")
             .await?;
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        let rec = users
-            .get(&accepted.user)
-            .ok_or(AuthError::InvalidCredentials)?;
-        if rec.locked {
-            return self
-                .fail_login(
-                    &accepted.user,
-                    method,
-                    "account locked",
-                    accepted.client,
-                    AuthError::AccountLocked,
-                )
-                .await;
-        }
         self.check_totp(
             &accepted.user,
             &rec.totp_secret,
@@ -453,7 +462,7 @@ impl Authenticator {
             accepted.client,
         )
         .await?;
-        self.succeed(&accepted.user, rec.groups.clone(), method, accepted.client)
+        self.succeed(&accepted.user, rec.groups, method, accepted.client)
             .await
     }
 
@@ -483,30 +492,9 @@ impl Authenticator {
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::OidcTotp;
         let user = safe_name(user);
-        self.check_lockout(user, client, method).await?;
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        let Some(rec) = users.get(user) else {
-            return self
-                .fail_login(
-                    user,
-                    method,
-                    "no totp enrolment for sso user",
-                    client,
-                    AuthError::InvalidCredentials,
-                )
-                .await;
-        };
-        if rec.locked {
-            return self
-                .fail_login(
-                    user,
-                    method,
-                    "account locked",
-                    client,
-                    AuthError::AccountLocked,
-                )
-                .await;
-        }
+        let rec = self
+            .usable_user(user, method, client, "no totp enrolment for sso user")
+            .await?;
         self.check_totp(user, &rec.totp_secret, code, method, client)
             .await?;
         let mut groups: Vec<String> = claim_groups

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use super::{AuthMethod, Authenticator, Users, VerifiedIdentity};
+use super::{AuthMethod, Authenticator, VerifiedIdentity};
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
 use crate::store::LockoutKey;
@@ -59,33 +59,12 @@ impl Authenticator {
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::SshKeyTotp;
         let user = safe_name(user);
-        self.check_lockout(user, client, method).await?;
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        let Some(rec) = users.get(user) else {
-            return self
-                .fail_login(
-                    user,
-                    method,
-                    "unknown user",
-                    client,
-                    AuthError::InvalidCredentials,
-                )
-                .await;
-        };
-        if rec.locked {
-            return self
-                .fail_login(
-                    user,
-                    method,
-                    "account locked",
-                    client,
-                    AuthError::AccountLocked,
-                )
-                .await;
-        }
+        let rec = self
+            .usable_user(user, method, client, "unknown user")
+            .await?;
         self.check_totp(user, &rec.totp_secret, code, method, client)
             .await?;
-        self.succeed(user, rec.groups.clone(), method, client).await
+        self.succeed(user, rec.groups, method, client).await
     }
 
     /// Key-only login (targets with `require_totp = false`) for `user`, whose registered SSH
@@ -97,31 +76,10 @@ impl Authenticator {
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::SshKey;
         let user = safe_name(user);
-        self.check_lockout(user, client, method).await?;
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        let Some(rec) = users.get(user) else {
-            return self
-                .fail_login(
-                    user,
-                    method,
-                    "unknown user",
-                    client,
-                    AuthError::InvalidCredentials,
-                )
-                .await;
-        };
-        if rec.locked {
-            return self
-                .fail_login(
-                    user,
-                    method,
-                    "account locked",
-                    client,
-                    AuthError::AccountLocked,
-                )
-                .await;
-        }
-        self.succeed(user, rec.groups.clone(), method, client).await
+        let rec = self
+            .usable_user(user, method, client, "unknown user")
+            .await?;
+        self.succeed(user, rec.groups, method, client).await
     }
 
     /// Counts a second-factor failure the authenticator did not check itself (a malformed
@@ -145,6 +103,7 @@ impl Authenticator {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Users;
     use std::sync::Arc;
     use std::time::Duration;
 
