@@ -271,7 +271,6 @@ impl Authenticator {
         user: &str,
         totp_secret: &str,
         code: &str,
-        method: AuthMethod,
         client: Option<IpAddr>,
     ) -> Result<(), AuthError> {
         if totp_secret.is_empty() {
@@ -289,36 +288,46 @@ impl Authenticator {
             .cipher
             .decrypt(user, totp_secret)
             .map_err(AuthError::Identity)?;
-        let now = unix_secs(SystemTime::now());
-        let step = totp::check_code(user, &secret, code, now).map_err(AuthError::Identity)?;
-        let Some(step) = step else {
-            self.count_failure(user, client).await?;
-            self.audit(AuditEvent::TotpFailure {
-                user: user.into(),
-                reason: "invalid code".into(),
-                client_addr: client,
-            })
-            .await?;
-            return Err(AuthError::InvalidTotp);
-        };
-        if !self
-            .inner
-            .store
-            .mark_totp_used(user, step)
+        self.burn_code(user, &secret, code, client, "invalid code")
             .await
-            .map_err(AuthError::Store)?
-        {
-            self.count_failure(user, client).await?;
-            self.audit(AuditEvent::TotpFailure {
-                user: user.into(),
-                reason: "code replayed".into(),
-                client_addr: client,
-            })
-            .await?;
-            return Err(AuthError::TotpReplayed);
-        }
-        let _ = method;
-        Ok(())
+    }
+
+    /// Checks `code` against the plain TOTP `secret` and burns its time step, so the code is
+    /// accepted once per user. A wrong or replayed code is counted towards lockout and audited
+    /// (`invalid` is the audit reason for a wrong one).
+    pub(super) async fn burn_code(
+        &self,
+        user: &str,
+        secret: &[u8],
+        code: &str,
+        client: Option<IpAddr>,
+        invalid: &str,
+    ) -> Result<(), AuthError> {
+        let now = unix_secs(SystemTime::now());
+        let step = totp::check_code(user, secret, code, now).map_err(AuthError::Identity)?;
+        let (reason, err) = match step {
+            None => (invalid, AuthError::InvalidTotp),
+            Some(step) => {
+                let fresh = self
+                    .inner
+                    .store
+                    .mark_totp_used(user, step)
+                    .await
+                    .map_err(AuthError::Store)?;
+                if fresh {
+                    return Ok(());
+                }
+                ("code replayed", AuthError::TotpReplayed)
+            }
+        };
+        self.count_failure(user, client).await?;
+        self.audit(AuditEvent::TotpFailure {
+            user: user.into(),
+            reason: reason.into(),
+            client_addr: client,
+        })
+        .await?;
+        Err(err)
     }
 
     pub(super) async fn succeed(
@@ -399,8 +408,7 @@ impl Authenticator {
                 )
                 .await;
         }
-        self.check_totp(user, &totp_secret, code, method, client)
-            .await?;
+        self.check_totp(user, &totp_secret, code, client).await?;
         self.succeed(user, groups, method, client).await
     }
 
@@ -454,14 +462,8 @@ impl Authenticator {
         let rec = self
             .usable_user(&accepted.user, method, accepted.client, "unknown user")
             .await?;
-        self.check_totp(
-            &accepted.user,
-            &rec.totp_secret,
-            code,
-            method,
-            accepted.client,
-        )
-        .await?;
+        self.check_totp(&accepted.user, &rec.totp_secret, code, accepted.client)
+            .await?;
         self.succeed(&accepted.user, rec.groups, method, accepted.client)
             .await
     }
@@ -495,7 +497,7 @@ impl Authenticator {
         let rec = self
             .usable_user(user, method, client, "no totp enrolment for sso user")
             .await?;
-        self.check_totp(user, &rec.totp_secret, code, method, client)
+        self.check_totp(user, &rec.totp_secret, code, client)
             .await?;
         let mut groups: Vec<String> = claim_groups
             .iter()

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use zeroize::Zeroizing;
 
-use super::authenticator::{Authenticator, PasswordCheck, unix_secs};
+use super::authenticator::{Authenticator, PasswordCheck};
 use super::{AuthMethod, Enrolment, Users, VerifiedIdentity, totp};
 use crate::audit::{AuditEvent, Outcome};
 use crate::error::{AuthError, IdentityError};
@@ -145,35 +145,8 @@ impl Authenticator {
         let method = AuthMethod::PasswordTotp;
         let (user, client) = (pending.user.as_str(), pending.client);
         self.check_lockout(user, client, method).await?;
-        let now = unix_secs(std::time::SystemTime::now());
-        let step =
-            totp::check_code(user, &secret.secret, code, now).map_err(AuthError::Identity)?;
-        let Some(step) = step else {
-            self.count_failure(user, client).await?;
-            self.audit(AuditEvent::TotpFailure {
-                user: user.into(),
-                reason: "invalid enrolment code".into(),
-                client_addr: client,
-            })
+        self.burn_code(user, &secret.secret, code, client, "invalid enrolment code")
             .await?;
-            return Err(AuthError::InvalidTotp);
-        };
-        if !self
-            .inner
-            .store
-            .mark_totp_used(user, step)
-            .await
-            .map_err(AuthError::Store)?
-        {
-            self.count_failure(user, client).await?;
-            self.audit(AuditEvent::TotpFailure {
-                user: user.into(),
-                reason: "code replayed".into(),
-                client_addr: client,
-            })
-            .await?;
-            return Err(AuthError::TotpReplayed);
-        }
         let sealed = self
             .inner
             .cipher

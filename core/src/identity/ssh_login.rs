@@ -62,7 +62,7 @@ impl Authenticator {
         let rec = self
             .usable_user(user, method, client, "unknown user")
             .await?;
-        self.check_totp(user, &rec.totp_secret, code, method, client)
+        self.check_totp(user, &rec.totp_secret, code, client)
             .await?;
         self.succeed(user, rec.groups, method, client).await
     }
