@@ -227,8 +227,11 @@ impl CoreBackend {
         let mut v: Vec<String> = self
             .live
             .lock()
-            .map(|m| m.values().map(|l| l.user.clone()).collect())
-            .unwrap_or_default();
+            // A poisoned table still lists who is connected: revocation must reach them.
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|l| l.user.clone())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -245,12 +248,11 @@ impl CoreBackend {
         let tokens: Vec<(String, String)> = self
             .live
             .lock()
-            .map(|m| {
-                m.values()
-                    .map(|l| (l.user.clone(), l.token.expose().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            // A poisoned table is still checked: a session gone from the store must end.
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|l| (l.user.clone(), l.token.expose().to_string()))
+            .collect();
         for (user, token) in tokens {
             match self.store.touch_session(&token).await {
                 Ok(Some(_)) => {}
