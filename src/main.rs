@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: per-thread free lists without glibc's arena locks; the proxy allocates and frees
+/// small buffers on every request, often on different worker threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // rustls picks its crypto provider at run time; there is exactly one in this tree.

@@ -5,8 +5,8 @@
 //! every record carries `seq`, `prev` (SHA-256 of the previous line) and `mac` (HMAC-SHA256
 //! with a key derived from the master secret, which is not stored with the log), so
 //! [`verify`] finds any change, removal or reorder; [`AuditLog::record`] returns only after
-//! the record is written and fsynced, and returns an error otherwise, on which the caller
-//! refuses the action (fail closed). Known limit: removing the newest records (truncation) is
+//! the record is written (the kernel holds it; fdatasync follows within 50 ms), and returns
+//! an error otherwise, on which the caller refuses the action (fail closed). Known limit: removing the newest records (truncation) is
 //! not detectable from the chain alone; ship the log off the host as it is written.
 
 mod chain;
@@ -17,7 +17,7 @@ mod writer;
 pub use chain::AuditKey;
 pub use event::{AuditEvent, Outcome, new_incident_id};
 pub use verify::{VerifyReport, verify};
-pub use writer::{AUDIT_CHANNEL_CAPACITY, AuditLog, Receipt};
+pub use writer::{AuditLog, Receipt};
 
 #[cfg(test)]
 pub(crate) mod tests;

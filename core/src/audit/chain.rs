@@ -5,10 +5,9 @@
 //! SHA-256 of the whole previous line (without newline); the first record has `prev` = 64
 //! zeros and `seq` 0.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::AuditEvent;
 use crate::secret::SecretKey;
 
 /// Label of the audit MAC key derived from the master secret.
@@ -47,14 +46,6 @@ impl AuditKey {
     }
 }
 
-#[derive(Serialize)]
-struct BodyOut<'a> {
-    seq: u64,
-    ts: &'a str,
-    prev: &'a str,
-    event: &'a AuditEvent,
-}
-
 /// The parsed body of a line (the event stays generic so the verifier accepts event kinds
 /// added later).
 #[derive(Deserialize)]
@@ -66,23 +57,26 @@ pub(crate) struct BodyIn {
     pub event: serde_json::Value,
 }
 
-/// Builds a complete line (without newline).
-pub(crate) fn make_line(
+/// Appends a complete line (without newline) for an event already serialized as JSON:
+/// `{"seq":N,"ts":"..","prev":"..","event":EVENT,"mac":".."}`. `ts` and `prev` are
+/// produced here (digits, `-:.TZ`, hex) and need no escaping.
+pub(crate) fn push_line(
+    out: &mut String,
     key: &AuditKey,
     seq: u64,
     ts: &str,
     prev: &str,
-    event: &AuditEvent,
-) -> Result<String, serde_json::Error> {
-    let body = serde_json::to_string(&BodyOut {
-        seq,
-        ts,
-        prev,
-        event,
-    })?;
-    let mac = key.mac_hex(body.as_bytes());
-    let open = body.strip_suffix('}').unwrap_or(&body);
-    Ok(format!("{open},\"mac\":\"{mac}\"}}"))
+    event_json: &str,
+) {
+    use std::fmt::Write as _;
+    let start = out.len();
+    let _ = write!(
+        out,
+        "{{\"seq\":{seq},\"ts\":\"{ts}\",\"prev\":\"{prev}\",\"event\":{event_json}}}"
+    );
+    let mac = key.mac_hex(out.as_bytes().get(start..).unwrap_or_default());
+    out.pop(); // the body's closing brace: the mac goes inside the object
+    let _ = write!(out, ",\"mac\":\"{mac}\"}}");
 }
 
 /// Splits a line into (body, mac); `None` when the line does not have the shape.

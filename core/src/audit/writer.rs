@@ -1,33 +1,49 @@
-//! The writer: one thread fed by a bounded channel. It appends a batch of records with one
-//! write(2) and only then confirms each record to its caller, so a record is confirmed once
-//! the kernel holds it (a crash of the process loses nothing confirmed). The data is forced
-//! to disk (fdatasync) at most [`SYNC_INTERVAL`] later, and at once when the writer falls
-//! idle; a failed write or sync refuses that batch and every later one until the chain head
-//! has been re-read from disk (fail closed). Per-request fsyncs would put a disk flush on
-//! every proxied request's critical path.
+//! The writer: group commit without a writer thread.
+//!
+//! A caller chains its record under a short lock (sequence, timestamp, `prev`, MAC) and
+//! appends it to the pending batch. If nobody is writing, the caller becomes the writer: it
+//! takes the batch and appends it with one write(2), outside the lock. Callers that arrive
+//! meanwhile wait; when the write returns, the writer confirms its batch and hands the next
+//! one to the first waiter, which writes it in turn. A record is confirmed once the kernel
+//! holds it (a crash of the process loses nothing confirmed); a small syncer thread forces it
+//! to disk (fdatasync) at once when the log was idle and at most [`SYNC_INTERVAL`] later under
+//! load. Per-request fsyncs would put a disk flush on every proxied request's critical path;
+//! a writer thread would put two cross-thread wake-ups on it.
+//!
+//! Fail closed: a failed write refuses its batch and every record chained on it, and the
+//! chain head is re-read from disk before the next record. Every write first checks that the
+//! segment path still names the open file (a moved, deleted or replaced directory is an
+//! error, not records written into the void). A failed sync refuses every later record until
+//! the head has been re-read.
+//!
+//! Several processes (the server and a CLI recording an admin action) share a directory
+//! through a lock file: the writer holds it while it appends and the syncer releases it after
+//! each sync when nobody is writing, so another process waits at most about one sync
+//! interval. Whoever takes the lock back checks the newest segment and re-reads the chain
+//! head when someone else appended.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::AuditEvent;
 use super::chain::{self, AuditKey, BodyIn, GENESIS};
 use crate::error::AuditError;
 
-/// Records waiting for the writer. When full, `record` waits (up to [`CONFIRM_TIMEOUT`]):
-/// back-pressure stops new access rather than dropping records.
-pub const AUDIT_CHANNEL_CAPACITY: usize = 1024;
-/// Most records written per fsync.
-const MAX_BATCH: usize = 256;
 /// Longest time a confirmed record may stay in the page cache before fdatasync.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
-/// How long `record` waits for its record to be durable before failing (closed).
+/// How long `record` waits for its record to be written before failing (closed).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the idle syncer sleeps between checks for a lock to release.
+const SYNCER_IDLE: Duration = Duration::from_secs(1);
 
-/// What a caller gets once its record is durable.
+/// What a caller gets once its record is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub seq: u64,
@@ -35,22 +51,78 @@ pub struct Receipt {
     pub incident_id: Option<String>,
 }
 
-type Job = (AuditEvent, oneshot::Sender<Result<u64, AuditError>>);
-
-/// Handle to the audit log; cheap to clone. The writer thread stops when the last handle
-/// is dropped, after writing what was queued.
+/// Handle to the audit log; cheap to clone. The last handle dropped syncs the log.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Job>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    key: AuditKey,
+    head: Mutex<Head>,
+    syncer: std::thread::Thread,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 struct ChainState {
     next_seq: u64,
     prev: String,
     last_ms: u64,
-    /// Newest segment and its length when this state was taken: if another process (the
-    /// CLI recording an admin action) appended since, the head is re-read.
+    /// The timestamp and date strings of `last_ms`, reused while the millisecond lasts.
+    last_ts: (String, String),
+    /// Newest segment and its length as of our last write: if another process appended
+    /// while we did not hold the lock, the head is re-read.
     tail: Option<(PathBuf, u64)>,
+}
+
+/// The open newest segment. `Arc` so the syncer can fdatasync it without the lock.
+struct Segment {
+    date: String,
+    path: PathBuf,
+    file: Arc<File>,
+    ino: (u64, u64),
+}
+
+/// A waiting caller's turn: its batch's outcome, or the pen (write the next batch).
+enum Turn {
+    Done(Result<(), AuditError>),
+    Write,
+}
+
+/// Records chained but not yet written, by segment date (a batch crosses midnight at most).
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<(String, String)>,
+    waiters: VecDeque<oneshot::Sender<Turn>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+struct Head {
+    /// `None`: re-read from disk before the next record (start, failure, foreign append).
+    chain: Option<ChainState>,
+    /// The cross-process lock file, and whether we hold its lock.
+    lock_file: File,
+    locked: bool,
+    pending: Batch,
+    /// Someone holds the pen: appenders wait instead of writing.
+    writing: bool,
+    /// The newest open segment (taken out while a writer writes).
+    segment: Option<Segment>,
+    /// What the syncer must fdatasync next (written since its last sync).
+    unsynced: Option<Arc<File>>,
 }
 
 /// Lock file serialising writers of one log directory across processes.
@@ -66,25 +138,68 @@ fn newest_tail(dir: &Path) -> std::io::Result<Option<(PathBuf, u64)>> {
     })
 }
 
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A copy of an error for every record of a failed batch (io errors do not clone).
+fn copy_err(e: &AuditError) -> AuditError {
+    match e {
+        AuditError::Io { path, source } => AuditError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), "audit write failed"),
+        },
+        _ => AuditError::Closed,
+    }
+}
+
 impl AuditLog {
     /// Opens (creating) the log directory, continues the chain from its last record, and
-    /// starts the writer thread. A last record whose MAC does not verify is refused.
+    /// starts the syncer thread. A last record whose MAC does not verify is refused.
     pub fn open(dir: &Path, key: AuditKey) -> Result<AuditLog, AuditError> {
-        std::fs::create_dir_all(dir).map_err(|source| AuditError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let state = recover(dir, &key)?;
-        let (tx, rx) = mpsc::channel(AUDIT_CHANNEL_CAPACITY);
-        let dir = dir.to_path_buf();
-        std::thread::Builder::new()
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock_file.lock().map_err(io_err(&lock_path))?;
+        let state = recover(dir, &key);
+        let _ = lock_file.unlock();
+        let state = state?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Weak<Inner>>();
+        let thread = std::thread::Builder::new()
             .name("gatehouse-audit".into())
-            .spawn(move || writer_loop(dir, key, Some(state), rx))
+            .spawn(move || {
+                if let Ok(inner) = ready_rx.recv() {
+                    syncer(inner);
+                }
+            })
             .map_err(|source| AuditError::Io {
-                path: PathBuf::from("<audit writer thread>"),
+                path: PathBuf::from("<audit syncer thread>"),
                 source,
             })?;
-        Ok(AuditLog { tx })
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            key,
+            head: Mutex::new(Head {
+                chain: Some(state),
+                lock_file,
+                locked: false,
+                pending: Batch::default(),
+                writing: false,
+                segment: None,
+                unsynced: None,
+            }),
+            syncer: thread.thread().clone(),
+        });
+        let _ = ready_tx.send(Arc::downgrade(&inner));
+        Ok(AuditLog { inner })
     }
 
     /// Appends `event` and returns once it is written (see the module doc for when it is
@@ -93,16 +208,33 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
         let incident_id = event.incident_id().map(str::to_string);
         let kind = event.kind();
-        let (done_tx, done_rx) = oneshot::channel();
-        let seq = tokio::time::timeout(CONFIRM_TIMEOUT, async {
-            self.tx
-                .send((event, done_tx))
-                .await
-                .map_err(|_| AuditError::Closed)?;
-            done_rx.await.map_err(|_| AuditError::Closed)?
-        })
-        .await
-        .map_err(|_| AuditError::Busy)??;
+        let json = serde_json::to_string(&event).map_err(AuditError::Encode)?;
+        drop(event);
+        let (seq, wait) = {
+            let mut h = self.inner.head();
+            let seq = self.inner.append(&mut h, &json)?;
+            if h.writing {
+                let (tx, rx) = oneshot::channel();
+                h.pending.waiters.push_back(tx);
+                (seq, Some(rx))
+            } else {
+                h.writing = true;
+                (seq, None)
+            }
+        };
+        match wait {
+            None => self.inner.write_round()?,
+            Some(rx) => {
+                let mut waiting = Waiting {
+                    rx: Some(rx),
+                    inner: &self.inner,
+                };
+                match waiting.turn().await? {
+                    Turn::Done(r) => r?,
+                    Turn::Write => self.inner.write_round()?,
+                }
+            }
+        }
         if let Some(id) = &incident_id {
             tracing::warn!(alert = true, incident_id = %id, event = kind, seq, "security alert");
         }
@@ -110,27 +242,259 @@ impl AuditLog {
     }
 }
 
+/// A caller waiting for its batch. Cancellation-safe: if the caller goes away (its request
+/// was dropped, or it timed out) after the pen was handed to it, the guard writes the batch
+/// on drop, so the pen is never lost and nobody else waits forever.
+struct Waiting<'a> {
+    rx: Option<oneshot::Receiver<Turn>>,
+    inner: &'a Inner,
+}
+
+impl Waiting<'_> {
+    async fn turn(&mut self) -> Result<Turn, AuditError> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(AuditError::Closed);
+        };
+        let turn = match tokio::time::timeout(CONFIRM_TIMEOUT, rx).await {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(_)) => return Err(AuditError::Closed),
+            Err(_) => return Err(AuditError::Busy),
+        };
+        self.rx = None;
+        Ok(turn)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            // After close() no turn can be sent; one sent before is still received here.
+            rx.close();
+            if let Ok(Turn::Write) = rx.try_recv() {
+                let _ = self.inner.write_round();
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The head, also after a panic elsewhere (its state is checked before every use).
+    fn head(&self) -> MutexGuard<'_, Head> {
+        self.head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Chains one record onto the pending batch; its sequence number.
+    fn append(&self, h: &mut Head, json: &str) -> Result<u64, AuditError> {
+        self.take_lock(h)?;
+        let st = match h.chain.as_mut() {
+            Some(st) => st,
+            None => {
+                let st = recover(&self.dir, &self.key)?;
+                h.chain.insert(st)
+            }
+        };
+        // Timestamps never go backwards within the chain.
+        let ms = crate::store::now_ms().max(st.last_ms);
+        if ms != st.last_ms || st.last_ts.0.is_empty() {
+            st.last_ts = chain::timestamp(ms);
+            st.last_ms = ms;
+        }
+        let (ts, date) = &st.last_ts;
+        let chunks = &mut h.pending.chunks;
+        if chunks.last().is_none_or(|(d, _)| d != date) {
+            chunks.push((date.clone(), String::with_capacity(512)));
+        }
+        let Some((_, text)) = chunks.last_mut() else {
+            return Err(AuditError::Closed);
+        };
+        let start = text.len();
+        chain::push_line(text, &self.key, st.next_seq, ts, &st.prev, json);
+        st.prev = chain::line_hash(text.get(start..).unwrap_or_default());
+        text.push('\n');
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Takes the cross-process lock if we do not hold it, and re-reads the chain head if
+    /// another process appended since we last held it.
+    fn take_lock(&self, h: &mut Head) -> Result<(), AuditError> {
+        if h.locked {
+            return Ok(());
+        }
+        let lock_path = self.dir.join(LOCK_FILE);
+        h.lock_file.lock().map_err(io_err(&lock_path))?;
+        h.locked = true;
+        let today = chain::segment_name(&chain::timestamp(crate::store::now_ms()).1);
+        let unchanged = h
+            .chain
+            .as_ref()
+            .and_then(|st| st.tail.as_ref())
+            .is_some_and(|(p, len)| {
+                p.file_name().is_some_and(|n| *n == *today)
+                    && std::fs::metadata(p).is_ok_and(|m| m.len() == *len)
+            });
+        if !unchanged {
+            let current = newest_tail(&self.dir).map_err(io_err(&self.dir))?;
+            if h.chain.as_ref().is_none_or(|st| st.tail != current) {
+                h.chain = None;
+                h.segment = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes pending batches while holding the pen: its own batch, then hands the pen to
+    /// the first waiter of the next batch (or writes that too when nobody waits for it).
+    /// The outcome of the caller's own batch.
+    fn write_round(&self) -> Result<(), AuditError> {
+        let mut own: Option<Result<(), AuditError>> = None;
+        loop {
+            let (batch, segment) = {
+                let mut h = self.head();
+                (std::mem::take(&mut h.pending), h.segment.take())
+            };
+            let mut segment = segment;
+            let result = write_batch(&self.dir, &batch.chunks, &mut segment);
+            let mut h = self.head();
+            match &result {
+                Ok(len) => {
+                    if let Some(st) = h.chain.as_mut()
+                        && let Some(seg) = &segment
+                    {
+                        let len = match len {
+                            Tail::Grew(n) => match &st.tail {
+                                Some((p, l)) if *p == seg.path => l + n,
+                                _ => seg_len(seg),
+                            },
+                            Tail::Is(n) => *n,
+                        };
+                        st.tail = Some((seg.path.clone(), len));
+                    }
+                    let first_dirty = h.unsynced.is_none();
+                    h.unsynced = segment.as_ref().map(|s| s.file.clone());
+                    h.segment = segment;
+                    if first_dirty {
+                        self.syncer.unpark();
+                    }
+                    for w in batch.waiters {
+                        let _ = w.send(Turn::Done(Ok(())));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log write failed; refusing the recorded actions");
+                    // Everything chained on the failed batch is void: re-read the head.
+                    h.chain = None;
+                    h.segment = None;
+                    release_lock(&mut h);
+                    let later = std::mem::take(&mut h.pending);
+                    for w in batch.waiters.into_iter().chain(later.waiters) {
+                        let _ = w.send(Turn::Done(Err(copy_err(e))));
+                    }
+                }
+            }
+            if own.is_none() {
+                own = Some(result.map(|_| ()));
+            }
+            // Hand the pen to the first caller still waiting for the next batch; when
+            // nobody waits for it any more (its callers gave up), write it ourselves.
+            loop {
+                if h.pending.is_empty() {
+                    h.writing = false;
+                    return own.unwrap_or(Err(AuditError::Closed));
+                }
+                match h.pending.waiters.pop_front() {
+                    Some(w) => {
+                        if w.send(Turn::Write).is_ok() {
+                            return own.unwrap_or(Err(AuditError::Closed));
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Syncs what was written since the last sync; releases the cross-process lock when
+    /// nobody is writing. Whether anything was synced.
+    fn sync_once(&self) -> bool {
+        let file = self.head().unsynced.take();
+        let synced = match file {
+            Some(f) => {
+                if let Err(e) = f.sync_data() {
+                    // Re-read the head (and reopen the segment) before the next record.
+                    tracing::error!(error = %e, "audit log sync failed; re-reading the log");
+                    let mut h = self.head();
+                    h.chain = None;
+                    h.segment = None;
+                }
+                true
+            }
+            None => false,
+        };
+        let mut h = self.head();
+        if !h.writing && h.pending.is_empty() {
+            release_lock(&mut h);
+        }
+        synced
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let h = self.head.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = h.unsynced.take() {
+            let _ = f.sync_data();
+        }
+        release_lock(h);
+        self.syncer.unpark();
+    }
+}
+
+fn release_lock(h: &mut Head) {
+    if h.locked {
+        let _ = h.lock_file.unlock();
+        h.locked = false;
+    }
+}
+
+fn seg_len(seg: &Segment) -> u64 {
+    seg.file.metadata().map_or(0, |m| m.len())
+}
+
+/// The syncer: fdatasync soon after the first write following a sync, then at most every
+/// [`SYNC_INTERVAL`]; hands the cross-process lock back between syncs.
+fn syncer(inner: Weak<Inner>) {
+    loop {
+        std::thread::park_timeout(SYNCER_IDLE);
+        let Some(log) = inner.upgrade() else { return };
+        let synced = log.sync_once();
+        drop(log);
+        if synced {
+            std::thread::sleep(SYNC_INTERVAL);
+        }
+    }
+}
+
 /// Reads the chain head from the newest segment, cutting off a torn last line (a record
-/// that was never confirmed).
+/// that was never confirmed). The caller holds the directory lock.
 fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| AuditError::Io { path, source }
-    };
-    let segs = chain::segments(dir).map_err(io(dir))?;
+    let segs = chain::segments(dir).map_err(io_err(dir))?;
     // The newest non-empty segment holds the head.
     for path in segs.iter().rev() {
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(io(path))?;
+            .map_err(io_err(path))?;
         let mut text = String::new();
-        f.read_to_string(&mut text).map_err(io(path))?;
+        f.read_to_string(&mut text).map_err(io_err(path))?;
         let complete = text.rfind('\n').map_or(0, |i| i + 1);
         if complete < text.len() {
-            f.set_len(complete as u64).map_err(io(path))?;
-            f.sync_all().map_err(io(path))?;
+            f.set_len(complete as u64).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
         }
         let Some(last) = text.get(..complete).and_then(|t| t.lines().last()) else {
             continue;
@@ -150,11 +514,12 @@ fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditError> {
         let parsed: BodyIn =
             serde_json::from_str(&body).map_err(|_| tampered("last record is not json"))?;
         let last_ms = chain::parse_timestamp(&parsed.ts).unwrap_or(0);
-        let tail = newest_tail(dir).map_err(io(dir))?;
+        let tail = newest_tail(dir).map_err(io_err(dir))?;
         return Ok(ChainState {
             next_seq: parsed.seq + 1,
             prev: chain::line_hash(last),
             last_ms,
+            last_ts: (String::new(), String::new()),
             tail,
         });
     }
@@ -162,228 +527,93 @@ fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditError> {
         next_seq: 0,
         prev: GENESIS.to_string(),
         last_ms: 0,
-        tail: newest_tail(dir).map_err(io(dir))?,
+        last_ts: (String::new(), String::new()),
+        tail: newest_tail(dir).map_err(io_err(dir))?,
     })
 }
 
-/// An open segment written since its last fdatasync.
-struct Dirty {
-    file: File,
-    since: std::time::Instant,
+/// (device, inode) of a file's metadata.
+fn ino(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
 }
 
-fn writer_loop(
-    dir: PathBuf,
-    key: AuditKey,
-    mut state: Option<ChainState>,
-    mut rx: mpsc::Receiver<Job>,
-) {
-    let mut dirty: Option<Dirty> = None;
-    loop {
-        let first = match rx.try_recv() {
-            Ok(job) => job,
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                // Idle: make what was confirmed durable before sleeping.
-                if let Some(d) = dirty.take()
-                    && let Err(e) = d.file.sync_data()
-                {
-                    tracing::error!(error = %e, "audit log sync failed; refusing new records");
-                    state = None;
-                }
-                match rx.blocking_recv() {
-                    Some(job) => job,
-                    None => break,
-                }
-            }
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let result = locked_batch(&dir, &key, &mut state, &batch).and_then(|(seqs, file)| {
-            let rolled = file
-                .metadata()
-                .ok()
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                != dirty
-                    .as_ref()
-                    .and_then(|d| d.file.metadata().ok())
-                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-            match dirty.take() {
-                Some(d) if !rolled && d.since.elapsed() < SYNC_INTERVAL => {
-                    // Same cadence window: the newest segment's handle is the one to sync.
-                    dirty = Some(Dirty {
-                        file,
-                        since: d.since,
-                    });
-                }
-                Some(d) => {
-                    d.file.sync_data().map_err(|source| AuditError::Io {
-                        path: dir.clone(),
-                        source,
-                    })?;
-                    dirty = Some(Dirty {
-                        file,
-                        since: std::time::Instant::now(),
-                    });
-                }
-                None => {
-                    dirty = Some(Dirty {
-                        file,
-                        since: std::time::Instant::now(),
-                    })
-                }
-            }
-            Ok(seqs)
-        });
-        match result {
-            Ok(seqs) => {
-                for ((_, done), seq) in batch.into_iter().zip(seqs) {
-                    let _ = done.send(Ok(seq));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit log write failed; refusing the recorded actions");
-                // Re-read the head from disk before the next batch.
-                state = None;
-                dirty = None;
-                for (_, done) in batch {
-                    let _ = done.send(Err(match &e {
-                        AuditError::Io { path, source } => AuditError::Io {
-                            path: path.clone(),
-                            source: std::io::Error::new(source.kind(), "audit write failed"),
-                        },
-                        _ => AuditError::Closed,
-                    }));
-                }
-            }
-        }
+/// Opens (creating) the segment of `date`; a new segment and its directory entry are made
+/// durable at once.
+fn open_segment(dir: &Path, date: &str) -> Result<Segment, AuditError> {
+    let path = dir.join(chain::segment_name(date));
+    let mut opts = OpenOptions::new();
+    opts.append(true).create(true);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
     }
-    if let Some(d) = dirty {
-        let _ = d.file.sync_data();
+    let existed = path.exists();
+    let file = opts.open(&path).map_err(io_err(&path))?;
+    if !existed {
+        file.sync_data().map_err(io_err(&path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&path))?;
     }
+    let meta = file.metadata().map_err(io_err(&path))?;
+    Ok(Segment {
+        date: date.to_string(),
+        path,
+        file: Arc::new(file),
+        ino: ino(&meta),
+    })
 }
 
-/// Takes the directory lock, brings the chain head up to date (another process may have
-/// appended), and writes the batch.
-fn locked_batch(
-    dir: &Path,
-    key: &AuditKey,
-    state: &mut Option<ChainState>,
-    batch: &[Job],
-) -> Result<(Vec<u64>, File), AuditError> {
-    let lock_path = dir.join(LOCK_FILE);
-    let io = |source| AuditError::Io {
-        path: lock_path.clone(),
-        source,
-    };
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io)?;
-    lock.lock().map_err(io)?;
-    // Fast check: today's segment is the one we last wrote and nobody appended since (one
-    // stat). Otherwise (new day, another writer, first batch) list the directory.
-    let today = chain::segment_name(&chain::timestamp(crate::store::now_ms()).1);
-    let unchanged = state
-        .as_ref()
-        .and_then(|st| st.tail.as_ref())
-        .is_some_and(|(p, len)| {
-            p.file_name().is_some_and(|n| *n == *today)
-                && std::fs::metadata(p).is_ok_and(|m| m.len() == *len)
-        });
-    if !unchanged {
-        let current = newest_tail(dir).map_err(io)?;
-        if state.as_ref().is_none_or(|st| st.tail != current) {
-            *state = Some(recover(dir, key)?);
-        }
-    }
-    let result = match state.as_mut() {
-        Some(st) => write_batch(dir, key, st, batch),
-        None => Err(AuditError::Closed),
-    };
-    // Dropping the file releases the lock.
-    drop(lock);
-    result
+/// The newest segment's length after a write.
+enum Tail {
+    /// It grew by this much (it was open before).
+    Grew(u64),
+    /// It was (re)opened: this is its length.
+    Is(u64),
 }
 
-/// Appends the batch; returns each record's seq once everything is written, and the newest
-/// segment's handle (for the caller's fdatasync cadence). The chain state advances only on
-/// success.
+/// Appends the batch's chunks to their segments (one write(2) per segment).
+/// `segment` is the open newest segment, replaced on roll-over.
 fn write_batch(
     dir: &Path,
-    key: &AuditKey,
-    st: &mut ChainState,
-    batch: &[Job],
-) -> Result<(Vec<u64>, File), AuditError> {
-    let mut next_seq = st.next_seq;
-    let mut prev = st.prev.clone();
-    let mut last_ms = st.last_ms;
-    let mut files: Vec<(String, String)> = Vec::new(); // (date, text)
-    let mut seqs = Vec::with_capacity(batch.len());
-    for (event, _) in batch {
-        // Timestamps never go backwards within the chain.
-        let ms = crate::store::now_ms().max(last_ms);
-        last_ms = ms;
-        let (ts, date) = chain::timestamp(ms);
-        let line =
-            chain::make_line(key, next_seq, &ts, &prev, event).map_err(AuditError::Encode)?;
-        prev = chain::line_hash(&line);
-        seqs.push(next_seq);
-        next_seq += 1;
-        match files.last_mut() {
-            Some((d, text)) if *d == date => {
-                text.push_str(&line);
-                text.push('\n');
+    chunks: &[(String, String)],
+    segment: &mut Option<Segment>,
+) -> Result<Tail, AuditError> {
+    let mut tail = Tail::Grew(0);
+    let mut opened = false;
+    for (date, text) in chunks {
+        match segment.as_ref() {
+            Some(seg) if seg.date == *date => {
+                // The path must still name the open file: a moved, deleted or replaced log
+                // directory is an error, not records written where nobody looks.
+                let now = std::fs::metadata(&seg.path).map_err(io_err(&seg.path))?;
+                if ino(&now) != seg.ino {
+                    return Err(AuditError::Io {
+                        path: seg.path.clone(),
+                        source: std::io::Error::other("the audit segment was moved or replaced"),
+                    });
+                }
             }
-            _ => files.push((date, format!("{line}\n"))),
+            _ => {
+                opened = true;
+                let new = open_segment(dir, date)?;
+                if let Some(older) = segment.replace(new) {
+                    // Rolled over to a new segment: the older one is done.
+                    older.file.sync_data().map_err(io_err(&older.path))?;
+                }
+            }
         }
-    }
-    let mut newest: Option<File> = None;
-    for (date, text) in &files {
-        let path = dir.join(chain::segment_name(date));
-        let io = |source| AuditError::Io {
-            path: path.clone(),
-            source,
+        let Some(seg) = segment.as_ref() else {
+            return Err(AuditError::Closed);
         };
-        let mut opts = OpenOptions::new();
-        opts.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let existed = path.exists();
-        let mut f: File = opts.open(&path).map_err(io)?;
-        f.seek(SeekFrom::End(0)).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        if !existed {
-            // A new segment and its directory entry are made durable at once.
-            f.sync_data().map_err(io)?;
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
-        if let Some(older) = newest.replace(f) {
-            // Rolled over to a new segment within the batch: the older one is done.
-            older.sync_data().map_err(io)?;
-        }
+        (&*seg.file)
+            .write_all(text.as_bytes())
+            .map_err(io_err(&seg.path))?;
+        tail = if opened {
+            Tail::Is(seg.file.metadata().map_err(io_err(&seg.path))?.len())
+        } else {
+            Tail::Grew(text.len() as u64)
+        };
     }
-    let newest = newest.ok_or(AuditError::Closed)?;
-    if let Some((date, _)) = files.last() {
-        let path = dir.join(chain::segment_name(date));
-        let len = newest.metadata().map_err(|source| AuditError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        st.tail = Some((path, len.len()));
-    }
-    st.next_seq = next_seq;
-    st.prev = prev;
-    st.last_ms = last_ms;
-    Ok((seqs, newest))
+    Ok(tail)
 }
