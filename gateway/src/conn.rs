@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::guard::Verdicts;
 use crate::guard::scan::Scanner;
+use crate::upstream::Upstreams;
 
 #[derive(Debug)]
 pub struct ConnShared {
@@ -28,6 +29,8 @@ pub struct ConnShared {
     upgraded: AtomicBool,
     tunnel: Mutex<Option<Tunnel>>,
     pub verdicts: Verdicts,
+    /// This connection's upstream connections, driven by its task.
+    pub upstreams: Upstreams,
 }
 
 /// A WebSocket upgrade agreed by both sides, run by the connection task once hyper hands the
@@ -51,6 +54,7 @@ impl ConnShared {
             upgraded: AtomicBool::new(false),
             tunnel: Mutex::new(None),
             verdicts: Verdicts::default(),
+            upstreams: Upstreams::default(),
         }
     }
 

@@ -97,11 +97,13 @@ pub enum DevCertError {
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("upstream connection failed")]
-    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    UpstreamConnect(#[source] std::io::Error),
+    #[error("client connection closed")]
+    UpstreamClosed,
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
     #[error("upstream request failed")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] hyper::Error),
     #[error("upstream switched protocols without being asked")]
     UpstreamProtocol,
     #[error("cannot build the upstream request")]
@@ -117,6 +119,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamClosed
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -129,7 +132,7 @@ impl ProxyError {
     /// The metrics label.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProxyError::UpstreamConnect(_) => "connect",
+            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamClosed => "connect",
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::Upstream(_) | ProxyError::UpstreamProtocol => "protocol",
             ProxyError::Internal(_) | ProxyError::Assertion(_) | ProxyError::IdentityHeader => {

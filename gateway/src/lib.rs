@@ -29,6 +29,7 @@ pub mod routes;
 mod serve;
 pub mod services;
 pub mod tls;
+mod upstream;
 pub mod web;
 
 use gatehouse_core::Config;

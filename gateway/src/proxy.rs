@@ -12,12 +12,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::authz::Permit;
 use crate::conn::{ConnShared, Tunnel};
@@ -32,15 +28,11 @@ pub const USER_HEADER: &str = "x-gatehouse-user";
 /// The user's groups (plain names, comma-separated) sent to upstreams.
 pub const GROUPS_HEADER: &str = "x-gatehouse-groups";
 
-/// Idle upstream connections kept per upstream (keep-alive pool).
-const POOL_MAX_IDLE_PER_HOST: usize = 512;
-/// Idle pooled upstream connections are closed after this.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The upstream client (HTTP/1.1, pooled keep-alive) and its deadlines.
+/// The upstream deadlines. Upstream connections (HTTP/1.1 keep-alive) belong to the client
+/// connection that opened them: see [`crate::upstream`].
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    connect_timeout: Duration,
     upstream_timeout: Duration,
 }
 
@@ -79,18 +71,8 @@ fn add_identity(
 
 impl Proxy {
     pub fn new(connect_timeout: Duration, upstream_timeout: Duration) -> Proxy {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .build(http);
         Proxy {
-            client,
+            connect_timeout,
             upstream_timeout,
         }
     }
@@ -110,27 +92,22 @@ impl Proxy {
         headers::prepare_request(&mut parts.headers, websocket, client.ip, client.authority);
         strip_gatehouse_cookies(&mut parts.headers);
         add_identity(&mut parts.headers, permit, client.signer)?;
-        parts.uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(permit.app().upstream.clone())
-            .path_and_query(permit.target().clone())
-            .build()
-            .map_err(ProxyError::Internal)?;
+        // Origin form on the wire; Host is the client's (prepare_request keeps it).
+        parts.uri = Uri::from(permit.target().clone());
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let upstream_req = Request::from_parts(parts, body);
 
-        let mut resp =
-            tokio::time::timeout(self.upstream_timeout, self.client.request(upstream_req))
-                .await
-                .map_err(|_| ProxyError::UpstreamTimeout)?
-                .map_err(|e| {
-                    if e.is_connect() {
-                        ProxyError::UpstreamConnect(e)
-                    } else {
-                        ProxyError::Upstream(e)
-                    }
-                })?;
+        let upstream = &permit.app().upstream;
+        let mut resp = tokio::time::timeout(
+            self.upstream_timeout,
+            client
+                .conn
+                .upstreams
+                .send(upstream, upstream_req, self.connect_timeout),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout)??;
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {

@@ -10,11 +10,14 @@
 #[path = "support/harness.rs"]
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -300,4 +303,54 @@ async fn http2_host_must_agree_and_header_count_is_capped() {
     let (resp, _) = h.h2(req).await;
     assert_eq!(resp.status(), 431);
     assert!(seen.try_recv().is_err());
+}
+
+/// An upstream that answers one request per connection and then closes it without saying
+/// so (no `Connection: close`), like a server whose keep-alive timeout just ran out.
+async fn one_shot_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_reused_upstream_connection_closed_by_the_upstream_is_replaced() {
+    // One client connection, several requests: the upstream connection the first request
+    // used is closed by the upstream, so each later request needs a fresh one, whether the
+    // close was already seen or is found when the request is sent (retried once).
+    let (up, accepted) = one_shot_upstream().await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let io = TokioIo::new(h.tls(&[b"http/1.1"]).await);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    for i in 0..5 {
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(get("/")))
+            .await
+            .unwrap()
+            .unwrap();
+        let (resp, body) = collect(resp).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(body, "ok", "request {i}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
 }

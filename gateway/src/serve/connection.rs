@@ -14,6 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::ServeCtx;
 use crate::conn::{ConnShared, TrackedIo, Tunnel};
 use crate::handler;
+use crate::upstream::Driver;
 
 /// Counts an open connection in the gauge and the drain report while alive.
 struct Open<'a>(&'a ServeCtx);
@@ -84,8 +85,12 @@ pub(super) async fn serve(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut idle_for = Duration::ZERO;
     let mut closing = false;
+    // The upstream connections requests on this connection opened: polled right after the
+    // client side, in this task (see `crate::upstream`).
+    let mut upstreams = Driver::default();
     loop {
         tokio::select! {
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -119,8 +124,12 @@ pub(super) async fn serve(
                     }
                 }
             }
+            () = std::future::poll_fn(|cx| upstreams.poll_drive(cx, &shared.upstreams)) => {}
         }
     }
+    // Upstream connections still busy (a WebSocket handing over its connection) finish in
+    // the background; idle ones close now.
+    ctx.tracker.spawn(upstreams.into_rest(&shared.upstreams));
     if let Some(t) = shared.take_tunnel() {
         tunnel(t, &ctx).await;
     }
