@@ -78,7 +78,7 @@ impl SessionToken {
     pub(crate) fn generate() -> Result<SessionToken, StoreError> {
         let mut raw = [0u8; 32];
         crate::secret::random_bytes(&mut raw).map_err(|_| StoreError::Random)?;
-        Ok(SessionToken(hex::encode(raw)))
+        Ok(SessionToken(crate::secret::hex_lower(raw)))
     }
 
     /// The value for the cookie. Never log it.
@@ -97,7 +97,7 @@ pub fn session_id_hash(raw: &str) -> Option<String> {
     if !well_formed {
         return None;
     }
-    Some(hex::encode(aws_lc_rs::digest::digest(
+    Some(crate::secret::hex_lower(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         raw.as_bytes(),
     )))

@@ -56,9 +56,9 @@ pub async fn authenticate(
 ) -> Result<Authenticated, AuthnError> {
     let token = cookie::session(headers).ok_or(AuthnError::NoSession { had_cookie: false })?;
     match auth.resume_session(token.expose()).await {
-        Ok((identity, _)) => Ok(Authenticated {
+        Ok((identity, id_hash)) => Ok(Authenticated {
             identity,
-            session: token.hash(),
+            session: SessionHash::from_store(id_hash),
             token,
         }),
         Err(AuthError::NoSession) => Err(AuthnError::NoSession { had_cookie: true }),

@@ -37,7 +37,7 @@ impl AuditKey {
     }
 
     pub(crate) fn mac_hex(&self, body: &[u8]) -> String {
-        hex::encode(aws_lc_rs::hmac::sign(&self.0, body).as_ref())
+        crate::secret::hex_lower(aws_lc_rs::hmac::sign(&self.0, body).as_ref())
     }
 
     pub(crate) fn mac_ok(&self, body: &[u8], mac_hex: &str) -> bool {
@@ -97,7 +97,9 @@ pub(crate) fn ct_str_eq(a: &str, b: &str) -> bool {
 
 /// SHA-256 of a line, hex: the next record's `prev`.
 pub(crate) fn line_hash(line: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, line.as_bytes()).as_ref())
+    crate::secret::hex_lower(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, line.as_bytes()).as_ref(),
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Hinnant's algorithm).

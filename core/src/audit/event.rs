@@ -150,5 +150,5 @@ pub fn new_incident_id() -> String {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return format!("inc-{:x}-{n:x}", crate::store::now_ms());
     }
-    format!("inc-{}", hex::encode(r))
+    format!("inc-{}", crate::secret::hex_lower(r))
 }

@@ -48,7 +48,7 @@ impl Authenticator {
         let mut raw = [0u8; 32];
         crate::secret::random_bytes(&mut raw)
             .map_err(|e| AuthError::Identity(crate::error::IdentityError::Key(e)))?;
-        let ticket = hex::encode(raw);
+        let ticket = crate::secret::hex_lower(raw);
         let hash = ticket_hash(&ticket).ok_or(AuthError::NoSession)?;
         let handoff = Handoff {
             data: SessionData {

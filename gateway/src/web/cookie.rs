@@ -60,10 +60,9 @@ impl CookieValue {
     /// The hash under which the server side keeps this value (store key, assertion `sid`,
     /// CSRF binding): lowercase hex SHA-256, the same as the store's session `id_hash`.
     pub fn hash(&self) -> SessionHash {
-        SessionHash(hex::encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            self.0.as_bytes(),
-        )))
+        SessionHash(gatehouse_core::secret::hex_lower(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes()),
+        ))
     }
 }
 
@@ -89,6 +88,12 @@ pub struct SessionHash(String);
 impl SessionHash {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The store's `id_hash` of a session it just resumed from this cookie's value (the
+    /// same SHA-256, so it is not computed twice per request).
+    pub(crate) fn from_store(id_hash: String) -> SessionHash {
+        SessionHash(id_hash)
     }
 }
 
