@@ -295,3 +295,33 @@ async fn records_are_synced_soon_after_they_are_written() {
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn a_lock_held_by_another_process_delays_records_without_blocking_the_thread() {
+    // A CLI command holds the directory lock: the server's record waits for it, but its
+    // thread keeps serving other tasks (this test runs on a single thread).
+    let dir = TempDir::new("audit");
+    let log = AuditLog::open(dir.path(), key()).unwrap();
+    log.record(ev(0)).await.unwrap();
+    let path = dir.path().join(".audit.lock");
+    let other = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.lock().unwrap(); // granted once the syncer hands the lock back
+        f
+    })
+    .await
+    .unwrap();
+    let pending = tokio::spawn({
+        let log = log.clone();
+        async move { log.record(ev(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!pending.is_finished(), "the record waits for the lock");
+    other.unlock().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the record never got the lock")
+        .unwrap();
+    assert_eq!(r.unwrap().seq, 1);
+    assert_eq!(verify(dir.path(), &key()).unwrap().records, 2);
+}
