@@ -5,13 +5,16 @@
 # policy, audited and given a signed identity assertion, with the memory store and with Redis.
 # Prints requests/s, p50/p99 latency and CPU time per request for each, and the ratios.
 #
-# Usage: benches/proxy.sh [DURATION_SECONDS] [CONNECTIONS]
+# Usage: benches/proxy.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
+# The three runs are interleaved ROUNDS times (default 3) and the medians compared: on a
+# small shared machine one run of either proxy can be off by 15%.
 # Needs: nginx, wrk, openssl, redis-server, curl, python3 (./test.sh installs the Debian ones).
 # Builds gatehouse in release. Everything listens on 127.0.0.1 only and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNS=${2:-64}
+ROUNDS=${3:-3}
 for tool in nginx wrk openssl redis-server curl python3; do
   command -v "$tool" >/dev/null || { echo "benches/proxy.sh: $tool is missing (run ./test.sh or apt-get install $tool)" >&2; exit 1; }
 done
@@ -224,15 +227,24 @@ run() { # name port cookie pids...
   local hz; hz=$(getconf CLK_TCK)
   local cpu_us; cpu_us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) * 1e6 / n }')
   printf '%-10s %12.0f %10.3f %10.3f %14s %8s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "$non2xx"
-  eval "${name}_RPS=$rps; ${name}_CPU=$cpu_us"
+  eval "${name}_RPS_ALL+=\" $rps\"; ${name}_CPU_ALL+=\" $cpu_us\""
 }
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
 echo "TLS reverse proxy to one upstream, wrk -t2 -c$CONNS -d${DURATION}s, HTTP/1.1 keep-alive, $(nproc) cores"
 echo "nginx: no authentication. gatehouse: session + $RULES-rule policy + audit + assertion on every request."
 printf '%-10s %12s %10s %10s %14s %8s\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "non-2xx"
-run nginx "$NG_PORT" "" $(nginx_pids)
-run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
-run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID" "$(cat "$WORK/redis.pid")"
+nginx_RPS_ALL= nginx_CPU_ALL= gh_memory_RPS_ALL= gh_memory_CPU_ALL= gh_redis_RPS_ALL= gh_redis_CPU_ALL=
+for _ in $(seq 1 "$ROUNDS"); do
+  run nginx "$NG_PORT" "" $(nginx_pids)
+  run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+  run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID" "$(cat "$WORK/redis.pid")"
+done
+for name in nginx gh_memory gh_redis; do
+  eval "${name}_RPS=\$(median <<<\"\$${name}_RPS_ALL\"); ${name}_CPU=\$(median <<<\"\$${name}_CPU_ALL\")"
+done
+echo "medians of $ROUNDS rounds: nginx $nginx_RPS req/s ($nginx_CPU us CPU/req), gatehouse memory $gh_memory_RPS ($gh_memory_CPU), redis $gh_redis_RPS ($gh_redis_CPU)"
 awk -v g="$gh_memory_RPS" -v n="$nginx_RPS" -v gc="$gh_memory_CPU" -v nc="$nginx_CPU" \
   'BEGIN { printf "ratio gatehouse(memory)/nginx: %.2fx requests/s, %.2fx CPU per request\n", g/n, gc/nc }'
 awk -v g="$gh_redis_RPS" -v n="$nginx_RPS" -v gc="$gh_redis_CPU" -v nc="$nginx_CPU" \
