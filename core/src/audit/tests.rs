@@ -209,7 +209,7 @@ async fn a_moved_log_directory_is_an_error_not_a_silent_write() {
     log.record(ev(0)).await.unwrap();
     std::fs::rename(&log_dir, dir.path().join("moved")).unwrap();
     std::fs::create_dir(&log_dir).unwrap();
-    // A new, empty directory at the old path: the first record fails (its chain is void)...
+    // A new, empty directory at the old path: the next record fails...
     assert!(log.record(ev(1)).await.is_err());
     assert_eq!(
         std::fs::read_to_string(
@@ -225,8 +225,15 @@ async fn a_moved_log_directory_is_an_error_not_a_silent_write() {
         1,
         "nothing was written into the moved file"
     );
-    // ...and the log continues in the directory the path names now.
-    log.record(ev(2)).await.unwrap();
+    // ...and so does every later one: a new chain over records this server confirmed would
+    // hide that they are gone. A restart starts on the directory as it is.
+    assert!(matches!(
+        log.record(ev(2)).await,
+        Err(AuditError::Tampered { .. })
+    ));
+    drop(log);
+    let log = AuditLog::open(&log_dir, key()).unwrap();
+    log.record(ev(3)).await.unwrap();
     assert_eq!(verify(&log_dir, &key()).unwrap().records, 1);
 }
 
@@ -324,4 +331,29 @@ async fn a_lock_held_by_another_process_delays_records_without_blocking_the_thre
         .unwrap();
     assert_eq!(r.unwrap().seq, 1);
     assert_eq!(verify(dir.path(), &key()).unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn the_head_is_found_from_the_end_of_a_large_segment() {
+    // The head is read backwards in growing windows: a segment far larger than the first
+    // window, a last record longer than it, and a torn line after it.
+    let dir = TempDir::new("audit");
+    write_n(dir.path(), 300).await;
+    {
+        let log = AuditLog::open(dir.path(), key()).unwrap();
+        log.record(AuditEvent::PolicyReload {
+            ok: false,
+            rules: 0,
+            error: Some("x".repeat(100_000)),
+        })
+        .await
+        .unwrap();
+    }
+    let seg = the_segment(dir.path());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"seq\":302,\"ts\":\"torn").unwrap();
+    drop(f);
+    let log = AuditLog::open(dir.path(), key()).unwrap();
+    assert_eq!(log.record(ev(1)).await.unwrap().seq, 301);
+    assert_eq!(verify(dir.path(), &key()).unwrap().records, 302);
 }

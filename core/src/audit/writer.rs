@@ -15,8 +15,9 @@
 //! Fail closed: a failed write refuses its batch and every record chained on it, and the
 //! chain head is re-read from disk before the next record. Every write first checks that the
 //! segment path still names the open file (a moved, deleted or replaced directory is an
-//! error, not records written into the void). A failed sync refuses every later record until
-//! the head has been re-read.
+//! error, not records written into the void). After a failed sync the head is re-read too.
+//! A re-read head behind what this log already wrote (the directory was moved, truncated or
+//! replaced) is refused, not continued as a new chain over the missing records.
 //!
 //! Several processes (the server and a CLI recording an admin action) share a directory
 //! through a lock file: the writer holds it while it appends and the syncer releases it after
@@ -26,7 +27,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -106,6 +107,8 @@ enum Turn {
 struct Batch {
     chunks: Vec<(String, String)>,
     waiters: VecDeque<oneshot::Sender<Turn>>,
+    /// The sequence number after the batch's last record.
+    end_seq: u64,
 }
 
 impl Batch {
@@ -127,6 +130,9 @@ struct Head {
     segment: Option<Segment>,
     /// What the syncer must fdatasync next (written since its last sync).
     unsynced: Option<Arc<File>>,
+    /// Records this log has written so far (the next sequence number it confirmed): a
+    /// re-read head behind it means the directory was moved, truncated or replaced.
+    written: u64,
 }
 
 /// Lock file serialising writers of one log directory across processes.
@@ -176,6 +182,7 @@ impl AuditLog {
         let state = recover(dir, &key);
         let _ = lock_file.unlock();
         let state = state?;
+        let written = state.next_seq;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Weak<Inner>>();
         let thread = std::thread::Builder::new()
             .name("gatehouse-audit".into())
@@ -199,6 +206,7 @@ impl AuditLog {
                 writing: false,
                 segment: None,
                 unsynced: None,
+                written,
             }),
             syncer: thread.thread().clone(),
         });
@@ -338,6 +346,18 @@ impl Inner {
             Some(st) => st,
             None => {
                 let st = recover(&self.dir, &self.key)?;
+                if st.next_seq < h.written {
+                    // Records this server confirmed are gone: never start a new chain over
+                    // them. Refused until the directory is restored or the server restarts.
+                    return Err(AuditError::Tampered {
+                        path: self.dir.clone(),
+                        line: 0,
+                        problem: format!(
+                            "the log holds {} records but this server wrote {}: the directory was moved, truncated or replaced",
+                            st.next_seq, h.written
+                        ),
+                    });
+                }
                 h.chain.insert(st)
             }
         };
@@ -361,6 +381,7 @@ impl Inner {
         text.push('\n');
         let seq = st.next_seq;
         st.next_seq += 1;
+        h.pending.end_seq = st.next_seq;
         Ok(seq)
     }
 
@@ -427,6 +448,7 @@ impl Inner {
                         };
                         st.tail = Some((seg.path.clone(), len));
                     }
+                    h.written = h.written.max(batch.end_seq);
                     let first_dirty = h.unsynced.is_none();
                     h.unsynced = segment.as_ref().map(|s| s.file.clone());
                     h.segment = segment;
@@ -532,6 +554,41 @@ fn syncer(inner: Weak<Inner>) {
     }
 }
 
+/// The last complete line of a file (without its newline), the length up to and including
+/// that newline (bytes after it are a torn record) and the file's length. Reads from the end
+/// in growing windows: re-reading the head after another process appended costs a few KiB,
+/// not the whole day's segment, while the caller holds the head's lock.
+fn last_line(f: &mut File) -> std::io::Result<(Option<Vec<u8>>, u64, u64)> {
+    let len = f.metadata()?.len();
+    let mut window: u64 = 16 * 1024;
+    loop {
+        let start = len.saturating_sub(window);
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        Read::by_ref(f).take(len - start).read_to_end(&mut buf)?;
+        let Some(nl) = buf.iter().rposition(|&b| b == b'\n') else {
+            if start == 0 {
+                return Ok((None, 0, len));
+            }
+            window = window.saturating_mul(4);
+            continue;
+        };
+        let complete = start + nl as u64 + 1;
+        let body = buf.get(..nl).unwrap_or_default();
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(p) => {
+                return Ok((
+                    Some(body.get(p + 1..).unwrap_or_default().to_vec()),
+                    complete,
+                    len,
+                ));
+            }
+            None if start == 0 => return Ok((Some(body.to_vec()), complete, len)),
+            None => window = window.saturating_mul(4),
+        }
+    }
+}
+
 /// Reads the chain head from the newest segment, cutting off a torn last line (a record
 /// that was never confirmed). The caller holds the directory lock.
 fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditError> {
@@ -543,14 +600,12 @@ fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditError> {
             .write(true)
             .open(path)
             .map_err(io_err(path))?;
-        let mut text = String::new();
-        f.read_to_string(&mut text).map_err(io_err(path))?;
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        if complete < text.len() {
-            f.set_len(complete as u64).map_err(io_err(path))?;
+        let (last, complete, len) = last_line(&mut f).map_err(io_err(path))?;
+        if complete < len {
+            f.set_len(complete).map_err(io_err(path))?;
             f.sync_all().map_err(io_err(path))?;
         }
-        let Some(last) = text.get(..complete).and_then(|t| t.lines().last()) else {
+        let Some(last) = last else {
             continue;
         };
         let tampered = |problem: &str| AuditError::Tampered {
@@ -558,6 +613,8 @@ fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditError> {
             line: 0,
             problem: problem.to_string(),
         };
+        let last = String::from_utf8(last).map_err(|_| tampered("last record is not text"))?;
+        let last = last.as_str();
         let (body, mac) =
             chain::split_line(last).ok_or_else(|| tampered("last record is malformed"))?;
         if !key.mac_ok(body.as_bytes(), mac) {
