@@ -354,3 +354,73 @@ async fn a_reused_upstream_connection_closed_by_the_upstream_is_replaced() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
 }
+
+/// An upstream answering every request on a keep-alive connection with `size` bytes,
+/// written in small pieces so each answer is still streaming when the next request comes.
+async fn big_body_upstream(size: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let h = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+                    if tcp.write_all(h.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let piece = vec![b'x'; 16 * 1024];
+                    let mut left = size;
+                    while left > 0 {
+                        let n = left.min(piece.len());
+                        if tcp.write_all(&piece[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_http2_streams_each_get_their_whole_body() {
+    // An HTTP/2 client opens an upstream connection per concurrent stream and keeps only a
+    // few idle for reuse: the ones it lets go are still streaming and must finish.
+    const SIZE: usize = 2_000_000;
+    let up = big_body_upstream(SIZE).await;
+    let h = start("", &[("app", HOST, up)]).await;
+    let io = TokioIo::new(h.tls(&[b"h2"]).await);
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let mut send = send.clone();
+        let req = get_h2(&format!("/big/{i}"));
+        tasks.push(tokio::spawn(async move {
+            let resp = send.send_request(req).await.unwrap();
+            collect(resp).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (resp, body) = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "stream {i}");
+        assert_eq!(body.len(), SIZE, "stream {i}");
+    }
+}
