@@ -6,7 +6,9 @@ cd "$(dirname "$0")"
 
 # Real components the end-to-end tests start themselves; a missing one is a test failure, so
 # install them all up front.
-PACKAGES=(redis-server openssh-server openssh-client nginx wrk asciinema curl openssl)
+PACKAGES=(redis-server openssh-server openssh-client nginx wrk asciinema curl openssl chromium)
+# The browser test drives Chromium with playwright-core from the npm registry.
+command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -24,6 +26,10 @@ fi
 for svc in redis-server nginx ssh; do
   (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || true
 done
+
+# playwright-core, pinned by tests/browser/package-lock.json (it downloads no browser: the
+# test uses Debian's Chromium).
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check

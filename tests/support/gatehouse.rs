@@ -76,6 +76,9 @@ pub struct GatehouseSpec {
     /// `GATEHOUSE_SECRET_KEY` (base64 of 32 bytes) for `serve` and every CLI call, so two
     /// gateways (and the CLI) can share one key.
     pub secret_key: String,
+    /// A fixed gateway port, also written into `public_url` (a browser's `Origin` carries
+    /// the port, and the login's Origin check compares it); `None`: any free port.
+    pub gateway_port: Option<u16>,
 }
 
 /// The group of the harness's default user ([`Gatehouse::start_signed_in`]); the default
@@ -130,6 +133,7 @@ impl Default for GatehouseSpec {
             policy_csv: None,
             model: None,
             secret_key: random_secret_key(),
+            gateway_port: None,
         }
     }
 }
@@ -157,8 +161,16 @@ impl GatehouseSpec {
 
     pub fn to_toml(&self) -> String {
         let mut s = String::new();
-        s.push_str("data_dir = \"data\"\n\n[gateway]\nlisten = \"127.0.0.1:0\"\n");
-        s.push_str("public_url = \"https://gatehouse.localhost\"\n");
+        match self.gateway_port {
+            Some(port) => s.push_str(&format!(
+                "data_dir = \"data\"\n\n[gateway]\nlisten = \"127.0.0.1:{port}\"\n\
+                 public_url = \"https://gatehouse.localhost:{port}\"\n"
+            )),
+            None => s.push_str(
+                "data_dir = \"data\"\n\n[gateway]\nlisten = \"127.0.0.1:0\"\n\
+                 public_url = \"https://gatehouse.localhost\"\n",
+            ),
+        }
         s.push_str("tls_cert = \"certs/gateway.crt\"\ntls_key = \"certs/gateway.key\"\n");
         if let Some(p) = &self.tls_profile {
             s.push_str(&format!("tls_profile = \"{p}\"\n"));

@@ -1,0 +1,136 @@
+//! A real browser (Debian's Chromium, driven by playwright-core through
+//! `tests/browser/login.mjs`) against the real binary: an app URL leads to the login page on
+//! the same host, password + TOTP lead back to the URL first asked for with the identity the
+//! upstream received, the session cookie has the attributes the browser must enforce, the
+//! pages raise no CSP or script errors, and sign-out ends the session. `./test.sh` installs
+//! Chromium and the npm package; a missing one fails this test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::identity::{SESSION_COOKIE, fresh_totp_window};
+use support::scenario::wiki;
+use support::{GatehouseSpec, host};
+
+/// Runs the browser script with `input` on stdin; what it saw.
+fn browse(input: &serde_json::Value) -> serde_json::Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed in tests/browser: run ./test.sh"
+    );
+    let mut child = Command::new("node")
+        .arg("login.mjs")
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is needed for the browser test: run ./test.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "browser script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "browser script printed no result ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_reaches_the_app_and_signs_out() {
+    // The browser's Origin carries the port: the gateway must know its public one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (gh, up) = wiki(GatehouseSpec {
+        gateway_port: Some(port),
+        ..GatehouseSpec::default()
+    })
+    .await;
+    let alice = gh.create_user("alice", &["staff"]).await;
+    let origin = format!("https://{}:{}", host("wiki"), gh.gateway.port());
+    let url = format!("{origin}/docs/page?x=1");
+    fresh_totp_window(20).await;
+    let input = serde_json::json!({
+        "url": url,
+        "user": alice.name,
+        "password": alice.password,
+        "code": alice.code(),
+    });
+    let seen = tokio::task::spawn_blocking(move || browse(&input))
+        .await
+        .unwrap();
+    assert!(seen.get("error").is_none(), "browser: {seen:#}");
+
+    // The app URL leads to the login page on the same host, remembering where to go.
+    let landed = seen["landed"]["url"].as_str().unwrap();
+    assert!(
+        landed.starts_with(&format!("{origin}/.gatehouse/login?next=")),
+        "landed on {landed}"
+    );
+    assert_eq!(seen["landed"]["status"], 200);
+
+    // Signed in: back at the URL first asked for, with the identity the upstream received.
+    assert_eq!(seen["after"]["url"], url.as_str());
+    let body = seen["after"]["body"].as_str().unwrap();
+    assert!(body.contains("x-gatehouse-user"), "upstream page: {body}");
+    assert!(body.contains("\"alice\""), "upstream page: {body}");
+    assert!(up.count() >= 2, "the upstream was not reached");
+
+    // The session cookie as the browser stored it: host-only, Secure, HttpOnly, Lax.
+    let cookies = seen["cookies"].as_array().unwrap();
+    let session: Vec<_> = cookies
+        .iter()
+        .filter(|c| c["name"] == SESSION_COOKIE)
+        .collect();
+    assert_eq!(session.len(), 1, "cookies: {cookies:?}");
+    let c = session[0];
+    assert_eq!(c["domain"], host("wiki").as_str());
+    assert_eq!(c["path"], "/");
+    assert_eq!(c["secure"], true);
+    assert_eq!(c["httpOnly"], true);
+    assert_eq!(c["sameSite"], "Lax");
+
+    // The portal lists the app; sign-out ends the session: the app asks for a login again.
+    let portal = seen["portal"]["body"].as_str().unwrap();
+    assert!(portal.contains("alice"), "portal: {portal}");
+    assert!(portal.contains("wiki"), "portal: {portal}");
+    let again = seen["again"]["url"].as_str().unwrap();
+    assert!(
+        again.starts_with(&format!("{origin}/.gatehouse/login")),
+        "after sign-out the app URL led to {again}"
+    );
+
+    // Gatehouse's pages need no script and break none of their own CSP rules.
+    let console = seen["console"].as_array().unwrap();
+    assert!(
+        console.iter().all(|m| {
+            let m = m.as_str().unwrap_or_default();
+            !m.contains("Content Security Policy") && !m.starts_with("pageerror")
+        }),
+        "browser console: {console:?}"
+    );
+}
