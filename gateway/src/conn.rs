@@ -9,9 +9,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,6 +32,9 @@ pub struct ConnShared {
     pub verdicts: Verdicts,
     /// This connection's upstream connections, driven by its task.
     pub upstreams: Upstreams,
+    born: Instant,
+    /// When the request head now arriving began (ms since `born`, plus one); 0: none.
+    head_since: AtomicU64,
 }
 
 /// A WebSocket upgrade agreed by both sides, run by the connection task once hyper hands the
@@ -55,6 +59,8 @@ impl ConnShared {
             tunnel: Mutex::new(None),
             verdicts: Verdicts::default(),
             upstreams: Upstreams::default(),
+            born: Instant::now(),
+            head_since: AtomicU64::new(0),
         }
     }
 
@@ -72,6 +78,30 @@ impl ConnShared {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// How long the HTTP/1 request head now arriving has been arriving (the head deadline:
+    /// hyper's own would also cut idle keep-alive connections).
+    pub fn head_pending_for(&self) -> Option<Duration> {
+        match self.head_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(
+                self.born
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(since - 1)),
+            ),
+        }
+    }
+
+    /// Notes whether a request head is arriving (called after each read).
+    fn mark_head(&self, mid_head: bool) {
+        let since = self.head_since.load(Ordering::Relaxed);
+        if mid_head && since == 0 {
+            let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            self.head_since.store(ms + 1, Ordering::Release);
+        } else if !mid_head && since != 0 {
+            self.head_since.store(0, Ordering::Release);
+        }
     }
 
     pub fn served(&self) -> usize {
@@ -177,8 +207,10 @@ impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
                 if let Some(scanner) = this.scanner {
                     if this.shared.upgraded.load(Ordering::Acquire) || scanner.is_off() {
                         *this.scanner = None;
+                        this.shared.mark_head(false);
                     } else {
                         scanner.feed(new, &this.shared.verdicts);
+                        this.shared.mark_head(scanner.mid_head());
                     }
                 }
             }

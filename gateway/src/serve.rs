@@ -135,8 +135,7 @@ async fn listen(
     Ok((l, local))
 }
 
-fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let g = &config.gateway;
+fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -145,7 +144,10 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         // hyper answers 431 when a head does not fit: the buffer is the head limit.
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS)
-        .header_read_timeout(g.header_timeout);
+        // The head deadline is the connection task's (from the framing scanner): hyper's own
+        // also runs while a keep-alive connection waits, cutting it at `header_timeout`
+        // instead of `idle_timeout`.
+        .header_read_timeout(None);
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
@@ -193,7 +195,7 @@ impl Gateway {
         let ctx = Arc::new(ServeCtx {
             state,
             acceptor: TlsAcceptor::from(server_config),
-            builder: http_builder(&config),
+            builder: http_builder(),
             metrics,
             open: AtomicUsize::new(0),
             tracker,

@@ -280,3 +280,54 @@ async fn tls_profiles() {
         assert_eq!(s.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
     }
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_outlives_the_header_timeout_while_idle() {
+    // The head deadline runs from a head's first byte, not while a keep-alive connection
+    // waits: idle connections are governed by idle_timeout.
+    let (up, _seen) = upstream(None).await;
+    let h = start(
+        "header_timeout = \"1s\"\nidle_timeout = \"10s\"",
+        &[("app", HOST, up)],
+    )
+    .await;
+    let io = TokioIo::new(h.tls(&[b"http/1.1"]).await);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let (resp, _) = collect(send.send_request(get("/one")).await.unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    // Idle for twice the header timeout (the scenario itself, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = tokio::time::timeout(DEADLINE, send.send_request(get("/two")))
+        .await
+        .expect("second request timed out");
+    let (resp, _) = collect(again.expect("the idle connection was closed")).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn leading_empty_lines_do_not_escape_the_head_deadline() {
+    // Empty lines before a request line are allowed (and skipped), so they start the head
+    // deadline too: trickling them forever does not hold a connection open.
+    let (up, _seen) = upstream(None).await;
+    let h = start("header_timeout = \"1s\"", &[("app", HOST, up)]).await;
+    let mut s = h.tls(&[b"http/1.1"]).await;
+    let t = Instant::now();
+    let cut = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if s.write_all(b"\r\n").await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 64];
+            // The client's own pacing: one empty line every 200 ms.
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "trickled empty lines kept the connection open");
+    assert!(t.elapsed() >= Duration::from_millis(900));
+}

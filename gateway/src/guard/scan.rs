@@ -52,6 +52,9 @@ pub struct Scanner {
     state: State,
     head: Vec<u8>,
     heads: u64,
+    /// Bytes of the next message arrived (leading empty lines included) and its head is not
+    /// complete yet: the head deadline runs.
+    started: bool,
 }
 
 impl Default for Scanner {
@@ -60,6 +63,7 @@ impl Default for Scanner {
             state: State::Head { eol: Eol::None },
             head: Vec::new(),
             heads: 0,
+            started: false,
         }
     }
 }
@@ -67,6 +71,12 @@ impl Default for Scanner {
 impl Scanner {
     pub fn is_off(&self) -> bool {
         self.state == State::Off
+    }
+
+    /// A request head has begun (any byte of it, even an empty line before the request
+    /// line) and is not complete.
+    pub fn mid_head(&self) -> bool {
+        self.started && matches!(self.state, State::Head { .. })
     }
 
     /// Stops scanning (after a protocol upgrade: the bytes are no longer HTTP).
@@ -153,6 +163,7 @@ impl Scanner {
 
     /// Accumulates a head until its empty line, then judges it. Returns bytes consumed.
     fn feed_head(&mut self, data: &[u8], mut eol: Eol, verdicts: &Verdicts) -> usize {
+        self.started |= !data.is_empty();
         let mut start = 0;
         if self.head.is_empty() {
             // Empty lines before a request line are skipped, as httparse does.
@@ -193,6 +204,7 @@ impl Scanner {
             return start + take;
         }
         self.heads += 1;
+        self.started = false;
         let head = std::mem::take(&mut self.head);
         // More fields than hyper accepts: hyper will answer 431 itself.
         if head.iter().filter(|&&b| b == b'\n').count() > MAX_HEADERS {

@@ -81,7 +81,7 @@ pub(super) async fn serve(
     let first = tokio::time::sleep(ctx.header_timeout);
     tokio::pin!(first);
     let mut first_seen = false;
-    let period = idle_tick(ctx.idle_timeout);
+    let period = idle_tick(ctx.idle_timeout.min(ctx.header_timeout));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut idle_for = Duration::ZERO;
     let mut closing = false;
@@ -113,6 +113,12 @@ pub(super) async fn serve(
                 first_seen = true;
             }
             _ = tick.tick(), if !closing => {
+                // Slowloris: a request head (HTTP/1) must be complete within the header
+                // timeout of its first byte, however its bytes trickle in.
+                if shared.head_pending_for().is_some_and(|d| d >= ctx.header_timeout) {
+                    tracing::debug!("request head not complete within the header timeout; closing");
+                    return;
+                }
                 if shared.take_activity() || shared.in_flight() > 0 {
                     idle_for = Duration::ZERO;
                 } else {
