@@ -199,7 +199,7 @@ impl Driver {
                 self.conns.append(&mut g.new);
             }
         }
-        self.conns.retain_mut(|c| c.as_mut().poll(cx).is_pending());
+        poll_all(&mut self.conns, cx);
         Poll::Pending
     }
 
@@ -208,7 +208,7 @@ impl Driver {
         let mut conns = self.conns;
         conns.extend(ups.close());
         std::future::poll_fn(move |cx| {
-            conns.retain_mut(|c| c.as_mut().poll(cx).is_pending());
+            poll_all(&mut conns, cx);
             if conns.is_empty() {
                 Poll::Ready(())
             } else {
@@ -216,4 +216,9 @@ impl Driver {
             }
         })
     }
+}
+
+/// Polls every connection once, dropping those that ended.
+fn poll_all(conns: &mut Vec<ConnFuture>, cx: &mut Context<'_>) {
+    conns.retain_mut(|c| c.as_mut().poll(cx).is_pending());
 }
