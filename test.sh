@@ -32,6 +32,8 @@ done
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 export CARGO_TERM_COLOR=never
+# Incremental state is for edit-compile loops; a one-shot run only pays its disk (GBs) for it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-fail-fast

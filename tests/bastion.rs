@@ -11,7 +11,7 @@
 
 #[path = "support/sshd.rs"]
 mod sshd;
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,15 +19,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use sshd::{Client, Sshd, keygen, pub_path, text};
-use support::client::{H1, H1Conn, empty, full};
-use support::gatehouse::{GatehouseSpec, binary, spawn_until_ready};
-use support::identity::{
+use crate::support::client::{H1, H1Conn, empty, full};
+use crate::support::gatehouse::{GatehouseSpec, binary, spawn_until_ready};
+use crate::support::identity::{
     LOGIN_COOKIE, LOGIN_PATH, PUBLIC_HOST, csrf_in, form, fresh_totp_window, otpauth_in,
     random_password, set_cookie, totp_from_base32, unix_now,
 };
-use support::{Pki, QUICK, Redis, TestDir, within};
+use crate::support::{Pki, QUICK, Redis, TestDir, within};
+use serde_json::Value;
+use sshd::{Client, Sshd, keygen, pub_path, text};
 use totp_rs::Totp;
 
 /// The policy: `sre` may use `db-prod-1` and `staging`; nobody may use `denied`.

@@ -11,15 +11,13 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::identity::{SESSION_COOKIE, fresh_totp_window};
-use support::scenario::wiki;
-use support::{GatehouseSpec, host};
+use crate::support::identity::{SESSION_COOKIE, fresh_totp_window};
+use crate::support::scenario::wiki;
+use crate::support::{GatehouseSpec, host};
 
 /// Runs the browser script with `input` on stdin; what it saw.
 fn browse(input: &serde_json::Value) -> serde_json::Value {

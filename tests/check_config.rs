@@ -7,10 +7,10 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
-use support::gatehouse::check_config;
-use support::{AppSpec, GatehouseSpec, TestDir, host};
+use crate::support::gatehouse::check_config;
+use crate::support::{AppSpec, GatehouseSpec, TestDir, host};
 
 fn good_spec() -> GatehouseSpec {
     GatehouseSpec::default()

@@ -8,13 +8,13 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::client::{H1, H1Conn, H2, empty, plain_get, tls_connect};
-use support::upstream::closed_port;
-use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Resp, Upstream, host, within};
+use crate::support::client::{H1, H1Conn, H2, empty, plain_get, tls_connect};
+use crate::support::upstream::closed_port;
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Resp, Upstream, host, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A gateway with one echo app on `echo.gatehouse.localhost`.

@@ -10,12 +10,12 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
-use support::client::RawOutcome;
-use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host};
+use crate::support::client::RawOutcome;
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host};
 
 async fn gateway() -> (Gatehouse, Upstream) {
     let up = Upstream::start().await;

@@ -10,10 +10,8 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
-use support::client::{echoed_headers, empty};
-use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
+use crate::support::client::{echoed_headers, empty};
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 
 /// A gateway with one echo app on `echo.gatehouse.localhost`.
 async fn echo_gateway(spec: GatehouseSpec) -> (Gatehouse, Upstream) {

@@ -7,15 +7,15 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::client::H1Conn;
+use crate::support::upstream::{MIB, PatternBody, hex, pattern_sha256};
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use support::client::H1Conn;
-use support::upstream::{MIB, PatternBody, hex, pattern_sha256};
-use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 
 const SIZE: u64 = 100 * MIB;
 /// Allowed growth of the gateway's peak RSS while 100 MiB pass through it.

@@ -8,16 +8,14 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::support::client::{H1, H1Conn, peer_leaf, tls_connect};
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 use rustls::ProtocolVersion;
-use support::client::{H1, H1Conn, peer_leaf, tls_connect};
-use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 
 async fn gateway(profile: Option<&str>) -> (Gatehouse, Upstream) {
     let up = Upstream::start().await;

@@ -7,12 +7,12 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
+use crate::support::client::{H1Conn, full, plain_get};
+use crate::support::upstream::{MIB, PatternBody, pattern_sha256};
+use crate::support::{QUICK, Upstream, within};
 use http_body_util::BodyExt;
-use support::client::{H1Conn, full, plain_get};
-use support::upstream::{MIB, PatternBody, pattern_sha256};
-use support::{QUICK, Upstream, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_echo_counts_and_reports_headers() {

@@ -11,15 +11,15 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
-use support::client::echoed_headers;
-use support::identity::{
+use crate::support::client::echoed_headers;
+use crate::support::identity::{
     LOGIN_PATH, SESSION_COOKIE, csrf_in, form, fresh_totp_window, h1_with, session_pair,
     set_cookie, set_cookie_line,
 };
-use support::scenario::{assert_unauthenticated, wiki};
-use support::{GatehouseSpec, QUICK, Resp, host, within};
+use crate::support::scenario::{assert_unauthenticated, wiki};
+use crate::support::{GatehouseSpec, QUICK, Resp, host, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_with_password_and_totp_reaches_the_upstream_with_identity_headers() {

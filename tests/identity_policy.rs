@@ -9,11 +9,11 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
-use support::client::{echoed_headers, empty};
-use support::identity::{h1_with, unix_now, verify_assertion};
-use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
+use crate::support::client::{echoed_headers, empty};
+use crate::support::identity::{h1_with, unix_now, verify_assertion};
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 
 const POLICY: &str = "\
 p, group:staff, app:wiki/*, GET|HEAD, allow

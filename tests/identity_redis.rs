@@ -10,13 +10,13 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::client::{echoed_headers, empty, plain_get};
-use support::identity::{LOGIN_PATH, fresh_totp_window, h1_with};
-use support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Redis, Upstream, host, within};
+use crate::support::client::{echoed_headers, empty, plain_get};
+use crate::support::identity::{LOGIN_PATH, fresh_totp_window, h1_with};
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Redis, Upstream, host, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const POLICY: &str = "p, group:staff, app:wiki/*, *, allow\n";

@@ -9,17 +9,17 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::client::echoed_headers;
-use support::identity::{
+use crate::support::client::echoed_headers;
+use crate::support::identity::{
     LOGIN_PATH, LOGOUT_PATH, PORTAL_PATH, SESSION_COOKIE, csrf_in, form, fresh_totp_window,
     h1_with, session_pair, set_cookie, set_cookie_line,
 };
-use support::scenario::{assert_unauthenticated, wiki};
-use support::{GatehouseSpec, QUICK, host, within};
+use crate::support::scenario::{assert_unauthenticated, wiki};
+use crate::support::{GatehouseSpec, QUICK, host, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_is_refused_after_the_idle_timeout() {

@@ -10,19 +10,19 @@
     clippy::indexing_slicing
 )]
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::client::{H1, H1Conn, empty, full};
-use support::gatehouse::{binary, spawn_until_ready};
-use support::identity::{
+use crate::support::client::{H1, H1Conn, empty, full};
+use crate::support::gatehouse::{binary, spawn_until_ready};
+use crate::support::identity::{
     LOGIN_COOKIE, LOGIN_PATH, SESSION_COOKIE, csrf_in, form, fresh_totp_window, otpauth_in,
     set_cookie, totp_from_base32, unix_now,
 };
-use support::pki::{client_config_for, read_pem_cert};
-use support::{QUICK, TestDir, within};
+use crate::support::pki::{client_config_for, read_pem_cert};
+use crate::support::{QUICK, TestDir, within};
 
 const FIXED_PORTS: &[u16] = &[8443, 9443, 2222];
 

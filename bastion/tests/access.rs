@@ -8,14 +8,13 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 
+use crate::harness::{Env, text};
 use gatehouse_bastion::backend::{AuthFailure, RefusedFeature};
 use gatehouse_bastion::{BastionEvent, SshAction};
-use harness::{Env, text};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -9,16 +9,15 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::harness;
 
 use std::io::BufReader;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::harness::{Env, Options, read_until, text};
 use gatehouse_bastion::{BastionEvent, Limits};
-use harness::{Env, Options, read_until, text};
 use russh::client::{self, KeyboardInteractiveAuthResponse};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{MethodKind, client::AuthResult};

@@ -9,15 +9,14 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/harness.rs"]
-mod harness;
+use crate::harness;
 
 use std::io::{BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::{Env, Options, read_until, run_with_deadline, sha256_file, text, write_all};
 use gatehouse_bastion::{BastionEvent, SshAction};
-use harness::{Env, Options, read_until, run_with_deadline, sha256_file, text, write_all};
 
 const WAIT: Duration = Duration::from_secs(10);
 

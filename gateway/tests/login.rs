@@ -7,15 +7,12 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/harness.rs"]
-mod support;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The value of `Set-Cookie: NAME=value; ...` in a response.

@@ -8,15 +8,12 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/harness.rs"]
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use gatehouse_core::store::RedisStore;
-use support::*;
 
 struct Redis(Child);
 

@@ -29,21 +29,13 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/client.rs"]
 pub mod client;
-#[path = "support/gatehouse.rs"]
 pub mod gatehouse;
-#[path = "support/identity.rs"]
 pub mod identity;
-#[path = "support/pki.rs"]
 pub mod pki;
-#[path = "support/redis.rs"]
 pub mod redis;
-#[path = "support/scenario.rs"]
 pub mod scenario;
-#[path = "support/tempdir.rs"]
 pub mod tempdir;
-#[path = "support/upstream.rs"]
 pub mod upstream;
 
 use std::time::Duration;

@@ -1,0 +1,29 @@
+//! The end-to-end suite of the `gatehouse` binary, built as one test binary: one link of the
+//! whole tree instead of one per file keeps the build small and quick on CI. Every file of
+//! `tests/` is a module here (`autotests = false` in Cargo.toml): a new test file must be
+//! listed below or it is not compiled.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+mod bastion;
+mod browser;
+mod check_config;
+mod cli;
+mod gateway;
+mod gateway_attacks;
+mod gateway_hygiene;
+mod gateway_lifecycle;
+mod gateway_streaming;
+mod gateway_tls;
+mod harness;
+mod identity;
+mod identity_policy;
+mod identity_redis;
+mod identity_sessions;
+mod quickstart;
