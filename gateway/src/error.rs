@@ -19,6 +19,8 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the connection worker threads")]
+    Workers(#[source] std::io::Error),
     #[error("cannot generate development certificates")]
     DevCert(#[source] DevCertError),
     /// An app's route (the message names the app and value).

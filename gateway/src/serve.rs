@@ -9,6 +9,7 @@
 mod admin;
 mod connection;
 mod redirect;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::revoke::Tunnels;
 use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
 use crate::tls::{self, Reloader};
+use workers::Workers;
 
 /// HTTP/2 streams a client may open at once on one connection.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -112,6 +114,7 @@ pub struct Gateway {
     reloader: Reloader,
     policy_reloader: PolicyReloader,
     ctx: Arc<ServeCtx>,
+    workers: Arc<Workers>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -206,6 +209,7 @@ impl Gateway {
             idle_timeout: g.idle_timeout,
             max_connections: g.max_connections,
         });
+        let workers = Arc::new(Workers::per_core().map_err(GatewayError::Workers)?);
         let bound = Bound {
             https: https_addr,
             admin: admin_addr,
@@ -220,6 +224,7 @@ impl Gateway {
             reloader,
             policy_reloader,
             ctx,
+            workers,
         })
     }
 
@@ -247,6 +252,7 @@ impl Gateway {
             reloader,
             policy_reloader,
             ctx,
+            workers,
             ..
         } = self;
         let ready = Arc::new(Readiness::default());
@@ -292,8 +298,10 @@ impl Gateway {
                 .watch(ctx.stop.clone())
                 .instrument(tracing::info_span!("policy_watch")),
         );
-        ctx.tracker
-            .spawn(accept_loop(https, ctx.clone()).instrument(tracing::info_span!("gateway")));
+        ctx.tracker.spawn(
+            accept_loop(https, ctx.clone(), workers.clone())
+                .instrument(tracing::info_span!("gateway")),
+        );
         if let Some(l) = redirect {
             let base = config.gateway.public_url.origin().ascii_serialization();
             ctx.tracker.spawn(
@@ -326,6 +334,10 @@ impl Gateway {
             ctx.hard.cancel();
             let _ = tokio::time::timeout(HARD_STOP_WAIT, ctx.tracker.wait()).await;
         }
+        // Whatever a worker still holds (connections past the hard stop) is dropped with it.
+        workers.stop();
+        let joined = tokio::task::spawn_blocking(move || workers.join());
+        let _ = tokio::time::timeout(HARD_STOP_WAIT, joined).await;
         admin_stop.cancel();
         admin_tracker.close();
         let _ = tokio::time::timeout(HARD_STOP_WAIT, admin_tracker.wait()).await;
@@ -333,7 +345,7 @@ impl Gateway {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>) {
+async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Workers>) {
     let limit = Arc::new(Semaphore::new(ctx.max_connections));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
@@ -351,9 +363,23 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>) {
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
+                // Off this runtime's reactor, onto the worker's.
+                let tcp = match tcp.into_std() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot hand the connection to a worker");
+                        continue;
+                    }
+                };
                 let span = tracing::debug_span!("conn", client.addr = %peer);
-                ctx.tracker
-                    .spawn(connection::serve(tcp, peer, permit, ctx.clone()).instrument(span));
+                let conn_ctx = ctx.clone();
+                let task = async move {
+                    match tokio::net::TcpStream::from_std(tcp) {
+                        Ok(tcp) => connection::serve(tcp, peer, permit, conn_ctx).await,
+                        Err(e) => tracing::debug!(error = %e, "cannot register the connection"),
+                    }
+                };
+                workers.spawn(ctx.tracker.track_future(task.instrument(span)));
             }
             Err(e) => {
                 tracing::warn!(error = %e, backoff = ?backoff, "accept failed; backing off");
