@@ -20,7 +20,7 @@ use crate::conn::{ConnShared, Tunnel};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::revoke::Tunnels;
-use crate::web::assertion::{ASSERTION_HEADER, AssertionRequest, AssertionSigner};
+use crate::web::assertion::{ASSERTION_HEADER, AssertionError, AssertionRequest, AssertionSigner};
 use crate::web::cookie::strip_gatehouse_cookies;
 
 /// The user name sent to upstreams.
@@ -54,18 +54,20 @@ fn add_identity(
     signer: &AssertionSigner,
 ) -> Result<(), ProxyError> {
     let id = permit.who().identity();
-    let token = signer
-        .assertion(&AssertionRequest {
+    let h = signer
+        .identity_headers(&AssertionRequest {
             session: permit.who().session(),
             app: &permit.app().name,
             user: id.user(),
             groups: id.groups(),
         })
-        .map_err(ProxyError::Assertion)?;
-    let value = |s: &str| http::HeaderValue::from_str(s).map_err(|_| ProxyError::IdentityHeader);
-    headers.insert(USER_HEADER, value(id.user())?);
-    headers.insert(GROUPS_HEADER, value(&id.groups().join(","))?);
-    headers.insert(ASSERTION_HEADER, value(&token)?);
+        .map_err(|e| match e {
+            AssertionError::IdentityHeader => ProxyError::IdentityHeader,
+            e => ProxyError::Assertion(e),
+        })?;
+    headers.insert(USER_HEADER, h.user);
+    headers.insert(GROUPS_HEADER, h.groups);
+    headers.insert(ASSERTION_HEADER, h.assertion);
     Ok(())
 }
 

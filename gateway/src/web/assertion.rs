@@ -74,6 +74,8 @@ pub enum AssertionError {
     Sign(#[source] jsonwebtoken::errors::Error),
     #[error("system clock before 1970")]
     Clock,
+    #[error("user or group name cannot be sent in a header")]
+    IdentityHeader,
     #[error("cannot make assertion id")]
     Random(#[from] RandomError),
 }
@@ -101,22 +103,92 @@ pub struct AssertionRequest<'a> {
     pub groups: &'a [String],
 }
 
-struct Cached {
+/// The identity headers for one session and app, ready to insert: clones are reference
+/// counts, so a cache hit copies and re-validates nothing.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user: http::HeaderValue,
+    /// The groups, comma-separated.
+    pub groups: http::HeaderValue,
+    pub assertion: http::HeaderValue,
+}
+
+#[derive(Debug, Clone)]
+struct Issued {
     token: Arc<str>,
+    headers: IdentityHeaders,
+}
+
+struct Cached {
+    issued: Issued,
     exp: u64,
     user: String,
     groups: Vec<String>,
 }
 
-type CacheKey = (SessionHash, String);
+/// Cached assertions by session, then by app: a lookup borrows the request's keys (no
+/// allocation), and forgetting a session is one removal.
+#[derive(Default)]
+struct Cache {
+    by_session: HashMap<SessionHash, HashMap<String, Cached>>,
+    len: usize,
+}
 
-/// Signs and caches assertions; publishes the JWKS. Cheap to share behind an `Arc`.
+impl Cache {
+    fn get(&self, session: &SessionHash, app: &str) -> Option<&Cached> {
+        self.by_session.get(session)?.get(app)
+    }
+
+    fn insert(&mut self, session: &SessionHash, app: &str, c: Cached) {
+        let apps = self.by_session.entry(session.clone()).or_default();
+        if apps.insert(app.to_string(), c).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Drops entries that expire by `fresh_until`, then the oldest until below `cap`.
+    fn make_room(&mut self, cap: usize, fresh_until: u64) {
+        self.by_session.retain(|_, apps| {
+            apps.retain(|_, c| c.exp > fresh_until);
+            !apps.is_empty()
+        });
+        self.len = self.by_session.values().map(HashMap::len).sum();
+        while self.len >= cap {
+            let oldest = self
+                .by_session
+                .iter()
+                .flat_map(|(s, apps)| apps.iter().map(move |(a, c)| (c.exp, s, a)))
+                .min_by_key(|(exp, _, _)| *exp)
+                .map(|(_, s, a)| (s.clone(), a.clone()));
+            let Some((s, a)) = oldest else { break };
+            self.remove(&s, &a);
+        }
+    }
+
+    fn remove(&mut self, session: &SessionHash, app: &str) {
+        if let Some(apps) = self.by_session.get_mut(session) {
+            if apps.remove(app).is_some() {
+                self.len -= 1;
+            }
+            if apps.is_empty() {
+                self.by_session.remove(session);
+            }
+        }
+    }
+
+    fn forget(&mut self, session: &SessionHash) {
+        if let Some(apps) = self.by_session.remove(session) {
+            self.len -= apps.len();
+        }
+    }
+}
+
 pub struct AssertionSigner {
     key: EncodingKey,
     kid: String,
     jwks: String,
     issuer: String,
-    cache: Mutex<HashMap<CacheKey, Cached>>,
+    cache: Mutex<Cache>,
     cap: usize,
 }
 
@@ -159,7 +231,7 @@ impl AssertionSigner {
             kid,
             jwks,
             issuer: public_url.as_str().trim_end_matches('/').to_string(),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             cap: CACHE_CAP,
         })
     }
@@ -182,28 +254,38 @@ impl AssertionSigner {
     /// The assertion for this session and app: the cached one while it has at least
     /// [`REUSE_MARGIN`] left and names the same user and groups, else a freshly signed one.
     pub fn assertion(&self, req: &AssertionRequest<'_>) -> Result<Arc<str>, AssertionError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| AssertionError::Clock)?
-            .as_secs();
-        self.assertion_at(req, now)
+        Ok(self.issued(req, unix_now()?)?.token)
     }
 
+    /// The user, groups and assertion headers for this session and app (as [`assertion`]).
+    ///
+    /// [`assertion`]: AssertionSigner::assertion
+    pub fn identity_headers(
+        &self,
+        req: &AssertionRequest<'_>,
+    ) -> Result<IdentityHeaders, AssertionError> {
+        Ok(self.issued(req, unix_now()?)?.headers)
+    }
+
+    #[cfg(test)]
     fn assertion_at(
         &self,
         req: &AssertionRequest<'_>,
         now: u64,
     ) -> Result<Arc<str>, AssertionError> {
+        Ok(self.issued(req, now)?.token)
+    }
+
+    fn issued(&self, req: &AssertionRequest<'_>, now: u64) -> Result<Issued, AssertionError> {
         let fresh_until = now.saturating_add(REUSE_MARGIN.as_secs());
-        let key: CacheKey = (req.session.clone(), req.app.to_string());
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(c) = cache.get(&key)
+            if let Some(c) = cache.get(req.session, req.app)
                 && c.exp > fresh_until
                 && c.user == req.user
                 && c.groups == req.groups
             {
-                return Ok(Arc::clone(&c.token));
+                return Ok(c.issued.clone());
             }
         }
         // Sign outside the lock; two racing requests may both sign, which is harmless.
@@ -220,33 +302,35 @@ impl AssertionSigner {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        let token: Arc<str> = jsonwebtoken::encode(&header, &claims, &self.key)
-            .map_err(AssertionError::Sign)?
-            .into();
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(AssertionError::Sign)?;
+        let value = |s: String| {
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+                .map_err(|_| AssertionError::IdentityHeader)
+        };
+        let issued = Issued {
+            headers: IdentityHeaders {
+                user: value(claims.sub.clone())?,
+                groups: value(claims.groups.join(","))?,
+                assertion: value(token.clone())?,
+            },
+            token: token.into(),
+        };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= self.cap && !cache.contains_key(&key) {
-            cache.retain(|_, c| c.exp > fresh_until);
-            while cache.len() >= self.cap {
-                let Some(oldest) = cache
-                    .iter()
-                    .min_by_key(|(_, c)| c.exp)
-                    .map(|(k, _)| k.clone())
-                else {
-                    break;
-                };
-                cache.remove(&oldest);
-            }
+        if cache.len >= self.cap && cache.get(req.session, req.app).is_none() {
+            cache.make_room(self.cap, fresh_until);
         }
         cache.insert(
-            key,
+            req.session,
+            req.app,
             Cached {
-                token: Arc::clone(&token),
+                issued: issued.clone(),
                 exp: claims.exp,
                 user: claims.sub,
                 groups: claims.groups,
             },
         );
-        Ok(token)
+        Ok(issued)
     }
 
     /// Drops every cached assertion of a session (logout, revocation): the next request of a
@@ -255,7 +339,7 @@ impl AssertionSigner {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(s, _), _| s != session);
+            .forget(session);
     }
 
     /// Number of cached assertions (for metrics).
@@ -263,8 +347,15 @@ impl AssertionSigner {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .len
     }
+}
+
+fn unix_now() -> Result<u64, AssertionError> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| AssertionError::Clock)?
+        .as_secs())
 }
 
 #[cfg(test)]

@@ -225,7 +225,7 @@ fn cache_is_bounded() {
     // The newest entries survive (soonest-expiring evicted first).
     let cache = s.cache.lock().unwrap();
     for sess in &sessions[6..] {
-        assert!(cache.contains_key(&(sess.clone(), "grafana".to_string())));
+        assert!(cache.get(sess, "grafana").is_some());
     }
     drop(cache);
     // Far in the future every entry is stale: all are evicted to make room.
@@ -342,3 +342,43 @@ fn concurrent_creation_agrees_on_one_key() {
 }
 
 mod openssl;
+
+#[test]
+fn identity_headers_carry_the_cached_assertion_user_and_groups() {
+    let s = signer();
+    let session = CookieValue::generate().unwrap().hash();
+    let groups = vec!["group:staff".to_string(), "group:sre".to_string()];
+    let req = AssertionRequest {
+        session: &session,
+        app: "grafana",
+        user: "alice",
+        groups: &groups,
+    };
+    let h = s.identity_headers(&req).unwrap();
+    assert_eq!(h.user, "alice");
+    assert_eq!(h.groups, "group:staff,group:sre");
+    assert_eq!(
+        h.assertion.as_bytes(),
+        s.assertion(&req).unwrap().as_bytes()
+    );
+    // A cache hit hands out the same bytes, not a new signature.
+    assert_eq!(s.identity_headers(&req).unwrap().assertion, h.assertion);
+    assert_eq!(s.cached(), 1);
+}
+
+#[test]
+fn a_name_that_cannot_be_a_header_is_refused() {
+    let s = signer();
+    let session = CookieValue::generate().unwrap().hash();
+    let req = AssertionRequest {
+        session: &session,
+        app: "grafana",
+        user: "alice\r\nx-injected: 1",
+        groups: &[],
+    };
+    assert!(matches!(
+        s.identity_headers(&req),
+        Err(AssertionError::IdentityHeader)
+    ));
+    assert_eq!(s.cached(), 0, "nothing cached for a refused identity");
+}
