@@ -50,14 +50,20 @@ pub(super) async fn serve(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let handshake = tokio::time::timeout(ctx.handshake_timeout, ctx.acceptor.accept(tcp));
+    // Fallible: a failed handshake hands the socket back, so the failure is counted before
+    // the client sees the connection close.
+    let handshake = tokio::time::timeout(
+        ctx.handshake_timeout,
+        ctx.acceptor.accept(tcp).into_fallible(),
+    );
     let tls = tokio::select! {
         () = ctx.stop.cancelled() => return,
         r = handshake => match r {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
+            Ok(Err((e, tcp))) => {
                 ctx.metrics.tls_handshake_failures.inc();
                 tracing::debug!(error = %e, "tls handshake failed");
+                drop(tcp);
                 return;
             }
             Err(_) => {
@@ -88,6 +94,11 @@ pub(super) async fn serve(
     // The upstream connections requests on this connection opened: polled right after the
     // client side, in this task (see `crate::upstream`).
     let mut upstreams = Driver::default();
+    // Registered with the shared tokens once per connection, not on every wake-up of this
+    // task (each registration takes the token's lock, shared by every connection).
+    let hard = ctx.hard.cancelled();
+    let stop = ctx.stop.cancelled();
+    tokio::pin!(hard, stop);
     loop {
         tokio::select! {
             biased;
@@ -97,11 +108,11 @@ pub(super) async fn serve(
                 }
                 break;
             }
-            () = ctx.hard.cancelled() => {
+            () = &mut hard => {
                 tracing::debug!("connection cut at the end of the grace period");
                 return;
             }
-            () = ctx.stop.cancelled(), if !closing => {
+            () = &mut stop, if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
