@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+mod listed;
 mod support;
 
 mod bastion;

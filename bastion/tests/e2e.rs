@@ -13,5 +13,7 @@
 mod harness;
 
 mod access;
+#[path = "../../tests/listed.rs"]
+mod listed;
 mod protocol;
 mod sessions;

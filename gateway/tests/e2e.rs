@@ -12,6 +12,8 @@
 mod support;
 
 mod lifecycle;
+#[path = "../../tests/listed.rs"]
+mod listed;
 mod login;
 mod proxy;
 mod store_outage;
