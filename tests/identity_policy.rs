@@ -13,7 +13,9 @@ use crate::support;
 
 use crate::support::client::{echoed_headers, empty};
 use crate::support::identity::{h1_with, unix_now, verify_assertion};
+use crate::support::upstream::hex;
 use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
+use sha2::{Digest, Sha256};
 
 const POLICY: &str = "\
 p, group:staff, app:wiki/*, GET|HEAD, allow
@@ -48,6 +50,13 @@ async fn assert_denial_recorded(gh: &Gatehouse, body: &str, user: &str, object: 
         !incident.is_empty(),
         "access_denied without incident id: {ev}"
     );
+    assert_eq!(ev["client_addr"], "127.0.0.1", "{ev}");
+    assert!(
+        ev["session"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+        "access_denied without the session's hash: {ev}"
+    );
     assert!(
         body.contains(incident),
         "the 403 page does not quote incident {incident}:\n{body}"
@@ -71,10 +80,27 @@ async fn policy_allows_and_denies_with_deny_winning_and_every_denial_audited() {
     let mut c = h1_with(&gh, &host("wiki"), &a).await;
     let r = within(QUICK, "allowed GET", c.get("/page")).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    gh.expect_audit("access_allowed", |e| {
-        e["user"] == "alice" && e["object"] == "app:wiki/page" && e["action"] == "GET"
-    })
-    .await;
+    let allowed = gh
+        .expect_audit("access_allowed", |e| {
+            e["user"] == "alice" && e["object"] == "app:wiki/page" && e["action"] == "GET"
+        })
+        .await;
+    // The record says from where, in which session and for which request: the session is
+    // the id's hash (never the cookie itself), as in `logout` records.
+    let cookie = a.split_once('=').map(|(_, v)| v).unwrap_or_default();
+    let session_hash = hex(&Sha256::digest(cookie.as_bytes()));
+    assert_eq!(allowed["client_addr"], "127.0.0.1", "{allowed}");
+    assert_eq!(allowed["session"], session_hash.as_str(), "{allowed}");
+    assert!(
+        !allowed.to_string().contains(cookie),
+        "cookie in the audit log: {allowed}"
+    );
+    assert!(
+        allowed["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{allowed}"
+    );
     // Method not allowed by the rule: POST on the wiki.
     let r = within(
         QUICK,

@@ -9,10 +9,11 @@
 //! HTTP method; deny wins; the decision is in the audit log before a byte goes upstream, and
 //! a decision that cannot be audited is a refusal.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use gatehouse_core::audit::AuditLog;
-use gatehouse_core::policy::{self, PolicyHandle, Refusal};
+use gatehouse_core::policy::{self, AccessContext, PolicyHandle, Refusal};
 use http::Method;
 use http::uri::PathAndQuery;
 
@@ -69,18 +70,26 @@ pub fn object(app: &str, path: &str) -> String {
     o
 }
 
-/// Decides (and audits) whether `who` may `method` the normalised `target` of `app`.
+/// Decides (and audits) whether `who` may `method` the normalised `target` of `app`. The
+/// audit record also names the client's address, the session and the request id.
 pub async fn authorize(
     who: Authenticated,
     app: &Arc<App>,
     target: PathAndQuery,
     method: &Method,
+    client: (IpAddr, String),
     policy: &PolicyHandle,
     audit: &AuditLog,
 ) -> Result<Permit, Denied> {
     let obj = object(&app.name, target.path());
+    let (client_addr, request_id) = client;
+    let ctx = AccessContext {
+        client_addr: Some(client_addr),
+        session: Some(who.session().as_str().to_string()),
+        request_id: Some(request_id),
+    };
     match policy
-        .authorize_audited(who.identity(), &obj, method.as_str(), audit)
+        .authorize_audited(who.identity(), &obj, method.as_str(), ctx, audit)
         .await
     {
         Ok(decision) => Ok(Permit {

@@ -196,7 +196,7 @@ async fn respond(
         }
     };
     let authority = host.authority.to_owned();
-    let permit = match check(state, &req, app, target, &authority, id).await {
+    let permit = match check(state, &req, app, target, &authority, conn.peer.ip(), id).await {
         Ok(p) => p,
         Err(resp) => return (resp, Some(app.name.clone())),
     };
@@ -235,6 +235,7 @@ async fn check(
     app: &Arc<App>,
     target: PathAndQuery,
     authority: &str,
+    client: std::net::IpAddr,
     id: RequestId,
 ) -> Result<authz::Permit, Response<ResBody>> {
     if let Err(why) = state.health.check() {
@@ -258,7 +259,18 @@ async fn check(
     };
     let user = who.identity().user().to_string();
     let s = &state.services;
-    match authz::authorize(who, app, target.clone(), req.method(), &s.policy, &s.audit).await {
+    let request = (client, id.to_string());
+    match authz::authorize(
+        who,
+        app,
+        target.clone(),
+        req.method(),
+        request,
+        &s.policy,
+        &s.audit,
+    )
+    .await
+    {
         Ok(p) => {
             tracing::debug!(request_id = %id, user = %user, app = %app.name, rule = p.rule(), decision = "allow", "access allowed");
             Ok(p)

@@ -434,6 +434,9 @@ impl Backend for CoreBackend {
                 object: object.to_string(),
                 action: action.as_str().to_string(),
                 rule: rule.clone(),
+                client_addr: None,
+                session: None,
+                request_id: None,
             })
             .await?;
             return Ok(Decision {
@@ -463,6 +466,9 @@ impl Backend for CoreBackend {
                         action: action.as_str().to_string(),
                         rule: rule.clone(),
                         incident_id: new_incident_id(),
+                        client_addr: None,
+                        session: None,
+                        request_id: None,
                     })
                     .await;
             }

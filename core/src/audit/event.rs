@@ -55,6 +55,14 @@ pub enum AuditEvent {
         object: String,
         action: String,
         rule: String,
+        /// Where the request came from, its session (the id hash, as in `logout`) and the
+        /// gateway's request id, when the deciding component knows them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_addr: Option<IpAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     /// A denied access (an alert); `rule` is the deciding deny line, if any.
     AccessDenied {
@@ -63,6 +71,14 @@ pub enum AuditEvent {
         action: String,
         rule: Option<String>,
         incident_id: String,
+        /// Where the request came from, its session (the id hash, as in `logout`) and the
+        /// gateway's request id, when the deciding component knows them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_addr: Option<IpAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     PolicyReload {
         ok: bool,

@@ -142,6 +142,9 @@ async fn deny_carries_incident_id_and_concurrent_records_chain() {
             action: "GET".into(),
             rule: Some("p, group:staff, app:wiki/admin/*, *, deny".into()),
             incident_id: new_incident_id(),
+            client_addr: None,
+            session: None,
+            request_id: None,
         })
         .await
         .unwrap();

@@ -336,12 +336,18 @@ async fn audited_authorization_records_allow_and_deny() {
         std::time::SystemTime::now(),
     );
     assert!(
-        h.authorize_audited(&id, "app:wiki/home", "GET", &log)
+        h.authorize_audited(&id, "app:wiki/home", "GET", AccessContext::default(), &log)
             .await
             .is_ok()
     );
     let refusal = h
-        .authorize_audited(&id, "app:wiki/admin/x", "GET", &log)
+        .authorize_audited(
+            &id,
+            "app:wiki/admin/x",
+            "GET",
+            AccessContext::default(),
+            &log,
+        )
         .await
         .unwrap_err();
     let Refusal::Denied {
@@ -362,7 +368,9 @@ async fn audited_authorization_records_allow_and_deny() {
     // No audit, no access.
     std::fs::remove_dir_all(dir.path()).unwrap();
     std::fs::write(dir.path(), "x").unwrap();
-    let r = h.authorize_audited(&id, "app:wiki/home", "GET", &log).await;
+    let r = h
+        .authorize_audited(&id, "app:wiki/home", "GET", AccessContext::default(), &log)
+        .await;
     assert!(matches!(r, Err(Refusal::Audit(_))), "{r:?}");
     std::fs::remove_file(dir.path()).unwrap();
     std::fs::create_dir_all(dir.path()).unwrap();
