@@ -16,7 +16,7 @@ mod verify;
 mod writer;
 
 pub use chain::AuditKey;
-pub use event::{AuditEvent, Outcome, new_incident_id};
+pub use event::{AccessContext, AuditEvent, Outcome, new_incident_id};
 pub use verify::{VerifyReport, verify};
 pub use writer::{AuditLog, Receipt};
 

@@ -13,7 +13,6 @@ mod index;
 mod parse;
 mod reference;
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +20,7 @@ pub use index::{Decision, PolicyIndex};
 pub use parse::{Actions, Effect, Parsed, Rule, parse};
 pub use reference::CasbinReference;
 
+pub use crate::audit::AccessContext;
 use crate::audit::{AuditEvent, AuditLog, new_incident_id};
 use crate::config::PolicyConfig;
 use crate::error::PolicyError;
@@ -28,15 +28,6 @@ use crate::identity::{VerifiedIdentity, group_subject};
 
 /// How many rules are probed against casbin at load time.
 const LOAD_PROBES: usize = 64;
-
-/// What the audit record of an access decision says about the request besides the decision:
-/// the client's address, the session (its id hash) and the request id, where known.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccessContext {
-    pub client_addr: Option<IpAddr>,
-    pub session: Option<String>,
-    pub request_id: Option<String>,
-}
 
 /// Proof that `subject` may perform `action` on `object`, by `rule`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,9 +222,7 @@ impl PolicyHandle {
                         object: permit.object.clone(),
                         action: permit.action.clone(),
                         rule: permit.rule.clone(),
-                        client_addr: ctx.client_addr,
-                        session: ctx.session,
-                        request_id: ctx.request_id,
+                        context: ctx,
                     })
                     .await
                     .map_err(Refusal::Audit)?;
@@ -248,9 +237,7 @@ impl PolicyHandle {
                         action: denied.action.clone(),
                         rule: denied.rule.clone(),
                         incident_id: incident_id.clone(),
-                        client_addr: ctx.client_addr,
-                        session: ctx.session,
-                        request_id: ctx.request_id,
+                        context: ctx,
                     })
                     .await
                     .map_err(Refusal::Audit)?;

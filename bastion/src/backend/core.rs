@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use gatehouse_core::audit::{AuditEvent, AuditLog, new_incident_id};
+use gatehouse_core::audit::{AccessContext, AuditEvent, AuditLog, new_incident_id};
 use gatehouse_core::identity::{AuthMethod, Authenticator, Users};
 use gatehouse_core::policy::PolicyHandle;
 use gatehouse_core::store::{RevocationEvent, SessionData, SessionToken, Store};
@@ -434,9 +434,7 @@ impl Backend for CoreBackend {
                 object: object.to_string(),
                 action: action.as_str().to_string(),
                 rule: rule.clone(),
-                client_addr: None,
-                session: None,
-                request_id: None,
+                context: AccessContext::default(),
             })
             .await?;
             return Ok(Decision {
@@ -466,9 +464,7 @@ impl Backend for CoreBackend {
                         action: action.as_str().to_string(),
                         rule: rule.clone(),
                         incident_id: new_incident_id(),
-                        client_addr: None,
-                        session: None,
-                        request_id: None,
+                        context: AccessContext::default(),
                     })
                     .await;
             }

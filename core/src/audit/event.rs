@@ -12,6 +12,19 @@ pub enum Outcome {
     Failure,
 }
 
+/// What an access decision's record says about the request besides the decision: the
+/// client's address, the session (the id hash, as in `logout`) and the gateway's request id,
+/// where known. Absent fields are left out of the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
 /// One audit event. Serialized with an `event` tag, e.g. `{"event":"login_success",...}`.
 /// Never put a password, code, cookie or token in a field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,14 +68,9 @@ pub enum AuditEvent {
         object: String,
         action: String,
         rule: String,
-        /// Where the request came from, its session (the id hash, as in `logout`) and the
-        /// gateway's request id, when the deciding component knows them.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        client_addr: Option<IpAddr>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        session: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        request_id: Option<String>,
+        /// Where the request came from, when the deciding component knows it.
+        #[serde(flatten)]
+        context: AccessContext,
     },
     /// A denied access (an alert); `rule` is the deciding deny line, if any.
     AccessDenied {
@@ -71,14 +79,9 @@ pub enum AuditEvent {
         action: String,
         rule: Option<String>,
         incident_id: String,
-        /// Where the request came from, its session (the id hash, as in `logout`) and the
-        /// gateway's request id, when the deciding component knows them.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        client_addr: Option<IpAddr>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        session: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        request_id: Option<String>,
+        /// Where the request came from, when the deciding component knows it.
+        #[serde(flatten)]
+        context: AccessContext,
     },
     PolicyReload {
         ok: bool,

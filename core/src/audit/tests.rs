@@ -142,9 +142,7 @@ async fn deny_carries_incident_id_and_concurrent_records_chain() {
             action: "GET".into(),
             rule: Some("p, group:staff, app:wiki/admin/*, *, deny".into()),
             incident_id: new_incident_id(),
-            client_addr: None,
-            session: None,
-            request_id: None,
+            context: AccessContext::default(),
         })
         .await
         .unwrap();
@@ -359,4 +357,34 @@ async fn the_head_is_found_from_the_end_of_a_large_segment() {
     let log = AuditLog::open(dir.path(), key()).unwrap();
     assert_eq!(log.record(ev(1)).await.unwrap().seq, 301);
     assert_eq!(verify(dir.path(), &key()).unwrap().records, 302);
+}
+
+#[test]
+fn access_context_fields_sit_in_the_event_and_absent_ones_are_left_out() {
+    let ev = |context| AuditEvent::AccessAllowed {
+        user: "alice".into(),
+        object: "app:wiki/page".into(),
+        action: "GET".into(),
+        rule: "p, group:staff, app:wiki/*, GET, allow".into(),
+        context,
+    };
+    let full = ev(AccessContext {
+        client_addr: Some("192.0.2.7".parse().unwrap()),
+        session: Some("ab".repeat(32)),
+        request_id: Some("0badf00d-2a".into()),
+    });
+    let json: serde_json::Value = serde_json::to_value(&full).unwrap();
+    assert_eq!(json["event"], "access_allowed");
+    assert_eq!(json["client_addr"], "192.0.2.7");
+    assert_eq!(json["session"], "ab".repeat(32));
+    assert_eq!(json["request_id"], "0badf00d-2a");
+    assert_eq!(
+        serde_json::from_value::<AuditEvent>(json).unwrap(),
+        full,
+        "round trip"
+    );
+    let bare = serde_json::to_string(&ev(AccessContext::default())).unwrap();
+    for absent in ["client_addr", "session", "request_id", "null"] {
+        assert!(!bare.contains(absent), "{absent} in {bare}");
+    }
 }
