@@ -9,7 +9,6 @@
 //! HTTP method; deny wins; the decision is in the audit log before a byte goes upstream, and
 //! a decision that cannot be audited is a refusal.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use gatehouse_core::audit::AuditLog;
@@ -71,23 +70,19 @@ pub fn object(app: &str, path: &str) -> String {
 }
 
 /// Decides (and audits) whether `who` may `method` the normalised `target` of `app`. The
-/// audit record also names the client's address, the session and the request id.
+/// audit record also carries `ctx` (the client's address and the request id), with the
+/// session filled in here from `who`.
 pub async fn authorize(
     who: Authenticated,
     app: &Arc<App>,
     target: PathAndQuery,
     method: &Method,
-    client: (IpAddr, String),
+    mut ctx: AccessContext,
     policy: &PolicyHandle,
     audit: &AuditLog,
 ) -> Result<Permit, Denied> {
     let obj = object(&app.name, target.path());
-    let (client_addr, request_id) = client;
-    let ctx = AccessContext {
-        client_addr: Some(client_addr),
-        session: Some(who.session().as_str().to_string()),
-        request_id: Some(request_id),
-    };
+    ctx.session = Some(who.session().as_str().to_string());
     match policy
         .authorize_audited(who.identity(), &obj, method.as_str(), ctx, audit)
         .await

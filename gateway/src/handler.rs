@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use gatehouse_core::policy::AccessContext;
 use http::header::{ACCEPT, HeaderMap};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
@@ -259,13 +260,17 @@ async fn check(
     };
     let user = who.identity().user().to_string();
     let s = &state.services;
-    let request = (client, id.to_string());
+    let ctx = AccessContext {
+        client_addr: Some(client),
+        session: None,
+        request_id: Some(id.to_string()),
+    };
     match authz::authorize(
         who,
         app,
         target.clone(),
         req.method(),
-        request,
+        ctx,
         &s.policy,
         &s.audit,
     )

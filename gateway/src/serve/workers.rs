@@ -28,6 +28,8 @@ impl Workers {
     /// Starts `n` (at least one) worker threads.
     pub(crate) fn start(n: usize) -> io::Result<Workers> {
         let stop = CancellationToken::new();
+        // Threads already started stop again if a later one cannot be.
+        let started = stop.clone().drop_guard();
         let mut handles = Vec::with_capacity(n.max(1));
         let mut threads = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
@@ -40,6 +42,7 @@ impl Workers {
                     .spawn(move || rt.block_on(stop.cancelled()))?,
             );
         }
+        drop(started.disarm());
         Ok(Workers {
             handles,
             next: AtomicUsize::new(0),
