@@ -108,8 +108,11 @@ impl VerifiedIdentity {
 
 /// The policy subject for a group: `group:NAME`.
 pub fn group_subject(group: &str) -> String {
-    format!("group:{group}")
+    format!("{GROUP_PREFIX}{group}")
 }
+
+/// The prefix of a group's policy subject.
+pub const GROUP_PREFIX: &str = "group:";
 
 /// Validates a user name: `^[a-z][a-z0-9._-]{0,31}$` (no `:` or `@`, which the SSH login
 /// scheme `USER:LOGIN@TARGET` uses as separators).

@@ -24,7 +24,7 @@ pub use crate::audit::AccessContext;
 use crate::audit::{AuditEvent, AuditLog, new_incident_id};
 use crate::config::PolicyConfig;
 use crate::error::PolicyError;
-use crate::identity::{VerifiedIdentity, group_subject};
+use crate::identity::VerifiedIdentity;
 
 /// How many rules are probed against casbin at load time.
 const LOAD_PROBES: usize = 64;
@@ -216,17 +216,37 @@ impl PolicyHandle {
     ) -> Result<Permit, Refusal> {
         match self.authorize(id, object, action) {
             Ok(permit) => {
-                audit
-                    .record(AuditEvent::AccessAllowed {
-                        user: permit.subject.clone(),
-                        object: permit.object.clone(),
-                        action: permit.action.clone(),
-                        rule: permit.rule.clone(),
-                        context: ctx,
-                    })
-                    .await
-                    .map_err(Refusal::Audit)?;
-                Ok(permit)
+                // The record borrows the permit's fields and hands them back: no copies.
+                let Permit {
+                    subject,
+                    object,
+                    action,
+                    rule,
+                } = permit;
+                let event = AuditEvent::AccessAllowed {
+                    user: subject,
+                    object,
+                    action,
+                    rule,
+                    context: ctx,
+                };
+                audit.record_ref(&event).await.map_err(Refusal::Audit)?;
+                match event {
+                    AuditEvent::AccessAllowed {
+                        user,
+                        object,
+                        action,
+                        rule,
+                        ..
+                    } => Ok(Permit {
+                        subject: user,
+                        object,
+                        action,
+                        rule,
+                    }),
+                    // Built above as AccessAllowed; anything else is refused, never passed.
+                    _ => Err(Refusal::Audit(crate::error::AuditError::Closed)),
+                }
             }
             Err(denied) => {
                 let incident_id = new_incident_id();
@@ -256,17 +276,15 @@ impl PolicyHandle {
     /// the directory form `<object>/` is decided too, and an explicit deny there wins; a
     /// `deny` on `X/*` can never be bypassed by asking for `X`.
     pub fn check(&self, user: &str, groups: &[String], object: &str, action: &str) -> Decision {
-        let subjects: Vec<String> = groups.iter().map(|g| group_subject(g)).collect();
         let index = self.current();
-        let subject_iter = || std::iter::once(user).chain(subjects.iter().map(String::as_str));
-        let plain = index.decide(subject_iter(), object, action);
+        let plain = index.decide_identity(user, groups, object, action);
         if !plain.allowed || !needs_directory_form(object) {
             return plain;
         }
         let mut dir = String::with_capacity(object.len() + 1);
         dir.push_str(object);
         dir.push('/');
-        let as_dir = index.decide(subject_iter(), &dir, action);
+        let as_dir = index.decide_identity(user, groups, &dir, action);
         if !as_dir.allowed && as_dir.rule.is_some() {
             return as_dir;
         }

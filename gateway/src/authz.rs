@@ -54,10 +54,14 @@ impl Permit {
 pub enum Denied {
     /// The policy denies; the 403 page shows the incident id (the alert is already logged).
     #[error("access denied (incident {incident_id})")]
-    Policy { incident_id: String },
+    Policy { user: String, incident_id: String },
     /// The decision could not be audited: refuse (503).
     #[error("audit log unavailable")]
-    Audit(#[source] gatehouse_core::AuditError),
+    Audit {
+        user: String,
+        #[source]
+        source: gatehouse_core::AuditError,
+    },
 }
 
 /// The policy object of a request: `app:<name><path>`.
@@ -93,8 +97,17 @@ pub async fn authorize(
             who,
             decision,
         }),
-        Err(Refusal::Denied { incident_id, .. }) => Err(Denied::Policy { incident_id }),
-        Err(Refusal::Audit(e)) => Err(Denied::Audit(e)),
+        Err(Refusal::Denied {
+            denied,
+            incident_id,
+        }) => Err(Denied::Policy {
+            user: denied.subject,
+            incident_id,
+        }),
+        Err(Refusal::Audit(source)) => Err(Denied::Audit {
+            user: who.identity().user().to_string(),
+            source,
+        }),
     }
 }
 

@@ -24,6 +24,8 @@ use crate::upstream::Upstreams;
 #[derive(Debug)]
 pub struct ConnShared {
     pub peer: SocketAddr,
+    /// The `X-Forwarded-For` value of `peer`, made once for every request of the connection.
+    pub forwarded_for: http::HeaderValue,
     activity: AtomicBool,
     in_flight: AtomicUsize,
     served: AtomicUsize,
@@ -52,6 +54,7 @@ impl ConnShared {
     pub fn new(peer: SocketAddr) -> Self {
         ConnShared {
             peer,
+            forwarded_for: crate::headers::forwarded_for(peer.ip()),
             activity: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             served: AtomicUsize::new(0),

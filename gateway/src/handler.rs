@@ -68,9 +68,30 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// Ids a thread takes from the shared counter at a time: the counter's cache line then moves
+/// between worker threads once per block, not on every request.
+const ID_BLOCK: u64 = 256;
+
+thread_local! {
+    /// This thread's current block: (next id, end), for the `RequestIds` at that address.
+    static ID_BLOCK_CURSOR: std::cell::Cell<(usize, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+}
+
 impl RequestIds {
     fn next(&self) -> RequestId {
-        RequestId(self.boot, self.next.fetch_add(1, Ordering::Relaxed))
+        let owner = std::ptr::from_ref(self) as usize;
+        let n = ID_BLOCK_CURSOR.with(|c| {
+            let (o, next, end) = c.get();
+            if o == owner && next < end {
+                c.set((o, next + 1, end));
+                next
+            } else {
+                let start = self.next.fetch_add(ID_BLOCK, Ordering::Relaxed);
+                c.set((owner, start + 1, start + ID_BLOCK));
+                start
+            }
+        });
+        RequestId(self.boot, n)
     }
 }
 
@@ -202,7 +223,6 @@ async fn respond(
         Err(resp) => return (resp, Some(app.name.clone())),
     };
     let side = ClientSide {
-        ip: conn.peer.ip(),
         authority: &authority,
         conn,
         signer: &state.services.signer,
@@ -258,7 +278,6 @@ async fn check(
             return Err(login::unavailable(STORE_DOWN, id));
         }
     };
-    let user = who.identity().user().to_string();
     let s = &state.services;
     let ctx = AccessContext {
         client_addr: Some(client),
@@ -277,15 +296,15 @@ async fn check(
     .await
     {
         Ok(p) => {
-            tracing::debug!(request_id = %id, user = %user, app = %app.name, rule = p.rule(), decision = "allow", "access allowed");
+            tracing::debug!(request_id = %id, user = %p.who().identity().user(), app = %app.name, rule = p.rule(), decision = "allow", "access allowed");
             Ok(p)
         }
-        Err(Denied::Policy { incident_id }) => {
+        Err(Denied::Policy { user, incident_id }) => {
             tracing::info!(request_id = %id, user = %user, app = %app.name, decision = "deny", incident_id = %incident_id, "access denied");
             let requested = format!("{} {}{}", req.method(), authority, target.path());
             Err(respond::html(web_pages::denied(&incident_id, &requested)))
         }
-        Err(Denied::Audit(e)) => {
+        Err(Denied::Audit { user, source: e }) => {
             tracing::error!(request_id = %id, user = %user, app = %app.name, error = %crate::services::describe(&e), "request refused: audit log unavailable");
             Err(login::unavailable(AUDIT_DOWN, id))
         }

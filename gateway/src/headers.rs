@@ -57,18 +57,37 @@ fn is_spoofable_folded(name: &str) -> bool {
     IDENTITY_EXACT.contains(&name) || STRIP_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus framing headers, which hyper re-creates per hop.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// A `Connection` token that names nothing to remove beyond the fixed hop-by-hop set
+/// (the common `keep-alive` / `close` / `upgrade`): no name needs to be parsed for it.
+fn names_nothing_more(token: &str) -> bool {
+    token.is_empty()
+        || [
+            "close",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "proxy-connection",
+        ]
+        .iter()
+        .any(|k| token.eq_ignore_ascii_case(k))
 }
 
 /// Removes hop-by-hop headers, including those the Connection header names. For an upgrade,
@@ -79,29 +98,32 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         None
     };
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        // Never let a client make us drop a header we set or need (e.g. `Connection: host`).
-        if name != header::HOST {
-            headers.remove(&name);
+    let tokens = || {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    // Names are parsed (and collected) only when a token names another header.
+    if tokens().any(|t| !names_nothing_more(t)) {
+        let listed: Vec<HeaderName> = tokens()
+            .filter(|t| !names_nothing_more(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            // Never let a client make us drop a header we set or need (e.g. `Connection: host`).
+            if name != header::HOST {
+                headers.remove(&name);
+            }
         }
     }
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in hop {
-        headers.remove(&name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
     if let Some(up) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::CONNECTION, UPGRADE_TOKEN);
         headers.insert(header::UPGRADE, up);
     }
 }
@@ -121,83 +143,86 @@ pub fn wants_websocket(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Prepares a client request's headers for the upstream.
+/// The `X-Forwarded-For` value of a client address (made once per connection).
+pub fn forwarded_for(client_ip: IpAddr) -> HeaderValue {
+    // An address prints as digits, hex, `.` and `:`: always a valid header value.
+    HeaderValue::from_str(&client_ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Prepares a client request's headers for the upstream. `forwarded_for` is the client's
+/// address ([`forwarded_for`]), `authority` the Host the client asked for.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     websocket: bool,
-    client_ip: IpAddr,
+    forwarded_for: &HeaderValue,
     authority: &str,
 ) {
     strip_hop_by_hop(headers, websocket);
     headers.remove(header::CONTENT_LENGTH);
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_spoofable(n.as_str()))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(&name);
+    if headers.keys().any(|n| is_spoofable(n.as_str())) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_spoofable(n.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(&name);
+        }
     }
-    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    if let Ok(v) = HeaderValue::from_str(authority) {
-        // The upstream sees the Host the client asked for (HTTP/2 clients send `:authority`).
+    headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
+    headers.insert(X_FORWARDED_PROTO, HTTPS);
+    // The upstream sees the Host the client asked for (HTTP/2 clients send `:authority`);
+    // an HTTP/1 request's own Host header already holds it.
+    let host = match headers.get(header::HOST) {
+        Some(v) if v.as_bytes() == authority.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(authority).ok(),
+    };
+    if let Some(v) = host {
         headers.insert(X_FORWARDED_HOST, v.clone());
         headers.insert(header::HOST, v);
     }
 }
 
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+const HSTS_VALUE: HeaderValue = HeaderValue::from_static(HSTS);
+const PROXIED_CSP_VALUE: HeaderValue = HeaderValue::from_static(PROXIED_CSP);
+const PAGE_CSP_VALUE: HeaderValue = HeaderValue::from_static(PAGE_CSP);
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const DENY: HeaderValue = HeaderValue::from_static("DENY");
+const NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
 /// Prepares an upstream response's headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     strip_hop_by_hop(headers, switching);
-    headers.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static(HSTS),
-    );
+    headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS_VALUE);
     // Framing protection only where the app expressed no framing policy of its own (a CSP
     // `frame-ancestors` would override an app's `X-Frame-Options: SAMEORIGIN`).
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY)
         && !headers.contains_key(header::X_FRAME_OPTIONS)
     {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(PROXIED_CSP),
-        );
+        headers.insert(header::CONTENT_SECURITY_POLICY, PROXIED_CSP_VALUE);
     }
     let defaults = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, NOSNIFF),
+        (header::X_FRAME_OPTIONS, DENY),
+        (header::REFERRER_POLICY, NO_REFERRER),
     ];
     for (name, value) in defaults {
-        if !headers.contains_key(&name) {
-            headers.insert(name, HeaderValue::from_static(value));
+        if let http::header::Entry::Vacant(e) = headers.entry(name) {
+            e.insert(value);
         }
     }
 }
 
 /// Security headers of Gatehouse's own responses.
 pub fn own_response(headers: &mut HeaderMap) {
-    headers.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static(HSTS),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS_VALUE);
+    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP_VALUE);
+    headers.insert(header::X_FRAME_OPTIONS, DENY);
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    headers.insert(header::REFERRER_POLICY, NO_REFERRER);
+    headers.insert(header::CACHE_CONTROL, NO_STORE);
 }
 
 #[cfg(test)]
@@ -285,7 +310,7 @@ mod tests {
         prepare_request(
             &mut h,
             false,
-            "10.1.2.3".parse().unwrap(),
+            &forwarded_for("10.1.2.3".parse().unwrap()),
             "App.example:8443",
         );
         let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
@@ -315,7 +340,7 @@ mod tests {
             ("sec-websocket-key", "k"),
         ]);
         assert!(wants_websocket(&h));
-        prepare_request(&mut h, true, "::1".parse().unwrap(), "a");
+        prepare_request(&mut h, true, &forwarded_for("::1".parse().unwrap()), "a");
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["sec-websocket-key"], "k");

@@ -8,10 +8,10 @@
 //! buffering. WebSocket upgrades become a tunnel run by the connection's task (counted, and
 //! closed on shutdown).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::HeaderName;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
@@ -24,9 +24,9 @@ use crate::web::assertion::{ASSERTION_HEADER, AssertionError, AssertionRequest, 
 use crate::web::cookie::strip_gatehouse_cookies;
 
 /// The user name sent to upstreams.
-pub const USER_HEADER: &str = "x-gatehouse-user";
+pub const USER_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-user");
 /// The user's groups (plain names, comma-separated) sent to upstreams.
-pub const GROUPS_HEADER: &str = "x-gatehouse-groups";
+pub const GROUPS_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-groups");
 
 /// The upstream deadlines. Upstream connections (HTTP/1.1 keep-alive) belong to the client
 /// connection that opened them: see [`crate::upstream`].
@@ -39,7 +39,6 @@ pub struct Proxy {
 /// What the proxy needs to know about the client side of a request.
 #[derive(Debug)]
 pub struct ClientSide<'a> {
-    pub ip: IpAddr,
     /// The Host / `:authority` the client sent.
     pub authority: &'a str,
     pub conn: &'a Arc<ConnShared>,
@@ -91,7 +90,12 @@ impl Proxy {
             req.version() == Version::HTTP_11 && headers::wants_websocket(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        headers::prepare_request(&mut parts.headers, websocket, client.ip, client.authority);
+        headers::prepare_request(
+            &mut parts.headers,
+            websocket,
+            &client.conn.forwarded_for,
+            client.authority,
+        );
         strip_gatehouse_cookies(&mut parts.headers);
         add_identity(&mut parts.headers, permit, client.signer)?;
         // Origin form on the wire; Host is the client's (prepare_request keeps it).

@@ -59,7 +59,8 @@ pub(crate) struct BodyIn {
 
 /// Appends a complete line (without newline) for an event already serialized as JSON:
 /// `{"seq":N,"ts":"..","prev":"..","event":EVENT,"mac":".."}`. `ts` and `prev` are
-/// produced here (digits, `-:.TZ`, hex) and need no escaping.
+/// produced here (digits, `-:.TZ`, hex) and need no escaping. Runs under the chain lock on
+/// every audited request: plain appends, no formatting machinery, no allocation beyond `out`.
 pub(crate) fn push_line(
     out: &mut String,
     key: &AuditKey,
@@ -68,15 +69,50 @@ pub(crate) fn push_line(
     prev: &str,
     event_json: &str,
 ) {
-    use std::fmt::Write as _;
     let start = out.len();
-    let _ = write!(
-        out,
-        "{{\"seq\":{seq},\"ts\":\"{ts}\",\"prev\":\"{prev}\",\"event\":{event_json}}}"
-    );
-    let mac = key.mac_hex(out.as_bytes().get(start..).unwrap_or_default());
+    out.reserve(event_json.len() + ts.len() + prev.len() + 40 + MAC_SUFFIX_LEN);
+    out.push_str("{\"seq\":");
+    push_decimal(out, seq);
+    out.push_str(",\"ts\":\"");
+    out.push_str(ts);
+    out.push_str("\",\"prev\":\"");
+    out.push_str(prev);
+    out.push_str("\",\"event\":");
+    out.push_str(event_json);
+    out.push('}');
+    let tag = aws_lc_rs::hmac::sign(&key.0, out.as_bytes().get(start..).unwrap_or_default());
     out.pop(); // the body's closing brace: the mac goes inside the object
-    let _ = write!(out, ",\"mac\":\"{mac}\"}}");
+    out.push_str(",\"mac\":\"");
+    push_hex(out, tag.as_ref());
+    out.push_str("\"}");
+}
+
+/// Appends the decimal digits of `n`.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    for &d in digits.get(i..).unwrap_or_default() {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends lowercase hex of `bytes`.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    let digit = |n: u8| char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 });
+    for &b in bytes {
+        out.push(digit(b >> 4));
+        out.push(digit(b & 0x0f));
+    }
 }
 
 /// Splits a line into (body, mac); `None` when the line does not have the shape.
@@ -97,9 +133,18 @@ pub(crate) fn ct_str_eq(a: &str, b: &str) -> bool {
 
 /// SHA-256 of a line, hex: the next record's `prev`.
 pub(crate) fn line_hash(line: &str) -> String {
-    crate::secret::hex_lower(
+    let mut out = String::with_capacity(64);
+    set_line_hash(&mut out, line);
+    out
+}
+
+/// Sets `prev` to the SHA-256 of `line`, hex, reusing its allocation.
+pub(crate) fn set_line_hash(prev: &mut String, line: &str) {
+    prev.clear();
+    push_hex(
+        prev,
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, line.as_bytes()).as_ref(),
-    )
+    );
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Hinnant's algorithm).
@@ -194,6 +239,11 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(timestamp(0).0, "1970-01-01T00:00:00.000Z");
+        for n in [0, 7, 10, 99, 1_000_001, u64::MAX] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
         assert_eq!(timestamp(951_782_400_000).1, "20000229");
         assert_eq!(timestamp(1_796_003_520_123).0, "2026-11-30T01:52:00.123Z");
         for ms in [0, 951_782_400_000, 1_796_003_520_123, 4_102_444_799_999] {

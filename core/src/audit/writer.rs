@@ -183,10 +183,18 @@ impl AuditLog {
     /// synced). An error means the record is not written: the caller must refuse the action
     /// it records.
     pub async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        self.record_ref(&event).await
+    }
+
+    /// [`record`](AuditLog::record) for a caller that keeps the event's fields afterwards.
+    pub async fn record_ref(&self, event: &AuditEvent) -> Result<Receipt, AuditError> {
         let incident_id = event.incident_id().map(str::to_string);
         let kind = event.kind();
-        let json = serde_json::to_string(&event).map_err(AuditError::Encode)?;
-        drop(event);
+        // One allocation sized for a typical record (to_string starts small and regrows).
+        let mut buf = Vec::with_capacity(512);
+        serde_json::to_writer(&mut buf, event).map_err(AuditError::Encode)?;
+        let json =
+            String::from_utf8(buf).map_err(|e| AuditError::Encode(serde::ser::Error::custom(e)))?;
         let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         let (seq, wait) = loop {
             {
@@ -342,7 +350,7 @@ impl Inner {
         };
         let start = text.len();
         chain::push_line(text, &self.key, st.next_seq, ts, &st.prev, json);
-        st.prev = chain::line_hash(text.get(start..).unwrap_or_default());
+        chain::set_line_hash(&mut st.prev, text.get(start..).unwrap_or_default());
         text.push('\n');
         let seq = st.next_seq;
         st.next_seq += 1;

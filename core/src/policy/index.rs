@@ -126,22 +126,50 @@ impl PolicyIndex {
         self.rules.is_empty()
     }
 
+    /// Adds the ids `subject` reaches (itself and its roles) to `ids`.
+    fn extend_ids(&self, ids: &mut Vec<u32>, subject: &str) {
+        if let Some(id) = self.subjects.get(subject) {
+            ids.extend(
+                self.closure
+                    .get(*id as usize)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            );
+        }
+    }
+
     /// Subject ids of a request: each known subject and what it inherits.
     fn subject_ids<'a>(&self, subjects: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
         let mut ids: Vec<u32> = Vec::new();
         for s in subjects {
-            if let Some(id) = self.subjects.get(s) {
-                ids.extend(
-                    self.closure
-                        .get(*id as usize)
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]),
-                );
-            }
+            self.extend_ids(&mut ids, s);
         }
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// [`decide`](PolicyIndex::decide) for a user and its groups (plain names, looked up as
+    /// `group:<name>`), without building a subject string per group.
+    pub fn decide_identity(
+        &self,
+        user: &str,
+        groups: &[String],
+        object: &str,
+        action: &str,
+    ) -> Decision {
+        let mut ids: Vec<u32> = Vec::new();
+        self.extend_ids(&mut ids, user);
+        let mut key = String::with_capacity(64);
+        for g in groups {
+            key.clear();
+            key.push_str(crate::identity::GROUP_PREFIX);
+            key.push_str(g);
+            self.extend_ids(&mut ids, &key);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        self.decide_ids(&ids, object, action)
     }
 
     /// Decides for a set of subjects (user name and `group:NAME` entries).
@@ -152,6 +180,10 @@ impl PolicyIndex {
         action: &str,
     ) -> Decision {
         let ids = self.subject_ids(subjects);
+        self.decide_ids(&ids, object, action)
+    }
+
+    fn decide_ids(&self, ids: &[u32], object: &str, action: &str) -> Decision {
         let mut best_allow: Option<u32> = None;
         let mut best_deny: Option<u32> = None;
         if !ids.is_empty() {
@@ -159,7 +191,7 @@ impl PolicyIndex {
                 if list.is_empty() {
                     return;
                 }
-                for &s in &ids {
+                for &s in ids {
                     let start = list.partition_point(|e| e.0 < s);
                     for &(es, rid) in list.get(start..).unwrap_or(&[]) {
                         if es != s {

@@ -94,10 +94,12 @@ pub(super) async fn serve(
     // The upstream connections requests on this connection opened: polled right after the
     // client side, in this task (see `crate::upstream`).
     let mut upstreams = Driver::default();
-    // Registered with the shared tokens once per connection, not on every wake-up of this
-    // task (each registration takes the token's lock, shared by every connection).
-    let hard = ctx.hard.cancelled();
-    let stop = ctx.stop.cancelled();
+    // Each wake-up of this task polls both shutdown futures, and polling one takes its
+    // token's lock: per-connection child tokens keep that lock this connection's own instead
+    // of one shared by every connection on every worker.
+    let (hard_token, stop_token) = (ctx.hard.child_token(), ctx.stop.child_token());
+    let hard = hard_token.cancelled();
+    let stop = stop_token.cancelled();
     tokio::pin!(hard, stop);
     loop {
         tokio::select! {

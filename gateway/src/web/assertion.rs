@@ -25,7 +25,8 @@ use super::cookie::SessionHash;
 use super::{RandomError, b64url, random_bytes};
 
 /// The request header carrying the assertion to upstreams.
-pub const ASSERTION_HEADER: &str = "x-gatehouse-assertion";
+pub const ASSERTION_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-gatehouse-assertion");
 /// The signing key's file name under the data directory.
 pub const KEY_FILE: &str = "gateway-assertion-es256.pem";
 /// Lifetime of an assertion.
