@@ -1,31 +1,33 @@
-//! The writer: group commit without a writer thread.
+//! The writer: group commit per thread, without a writer thread.
 //!
-//! A caller chains its record under a short lock (sequence, timestamp, `prev`, MAC) and
-//! appends it to the pending batch. If nobody is writing, the caller becomes the writer: it
-//! yields once, so requests already runnable on its worker join the batch, then takes the
-//! batch and appends it with one write(2), outside the lock (under load, one write confirms
-//! a dozen records or more). Callers that arrive
-//! meanwhile wait; when the write returns, the writer confirms its batch and hands the next
-//! one to the first waiter, which writes it in turn. A record is confirmed once the kernel
-//! holds it (a crash of the process loses nothing confirmed); a small syncer thread forces it
-//! to disk (fdatasync) at once when the log was idle and at most [`SYNC_INTERVAL`] later under
-//! load. Per-request fsyncs would put a disk flush on every proxied request's critical path;
-//! a writer thread would put two cross-thread wake-ups on it.
+//! Each thread has its own queue of records waiting to be written (a shard, picked by a
+//! per-thread slot). A caller queues its serialized event; if nobody on its shard is writing,
+//! it becomes the writer: it yields once, so requests already runnable on its worker queue
+//! theirs too, then takes the log's lock, chains the whole queue (sequence, timestamp,
+//! `prev`, MAC) and appends it with one write(2) before letting the lock go, so the file's
+//! order is the chain's order. The callers it wrote for are woken on their own thread: a
+//! worker never wakes another worker to confirm a record, and two workers meet only on the
+//! log's lock, which the one that finds it taken does not wait for (it yields and retries,
+//! gathering more records meanwhile). A record is confirmed once the kernel holds it (a
+//! crash of the process loses nothing confirmed); a small syncer thread forces it to disk
+//! (fdatasync) at once when the log was idle and at most [`SYNC_INTERVAL`] later under load.
+//! Per-request fsyncs would put a disk flush on every proxied request's critical path; a
+//! writer thread would put two cross-thread wake-ups on it.
 //!
-//! Fail closed: a failed write refuses its batch and every record chained on it, and the
-//! chain head is re-read from disk before the next record. Every write first checks that the
-//! segment path still names the open file (a moved, deleted or replaced directory is an
-//! error, not records written into the void). After a failed sync the head is re-read too.
-//! A re-read head behind what this log already wrote (the directory was moved, truncated or
-//! replaced) is refused, not continued as a new chain over the missing records.
+//! Fail closed: a failed write refuses every record of its batch, and the chain head is
+//! re-read from disk before the next record. Every write first checks that the segment path
+//! still names the open file (a moved, deleted or replaced directory is an error, not
+//! records written into the void). After a failed sync the head is re-read too. A re-read
+//! head behind what this log already wrote (the directory was moved, truncated or replaced)
+//! is refused, not continued as a new chain over the missing records. A writer that cannot
+//! write within [`CONFIRM_TIMEOUT`] refuses its whole queue.
 //!
 //! Several processes (the server and a CLI recording an admin action) share a directory
-//! through a lock file: the writer holds it while it appends and the syncer releases it after
-//! each sync when nobody is writing, so another process waits at most about one sync
-//! interval. A caller that finds the lock taken retries without blocking its thread. Whoever takes the lock back checks the newest segment and re-reads the chain
-//! head when someone else appended.
+//! through a lock file: a writer holds it while it appends and the syncer releases it after
+//! each sync, so another process waits at most about one sync interval. A writer that finds
+//! it taken retries without blocking its thread. Whoever takes the lock back checks the
+//! newest segment and re-reads the chain head when someone else appended.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -67,6 +69,8 @@ struct Inner {
     dir: PathBuf,
     key: AuditKey,
     head: Mutex<Head>,
+    /// Records waiting for a writer, one queue per thread slot.
+    shards: Box<[Shard]>,
     syncer: std::thread::Thread,
 }
 
@@ -78,25 +82,33 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// A waiting caller's turn: its batch's outcome, or the pen (write the next batch).
-enum Turn {
-    Done(Result<(), AuditError>),
-    Write,
-}
+/// Queues per log: threads beyond this share them (still correct, only less local).
+const SHARDS: usize = 16;
 
-/// Records chained but not yet written, by segment date (a batch crosses midnight at most).
+/// One thread slot's queue, on a cache line of its own.
+#[repr(align(128))]
 #[derive(Default)]
-struct Batch {
-    chunks: Vec<(String, String)>,
-    waiters: VecDeque<oneshot::Sender<Turn>>,
-    /// The sequence number after the batch's last record.
-    end_seq: u64,
+struct Shard(Mutex<Queue>);
+
+#[derive(Default)]
+struct Queue {
+    records: Vec<Queued>,
+    /// Someone holds this queue's pen: callers queue and wait instead of writing.
+    writing: bool,
+    next_ticket: u64,
 }
 
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
+/// A serialized event waiting to be chained, and who waits for it (`None`: its writer).
+struct Queued {
+    ticket: u64,
+    json: String,
+    waiter: Option<oneshot::Sender<Turn>>,
+}
+
+/// A waiting caller's turn: its record's outcome, or the pen (write the queue).
+enum Turn {
+    Done(Result<u64, AuditError>),
+    Write,
 }
 
 struct Head {
@@ -105,16 +117,20 @@ struct Head {
     /// The cross-process lock file, and whether we hold its lock.
     lock_file: File,
     locked: bool,
-    pending: Batch,
-    /// Someone holds the pen: appenders wait instead of writing.
-    writing: bool,
-    /// The newest open segment (taken out while a writer writes).
+    /// The newest open segment.
     segment: Option<Segment>,
     /// What the syncer must fdatasync next (written since its last sync).
     unsynced: Option<Arc<File>>,
     /// Records this log has written so far (the next sequence number it confirmed): a
     /// re-read head behind it means the directory was moved, truncated or replaced.
     written: u64,
+}
+
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's slot: its shard in every log.
+    static SLOT: usize = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Lock file serialising writers of one log directory across processes.
@@ -127,7 +143,17 @@ fn copy_err(e: &AuditError) -> AuditError {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), "audit write failed"),
         },
-        _ => AuditError::Closed,
+        AuditError::Tampered {
+            path,
+            line,
+            problem,
+        } => AuditError::Tampered {
+            path: path.clone(),
+            line: *line,
+            problem: problem.clone(),
+        },
+        AuditError::Busy => AuditError::Busy,
+        AuditError::Closed | AuditError::Encode(_) => AuditError::Closed,
     }
 }
 
@@ -167,12 +193,11 @@ impl AuditLog {
                 chain: Some(state),
                 lock_file,
                 locked: false,
-                pending: Batch::default(),
-                writing: false,
                 segment: None,
                 unsynced: None,
                 written,
             }),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             syncer: thread.thread().clone(),
         });
         let _ = ready_tx.send(Arc::downgrade(&inner));
@@ -196,50 +221,61 @@ impl AuditLog {
         let json =
             String::from_utf8(buf).map_err(|e| AuditError::Encode(serde::ser::Error::custom(e)))?;
         let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
-        let (seq, wait) = loop {
-            {
-                let mut h = self.inner.head();
-                if self.inner.take_lock(&mut h)? {
-                    let seq = self.inner.append(&mut h, &json)?;
-                    if h.writing {
-                        let (tx, rx) = oneshot::channel();
-                        h.pending.waiters.push_back(tx);
-                        break (seq, Some(rx));
-                    }
-                    h.writing = true;
-                    break (seq, None);
-                }
+        let shard = self.inner.shard().ok_or(AuditError::Closed)?;
+        let (ticket, wait) = {
+            let mut q = lock(&shard.0);
+            let ticket = q.next_ticket;
+            q.next_ticket += 1;
+            if q.writing {
+                let (tx, rx) = oneshot::channel();
+                q.records.push(Queued {
+                    ticket,
+                    json,
+                    waiter: Some(tx),
+                });
+                (ticket, Some(rx))
+            } else {
+                q.writing = true;
+                q.records.push(Queued {
+                    ticket,
+                    json,
+                    waiter: None,
+                });
+                (ticket, None)
             }
-            // Another process (a CLI command) holds the directory lock for a moment: wait
-            // without blocking this thread.
-            if tokio::time::Instant::now() >= deadline {
-                return Err(AuditError::Busy);
-            }
-            tokio::time::sleep(LOCK_RETRY).await;
         };
-        match wait {
+        let seq = match wait {
             None => {
                 // Group commit: give the requests already runnable on this worker one turn
-                // to join the batch, so one write(2) confirms them all. When nothing else
-                // is runnable this returns at once.
+                // to queue theirs, so one write(2) confirms them all. When nothing else is
+                // runnable this returns at once.
                 let pen = Pen {
                     inner: &self.inner,
+                    shard,
                     held: true,
                 };
                 tokio::task::yield_now().await;
-                pen.write()?
+                pen.write(ticket, deadline).await?
             }
             Some(rx) => {
                 let mut waiting = Waiting {
                     rx: Some(rx),
                     inner: &self.inner,
+                    shard,
                 };
                 match waiting.turn().await? {
                     Turn::Done(r) => r?,
-                    Turn::Write => self.inner.write_round()?,
+                    Turn::Write => {
+                        let pen = Pen {
+                            inner: &self.inner,
+                            shard,
+                            held: true,
+                        };
+                        pen.write(ticket, deadline).await?
+                    }
                 }
             }
-        }
+        };
         if let Some(id) = &incident_id {
             tracing::warn!(alert = true, incident_id = %id, event = kind, seq, "security alert");
         }
@@ -247,34 +283,86 @@ impl AuditLog {
     }
 }
 
-/// The pen, held across the group-commit yield. Cancellation-safe: a caller dropped while it
-/// holds the pen writes the batch on drop, so the pen is never lost.
+/// A queue's lock, also after a panic elsewhere (a queue is consistent between statements).
+fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What one attempt to write a queue came to.
+enum Attempt {
+    /// Written (or refused); the writer's own outcome, when its record was in the batch.
+    Wrote(Option<Result<u64, AuditError>>),
+    /// The log's lock is held by another thread's writer: try again shortly.
+    Contended,
+    /// Another process holds the directory lock: try again after [`LOCK_RETRY`].
+    DirBusy,
+}
+
+/// The pen of one queue. Cancellation-safe: a writer dropped while it holds the pen (its
+/// request went away during the group-commit yield or a retry) writes the queue on drop,
+/// so the pen is never lost and nobody waits forever.
 struct Pen<'a> {
     inner: &'a Inner,
+    shard: &'a Shard,
     held: bool,
 }
 
 impl Pen<'_> {
-    fn write(mut self) -> Result<(), AuditError> {
-        self.held = false;
-        self.inner.write_round()
+    /// Writes the queue (with the record `own` in it) and returns `own`'s sequence number;
+    /// hands the pen on when more records queued meanwhile.
+    async fn write(mut self, own: u64, deadline: tokio::time::Instant) -> Result<u64, AuditError> {
+        let mut mine = None;
+        loop {
+            match self.inner.try_write(self.shard, own) {
+                Ok(Attempt::Wrote(r)) => {
+                    if let Some(r) = r {
+                        mine = Some(r);
+                    }
+                    if self.inner.pass_pen(self.shard) {
+                        self.held = false;
+                        return mine.unwrap_or(Err(AuditError::Closed));
+                    }
+                    // More records queued and nobody to hand them to: write them too.
+                }
+                Ok(wait @ (Attempt::Contended | Attempt::DirBusy)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        self.held = false;
+                        self.inner.refuse_queue(self.shard, &AuditError::Busy);
+                        return mine.unwrap_or(Err(AuditError::Busy));
+                    }
+                    if matches!(wait, Attempt::Contended) {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(LOCK_RETRY).await;
+                    }
+                }
+                Err(e) => {
+                    // Nothing of the queue was written: refuse it (this caller's record
+                    // too, unless an earlier round already wrote it).
+                    self.held = false;
+                    self.inner.refuse_queue(self.shard, &e);
+                    return mine.unwrap_or(Err(e));
+                }
+            }
+        }
     }
 }
 
 impl Drop for Pen<'_> {
     fn drop(&mut self) {
         if self.held {
-            let _ = self.inner.write_round();
+            self.inner.write_now(self.shard);
         }
     }
 }
 
-/// A caller waiting for its batch. Cancellation-safe: if the caller goes away (its request
-/// was dropped, or it timed out) after the pen was handed to it, the guard writes the batch
+/// A caller waiting for its record. Cancellation-safe: if the caller goes away (its request
+/// was dropped, or it timed out) after the pen was handed to it, the guard writes the queue
 /// on drop, so the pen is never lost and nobody else waits forever.
 struct Waiting<'a> {
     rx: Option<oneshot::Receiver<Turn>>,
     inner: &'a Inner,
+    shard: &'a Shard,
 }
 
 impl Waiting<'_> {
@@ -298,13 +386,19 @@ impl Drop for Waiting<'_> {
             // After close() no turn can be sent; one sent before is still received here.
             rx.close();
             if let Ok(Turn::Write) = rx.try_recv() {
-                let _ = self.inner.write_round();
+                self.inner.write_now(self.shard);
             }
         }
     }
 }
 
 impl Inner {
+    /// This thread's queue (`None` only if the log had no queues, which `open` rules out).
+    fn shard(&self) -> Option<&Shard> {
+        let slot = SLOT.with(|s| *s);
+        self.shards.get(slot % SHARDS)
+    }
+
     /// The head, also after a panic elsewhere (its state is checked before every use).
     fn head(&self) -> MutexGuard<'_, Head> {
         self.head
@@ -312,9 +406,14 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Chains one record onto the pending batch (the caller holds the directory lock); its
-    /// sequence number.
-    fn append(&self, h: &mut Head, json: &str) -> Result<u64, AuditError> {
+    /// Chains one record onto `chunks` (the batch being built; the caller holds the log's
+    /// lock and the directory lock); its sequence number.
+    fn append(
+        &self,
+        h: &mut Head,
+        chunks: &mut Vec<(String, String)>,
+        json: &str,
+    ) -> Result<u64, AuditError> {
         let st = match h.chain.as_mut() {
             Some(st) => st,
             None => {
@@ -341,7 +440,6 @@ impl Inner {
             st.last_ms = ms;
         }
         let (ts, date) = &st.last_ts;
-        let chunks = &mut h.pending.chunks;
         if chunks.last().is_none_or(|(d, _)| d != date) {
             chunks.push((date.clone(), String::with_capacity(512)));
         }
@@ -354,7 +452,6 @@ impl Inner {
         text.push('\n');
         let seq = st.next_seq;
         st.next_seq += 1;
-        h.pending.end_seq = st.next_seq;
         Ok(seq)
     }
 
@@ -394,73 +491,153 @@ impl Inner {
         Ok(true)
     }
 
-    /// Writes pending batches while holding the pen: its own batch, then hands the pen to
-    /// the first waiter of the next batch (or writes that too when nobody waits for it).
-    /// The outcome of the caller's own batch.
-    fn write_round(&self) -> Result<(), AuditError> {
-        let mut own: Option<Result<(), AuditError>> = None;
-        loop {
-            let (batch, segment) = {
-                let mut h = self.head();
-                (std::mem::take(&mut h.pending), h.segment.take())
-            };
-            let mut segment = segment;
-            let result = write_batch(&self.dir, &batch.chunks, &mut segment);
-            let mut h = self.head();
-            match &result {
-                Ok(len) => {
-                    if let Some(st) = h.chain.as_mut()
-                        && let Some(seg) = &segment
-                    {
-                        let len = match len {
-                            Tail::Grew(n) => match &st.tail {
-                                Some((p, l)) if *p == seg.path => l + n,
-                                _ => seg_len(seg),
-                            },
-                            Tail::Is(n) => *n,
-                        };
-                        st.tail = Some((seg.path.clone(), len));
-                    }
-                    h.written = h.written.max(batch.end_seq);
-                    let first_dirty = h.unsynced.is_none();
-                    h.unsynced = segment.as_ref().map(|s| s.file.clone());
-                    h.segment = segment;
-                    if first_dirty {
-                        self.syncer.unpark();
-                    }
-                    for w in batch.waiters {
-                        let _ = w.send(Turn::Done(Ok(())));
-                    }
+    /// One attempt to write `shard`'s queue: takes the log's lock without waiting for it,
+    /// takes the directory lock, chains every queued record and appends them with one
+    /// write(2) before letting the lock go. The callers of the batch get their outcome; the
+    /// return value carries `own`'s.
+    fn try_write(&self, shard: &Shard, own: u64) -> Result<Attempt, AuditError> {
+        let mut h = match self.head.try_lock() {
+            Ok(h) => h,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(Attempt::Contended),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        self.write_locked(&mut h, shard, own)
+    }
+
+    /// [`try_write`](Inner::try_write) with the log's lock held.
+    fn write_locked(&self, h: &mut Head, shard: &Shard, own: u64) -> Result<Attempt, AuditError> {
+        if !self.take_lock(h)? {
+            return Ok(Attempt::DirBusy);
+        }
+        let records = std::mem::take(&mut lock(&shard.0).records);
+        let mut chunks: Vec<(String, String)> = Vec::new();
+        let mut first = None;
+        let mut chained = Ok(());
+        for r in &records {
+            match self.append(h, &mut chunks, &r.json) {
+                Ok(seq) => {
+                    first.get_or_insert(seq);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "audit log write failed; refusing the recorded actions");
-                    // Everything chained on the failed batch is void: re-read the head.
-                    h.chain = None;
-                    h.segment = None;
-                    release_lock(&mut h);
-                    let later = std::mem::take(&mut h.pending);
-                    for w in batch.waiters.into_iter().chain(later.waiters) {
-                        let _ = w.send(Turn::Done(Err(copy_err(e))));
-                    }
+                    chained = Err(e);
+                    break;
                 }
             }
-            if own.is_none() {
-                own = Some(result.map(|_| ()));
+        }
+        let result = chained.and_then(|()| self.commit(h, &chunks));
+        if result.is_err() {
+            // Nothing of the batch is confirmed: re-read the head before the next record.
+            h.chain = None;
+            h.segment = None;
+            release_lock(h);
+        }
+        let first = first.unwrap_or(0);
+        let mut own_seq = None;
+        for (i, r) in records.into_iter().enumerate() {
+            let seq = first + i as u64;
+            if r.ticket == own {
+                own_seq = Some(seq);
+            } else if let Some(w) = r.waiter {
+                let outcome = match &result {
+                    Ok(()) => Ok(seq),
+                    Err(e) => Err(copy_err(e)),
+                };
+                let _ = w.send(Turn::Done(outcome));
             }
-            // Hand the pen to the first caller still waiting for the next batch; when
-            // nobody waits for it any more (its callers gave up), write it ourselves.
-            loop {
-                if h.pending.is_empty() {
-                    h.writing = false;
-                    return own.unwrap_or(Err(AuditError::Closed));
+        }
+        match (result, own_seq) {
+            (Ok(()), seq) => Ok(Attempt::Wrote(seq.map(Ok))),
+            (Err(e), seq) => {
+                tracing::error!(error = %e, "audit log write failed; refusing the recorded actions");
+                match seq {
+                    Some(_) => Ok(Attempt::Wrote(Some(Err(e)))),
+                    None => Err(e),
                 }
-                match h.pending.waiters.pop_front() {
-                    Some(w) => {
-                        if w.send(Turn::Write).is_ok() {
-                            return own.unwrap_or(Err(AuditError::Closed));
-                        }
+            }
+        }
+    }
+
+    /// Appends a chained batch to its segment(s) and notes what the syncer must sync.
+    fn commit(&self, h: &mut Head, chunks: &[(String, String)]) -> Result<(), AuditError> {
+        let mut segment = h.segment.take();
+        let len = write_batch(&self.dir, chunks, &mut segment)?;
+        if let Some(st) = h.chain.as_mut()
+            && let Some(seg) = &segment
+        {
+            let len = match len {
+                Tail::Grew(n) => match &st.tail {
+                    Some((p, l)) if *p == seg.path => l + n,
+                    _ => seg_len(seg),
+                },
+                Tail::Is(n) => n,
+            };
+            st.tail = Some((seg.path.clone(), len));
+        }
+        if let Some(st) = h.chain.as_ref() {
+            h.written = h.written.max(st.next_seq);
+        }
+        let first_dirty = h.unsynced.is_none();
+        h.unsynced = segment.as_ref().map(|s| s.file.clone());
+        h.segment = segment;
+        if first_dirty {
+            self.syncer.unpark();
+        }
+        Ok(())
+    }
+
+    /// After a write: puts the pen down when the queue is empty, or hands it to the first
+    /// caller still waiting in it. False when records are queued and nobody waits for them
+    /// (their callers gave up): the holder writes them itself.
+    fn pass_pen(&self, shard: &Shard) -> bool {
+        let mut q = lock(&shard.0);
+        if q.records.is_empty() {
+            q.writing = false;
+            return true;
+        }
+        for r in &mut q.records {
+            if let Some(w) = r.waiter.take()
+                && w.send(Turn::Write).is_ok()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Refuses every queued record with `e` and puts the pen down (the writer gave up).
+    fn refuse_queue(&self, shard: &Shard, e: &AuditError) {
+        let records = {
+            let mut q = lock(&shard.0);
+            q.writing = false;
+            std::mem::take(&mut q.records)
+        };
+        for r in records {
+            if let Some(w) = r.waiter {
+                let _ = w.send(Turn::Done(Err(copy_err(e))));
+            }
+        }
+    }
+
+    /// Writes the queue now, blocking (a dropped pen); refuses it when the directory lock
+    /// is taken. The pen is put down or handed on.
+    fn write_now(&self, shard: &Shard) {
+        loop {
+            let mut h = self.head();
+            let attempt = self.write_locked(&mut h, shard, u64::MAX);
+            drop(h);
+            match attempt {
+                Ok(Attempt::Wrote(_)) => {
+                    if self.pass_pen(shard) {
+                        return;
                     }
-                    None => break,
+                }
+                Ok(Attempt::Contended | Attempt::DirBusy) => {
+                    self.refuse_queue(shard, &AuditError::Busy);
+                    return;
+                }
+                Err(e) => {
+                    self.refuse_queue(shard, &e);
+                    return;
                 }
             }
         }
@@ -483,10 +660,8 @@ impl Inner {
             }
             None => false,
         };
-        let mut h = self.head();
-        if !h.writing && h.pending.is_empty() {
-            release_lock(&mut h);
-        }
+        // Writes happen under the log's lock: holding it, nobody is writing.
+        release_lock(&mut self.head());
         synced
     }
 }
