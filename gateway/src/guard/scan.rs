@@ -69,6 +69,12 @@ impl Default for Scanner {
 }
 
 impl Scanner {
+    /// Request heads completed so far.
+    #[cfg(test)]
+    pub fn heads_seen(&self) -> u64 {
+        self.heads
+    }
+
     pub fn is_off(&self) -> bool {
         self.state == State::Off
     }
@@ -176,15 +182,28 @@ impl Scanner {
             }
         }
         let rest = data.get(start..).unwrap_or_default();
-        let mut end = None;
-        for (i, &b) in rest.iter().enumerate() {
-            eol = match (eol, b) {
-                (Eol::Lf | Eol::LfCr, b'\n') => {
-                    end = Some(i + 1);
-                    break;
-                }
-                (_, b'\n') => Eol::Lf,
-                (Eol::Lf, b'\r') => Eol::LfCr,
+        // The head ends at a LF that follows a LF, or a LF then CR (as httparse reads it);
+        // `eol` carries what the previous read ended in. Only LFs are looked at.
+        let at = |i: usize| rest.get(i).copied();
+        let ends_head = |i: usize| match i.checked_sub(1).map(|p| at(p)) {
+            None => matches!(eol, Eol::Lf | Eol::LfCr),
+            Some(Some(b'\n')) => true,
+            Some(Some(b'\r')) => match i.checked_sub(2) {
+                Some(p) => at(p) == Some(b'\n'),
+                None => eol == Eol::Lf,
+            },
+            Some(_) => false,
+        };
+        let end = memchr::memchr_iter(b'\n', rest)
+            .find(|&i| ends_head(i))
+            .map(|i| i + 1);
+        if end.is_none() {
+            let n = rest.len();
+            eol = match (n.checked_sub(1).and_then(at), n.checked_sub(2).and_then(at)) {
+                (None, _) => eol,
+                (Some(b'\n'), _) => Eol::Lf,
+                (Some(b'\r'), Some(b'\n')) => Eol::LfCr,
+                (Some(b'\r'), None) if eol == Eol::Lf => Eol::LfCr,
                 _ => Eol::None,
             };
         }
@@ -207,7 +226,7 @@ impl Scanner {
         self.started = false;
         let head = std::mem::take(&mut self.head);
         // More fields than hyper accepts: hyper will answer 431 itself.
-        if head.iter().filter(|&&b| b == b'\n').count() > MAX_HEADERS {
+        if memchr::memchr_iter(b'\n', &head).count() > MAX_HEADERS {
             verdicts.arm();
         }
         self.state = match judge(&head) {
@@ -242,7 +261,11 @@ fn judge(head: &[u8]) -> Result<State, GuardError> {
     let mut cl_value: &[u8] = b"";
     let mut te_value: &[u8] = b"";
     for line in lines {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        // Only Content-Length and Transfer-Encoding matter here.
+        if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = line.get(..colon).unwrap_or_default();
