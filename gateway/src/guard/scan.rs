@@ -185,7 +185,7 @@ impl Scanner {
         // The head ends at a LF that follows a LF, or a LF then CR (as httparse reads it);
         // `eol` carries what the previous read ended in. Only LFs are looked at.
         let at = |i: usize| rest.get(i).copied();
-        let ends_head = |i: usize| match i.checked_sub(1).map(|p| at(p)) {
+        let ends_head = |i: usize| match i.checked_sub(1).map(at) {
             None => matches!(eol, Eol::Lf | Eol::LfCr),
             Some(Some(b'\n')) => true,
             Some(Some(b'\r')) => match i.checked_sub(2) {
