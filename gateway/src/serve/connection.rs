@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ServeCtx;
+use super::on_wake::OnWake;
 use crate::conn::{ConnShared, TrackedIo, Tunnel};
 use crate::handler;
 use crate::upstream::Driver;
@@ -94,12 +95,12 @@ pub(super) async fn serve(
     // The upstream connections requests on this connection opened: polled right after the
     // client side, in this task (see `crate::upstream`).
     let mut upstreams = Driver::default();
-    // Each wake-up of this task polls both shutdown futures, and polling one takes its
-    // token's lock: per-connection child tokens keep that lock this connection's own instead
-    // of one shared by every connection on every worker.
+    // The shutdown futures are polled only when their tokens wake them, not on each of the
+    // task's several wake-ups per request (a poll takes the token's lock); per-connection
+    // child tokens keep that lock this connection's own, not one shared by every worker.
     let (hard_token, stop_token) = (ctx.hard.child_token(), ctx.stop.child_token());
-    let hard = hard_token.cancelled();
-    let stop = stop_token.cancelled();
+    let hard = OnWake::new(hard_token.cancelled());
+    let stop = OnWake::new(stop_token.cancelled());
     tokio::pin!(hard, stop);
     loop {
         tokio::select! {
