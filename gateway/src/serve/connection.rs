@@ -119,7 +119,8 @@ pub(super) async fn serve(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = &mut first, if !first_seen => {
+            // Polled only until the first request arrives (not on every later wake-up).
+            () = &mut first, if !first_seen && shared.served() == 0 => {
                 if shared.served() == 0 {
                     tracing::debug!("no request within the header timeout; closing");
                     return;
