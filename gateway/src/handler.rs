@@ -73,13 +73,15 @@ impl fmt::Display for RequestId {
 const ID_BLOCK: u64 = 256;
 
 thread_local! {
-    /// This thread's current block: (next id, end), for the `RequestIds` at that address.
+    /// This thread's current block: (owner, next id, end); see `RequestIds::next`.
     static ID_BLOCK_CURSOR: std::cell::Cell<(usize, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
 }
 
 impl RequestIds {
     fn next(&self) -> RequestId {
-        let owner = std::ptr::from_ref(self) as usize;
+        // The address and the boot value: a later `RequestIds` at the same address (an
+        // in-process restart) does not continue a block of the earlier one.
+        let owner = (std::ptr::from_ref(self) as usize) ^ (self.boot as usize).rotate_left(32);
         let n = ID_BLOCK_CURSOR.with(|c| {
             let (o, next, end) = c.get();
             if o == owner && next < end {
@@ -351,5 +353,39 @@ fn target(req: &Request<Incoming>, normal: Cow<'_, str>) -> Option<PathAndQuery>
             };
             PathAndQuery::from_maybe_shared(bytes::Bytes::from(s)).ok()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_across_threads_and_instances() {
+        let mut seen = HashSet::new();
+        for _ in 0..2 {
+            // A new instance (possibly at the same address) starts its own blocks.
+            let ids = Arc::new(RequestIds::default());
+            let all: Vec<Vec<String>> = (0..4)
+                .map(|_| {
+                    let ids = ids.clone();
+                    std::thread::spawn(move || {
+                        (0..1000)
+                            .map(|_| ids.next().to_string())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap_or_default())
+                .collect();
+            let main: Vec<String> = (0..600).map(|_| ids.next().to_string()).collect();
+            for id in all.into_iter().flatten().chain(main) {
+                assert!(seen.insert(id.clone()), "duplicate request id {id}");
+            }
+        }
+        assert_eq!(seen.len(), 2 * (4 * 1000 + 600));
     }
 }
