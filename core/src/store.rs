@@ -103,6 +103,31 @@ pub fn session_id_hash(raw: &str) -> Option<String> {
     )))
 }
 
+/// A session's store key: the hex SHA-256 of a well-formed raw session id. Made only by
+/// hashing ([`SessionKey::of`]), so a key always names what a cookie could name; callers
+/// that see the same raw id again (a keep-alive connection) keep the key instead of
+/// hashing on every request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    /// The key of raw session id `raw`; `None` when it is malformed (no lookup happens).
+    pub fn of(raw: &str) -> Option<SessionKey> {
+        session_id_hash(raw).map(SessionKey)
+    }
+
+    /// The hex hash (safe to show and log).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SessionKey").field(&self.0).finish()
+    }
+}
+
 /// Constant-time string equality (for ids and codes).
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -185,8 +210,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ttl: Duration,
         idle: Duration,
     ) -> Result<SessionToken, StoreError>;
-    /// Looks a session up by raw id and marks it used; `None` when unknown, expired or idle.
-    async fn touch_session(&self, raw_id: &str) -> Result<Option<Session>, StoreError>;
+    /// Looks a session up by raw id and marks it used; `None` when unknown, expired, idle
+    /// or malformed.
+    async fn touch_session(&self, raw_id: &str) -> Result<Option<Session>, StoreError> {
+        match SessionKey::of(raw_id) {
+            Some(key) => self.touch_session_key(&key).await,
+            None => Ok(None),
+        }
+    }
+    /// [`Store::touch_session`] for an id already hashed.
+    async fn touch_session_key(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
     /// Deletes a session (logout) and publishes its revocation; true when it existed.
     async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError>;
     /// Live sessions of every user.

@@ -8,8 +8,11 @@
 //! unknown cookie is [`AuthnError::NoSession`]; a store error is
 //! [`AuthnError::Unavailable`] (503), never a pass.
 
+use std::sync::{Mutex, PoisonError};
+
 use gatehouse_core::AuthError;
 use gatehouse_core::identity::{Authenticator, VerifiedIdentity};
+use gatehouse_core::store::{SessionKey, ct_eq};
 use http::HeaderMap;
 
 use crate::web::cookie::{self, CookieValue, SessionHash};
@@ -49,13 +52,40 @@ pub enum AuthnError {
     Unavailable(#[source] AuthError),
 }
 
+/// The last session cookie seen on a connection and its store key. A keep-alive connection
+/// sends the same cookie on every request, and hashing it was the costliest step of resuming
+/// a session. Only the hash is remembered: the session itself is looked up (and its idle,
+/// expiry and revocation checked) in the store on every request.
+#[derive(Debug, Default)]
+pub struct SessionKeys(Mutex<Option<(CookieValue, SessionKey)>>);
+
+impl SessionKeys {
+    /// The store key of `token`; `None` when it cannot name a session.
+    fn key(&self, token: &CookieValue) -> Option<SessionKey> {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, key)) = last.as_ref()
+            && ct_eq(seen.expose(), token.expose())
+        {
+            return Some(key.clone());
+        }
+        let key = SessionKey::of(token.expose())?;
+        *last = Some((token.clone(), key.clone()));
+        Some(key)
+    }
+}
+
 /// Resumes the request's session (one store round trip, which also refreshes its idle timer).
+/// `keys` is the connection's memory of its last cookie (a fresh one where there is none).
 pub async fn authenticate(
     headers: &HeaderMap,
     auth: &Authenticator,
+    keys: &SessionKeys,
 ) -> Result<Authenticated, AuthnError> {
     let token = cookie::session(headers).ok_or(AuthnError::NoSession { had_cookie: false })?;
-    match auth.resume_session(token.expose()).await {
+    let key = keys
+        .key(&token)
+        .ok_or(AuthnError::NoSession { had_cookie: true })?;
+    match auth.resume_session_key(&key).await {
         Ok((identity, id_hash)) => Ok(Authenticated {
             identity,
             session: SessionHash::from_store(id_hash),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::authn::SessionKeys;
 use crate::guard::Verdicts;
 use crate::guard::scan::Scanner;
 use crate::upstream::Upstreams;
@@ -35,6 +36,8 @@ pub struct ConnShared {
     /// This connection's upstream connections, driven by its task.
     pub upstreams: Upstreams,
     born: Instant,
+    /// The last session cookie's store key (see [`SessionKeys`]).
+    pub session_keys: SessionKeys,
     /// When the request head now arriving began (ms since `born`, plus one); 0: none.
     head_since: AtomicU64,
 }
@@ -63,6 +66,7 @@ impl ConnShared {
             verdicts: Verdicts::default(),
             upstreams: Upstreams::default(),
             born: Instant::now(),
+            session_keys: SessionKeys::default(),
             head_since: AtomicU64::new(0),
         }
     }

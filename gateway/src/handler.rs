@@ -62,9 +62,32 @@ impl Default for RequestIds {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestId(u32, u64);
 
+impl RequestId {
+    /// `{boot:08x}-{n:x}` as ASCII in a stack buffer (every request formats its id for the
+    /// audit record; this skips the formatting machinery): the buffer and the used length.
+    fn ascii(&self) -> ([u8; 25], usize) {
+        let hex = |n: u64| {
+            let n = (n & 0xf) as u8;
+            if n < 10 { b'0' + n } else { b'a' + n - 10 }
+        };
+        let mut buf = [0u8; 25];
+        for (i, slot) in buf.iter_mut().take(8).enumerate() {
+            *slot = hex(u64::from(self.0) >> (28 - 4 * i));
+        }
+        buf[8] = b'-';
+        let digits = (16 - (self.1.leading_zeros() / 4) as usize).max(1);
+        for (i, slot) in buf.iter_mut().skip(9).take(digits).enumerate() {
+            *slot = hex(self.1 >> (4 * (digits - 1 - i)));
+        }
+        (buf, 9 + digits)
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}-{:x}", self.0, self.1)
+        let (buf, len) = self.ascii();
+        // Only ASCII hex digits and '-' were written.
+        f.write_str(std::str::from_utf8(buf.get(..len).unwrap_or_default()).unwrap_or_default())
     }
 }
 
@@ -193,8 +216,10 @@ async fn respond(
     {
         let normal = normal.into_owned();
         let host = host.name.into_owned();
+        // Boxed: the login pages' future is several KiB, and inline it would make every
+        // proxied request's future (moved on each await) that much larger.
         return (
-            login::serve(state, conn, req, &host, &normal, id).await,
+            Box::pin(login::serve(state, conn, req, &host, &normal, id)).await,
             None,
         );
     }
@@ -220,7 +245,7 @@ async fn respond(
         }
     };
     let authority = host.authority.to_owned();
-    let permit = match check(state, &req, app, target, &authority, conn.peer.ip(), id).await {
+    let permit = match check(state, conn, &req, app, target, &authority, id).await {
         Ok(p) => p,
         Err(resp) => return (resp, Some(app.name.clone())),
     };
@@ -254,18 +279,24 @@ const AUDIT_DOWN: &str = "Access is unavailable: the audit log cannot be written
 /// Authenticates and authorizes a request for `app`: a [`authz::Permit`], or the answer.
 async fn check(
     state: &State,
+    conn: &ConnShared,
     req: &Request<Incoming>,
     app: &Arc<App>,
     target: PathAndQuery,
     authority: &str,
-    client: std::net::IpAddr,
     id: RequestId,
 ) -> Result<authz::Permit, Response<ResBody>> {
     if let Err(why) = state.health.check() {
         tracing::warn!(request_id = %id, app = %app.name, reason = %why, "request refused: store down");
         return Err(login::unavailable(STORE_DOWN, id));
     }
-    let who = match authn::authenticate(req.headers(), &state.services.authenticator).await {
+    let who = match authn::authenticate(
+        req.headers(),
+        &state.services.authenticator,
+        &conn.session_keys,
+    )
+    .await
+    {
         Ok(w) => w,
         Err(AuthnError::NoSession { had_cookie }) => {
             let resp = unauthenticated(req.method(), req.headers(), &target);
@@ -282,7 +313,7 @@ async fn check(
     };
     let s = &state.services;
     let ctx = AccessContext {
-        client_addr: Some(client),
+        client_addr: Some(conn.peer.ip()),
         session: None,
         request_id: Some(id.to_string()),
     };
@@ -361,6 +392,23 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn request_id_text_is_boot_then_counter_in_hex() {
+        for (boot, n) in [
+            (0u32, 0u64),
+            (1, 1),
+            (0xdead_beef, 0xff),
+            (u32::MAX, u64::MAX),
+            (0x0a0b_0c0d, 0x1_0000_0000),
+        ] {
+            assert_eq!(
+                RequestId(boot, n).to_string(),
+                format!("{boot:08x}-{n:x}"),
+                "boot {boot:#x} n {n:#x}"
+            );
+        }
+    }
 
     #[test]
     fn request_ids_are_unique_across_threads_and_instances() {

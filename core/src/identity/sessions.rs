@@ -8,7 +8,7 @@ use super::VerifiedIdentity;
 use super::authenticator::{Authenticator, unix_secs};
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
-use crate::store::{SessionData, SessionToken};
+use crate::store::{SessionData, SessionKey, SessionToken};
 
 impl Authenticator {
     /// Starts a server-side session for `id`; the returned token goes into the cookie.
@@ -37,10 +37,20 @@ impl Authenticator {
         &self,
         token: &str,
     ) -> Result<(VerifiedIdentity, String), AuthError> {
+        let key = SessionKey::of(token).ok_or(AuthError::NoSession)?;
+        self.resume_session_key(&key).await
+    }
+
+    /// [`Authenticator::resume_session`] for a token already hashed (a caller that saw the
+    /// same cookie before keeps its key).
+    pub async fn resume_session_key(
+        &self,
+        key: &SessionKey,
+    ) -> Result<(VerifiedIdentity, String), AuthError> {
         let s = self
             .inner
             .store
-            .touch_session(token)
+            .touch_session_key(key)
             .await
             .map_err(AuthError::Store)?
             .ok_or(AuthError::NoSession)?;

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use super::{
     FailureStatus, Handoff, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData,
-    SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -102,19 +102,17 @@ impl Store for MemoryStore {
         Ok(token)
     }
 
-    async fn touch_session(&self, raw_id: &str) -> Result<Option<Session>, StoreError> {
-        let Some(h) = session_id_hash(raw_id) else {
-            return Ok(None);
-        };
+    async fn touch_session_key(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
+        let h = key.as_str();
         let now = now_ms();
         let mut st = self.lock();
-        match st.sessions.get_mut(&h) {
+        match st.sessions.get_mut(h) {
             Some(s) if s.is_live(now) => {
                 s.last_seen_ms = now;
                 Ok(Some(s.clone()))
             }
             Some(_) => {
-                st.sessions.remove(&h);
+                st.sessions.remove(h);
                 Ok(None)
             }
             None => Ok(None),

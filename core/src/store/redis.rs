@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::{
     FailureStatus, Handoff, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData,
-    SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -206,11 +206,8 @@ impl Store for RedisStore {
         Ok(token)
     }
 
-    async fn touch_session(&self, raw_id: &str) -> Result<Option<Session>, StoreError> {
-        let Some(hash) = session_id_hash(raw_id) else {
-            return Ok(None);
-        };
-        let key = session_key(&hash);
+    async fn touch_session_key(&self, id: &SessionKey) -> Result<Option<Session>, StoreError> {
+        let key = session_key(id.as_str());
         let mut con = self.con.clone();
         let raw: Option<Vec<u8>> = within("touch_session", con.get(&key)).await?;
         let Some(raw) = raw else { return Ok(None) };

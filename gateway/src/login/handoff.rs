@@ -84,7 +84,13 @@ pub async fn issue(
         tracing::warn!(request_id = %id, reason = %why, "handoff refused: store down");
         return unavailable(STORE_DOWN, id);
     }
-    let who = match authn::authenticate(req.headers(), &state.services.authenticator).await {
+    let who = match authn::authenticate(
+        req.headers(),
+        &state.services.authenticator,
+        &authn::SessionKeys::default(),
+    )
+    .await
+    {
         Ok(w) => w,
         Err(AuthnError::NoSession { .. }) => {
             let here = format!(

@@ -21,7 +21,13 @@ pub async fn portal(state: &State, req: &Request<Incoming>, id: RequestId) -> Re
         tracing::warn!(request_id = %id, reason = %why, "portal refused: store down");
         return unavailable(STORE_DOWN, id);
     }
-    match authn::authenticate(req.headers(), &state.services.authenticator).await {
+    match authn::authenticate(
+        req.headers(),
+        &state.services.authenticator,
+        &authn::SessionKeys::default(),
+    )
+    .await
+    {
         Ok(who) => {
             let identity = who.identity();
             let apps = state

@@ -180,24 +180,35 @@ pub fn find(headers: &HeaderMap, name: &str) -> Option<CookieValue> {
 /// `Cookie` headers, so upstream apps never see the gateway's session or login ids. A
 /// `Cookie` header that is not visible ASCII is dropped entirely.
 pub fn strip_gatehouse_cookies(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .map(|text| {
-            text.split(';')
-                .map(|p| p.trim_matches([' ', '\t']))
-                .filter(|p| !p.is_empty() && !is_gatehouse_pair(p))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .filter(|t| !t.is_empty())
-        .collect();
-    headers.remove(COOKIE);
-    for text in kept {
-        if let Ok(v) = HeaderValue::try_from(text) {
-            headers.append(COOKIE, v);
+    // Runs on every proxied request, which always carries the session cookie: no allocation
+    // when nothing is kept, and a header with nothing to remove is kept as it came.
+    let mut kept: Vec<HeaderValue> = Vec::new();
+    let mut out = String::new();
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        out.clear();
+        for pair in text
+            .split(';')
+            .map(|p| p.trim_matches([' ', '\t']))
+            .filter(|p| !p.is_empty() && !is_gatehouse_pair(p))
+        {
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            out.push_str(pair);
         }
+        if out.is_empty() {
+            continue;
+        }
+        if out == text {
+            kept.push(header.clone());
+        } else if let Ok(v) = HeaderValue::from_str(&out) {
+            kept.push(v);
+        }
+    }
+    headers.remove(COOKIE);
+    for v in kept {
+        headers.append(COOKIE, v);
     }
 }
 
