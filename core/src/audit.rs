@@ -11,6 +11,7 @@
 
 mod chain;
 mod event;
+mod json;
 mod segment;
 mod verify;
 mod writer;

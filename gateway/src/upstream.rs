@@ -82,7 +82,8 @@ impl Upstreams {
                 // Not sent (the upstream closed this idle connection): once more, fresh.
                 Some(req) if !co.fresh => {
                     tracing::debug!(error = %e.error(), "reused upstream connection was closed; retrying");
-                    co = self.open(authority, connect_timeout).await?;
+                    // Boxed, like the open in `checkout`: a rare path.
+                    co = Box::pin(self.open(authority, connect_timeout)).await?;
                     co.sender
                         .try_send_request(req)
                         .await
@@ -115,7 +116,9 @@ impl Upstreams {
                 });
             }
         }
-        self.open(authority, connect_timeout).await
+        // Boxed: opening is rare (once per client connection and upstream), and its future
+        // inline would enlarge every request's future, which is moved at each await.
+        Box::pin(self.open(authority, connect_timeout)).await
     }
 
     async fn open(

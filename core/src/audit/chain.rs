@@ -16,6 +16,8 @@ const KEY_LABEL: &str = "gatehouse/audit-mac/v1";
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Length of `,"mac":"` + 64 hex + `"}`.
 const MAC_SUFFIX_LEN: usize = 8 + 64 + 2;
+/// A line's length beyond its event: seq, ts, prev, mac, their keys and the newline.
+pub(crate) const LINE_OVERHEAD: usize = 40 + 24 + 64 + MAC_SUFFIX_LEN + 1;
 
 /// The audit MAC key.
 #[derive(Clone)]
@@ -70,7 +72,7 @@ pub(crate) fn push_line(
     event_json: &str,
 ) {
     let start = out.len();
-    out.reserve(event_json.len() + ts.len() + prev.len() + 40 + MAC_SUFFIX_LEN);
+    out.reserve(event_json.len() + LINE_OVERHEAD);
     out.push_str("{\"seq\":");
     push_decimal(out, seq);
     out.push_str(",\"ts\":\"");
@@ -106,12 +108,22 @@ fn push_decimal(out: &mut String, mut n: u64) {
     }
 }
 
-/// Appends lowercase hex of `bytes`.
+/// Appends lowercase hex of `bytes` (a digest: at most 32 bytes are needed; any longer
+/// input is done in pieces). Built in a stack buffer and appended once: this runs twice
+/// per audit record under the chain lock.
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    let digit = |n: u8| char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 });
-    for &b in bytes {
-        out.push(digit(b >> 4));
-        out.push(digit(b & 0x0f));
+    let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
+    for piece in bytes.chunks(32) {
+        let mut buf = [0u8; 64];
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(piece) {
+            if let [hi, lo] = pair {
+                *hi = digit(b >> 4);
+                *lo = digit(b & 0x0f);
+            }
+        }
+        let used = buf.get(..piece.len() * 2).unwrap_or_default();
+        // Only ASCII hex digits were written.
+        out.push_str(std::str::from_utf8(used).unwrap_or_default());
     }
 }
 
@@ -235,6 +247,21 @@ pub(crate) fn segments(dir: &std::path::Path) -> std::io::Result<Vec<std::path::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_hex_is_lowercase_hex_of_any_length() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        for n in [0, 1, 31, 32, 33, 64, 100, 256] {
+            let part = bytes.get(..n).unwrap_or_default();
+            let mut out = String::from("x");
+            push_hex(&mut out, part);
+            assert_eq!(
+                out,
+                format!("x{}", crate::secret::hex_lower(part)),
+                "{n} bytes"
+            );
+        }
+    }
 
     #[test]
     fn dates() {

@@ -217,7 +217,7 @@ impl AuditLog {
         let kind = event.kind();
         // One allocation sized for a typical record (to_string starts small and regrows).
         let mut buf = Vec::with_capacity(512);
-        serde_json::to_writer(&mut buf, event).map_err(AuditError::Encode)?;
+        super::json::write_event(&mut buf, event).map_err(AuditError::Encode)?;
         let json =
             String::from_utf8(buf).map_err(|e| AuditError::Encode(serde::ser::Error::custom(e)))?;
         let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
@@ -413,6 +413,7 @@ impl Inner {
         h: &mut Head,
         chunks: &mut Vec<(String, String)>,
         json: &str,
+        size: usize,
     ) -> Result<u64, AuditError> {
         let st = match h.chain.as_mut() {
             Some(st) => st,
@@ -441,7 +442,7 @@ impl Inner {
         }
         let (ts, date) = &st.last_ts;
         if chunks.last().is_none_or(|(d, _)| d != date) {
-            chunks.push((date.clone(), String::with_capacity(512)));
+            chunks.push((date.clone(), String::with_capacity(size)));
         }
         let Some((_, text)) = chunks.last_mut() else {
             return Err(AuditError::Closed);
@@ -510,11 +511,16 @@ impl Inner {
             return Ok(Attempt::DirBusy);
         }
         let records = std::mem::take(&mut lock(&shard.0).records);
+        // The batch's text in one allocation: each line is its event plus the chain fields.
+        let size: usize = records
+            .iter()
+            .map(|r| r.json.len() + chain::LINE_OVERHEAD)
+            .sum();
         let mut chunks: Vec<(String, String)> = Vec::new();
         let mut first = None;
         let mut chained = Ok(());
         for r in &records {
-            match self.append(h, &mut chunks, &r.json) {
+            match self.append(h, &mut chunks, &r.json, size) {
                 Ok(seq) => {
                     first.get_or_insert(seq);
                 }
