@@ -18,6 +18,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::authn::SessionKeys;
+use crate::deadline::Deadlines;
 use crate::guard::Verdicts;
 use crate::guard::scan::Scanner;
 use crate::upstream::Upstreams;
@@ -36,6 +37,8 @@ pub struct ConnShared {
     /// This connection's upstream connections, driven by its task.
     pub upstreams: Upstreams,
     born: Instant,
+    /// Response deadlines of this connection's proxied requests (one timer, reused).
+    pub deadlines: Deadlines,
     /// The last session cookie's store key (see [`SessionKeys`]).
     pub session_keys: SessionKeys,
     /// When the request head now arriving began (ms since `born`, plus one); 0: none.
@@ -66,6 +69,7 @@ impl ConnShared {
             verdicts: Verdicts::default(),
             upstreams: Upstreams::default(),
             born: Instant::now(),
+            deadlines: Deadlines::default(),
             session_keys: SessionKeys::default(),
             head_since: AtomicU64::new(0),
         }

@@ -12,6 +12,7 @@ pub mod authn;
 pub mod authz;
 mod body;
 mod conn;
+mod deadline;
 pub mod demo;
 pub mod devcert;
 pub mod error;

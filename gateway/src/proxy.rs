@@ -105,15 +105,18 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body);
 
         let upstream = &permit.app().upstream;
-        let mut resp = tokio::time::timeout(
-            self.upstream_timeout,
-            client
-                .conn
-                .upstreams
-                .send(upstream, upstream_req, self.connect_timeout),
-        )
-        .await
-        .map_err(|_| ProxyError::UpstreamTimeout)??;
+        let mut resp = client
+            .conn
+            .deadlines
+            .within(
+                self.upstream_timeout,
+                client
+                    .conn
+                    .upstreams
+                    .send(upstream, upstream_req, self.connect_timeout),
+            )
+            .await
+            .ok_or(ProxyError::UpstreamTimeout)??;
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {

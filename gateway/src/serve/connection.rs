@@ -89,7 +89,11 @@ pub(super) async fn serve(
     tokio::pin!(first);
     let mut first_seen = false;
     let period = idle_tick(ctx.idle_timeout.min(ctx.header_timeout));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // Polled only when its timer fired, not on each of the task's several wake-ups per request.
+    let tick = OnWake::new(std::future::poll_fn(move |cx| {
+        interval.poll_tick(cx).map(drop)
+    }));
     let mut idle_for = Duration::ZERO;
     let mut closing = false;
     // The upstream connections requests on this connection opened: polled right after the
@@ -101,7 +105,7 @@ pub(super) async fn serve(
     let (hard_token, stop_token) = (ctx.hard.child_token(), ctx.stop.child_token());
     let hard = OnWake::new(hard_token.cancelled());
     let stop = OnWake::new(stop_token.cancelled());
-    tokio::pin!(hard, stop);
+    tokio::pin!(hard, stop, tick);
     loop {
         tokio::select! {
             biased;
@@ -127,7 +131,7 @@ pub(super) async fn serve(
                 }
                 first_seen = true;
             }
-            _ = tick.tick(), if !closing => {
+            () = &mut tick, if !closing => {
                 // Slowloris: a request head (HTTP/1) must be complete within the header
                 // timeout of its first byte, however its bytes trickle in.
                 if shared.head_pending_for().is_some_and(|d| d >= ctx.header_timeout) {

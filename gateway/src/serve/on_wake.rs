@@ -2,7 +2,7 @@
 //!
 //! `select!` polls every branch on every wake-up of the task. A connection task wakes
 //! several times per request, and each poll of a shutdown token's future takes that token's
-//! lock. [`OnWake`] gives the inner future a waker of its own: the inner future is polled
+//! lock (and of the idle tick, the timer's state). [`OnWake`] gives the inner future a waker of its own: the inner future is polled
 //! on the first poll and after that waker fired, and otherwise costs one atomic swap.
 
 use std::future::Future;
@@ -73,7 +73,13 @@ impl<F: Future> Future for OnWake<F> {
             return Poll::Pending;
         }
         let waker = Waker::from(this.flag.clone());
-        this.inner.as_mut().poll(&mut Context::from_waker(&waker))
+        let out = this.inner.as_mut().poll(&mut Context::from_waker(&waker));
+        if out.is_ready() {
+            // A future polled again after finishing (an interval's next tick) must be polled
+            // then to arm itself again.
+            this.flag.fired.store(true, Ordering::Release);
+        }
+        out
     }
 }
 
@@ -133,6 +139,22 @@ mod tests {
     impl Wake for Counter {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_inside_ticks_again_and_again() {
+        let period = std::time::Duration::from_secs(1);
+        let start = tokio::time::Instant::now();
+        let mut interval = tokio::time::interval_at(start + period, period);
+        let mut f = Box::pin(OnWake::new(std::future::poll_fn(move |cx| {
+            interval.poll_tick(cx)
+        })));
+        for n in 1..=3u32 {
+            let at = tokio::time::timeout(period * 10, &mut f)
+                .await
+                .unwrap_or_else(|_| panic!("tick {n} never came"));
+            assert_eq!(at, start + period * n, "tick {n}");
         }
     }
 

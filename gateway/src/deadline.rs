@@ -1,0 +1,126 @@
+//! A connection's response deadline, one timer reused by its requests.
+//!
+//! `tokio::time::timeout` registers a timer in the runtime's wheel on each request and
+//! removes it when the request ends: two passes through the timer driver's lock per proxied
+//! request. An HTTP/1 connection has one request at a time, so it keeps one timer and moves
+//! its deadline forward per request (tokio does that without the lock: the wheel finds the
+//! later deadline when the earlier one comes round). A request that finds the timer in use
+//! (HTTP/2 requests side by side) takes a timer of its own, so every request always has its
+//! own full deadline.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::{Mutex, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    spare: Mutex<Option<Pin<Box<Sleep>>>>,
+}
+
+impl Deadlines {
+    /// `fut`'s output, or `None` when `limit` passed first.
+    pub async fn within<T>(&self, limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+        let until = Instant::now() + limit;
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut timer = match spare {
+            Some(mut t) => {
+                t.as_mut().reset(until);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(until)),
+        };
+        let mut fut = pin!(fut);
+        let out = std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let mut slot = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(timer);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_future_beats_the_deadline() {
+        let d = Deadlines::default();
+        let out = d
+            .within(LIMIT, async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                7
+            })
+            .await;
+        assert_eq!(out, Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_future_is_cut_at_the_limit() {
+        let d = Deadlines::default();
+        let start = Instant::now();
+        let out = d.within(LIMIT, std::future::pending::<()>()).await;
+        assert_eq!(out, None);
+        assert_eq!(start.elapsed(), LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reused_timer_counts_from_each_request_not_the_first() {
+        let d = Deadlines::default();
+        // Several quick requests, 4 s apart: past the first request's deadline.
+        for _ in 0..5 {
+            let quick = d.within(LIMIT, tokio::time::sleep(Duration::from_secs(4)));
+            assert_eq!(quick.await, Some(()));
+        }
+        assert!(
+            d.spare.lock().unwrap().is_some(),
+            "the timer is kept for reuse"
+        );
+        // A hung request now still gets its whole limit, measured from its own start.
+        let start = Instant::now();
+        assert_eq!(d.within(LIMIT, std::future::pending::<()>()).await, None);
+        assert_eq!(start.elapsed(), LIMIT);
+        // And after a timeout, the (fired) timer is reset for the next one.
+        let start = Instant::now();
+        assert_eq!(
+            d.within(LIMIT / 2, std::future::pending::<()>()).await,
+            None
+        );
+        assert_eq!(start.elapsed(), LIMIT / 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_side_by_side_each_have_their_own_deadline() {
+        let d = Deadlines::default();
+        let start = Instant::now();
+        let long = async {
+            let out = d.within(LIMIT, std::future::pending::<()>()).await;
+            (out, start.elapsed())
+        };
+        let short = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let out = d.within(LIMIT, std::future::pending::<()>()).await;
+            (out, start.elapsed())
+        };
+        let (a, b) = tokio::join!(long, short);
+        assert_eq!(a, (None, LIMIT));
+        assert_eq!(b, (None, LIMIT + Duration::from_secs(1)));
+    }
+}
