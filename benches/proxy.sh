@@ -7,7 +7,9 @@
 #
 # Usage: benches/proxy.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 # The three runs are interleaved ROUNDS times (default 3) and the medians compared: on a
-# small shared machine one run of either proxy can be off by 15%.
+# small shared machine one run of either proxy can be off by 15%. nginx and the memory-store
+# gateway run back to back in alternating order, and the median of their per-round ratios is
+# printed too.
 # Needs: nginx, wrk, openssl, redis-server, curl, python3 (./test.sh installs the Debian ones).
 # Builds gatehouse in release. Everything listens on 127.0.0.1 only and stops by itself.
 set -euo pipefail
@@ -236,9 +238,16 @@ echo "TLS reverse proxy to one upstream, wrk -t2 -c$CONNS -d${DURATION}s, HTTP/1
 echo "nginx: no authentication. gatehouse: session + $RULES-rule policy + audit + assertion on every request."
 printf '%-10s %12s %10s %10s %14s %8s\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "non-2xx"
 nginx_RPS_ALL= nginx_CPU_ALL= gh_memory_RPS_ALL= gh_memory_CPU_ALL= gh_redis_RPS_ALL= gh_redis_CPU_ALL=
-for _ in $(seq 1 "$ROUNDS"); do
-  run nginx "$NG_PORT" "" $(nginx_pids)
-  run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+for round in $(seq 1 "$ROUNDS"); do
+  # nginx and the memory-store gateway run back to back, in alternating order, so each
+  # round is a fair pair even while the machine's speed drifts.
+  if [ $((round % 2)) = 1 ]; then
+    run nginx "$NG_PORT" "" $(nginx_pids)
+    run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+  else
+    run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+    run nginx "$NG_PORT" "" $(nginx_pids)
+  fi
   run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID" "$(cat "$WORK/redis.pid")"
 done
 for name in nginx gh_memory gh_redis; do
@@ -249,3 +258,9 @@ awk -v g="$gh_memory_RPS" -v n="$nginx_RPS" -v gc="$gh_memory_CPU" -v nc="$nginx
   'BEGIN { printf "ratio gatehouse(memory)/nginx: %.2fx requests/s, %.2fx CPU per request\n", g/n, gc/nc }'
 awk -v g="$gh_redis_RPS" -v n="$nginx_RPS" -v gc="$gh_redis_CPU" -v nc="$nginx_CPU" \
   'BEGIN { printf "ratio gatehouse(redis)/nginx:  %.2fx requests/s, %.2fx CPU per request (incl. redis-server)\n", g/n, gc/nc }'
+# The same comparison round by round (each round's pair ran back to back): the median of
+# those ratios is the least disturbed by drift between rounds.
+# shellcheck disable=SC2086  # the lists are space-separated numbers
+paired=$(paste -d' ' <(tr ' ' '\n' <<<"$gh_memory_RPS_ALL" | grep -v '^$') <(tr ' ' '\n' <<<"$nginx_RPS_ALL" | grep -v '^$') |
+  awk '{ printf "%.3f ", $1 / $2 }')
+echo "per-round ratios gatehouse(memory)/nginx: $paired-> median $(median <<<"$paired" | awk '{ printf "%.2fx", $1 }')"
