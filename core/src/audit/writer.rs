@@ -20,7 +20,7 @@
 //! records written into the void). After a failed sync the head is re-read too. A re-read
 //! head behind what this log already wrote (the directory was moved, truncated or replaced)
 //! is refused, not continued as a new chain over the missing records. A writer that cannot
-//! write within [`CONFIRM_TIMEOUT`] refuses its whole queue.
+//! write within [`CONFIRM_TIMEOUT`] of taking the pen refuses its whole queue.
 //!
 //! Several processes (the server and a CLI recording an admin action) share a directory
 //! through a lock file: a writer holds it while it appends and the syncer releases it after
@@ -44,7 +44,7 @@ use crate::error::AuditError;
 
 /// Longest time a confirmed record may stay in the page cache before fdatasync.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
-/// How long `record` waits for its record to be written before failing (closed).
+/// How long a writer holding the pen tries to write its queue before refusing it (closed).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a caller retries the directory lock while another process holds it.
 const LOCK_RETRY: Duration = Duration::from_millis(2);
@@ -220,7 +220,6 @@ impl AuditLog {
         super::json::write_event(&mut buf, event).map_err(AuditError::Encode)?;
         let json =
             String::from_utf8(buf).map_err(|e| AuditError::Encode(serde::ser::Error::custom(e)))?;
-        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         let shard = self.inner.shard().ok_or(AuditError::Closed)?;
         let (ticket, wait) = {
             let mut q = lock(&shard.0);
@@ -255,7 +254,8 @@ impl AuditLog {
                     held: true,
                 };
                 tokio::task::yield_now().await;
-                pen.write(ticket, deadline).await?
+                pen.write(ticket, tokio::time::Instant::now() + CONFIRM_TIMEOUT)
+                    .await?
             }
             Some(rx) => {
                 let mut waiting = Waiting {
@@ -271,7 +271,8 @@ impl AuditLog {
                             shard,
                             held: true,
                         };
-                        pen.write(ticket, deadline).await?
+                        pen.write(ticket, tokio::time::Instant::now() + CONFIRM_TIMEOUT)
+                            .await?
                     }
                 }
             }
@@ -370,10 +371,13 @@ impl Waiting<'_> {
         let Some(rx) = self.rx.as_mut() else {
             return Err(AuditError::Closed);
         };
-        let turn = match tokio::time::timeout(CONFIRM_TIMEOUT, rx).await {
-            Ok(Ok(turn)) => turn,
-            Ok(Err(_)) => return Err(AuditError::Closed),
-            Err(_) => return Err(AuditError::Busy),
+        // No timer of its own (one per waiting request was a visible cost): the pen's holder
+        // answers every record queued behind it by its deadline. It writes them, refuses
+        // them when it cannot write by then, or writes them when it is dropped; and a
+        // holder blocked outside those would block this worker thread too.
+        let turn = match rx.await {
+            Ok(turn) => turn,
+            Err(_) => return Err(AuditError::Closed),
         };
         self.rx = None;
         Ok(turn)
