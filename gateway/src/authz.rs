@@ -9,8 +9,6 @@
 //! HTTP method; deny wins; the decision is in the audit log before a byte goes upstream, and
 //! a decision that cannot be audited is a refusal.
 
-use std::sync::Arc;
-
 use gatehouse_core::audit::AuditLog;
 use gatehouse_core::policy::{self, AccessContext, PolicyHandle, Refusal};
 use http::Method;
@@ -19,18 +17,20 @@ use http::uri::PathAndQuery;
 use crate::authn::Authenticated;
 use crate::routes::App;
 
-/// Proof that a request for `app` + `target` by `who` was allowed.
+/// Proof that a request for `app` + `target` by `who` was allowed. It borrows the app from
+/// the routes (a reference count shared by every worker thread would otherwise move between
+/// them twice per request).
 #[derive(Debug)]
-pub struct Permit {
-    app: Arc<App>,
+pub struct Permit<'a> {
+    app: &'a App,
     target: PathAndQuery,
     who: Authenticated,
     decision: policy::Permit,
 }
 
-impl Permit {
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+impl Permit<'_> {
+    pub fn app(&self) -> &App {
+        self.app
     }
 
     /// Normalised path and the original query: what the upstream receives.
@@ -76,15 +76,15 @@ pub fn object(app: &str, path: &str) -> String {
 /// Decides (and audits) whether `who` may `method` the normalised `target` of `app`. The
 /// audit record also carries `ctx` (the client's address and the request id), with the
 /// session filled in here from `who`.
-pub async fn authorize(
+pub async fn authorize<'a>(
     who: Authenticated,
-    app: &Arc<App>,
+    app: &'a App,
     target: PathAndQuery,
     method: &Method,
     mut ctx: AccessContext,
     policy: &PolicyHandle,
     audit: &AuditLog,
-) -> Result<Permit, Denied> {
+) -> Result<Permit<'a>, Denied> {
     let obj = object(&app.name, target.path());
     ctx.session = Some(who.session().as_str().to_string());
     match policy
@@ -92,7 +92,7 @@ pub async fn authorize(
         .await
     {
         Ok(decision) => Ok(Permit {
-            app: app.clone(),
+            app,
             target,
             who,
             decision,

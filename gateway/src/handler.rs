@@ -135,22 +135,29 @@ pub struct State {
     pub login: LoginCtx,
 }
 
+/// What a connection's requests share: the gateway's state and the connection's, behind one
+/// reference counted only by this connection's thread (the gateway-wide `Arc<State>`'s count
+/// would otherwise move between worker threads twice per request).
+#[derive(Debug)]
+pub struct ConnState {
+    pub state: Arc<State>,
+    pub conn: Arc<ConnShared>,
+}
+
 /// Serves one request; never fails (every failure is a page).
 pub async fn handle(
-    state: Arc<State>,
-    conn: Arc<ConnShared>,
+    cs: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
+    let (state, conn) = (&*cs.state, &cs.conn);
     let start = Instant::now();
     let in_flight = conn.begin();
     let id = state.ids.next();
     let method = req.method().clone();
-    let (resp, app) = respond(&state, &conn, req, id).await;
+    let (resp, app) = respond(state, conn, req, id).await;
     let status = resp.status();
-    let app = app.unwrap_or_else(|| state.no_app.clone());
-    state
-        .metrics
-        .request(&app, status.as_u16(), start.elapsed());
+    let app = app.unwrap_or(&state.no_app);
+    state.metrics.request(app, status.as_u16(), start.elapsed());
     tracing::debug!(
         client.addr = %conn.peer,
         request_id = %id,
@@ -173,12 +180,12 @@ fn refuse(
     pages::error(status, &id.to_string(), close)
 }
 
-async fn respond(
-    state: &State,
+async fn respond<'s>(
+    state: &'s State,
     conn: &Arc<ConnShared>,
     req: Request<Incoming>,
     id: RequestId,
-) -> (Response<ResBody>, Option<Arc<str>>) {
+) -> (Response<ResBody>, Option<&'s Arc<str>>) {
     let h1 = req.version() <= Version::HTTP_11;
     // Framing: a hostile message is refused and its connection closed (HTTP/1).
     let framing = if h1 {
@@ -247,7 +254,7 @@ async fn respond(
     let authority = host.authority.to_owned();
     let permit = match check(state, conn, &req, app, target, &authority, id).await {
         Ok(p) => p,
-        Err(resp) => return (resp, Some(app.name.clone())),
+        Err(resp) => return (resp, Some(&app.name)),
     };
     let side = ClientSide {
         authority: &authority,
@@ -256,7 +263,7 @@ async fn respond(
         tunnels: &state.tunnels,
     };
     match state.proxy.forward(req, &permit, side).await {
-        Ok(resp) => (resp.map(ResBody::streamed), Some(app.name.clone())),
+        Ok(resp) => (resp.map(ResBody::streamed), Some(&app.name)),
         Err(e) => {
             state.metrics.upstream_error(&app.name, e.kind());
             let cause = crate::tls::source_chain(&e);
@@ -267,7 +274,7 @@ async fn respond(
             }
             (
                 pages::error(e.status(), &id.to_string(), false),
-                Some(app.name.clone()),
+                Some(&app.name),
             )
         }
     }
@@ -277,15 +284,15 @@ const STORE_DOWN: &str = "Access is unavailable: the session store cannot be rea
 const AUDIT_DOWN: &str = "Access is unavailable: the audit log cannot be written.";
 
 /// Authenticates and authorizes a request for `app`: a [`authz::Permit`], or the answer.
-async fn check(
-    state: &State,
+async fn check<'s>(
+    state: &'s State,
     conn: &ConnShared,
     req: &Request<Incoming>,
-    app: &Arc<App>,
+    app: &'s App,
     target: PathAndQuery,
     authority: &str,
     id: RequestId,
-) -> Result<authz::Permit, Response<ResBody>> {
+) -> Result<authz::Permit<'s>, Response<ResBody>> {
     if let Err(why) = state.health.check() {
         tracing::warn!(request_id = %id, app = %app.name, reason = %why, "request refused: store down");
         return Err(login::unavailable(STORE_DOWN, id));

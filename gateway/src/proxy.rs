@@ -49,7 +49,7 @@ pub struct ClientSide<'a> {
 /// Adds the identity headers (after every client-sent identity header was removed).
 fn add_identity(
     headers: &mut http::HeaderMap,
-    permit: &Permit,
+    permit: &Permit<'_>,
     signer: &AssertionSigner,
 ) -> Result<(), ProxyError> {
     let id = permit.who().identity();
@@ -83,7 +83,7 @@ impl Proxy {
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
-        permit: &Permit,
+        permit: &Permit<'_>,
         client: ClientSide<'_>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let websocket =

@@ -77,9 +77,11 @@ pub(super) async fn serve(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let shared = Arc::new(ConnShared::new(peer));
     let io = TokioIo::new(TrackedIo::new(tls, shared.clone(), !h2));
-    let state = ctx.state.clone();
-    let svc_shared = shared.clone();
-    let svc = service_fn(move |req| handler::handle(state.clone(), svc_shared.clone(), req));
+    let cs = Arc::new(handler::ConnState {
+        state: ctx.state.clone(),
+        conn: shared.clone(),
+    });
+    let svc = service_fn(move |req| handler::handle(cs.clone(), req));
     let conn = ctx.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
 

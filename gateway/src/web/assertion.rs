@@ -13,8 +13,10 @@
 
 mod key;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -185,12 +187,48 @@ impl Cache {
 }
 
 pub struct AssertionSigner {
+    /// Tells this signer's entries apart in the per-thread caches.
+    id: u64,
     key: EncodingKey,
     kid: String,
     jwks: String,
     issuer: String,
     cache: Mutex<Cache>,
     cap: usize,
+    /// Bumped by [`AssertionSigner::forget_session`]: per-thread entries of an older
+    /// generation are not used.
+    generation: AtomicU64,
+}
+
+/// One thread's copy of the identity headers it used recently.
+struct Near {
+    signer: u64,
+    generation: u64,
+    session: SessionHash,
+    app: String,
+    user: String,
+    groups: Vec<String>,
+    exp: u64,
+    headers: IdentityHeaders,
+}
+
+/// Entries a thread keeps.
+const NEAR_PER_THREAD: usize = 8;
+
+thread_local! {
+    /// Per worker thread, its own copies of recently used identity headers. A hit reads
+    /// nothing another thread writes: the shared cache's lock and the reference counts of
+    /// its header buffers would otherwise move between cores on every request.
+    static NEAR: RefCell<Vec<Near>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A header value in a buffer of this thread's own (see [`NEAR`]).
+fn own_copy(v: &http::HeaderValue) -> http::HeaderValue {
+    let mut copy =
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(v.as_bytes()))
+            .unwrap_or_else(|_| v.clone());
+    copy.set_sensitive(v.is_sensitive());
+    copy
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -227,7 +265,10 @@ impl AssertionSigner {
             "keys": [{ "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig" }]
         })
         .to_string();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(AssertionSigner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             key: EncodingKey::from_ec_der(&pair.serialize_der()),
             kid,
             jwks,
@@ -265,7 +306,59 @@ impl AssertionSigner {
         &self,
         req: &AssertionRequest<'_>,
     ) -> Result<IdentityHeaders, AssertionError> {
-        Ok(self.issued(req, unix_now()?)?.headers)
+        self.identity_headers_at(req, unix_now()?)
+    }
+
+    /// [`identity_headers`](Self::identity_headers) at `now` (unix seconds): from this
+    /// thread's copies when it has a fresh one, else from the shared cache (or signed).
+    fn identity_headers_at(
+        &self,
+        req: &AssertionRequest<'_>,
+        now: u64,
+    ) -> Result<IdentityHeaders, AssertionError> {
+        let fresh_until = now.saturating_add(REUSE_MARGIN.as_secs());
+        let generation = self.generation.load(Ordering::Acquire);
+        let hit = NEAR.with_borrow(|near| {
+            near.iter()
+                .find(|n| {
+                    n.signer == self.id
+                        && n.generation == generation
+                        && n.exp > fresh_until
+                        && n.session == *req.session
+                        && n.app == req.app
+                        && n.user == req.user
+                        && n.groups == req.groups
+                })
+                .map(|n| n.headers.clone())
+        });
+        if let Some(headers) = hit {
+            return Ok(headers);
+        }
+        let (issued, exp) = self.issued_exp(req, now)?;
+        NEAR.with_borrow_mut(|near| {
+            near.retain(|n| n.signer != self.id || n.generation == generation);
+            near.retain(|n| {
+                !(n.signer == self.id && n.session == *req.session && n.app == req.app)
+            });
+            if near.len() >= NEAR_PER_THREAD {
+                near.remove(0);
+            }
+            near.push(Near {
+                signer: self.id,
+                generation,
+                session: req.session.clone(),
+                app: req.app.to_string(),
+                user: req.user.to_string(),
+                groups: req.groups.to_vec(),
+                exp,
+                headers: IdentityHeaders {
+                    user: own_copy(&issued.headers.user),
+                    groups: own_copy(&issued.headers.groups),
+                    assertion: own_copy(&issued.headers.assertion),
+                },
+            });
+        });
+        Ok(issued.headers)
     }
 
     #[cfg(test)]
@@ -278,6 +371,15 @@ impl AssertionSigner {
     }
 
     fn issued(&self, req: &AssertionRequest<'_>, now: u64) -> Result<Issued, AssertionError> {
+        Ok(self.issued_exp(req, now)?.0)
+    }
+
+    /// The shared cache's (or a newly signed) assertion, and its expiry.
+    fn issued_exp(
+        &self,
+        req: &AssertionRequest<'_>,
+        now: u64,
+    ) -> Result<(Issued, u64), AssertionError> {
         let fresh_until = now.saturating_add(REUSE_MARGIN.as_secs());
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -286,7 +388,7 @@ impl AssertionSigner {
                 && c.user == req.user
                 && c.groups == req.groups
             {
-                return Ok(c.issued.clone());
+                return Ok((c.issued.clone(), c.exp));
             }
         }
         // Sign outside the lock; two racing requests may both sign, which is harmless.
@@ -321,26 +423,27 @@ impl AssertionSigner {
         if cache.len >= self.cap && cache.get(req.session, req.app).is_none() {
             cache.make_room(self.cap, fresh_until);
         }
+        let exp = claims.exp;
         cache.insert(
             req.session,
             req.app,
             Cached {
                 issued: issued.clone(),
-                exp: claims.exp,
+                exp,
                 user: claims.sub,
                 groups: claims.groups,
             },
         );
-        Ok(issued)
+        Ok((issued, exp))
     }
 
     /// Drops every cached assertion of a session (logout, revocation): the next request of a
     /// new session gets a new token. Already issued tokens still expire on their own.
     pub fn forget_session(&self, session: &SessionHash) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .forget(session);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.forget(session);
+        // Every thread's copies go too (rare: logout and revocation).
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Number of cached assertions (for metrics).

@@ -382,3 +382,61 @@ fn a_name_that_cannot_be_a_header_is_refused() {
     ));
     assert_eq!(s.cached(), 0, "nothing cached for a refused identity");
 }
+
+#[test]
+fn each_thread_keeps_its_copy_until_expiry_forgetting_or_another_identity() {
+    let s = signer();
+    let session = CookieValue::generate().unwrap().hash();
+    let groups = vec!["group:staff".to_string()];
+    let req = AssertionRequest {
+        session: &session,
+        app: "grafana",
+        user: "alice",
+        groups: &groups,
+    };
+    let t0 = now();
+    let first = s.identity_headers_at(&req, t0).unwrap().assertion;
+    // This thread's copy: same token, its own buffer.
+    let again = s.identity_headers_at(&req, t0 + 1).unwrap().assertion;
+    assert_eq!(again, first);
+    assert_ne!(again.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+    // Another thread uses the shared cache and then keeps a copy of its own.
+    let other = std::thread::scope(|sc| {
+        sc.spawn(|| s.identity_headers_at(&req, t0 + 2).unwrap().assertion)
+            .join()
+            .unwrap()
+    });
+    assert_eq!(other, first);
+    // Another user or groups on the same session and app never get this copy.
+    let more = vec!["group:staff".to_string(), "group:sre".to_string()];
+    let regrouped = s
+        .identity_headers_at(
+            &AssertionRequest {
+                groups: &more,
+                ..req
+            },
+            t0 + 3,
+        )
+        .unwrap();
+    assert_eq!(regrouped.groups, "group:staff,group:sre");
+    assert_ne!(regrouped.assertion, first);
+    // Near expiry the copy is not used: a fresh token.
+    let late = t0 + ASSERTION_TTL.as_secs() - REUSE_MARGIN.as_secs() + 1;
+    let renewed = s.identity_headers_at(&req, late).unwrap().assertion;
+    assert_ne!(renewed, first);
+    // Forgetting the session drops every thread's copy.
+    s.forget_session(&session);
+    assert_ne!(
+        s.identity_headers_at(&req, late).unwrap().assertion,
+        renewed
+    );
+    // A second signer never sees the first one's copies.
+    let s2 = signer();
+    let theirs = s2.identity_headers_at(&req, late).unwrap().assertion;
+    let kid = jsonwebtoken::decode_header(theirs.to_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    assert_eq!(kid, s2.kid(), "signed by the second signer");
+    assert_eq!(s2.cached(), 1);
+}
