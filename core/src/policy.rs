@@ -13,7 +13,9 @@ mod index;
 mod parse;
 mod reference;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use index::{Decision, PolicyIndex};
@@ -79,9 +81,21 @@ pub enum Refusal {
 /// The running policy: an atomically swapped `Arc<PolicyIndex>`.
 #[derive(Debug)]
 pub struct PolicyHandle {
+    /// Tells this handle's index apart in the per-thread cache.
+    id: u64,
     model: PathBuf,
     policy: PathBuf,
     current: RwLock<Arc<PolicyIndex>>,
+    /// Bumped whenever `current` is replaced: per-thread copies of an older one are not used.
+    generation: AtomicU64,
+}
+
+thread_local! {
+    /// Per thread, the index it decided with last (handle id, generation, index). A decision
+    /// then reads nothing another thread writes: the lock and the index's reference count
+    /// would otherwise move between cores on every request. A thread drops a replaced index
+    /// at its next decision.
+    static IN_FORCE: RefCell<Option<(u64, u64, Arc<PolicyIndex>)>> = const { RefCell::new(None) };
 }
 
 /// Reads, parses, casbin-validates and indexes the two files.
@@ -128,10 +142,13 @@ impl PolicyHandle {
     /// Loads the policy; any error is returned and nothing runs with a broken policy.
     pub async fn load(model: &Path, policy: &Path) -> Result<PolicyHandle, PolicyError> {
         let index = load_index(model, policy).await?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(PolicyHandle {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             model: model.to_path_buf(),
             policy: policy.to_path_buf(),
             current: RwLock::new(Arc::new(index)),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -144,10 +161,7 @@ impl PolicyHandle {
     pub async fn reload(&self) -> Result<usize, PolicyError> {
         let index = Arc::new(load_index(&self.model, &self.policy).await?);
         let n = index.len();
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = index;
+        self.install(index);
         Ok(n)
     }
 
@@ -160,11 +174,39 @@ impl PolicyHandle {
     /// the number of rules now in force.
     pub fn replace(&self, index: PolicyIndex) -> usize {
         let n = index.len();
-        *self
+        self.install(Arc::new(index));
+        n
+    }
+
+    fn install(&self, index: Arc<PolicyIndex>) {
+        let mut current = self
             .current
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(index);
-        n
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = index;
+        // Under the lock: a thread that reads the new generation then reads this index.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Runs `f` on the index in force, through this thread's copy when it is current.
+    fn with_current<R>(&self, f: impl FnOnce(&PolicyIndex) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        IN_FORCE.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                // Re-entered from inside `f`: decide on a snapshot instead.
+                return f(&self.current());
+            };
+            let fresh = matches!(&*slot, Some((id, g, _)) if *id == self.id && *g == generation);
+            if !fresh {
+                // Taken after reading the generation: at worst a newer index filed under
+                // the older number, which the next decision replaces again.
+                *slot = Some((self.id, generation, self.current()));
+            }
+            match &*slot {
+                Some((_, _, index)) => f(index),
+                None => f(&self.current()),
+            }
+        })
     }
 
     /// The policy in force (a snapshot; a reload does not change it under you).
@@ -276,7 +318,16 @@ impl PolicyHandle {
     /// the directory form `<object>/` is decided too, and an explicit deny there wins; a
     /// `deny` on `X/*` can never be bypassed by asking for `X`.
     pub fn check(&self, user: &str, groups: &[String], object: &str, action: &str) -> Decision {
-        let index = self.current();
+        self.with_current(|index| Self::check_in(index, user, groups, object, action))
+    }
+
+    fn check_in(
+        index: &PolicyIndex,
+        user: &str,
+        groups: &[String],
+        object: &str,
+        action: &str,
+    ) -> Decision {
         let plain = index.decide_identity(user, groups, object, action);
         if !plain.allowed || !needs_directory_form(object) {
             return plain;

@@ -416,3 +416,35 @@ async fn deny_on_a_directory_also_covers_its_bare_name() {
     assert!(h.check("alice", &[], "app:docs/page.html", "GET").allowed);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn decisions_follow_a_replaced_policy_on_every_thread() {
+    let (model, _) = shipped();
+    let dir = TempDir::new("policy-threads");
+    let policy = dir.path().join("policy.csv");
+    std::fs::write(&policy, "p, alice, app:wiki/*, GET, allow\n").unwrap();
+    let h = PolicyHandle::load(&model, &policy).await.unwrap();
+    std::fs::write(&policy, "p, bob, app:wiki/*, GET, allow\n").unwrap();
+    let next = load_index(&model, &policy).await.unwrap();
+    let alice = |h: &PolicyHandle| h.check("alice", &[], "app:wiki/page", "GET").allowed;
+    assert!(alice(&h));
+    let h = &h;
+    let (decided, wait_decided) = std::sync::mpsc::channel::<bool>();
+    let (replaced, wait_replaced) = std::sync::mpsc::channel::<()>();
+    let (before, after) = std::thread::scope(|s| {
+        // A thread that decided before the change, so holds a copy of the old policy.
+        let t = s.spawn(move || {
+            decided.send(alice(h)).unwrap();
+            wait_replaced.recv().unwrap();
+            alice(h)
+        });
+        let before = wait_decided.recv().unwrap();
+        h.replace(next);
+        replaced.send(()).unwrap();
+        (before, t.join().unwrap())
+    });
+    assert!(before, "allowed under the first policy");
+    assert!(!after, "the other thread decides with the new policy");
+    assert!(!alice(h), "and so does this one");
+    assert!(h.check("bob", &[], "app:wiki/page", "GET").allowed);
+}

@@ -1,7 +1,9 @@
 //! The in-process store (`memory://`): one instance only. A std `Mutex` guards plain maps and
 //! is never held across an `.await`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,8 +31,37 @@ struct State {
 
 /// In-process store.
 pub struct MemoryStore {
+    /// Tells this store's sessions apart in the per-thread copies.
+    id: u64,
     state: Mutex<State>,
     events: broadcast::Sender<RevocationEvent>,
+    /// Bumped whenever sessions are ended early (logout, revocation): per-thread copies
+    /// taken before are not used.
+    ended: AtomicU64,
+}
+
+/// A session a thread resumed recently, as it was at that full touch (`at`).
+struct Seen {
+    store: u64,
+    ended: u64,
+    key: SessionKey,
+    at: u64,
+    session: Session,
+}
+
+/// Sessions a thread keeps copies of.
+const SEEN_PER_THREAD: usize = 16;
+/// How long a thread resumes a session from its copy before touching the shared map again
+/// (at most a tenth of the idle timeout). The idle clock moves at this granularity: a busy
+/// session can idle out that much early, never late.
+const TOUCH_GRANULARITY_MS: u64 = 1000;
+
+thread_local! {
+    /// Per thread, copies of the sessions it resumed last. Resuming a session on every
+    /// request otherwise takes the store's one lock and writes the session's entry: both
+    /// cache lines then move between cores on each request. Ended sessions are never
+    /// resumed from a copy (`ended`), nor expired or idle ones (checked on the copy).
+    static SEEN: RefCell<Vec<Seen>> = const { RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -48,9 +79,12 @@ impl Default for MemoryStore {
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         let (events, _) = broadcast::channel(super::REVOCATION_CHANNEL_CAPACITY);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         MemoryStore {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(State::default()),
             events,
+            ended: AtomicU64::new(0),
         }
     }
 
@@ -103,20 +137,52 @@ impl Store for MemoryStore {
     }
 
     async fn touch_session_key(&self, key: &SessionKey) -> Result<Option<Session>, StoreError> {
-        let h = key.as_str();
         let now = now_ms();
-        let mut st = self.lock();
-        match st.sessions.get_mut(h) {
-            Some(s) if s.is_live(now) => {
-                s.last_seen_ms = now;
-                Ok(Some(s.clone()))
-            }
-            Some(_) => {
-                st.sessions.remove(h);
-                Ok(None)
-            }
-            None => Ok(None),
+        // Read before the map: a session ended after this cannot be filed as current.
+        let ended = self.ended.load(Ordering::Acquire);
+        let copy = SEEN.with_borrow(|seen| {
+            seen.iter()
+                .find(|e| e.store == self.id && e.ended == ended && e.key == *key)
+                .filter(|e| {
+                    let granularity = TOUCH_GRANULARITY_MS.min(e.session.idle_ms / 10);
+                    now.saturating_sub(e.at) < granularity && e.session.is_live(now)
+                })
+                .map(|e| e.session.clone())
+        });
+        if copy.is_some() {
+            return Ok(copy);
         }
+        let h = key.as_str();
+        let found = {
+            let mut st = self.lock();
+            match st.sessions.get_mut(h) {
+                Some(s) if s.is_live(now) => {
+                    s.last_seen_ms = now;
+                    Some(s.clone())
+                }
+                Some(_) => {
+                    st.sessions.remove(h);
+                    None
+                }
+                None => None,
+            }
+        };
+        SEEN.with_borrow_mut(|seen| {
+            seen.retain(|e| !(e.store == self.id && e.key == *key));
+            if let Some(s) = &found {
+                if seen.len() >= SEEN_PER_THREAD {
+                    seen.remove(0);
+                }
+                seen.push(Seen {
+                    store: self.id,
+                    ended,
+                    key: key.clone(),
+                    at: now,
+                    session: s.clone(),
+                });
+            }
+        });
+        Ok(found)
     }
 
     async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError> {
@@ -124,6 +190,8 @@ impl Store for MemoryStore {
             return Ok(false);
         };
         let existed = self.lock().sessions.remove(&h).is_some();
+        // After the removal: a copy taken before it is then never used again.
+        self.ended.fetch_add(1, Ordering::AcqRel);
         if existed {
             self.publish(RevocationEvent::Session { id_hash: h });
         }
@@ -158,6 +226,8 @@ impl Store for MemoryStore {
             Self::sweep(&mut st, now);
             removed as u64
         };
+        // After the removal: a copy taken before it is then never used again.
+        self.ended.fetch_add(1, Ordering::AcqRel);
         self.publish(RevocationEvent::User {
             user: user.to_string(),
         });
@@ -260,5 +330,99 @@ impl Store for MemoryStore {
 
     fn is_in_process(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::identity::AuthMethod;
+
+    const TTL: Duration = Duration::from_secs(3600);
+    const IDLE: Duration = Duration::from_secs(600);
+
+    fn data(user: &str) -> SessionData {
+        SessionData {
+            user: user.to_string(),
+            groups: vec!["staff".into()],
+            method: AuthMethod::PasswordTotp,
+            auth_time: 1,
+            client_addr: None,
+        }
+    }
+
+    fn live(s: &MemoryStore, tok: &SessionToken) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(s.touch_session(tok.expose()))
+            .unwrap()
+            .is_some()
+    }
+
+    #[test]
+    fn an_ended_session_is_never_resumed_from_a_thread_copy() {
+        let s = MemoryStore::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let a = rt
+            .block_on(s.create_session(data("alice"), TTL, IDLE))
+            .unwrap();
+        let b = rt
+            .block_on(s.create_session(data("alice"), TTL, IDLE))
+            .unwrap();
+        let c = rt
+            .block_on(s.create_session(data("bob"), TTL, IDLE))
+            .unwrap();
+        let all = [&a, &b, &c];
+        std::thread::scope(|sc| {
+            // Another thread that keeps copies of all three, and answers which are live.
+            let (ask, asked) = mpsc::channel::<()>();
+            let (answer, answers) = mpsc::channel::<[bool; 3]>();
+            let (s, all) = (&s, &all);
+            sc.spawn(move || {
+                for () in asked {
+                    answer.send(all.map(|t| live(s, t))).unwrap();
+                }
+            });
+            let other = || {
+                ask.send(()).unwrap();
+                answers.recv().unwrap()
+            };
+            assert_eq!(all.map(|t| live(s, t)), [true; 3]);
+            assert_eq!(other(), [true; 3]);
+            // Logout: refused at once on both threads, though both hold a copy.
+            assert!(rt.block_on(s.delete_session(a.expose())).unwrap());
+            assert_eq!(all.map(|t| live(s, t)), [false, true, true]);
+            assert_eq!(other(), [false, true, true]);
+            // Revoking alice ends her other session too, and only hers.
+            assert_eq!(rt.block_on(s.revoke_user("alice")).unwrap(), 1);
+            assert_eq!(all.map(|t| live(s, t)), [false, false, true]);
+            assert_eq!(other(), [false, false, true]);
+            drop(ask);
+        });
+    }
+
+    #[test]
+    fn a_session_resumed_from_copies_still_idles_out() {
+        let s = MemoryStore::new();
+        let idle = Duration::from_millis(300);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let t = rt
+            .block_on(s.create_session(data("alice"), TTL, idle))
+            .unwrap();
+        // Busy: resumed many times within the copy's granularity, stays live.
+        let until = std::time::Instant::now() + idle;
+        while std::time::Instant::now() < until {
+            assert!(live(&s, &t));
+        }
+        // Then unused for longer than the idle timeout: gone, copy or not.
+        std::thread::sleep(idle + Duration::from_millis(50));
+        assert!(!live(&s, &t));
     }
 }
