@@ -9,9 +9,9 @@
 //! own full deadline.
 
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -24,33 +24,67 @@ pub struct Deadlines {
 
 impl Deadlines {
     /// `fut`'s output, or `None` when `limit` passed first.
-    pub async fn within<T>(&self, limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    pub fn within<F: Future>(&self, limit: Duration, fut: F) -> Within<'_, F> {
         let until = Instant::now() + limit;
         let spare = self
             .spare
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let mut timer = match spare {
+        let timer = match spare {
             Some(mut t) => {
                 t.as_mut().reset(until);
                 t
             }
             None => Box::pin(tokio::time::sleep_until(until)),
         };
-        let mut fut = pin!(fut);
-        let out = std::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Some(v));
-            }
-            timer.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
-        let mut slot = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(timer);
+        Within {
+            deadlines: self,
+            timer: Some(timer),
+            fut,
         }
-        out
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`Deadlines::within`]. A plain future, not an `async fn`: that would keep `fut`
+    /// twice (argument and pinned local) and move it between them, and this wraps the
+    /// largest part of every proxied request.
+    pub struct Within<'a, F> {
+        deadlines: &'a Deadlines,
+        timer: Option<Pin<Box<Sleep>>>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = match this.fut.poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => match this.timer.as_mut() {
+                Some(t) => match t.as_mut().poll(cx) {
+                    Poll::Ready(()) => None,
+                    Poll::Pending => return Poll::Pending,
+                },
+                // Only after completion; a finished future is not polled again.
+                None => return Poll::Pending,
+            },
+        };
+        if let Some(t) = this.timer.take() {
+            let mut slot = this
+                .deadlines
+                .spare
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(t);
+            }
+        }
+        Poll::Ready(out)
     }
 }
 

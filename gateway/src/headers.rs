@@ -60,8 +60,9 @@ fn is_spoofable_folded(name: &str) -> bool {
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+const HOP_BY_HOP_COUNT: usize = 7;
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus framing headers, which hyper re-creates per hop.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -93,6 +94,20 @@ fn names_nothing_more(token: &str) -> bool {
 /// Removes hop-by-hop headers, including those the Connection header names. For an upgrade,
 /// `Connection: upgrade` and `Upgrade` are put back afterwards.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names finds which are present (most messages carry at most
+    // `Connection`): a removal by name hashes and probes even when the name is absent.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name)
+            && let Some(p) = present.get_mut(i)
+        {
+            *p = true;
+        }
+    }
+    if !present.contains(&true) {
+        // No Connection header either: nothing names another header, nothing to put back.
+        return;
+    }
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -119,7 +134,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     if let Some(up) = upgrade {
@@ -195,23 +210,35 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 /// Prepares an upstream response's headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     strip_hop_by_hop(headers, switching);
+    // Which of the app's own security headers are there, in one pass over the names
+    // (each lookup by name hashes and probes).
+    let (mut csp, mut xfo, mut nosniff, mut referrer) = (false, false, false, false);
+    for name in headers.keys() {
+        if name == header::CONTENT_SECURITY_POLICY {
+            csp = true;
+        } else if name == header::X_FRAME_OPTIONS {
+            xfo = true;
+        } else if name == header::X_CONTENT_TYPE_OPTIONS {
+            nosniff = true;
+        } else if name == header::REFERRER_POLICY {
+            referrer = true;
+        }
+    }
     headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS_VALUE);
     // Framing protection only where the app expressed no framing policy of its own (a CSP
     // `frame-ancestors` would override an app's `X-Frame-Options: SAMEORIGIN`).
-    if !headers.contains_key(header::CONTENT_SECURITY_POLICY)
-        && !headers.contains_key(header::X_FRAME_OPTIONS)
-    {
-        headers.insert(header::CONTENT_SECURITY_POLICY, PROXIED_CSP_VALUE);
+    if !csp && !xfo {
+        headers.append(header::CONTENT_SECURITY_POLICY, PROXIED_CSP_VALUE);
     }
-    let defaults = [
-        (header::X_CONTENT_TYPE_OPTIONS, NOSNIFF),
-        (header::X_FRAME_OPTIONS, DENY),
-        (header::REFERRER_POLICY, NO_REFERRER),
-    ];
-    for (name, value) in defaults {
-        if let http::header::Entry::Vacant(e) = headers.entry(name) {
-            e.insert(value);
-        }
+    // The app's own values win; these fill only what it left out.
+    if !nosniff {
+        headers.append(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    }
+    if !xfo {
+        headers.append(header::X_FRAME_OPTIONS, DENY);
+    }
+    if !referrer {
+        headers.append(header::REFERRER_POLICY, NO_REFERRER);
     }
 }
 

@@ -69,7 +69,10 @@ impl<F: Future> Future for OnWake<F> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(w.clone());
             this.task = Some(w);
         }
-        if !this.flag.fired.swap(false, Ordering::AcqRel) {
+        // A plain load first: the common answer (not fired) then needs no atomic write.
+        if !this.flag.fired.load(Ordering::Acquire)
+            || !this.flag.fired.swap(false, Ordering::AcqRel)
+        {
             return Poll::Pending;
         }
         let waker = Waker::from(this.flag.clone());
