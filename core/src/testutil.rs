@@ -1,8 +1,25 @@
-//! Test helpers: temporary directories and a real `redis-server` on a free loopback port.
+//! Test helpers: a deterministic PRNG, temporary directories and a real `redis-server` on a free
+//! loopback port.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A small deterministic PRNG (xorshift) so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[(self.next() % v.len() as u64) as usize]
+    }
+}
 
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);

@@ -103,6 +103,7 @@ fn push_u8(out: &mut Vec<u8>, n: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Rng;
 
     fn serde_text(e: &AuditEvent) -> String {
         serde_json::to_string(e).unwrap()
@@ -114,63 +115,45 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    /// A small deterministic generator (no test-only dependency).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+    const PIECES: &[&str] = &[
+        "alice",
+        "app:wiki/",
+        "GET",
+        "p, group:staff, app:*",
+        "\"",
+        "\\",
+        "\n",
+        "\t",
+        "\u{1}",
+        "\u{1f}",
+        "\u{7f}",
+        "é",
+        "日本",
+        "😀",
+        "/",
+        " ",
+        "",
+        "</script>",
+    ];
+
+    fn text(rng: &mut Rng) -> String {
+        let n = rng.next() % 6;
+        (0..n).map(|_| *rng.pick(PIECES)).collect()
+    }
+
+    fn addr(rng: &mut Rng) -> Option<IpAddr> {
+        match rng.next() % 4 {
+            0 => None,
+            1 => Some(IpAddr::from((rng.next() as u32).to_be_bytes())),
+            2 => Some(IpAddr::from([0, 0, 0, 0, 0, 0, 0, (rng.next() % 3) as u16])),
+            _ => Some(IpAddr::from(
+                (u128::from(rng.next()) << 64 | u128::from(rng.next())).to_be_bytes(),
+            )),
         }
-        fn text(&mut self) -> String {
-            const PIECES: &[&str] = &[
-                "alice",
-                "app:wiki/",
-                "GET",
-                "p, group:staff, app:*",
-                "\"",
-                "\\",
-                "\n",
-                "\t",
-                "\u{1}",
-                "\u{1f}",
-                "\u{7f}",
-                "é",
-                "日本",
-                "😀",
-                "/",
-                " ",
-                "",
-                "</script>",
-            ];
-            let n = self.next() % 6;
-            (0..n)
-                .map(|_| PIECES[(self.next() % PIECES.len() as u64) as usize])
-                .collect()
-        }
-        fn addr(&mut self) -> Option<IpAddr> {
-            match self.next() % 4 {
-                0 => None,
-                1 => Some(IpAddr::from((self.next() as u32).to_be_bytes())),
-                2 => Some(IpAddr::from([
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    (self.next() % 3) as u16,
-                ])),
-                _ => Some(IpAddr::from(
-                    (u128::from(self.next()) << 64 | u128::from(self.next())).to_be_bytes(),
-                )),
-            }
-        }
-        fn opt(&mut self) -> Option<String> {
-            (self.next() % 3 != 0).then(|| self.text())
-        }
+    }
+
+    fn opt(rng: &mut Rng) -> Option<String> {
+        (!rng.next().is_multiple_of(3)).then(|| text(rng))
     }
 
     #[test]
@@ -178,14 +161,14 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for round in 0..5000 {
             let e = AuditEvent::AccessAllowed {
-                user: rng.text(),
-                object: rng.text(),
-                action: rng.text(),
-                rule: rng.text(),
+                user: text(&mut rng),
+                object: text(&mut rng),
+                action: text(&mut rng),
+                rule: text(&mut rng),
                 context: AccessContext {
-                    client_addr: rng.addr(),
-                    session: rng.opt(),
-                    request_id: rng.opt(),
+                    client_addr: addr(&mut rng),
+                    session: opt(&mut rng),
+                    request_id: opt(&mut rng),
                 },
             };
             assert_eq!(ours(&e), serde_text(&e), "round {round}: {e:?}");

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::testutil::TempDir;
+use crate::testutil::{Rng, TempDir};
 
 fn shipped() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -203,20 +203,6 @@ async fn authorize_mints_permit_or_denied() {
             .rule
             .is_none()
     );
-}
-
-/// A small deterministic PRNG (xorshift) so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[(self.next() % v.len() as u64) as usize]
-    }
 }
 
 fn random_policy(rng: &mut Rng, rules: usize) -> String {

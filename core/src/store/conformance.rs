@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::testutil::RedisServer;
 
-fn data(user: &str) -> SessionData {
+pub(super) fn data(user: &str) -> SessionData {
     SessionData {
         user: user.to_string(),
         groups: vec!["staff".into()],
@@ -17,8 +17,8 @@ fn data(user: &str) -> SessionData {
     }
 }
 
-const TTL: Duration = Duration::from_secs(3600);
-const IDLE: Duration = Duration::from_secs(600);
+pub(super) const TTL: Duration = Duration::from_secs(3600);
+pub(super) const IDLE: Duration = Duration::from_secs(600);
 
 async fn sessions_roundtrip(s: &dyn Store) {
     let tok = s.create_session(data("alice"), TTL, IDLE).await.unwrap();

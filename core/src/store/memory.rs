@@ -338,26 +338,16 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::identity::AuthMethod;
+    use crate::store::conformance::{IDLE, TTL, data};
 
-    const TTL: Duration = Duration::from_secs(3600);
-    const IDLE: Duration = Duration::from_secs(600);
-
-    fn data(user: &str) -> SessionData {
-        SessionData {
-            user: user.to_string(),
-            groups: vec!["staff".into()],
-            method: AuthMethod::PasswordTotp,
-            auth_time: 1,
-            client_addr: None,
-        }
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
     }
 
     fn live(s: &MemoryStore, tok: &SessionToken) -> bool {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(s.touch_session(tok.expose()))
+        rt().block_on(s.touch_session(tok.expose()))
             .unwrap()
             .is_some()
     }
@@ -365,9 +355,7 @@ mod tests {
     #[test]
     fn an_ended_session_is_never_resumed_from_a_thread_copy() {
         let s = MemoryStore::new();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = rt();
         let a = rt
             .block_on(s.create_session(data("alice"), TTL, IDLE))
             .unwrap();
@@ -410,9 +398,7 @@ mod tests {
     fn a_session_resumed_from_copies_still_idles_out() {
         let s = MemoryStore::new();
         let idle = Duration::from_millis(300);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = rt();
         let t = rt
             .block_on(s.create_session(data("alice"), TTL, idle))
             .unwrap();

@@ -52,6 +52,16 @@ fn verify_with_jwks(jwks: &str, token: &str, app: &str) -> AssertionClaims {
         .claims
 }
 
+/// alice's request to grafana in `session`.
+fn alice_at_grafana<'a>(session: &'a SessionHash, groups: &'a [String]) -> AssertionRequest<'a> {
+    AssertionRequest {
+        session,
+        app: "grafana",
+        user: "alice",
+        groups,
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -146,12 +156,7 @@ fn cached_until_near_expiry_then_replaced() {
     let s = signer();
     let session = CookieValue::generate().unwrap().hash();
     let groups = vec!["group:staff".to_string()];
-    let req = AssertionRequest {
-        session: &session,
-        app: "grafana",
-        user: "alice",
-        groups: &groups,
-    };
+    let req = alice_at_grafana(&session, &groups);
     let t0 = now();
     let first = s.assertion_at(&req, t0).unwrap();
     let second = s.assertion_at(&req, t0).unwrap();
@@ -348,12 +353,7 @@ fn identity_headers_carry_the_cached_assertion_user_and_groups() {
     let s = signer();
     let session = CookieValue::generate().unwrap().hash();
     let groups = vec!["group:staff".to_string(), "group:sre".to_string()];
-    let req = AssertionRequest {
-        session: &session,
-        app: "grafana",
-        user: "alice",
-        groups: &groups,
-    };
+    let req = alice_at_grafana(&session, &groups);
     let h = s.identity_headers(&req).unwrap();
     assert_eq!(h.user, "alice");
     assert_eq!(h.groups, "group:staff,group:sre");
@@ -388,12 +388,7 @@ fn each_thread_keeps_its_copy_until_expiry_forgetting_or_another_identity() {
     let s = signer();
     let session = CookieValue::generate().unwrap().hash();
     let groups = vec!["group:staff".to_string()];
-    let req = AssertionRequest {
-        session: &session,
-        app: "grafana",
-        user: "alice",
-        groups: &groups,
-    };
+    let req = alice_at_grafana(&session, &groups);
     let t0 = now();
     let first = s.identity_headers_at(&req, t0).unwrap().assertion;
     // This thread's copy: same token, its own buffer.
