@@ -42,6 +42,9 @@ use super::segment::{
 };
 use crate::error::AuditError;
 
+mod pen;
+use pen::{Attempt, Pen, Waiting};
+
 /// Longest time a confirmed record may stay in the page cache before fdatasync.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a writer holding the pen tries to write its queue before refusing it (closed).
@@ -248,32 +251,15 @@ impl AuditLog {
                 // Group commit: give the requests already runnable on this worker one turn
                 // to queue theirs, so one write(2) confirms them all. When nothing else is
                 // runnable this returns at once.
-                let pen = Pen {
-                    inner: &self.inner,
-                    shard,
-                    held: true,
-                };
+                let pen = Pen::new(&self.inner, shard);
                 tokio::task::yield_now().await;
-                pen.write(ticket, tokio::time::Instant::now() + CONFIRM_TIMEOUT)
-                    .await?
+                pen.write(ticket).await?
             }
             Some(rx) => {
-                let mut waiting = Waiting {
-                    rx: Some(rx),
-                    inner: &self.inner,
-                    shard,
-                };
+                let mut waiting = Waiting::new(rx, &self.inner, shard);
                 match waiting.turn().await? {
                     Turn::Done(r) => r?,
-                    Turn::Write => {
-                        let pen = Pen {
-                            inner: &self.inner,
-                            shard,
-                            held: true,
-                        };
-                        pen.write(ticket, tokio::time::Instant::now() + CONFIRM_TIMEOUT)
-                            .await?
-                    }
+                    Turn::Write => Pen::new(&self.inner, shard).write(ticket).await?,
                 }
             }
         };
@@ -287,113 +273,6 @@ impl AuditLog {
 /// A queue's lock, also after a panic elsewhere (a queue is consistent between statements).
 fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// What one attempt to write a queue came to.
-enum Attempt {
-    /// Written (or refused); the writer's own outcome, when its record was in the batch.
-    Wrote(Option<Result<u64, AuditError>>),
-    /// The log's lock is held by another thread's writer: try again shortly.
-    Contended,
-    /// Another process holds the directory lock: try again after [`LOCK_RETRY`].
-    DirBusy,
-}
-
-/// The pen of one queue. Cancellation-safe: a writer dropped while it holds the pen (its
-/// request went away during the group-commit yield or a retry) writes the queue on drop,
-/// so the pen is never lost and nobody waits forever.
-struct Pen<'a> {
-    inner: &'a Inner,
-    shard: &'a Shard,
-    held: bool,
-}
-
-impl Pen<'_> {
-    /// Writes the queue (with the record `own` in it) and returns `own`'s sequence number;
-    /// hands the pen on when more records queued meanwhile.
-    async fn write(mut self, own: u64, deadline: tokio::time::Instant) -> Result<u64, AuditError> {
-        let mut mine = None;
-        loop {
-            match self.inner.try_write(self.shard, own) {
-                Ok(Attempt::Wrote(r)) => {
-                    if let Some(r) = r {
-                        mine = Some(r);
-                    }
-                    if self.inner.pass_pen(self.shard) {
-                        self.held = false;
-                        return mine.unwrap_or(Err(AuditError::Closed));
-                    }
-                    // More records queued and nobody to hand them to: write them too.
-                }
-                Ok(wait @ (Attempt::Contended | Attempt::DirBusy)) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        self.held = false;
-                        self.inner.refuse_queue(self.shard, &AuditError::Busy);
-                        return mine.unwrap_or(Err(AuditError::Busy));
-                    }
-                    if matches!(wait, Attempt::Contended) {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(LOCK_RETRY).await;
-                    }
-                }
-                Err(e) => {
-                    // Nothing of the queue was written: refuse it (this caller's record
-                    // too, unless an earlier round already wrote it).
-                    self.held = false;
-                    self.inner.refuse_queue(self.shard, &e);
-                    return mine.unwrap_or(Err(e));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Pen<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            self.inner.write_now(self.shard);
-        }
-    }
-}
-
-/// A caller waiting for its record. Cancellation-safe: if the caller goes away (its request
-/// was dropped, or it timed out) after the pen was handed to it, the guard writes the queue
-/// on drop, so the pen is never lost and nobody else waits forever.
-struct Waiting<'a> {
-    rx: Option<oneshot::Receiver<Turn>>,
-    inner: &'a Inner,
-    shard: &'a Shard,
-}
-
-impl Waiting<'_> {
-    async fn turn(&mut self) -> Result<Turn, AuditError> {
-        let Some(rx) = self.rx.as_mut() else {
-            return Err(AuditError::Closed);
-        };
-        // No timer of its own (one per waiting request was a visible cost): the pen's holder
-        // answers every record queued behind it by its deadline. It writes them, refuses
-        // them when it cannot write by then, or writes them when it is dropped; and a
-        // holder blocked outside those would block this worker thread too.
-        let turn = match rx.await {
-            Ok(turn) => turn,
-            Err(_) => return Err(AuditError::Closed),
-        };
-        self.rx = None;
-        Ok(turn)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take() {
-            // After close() no turn can be sent; one sent before is still received here.
-            rx.close();
-            if let Ok(Turn::Write) = rx.try_recv() {
-                self.inner.write_now(self.shard);
-            }
-        }
-    }
 }
 
 impl Inner {

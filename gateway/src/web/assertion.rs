@@ -336,9 +336,11 @@ impl AssertionSigner {
         }
         let (issued, exp) = self.issued_exp(req, now)?;
         NEAR.with_borrow_mut(|near| {
-            near.retain(|n| n.signer != self.id || n.generation == generation);
+            // Drops this signer's entries of an older generation, and the one being replaced.
             near.retain(|n| {
-                !(n.signer == self.id && n.session == *req.session && n.app == req.app)
+                n.signer != self.id
+                    || (n.generation == generation
+                        && !(n.session == *req.session && n.app == req.app))
             });
             if near.len() >= NEAR_PER_THREAD {
                 near.remove(0);
