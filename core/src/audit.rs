@@ -17,7 +17,11 @@ mod verify;
 mod writer;
 
 pub use chain::AuditKey;
-pub use event::{AccessContext, AuditEvent, Outcome, new_incident_id};
+pub(crate) use chain::{parse_timestamp, timestamp};
+pub use event::{
+    AccessContext, AuditEvent, FileProtocol, Outcome, SshAuthStep, SshRefusal, SshRequest,
+    TransferDirection, new_incident_id,
+};
 pub use verify::{VerifyReport, verify};
 pub use writer::{AuditLog, Receipt};
 

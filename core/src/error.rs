@@ -155,6 +155,42 @@ pub enum PolicyError {
     ModelMismatch { path: PathBuf, probe: String },
 }
 
+/// A session recording cannot be written or read. Writing errors end (or refuse) the session
+/// being recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("{path}: cannot create recording")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write recording")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode a recording event")]
+    Encode(#[source] serde_json::Error),
+    #[error("the recording writer stopped")]
+    Closed,
+    #[error("invalid recording id: expected 32 lowercase hex digits")]
+    InvalidId,
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("{path}: cannot open recording")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read recording")]
+    ReadCast(#[source] std::io::Error),
+    #[error("recording line {line}: {problem}")]
+    Malformed { line: usize, problem: String },
+}
+
 /// The audit log cannot be written or does not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -11,12 +11,14 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod policy;
+pub mod recording;
 pub mod secret;
 pub mod store;
 
 pub use config::Config;
 pub use error::{
-    AuditError, AuthError, ConfigError, IdentityError, KeyError, PolicyError, StoreError,
+    AuditError, AuthError, ConfigError, IdentityError, KeyError, PolicyError, RecordingError,
+    StoreError,
 };
 
 #[cfg(test)]

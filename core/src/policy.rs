@@ -31,7 +31,33 @@ use crate::identity::VerifiedIdentity;
 /// How many rules are probed against casbin at load time.
 const LOAD_PROBES: usize = 64;
 
-/// Proof that `subject` may perform `action` on `object`, by `rule`.
+/// Proof that `subject` may perform `action` on `object`, by `rule`. Minted only here, by
+/// [`PolicyHandle::authorize`] and [`PolicyHandle::authorize_audited`]; whatever forwards a
+/// request or opens something on a target takes one, so the decision cannot be skipped.
+///
+/// Reading a permit is open to everyone:
+///
+/// ```
+/// fn describe(p: &gatehouse_core::policy::Permit) -> String {
+///     format!("{} may {} {} ({})", p.subject(), p.action(), p.object(), p.rule())
+/// }
+/// ```
+///
+/// Building one outside this module does not compile (the fields are private, and there is
+/// no constructor, `Default` or `Deserialize`):
+///
+/// ```compile_fail
+/// let forged = gatehouse_core::policy::Permit {
+///     subject: "mallory".to_string(),
+///     object: "ssh:db-prod-1/root".to_string(),
+///     action: "ssh".to_string(),
+///     rule: "p, mallory, ssh:*, *, allow".to_string(),
+/// };
+/// ```
+///
+/// ```compile_fail
+/// let forged: gatehouse_core::policy::Permit = Default::default();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permit {
     subject: String,
@@ -53,6 +79,10 @@ impl Permit {
     /// The allowing policy line.
     pub fn rule(&self) -> &str {
         &self.rule
+    }
+    /// For an SSH object `ssh:<target>/<login>`: the target and the login.
+    pub fn ssh_target(&self) -> Option<(&str, &str)> {
+        self.object.strip_prefix("ssh:")?.split_once('/')
     }
 }
 

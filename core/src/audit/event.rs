@@ -12,9 +12,11 @@ pub enum Outcome {
     Failure,
 }
 
-/// What an access decision's record says about the request besides the decision: the
-/// client's address, the session (the id hash, as in `logout`) and the gateway's request id,
-/// where known. Absent fields are left out of the record.
+/// Where an access came from, beside what it was: the client's address, the session and the
+/// gateway's request id, where known. On the web the session is the id hash (as in `logout`);
+/// on the SSH bastion it is the connection's session id, the same in every record of that
+/// connection (authentication steps, decisions, sessions, transfers, forwards). Absent fields
+/// are left out of the record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -23,6 +25,77 @@ pub struct AccessContext {
     pub session: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+/// One step of an SSH login, as `ssh_auth` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SshAuthStep {
+    /// A registered key signed the login.
+    KeyAccepted,
+    /// The key offered is not one of the user's registered keys (or the user is unknown).
+    KeyRefused,
+    /// The second factor verified.
+    TotpOk,
+    /// A well-formed code that did not verify.
+    TotpFailed,
+    /// A response that is not a code at all (empty, too long, not digits).
+    TotpMalformed,
+    /// A code already used (on either door).
+    TotpReplayed,
+    /// Refused: the user or the client address is locked out (an alert).
+    LockedOut,
+    /// Refused: the account is locked by an administrator.
+    AccountLocked,
+}
+
+/// What a session channel asked the target for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SshRequest {
+    Shell,
+    Exec,
+    /// Legacy SCP: an exec of `scp -t` / `scp -f`.
+    Scp,
+    Subsystem,
+}
+
+/// How a file moved through the bastion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileProtocol {
+    Scp,
+    Sftp,
+}
+
+/// Which way a file moved, seen from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferDirection {
+    Upload,
+    Download,
+}
+
+/// Why the bastion refused something regardless of policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SshRefusal {
+    AgentForwarding,
+    X11Forwarding,
+    RemoteForwarding,
+    StreamLocalForwarding,
+    /// A forward request that is not a host and port.
+    MalformedForward,
+    /// The session recording cannot be written: the session is refused (fail closed).
+    RecordingUnavailable,
+    /// The target could not be reached or refused the bastion's credential.
+    TargetUnreachable,
+    /// The account was locked after the login: no new session on the live connection.
+    AccountLocked,
+    /// Every authenticated-connection slot is taken.
+    NoConnectionSlot,
+    /// The shared session store refused to register the connection.
+    SessionStoreUnavailable,
 }
 
 /// One audit event. Serialized with an `event` tag, e.g. `{"event":"login_success",...}`.
@@ -88,25 +161,124 @@ pub enum AuditEvent {
         rules: usize,
         error: Option<String>,
     },
+    /// An SSH authentication step (key, second factor, lockout). A refusal at a lockout is an
+    /// alert and carries an incident id. The outcome of the login as a whole is the
+    /// authenticator's `login_success` / `login_failure`.
+    SshAuth {
+        user: String,
+        /// The target named in the SSH user name.
+        target: String,
+        step: SshAuthStep,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incident_id: Option<String>,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// An authenticated SSH connection begins (one per connection, however many sessions it
+    /// multiplexes).
+    SshConnectionOpen {
+        user: String,
+        target: String,
+        login: String,
+        /// How the user authenticated (`ssh-key+totp`, `ssh-key`).
+        method: String,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// An authenticated SSH connection ended, and why (client, revoked, time limit, shutdown).
+    SshConnectionClose {
+        user: String,
+        target: String,
+        reason: String,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// A session channel starts on a target (after its `access_allowed`, once its recording
+    /// exists): a shell, an exec (`command` is the command line) or a subsystem (`command` is
+    /// its name).
     SshSessionStart {
         user: String,
         target: String,
         login: String,
         recording_id: String,
-        client_addr: Option<IpAddr>,
+        request: SshRequest,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+        /// The policy action it was allowed as (`ssh`, `sftp`).
+        action: String,
+        #[serde(flatten)]
+        context: AccessContext,
     },
+    /// A session channel ended: the target's exit status or signal when it sent one, and why
+    /// the bastion saw it end.
     SshSessionEnd {
         user: String,
         target: String,
         login: String,
         recording_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_status: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_signal: Option<String>,
+        reason: String,
+        #[serde(flatten)]
+        context: AccessContext,
     },
+    /// A file moved through SCP or SFTP, as far as the bastion could observe it: `bytes` went
+    /// in `direction` (seen from the client) for the file `path`.
+    SshFileTransfer {
+        user: String,
+        target: String,
+        login: String,
+        recording_id: String,
+        protocol: FileProtocol,
+        path: String,
+        direction: TransferDirection,
+        bytes: u64,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// A local forward (`ssh -L`) to `destination` (`host:port`, opened from the target):
+    /// allowed and opened, or refused.
     PortForward {
         user: String,
         target: String,
+        login: String,
         destination: String,
         allowed: bool,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// An opened forward closed, with the bytes it carried each way.
+    PortForwardEnd {
+        user: String,
+        target: String,
+        login: String,
+        destination: String,
+        bytes_up: u64,
+        bytes_down: u64,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// Something the bastion refuses whatever the policy says, or could not provide.
+    SshRefused {
+        user: String,
+        target: String,
+        reason: SshRefusal,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// A target presented a host key other than its pinned one (an alert: a man in the
+    /// middle, or a rebuilt host): `presented` is its type and SHA-256 fingerprint.
+    SshHostKeyMismatch {
+        user: String,
+        target: String,
+        presented: String,
+        incident_id: String,
+        #[serde(flatten)]
+        context: AccessContext,
     },
     AdminAction {
         actor: String,
@@ -114,25 +286,20 @@ pub enum AuditEvent {
         subject: String,
         outcome: Outcome,
     },
-    /// An SSH bastion event with no dedicated variant: `ssh` is the bastion's own record
-    /// (JSON with its own `event` tag). Alerting ones (lockouts, host-key mismatches) carry
-    /// an incident id.
-    Ssh {
-        user: String,
-        ssh: serde_json::Value,
-        incident_id: Option<String>,
-    },
 }
 
 impl AuditEvent {
-    /// The incident id of an alerting event (denies, lockouts).
+    /// The incident id of an alerting event (denies, lockouts, host-key mismatches).
     pub fn incident_id(&self) -> Option<&str> {
         match self {
             AuditEvent::AccessDenied { incident_id, .. }
             | AuditEvent::Lockout { incident_id, .. } => Some(incident_id),
-            AuditEvent::Ssh {
+            AuditEvent::SshAuth {
                 incident_id: Some(id),
                 ..
+            }
+            | AuditEvent::SshHostKeyMismatch {
+                incident_id: id, ..
             } => Some(id),
             _ => None,
         }
@@ -150,11 +317,17 @@ impl AuditEvent {
             AuditEvent::AccessAllowed { .. } => "access_allowed",
             AuditEvent::AccessDenied { .. } => "access_denied",
             AuditEvent::PolicyReload { .. } => "policy_reload",
+            AuditEvent::SshAuth { .. } => "ssh_auth",
+            AuditEvent::SshConnectionOpen { .. } => "ssh_connection_open",
+            AuditEvent::SshConnectionClose { .. } => "ssh_connection_close",
             AuditEvent::SshSessionStart { .. } => "ssh_session_start",
             AuditEvent::SshSessionEnd { .. } => "ssh_session_end",
+            AuditEvent::SshFileTransfer { .. } => "ssh_file_transfer",
             AuditEvent::PortForward { .. } => "port_forward",
+            AuditEvent::PortForwardEnd { .. } => "port_forward_end",
+            AuditEvent::SshRefused { .. } => "ssh_refused",
+            AuditEvent::SshHostKeyMismatch { .. } => "ssh_host_key_mismatch",
             AuditEvent::AdminAction { .. } => "admin_action",
-            AuditEvent::Ssh { .. } => "ssh",
         }
     }
 }
@@ -170,4 +343,148 @@ pub fn new_incident_id() -> String {
         return format!("inc-{:x}-{n:x}", crate::store::now_ms());
     }
     format!("inc-{}", crate::secret::hex_lower(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> AccessContext {
+        AccessContext {
+            client_addr: Some("192.0.2.7".parse().unwrap()),
+            session: Some("0f".repeat(16)),
+            request_id: None,
+        }
+    }
+
+    fn ssh_events() -> Vec<AuditEvent> {
+        let s = |v: &str| v.to_string();
+        vec![
+            AuditEvent::SshAuth {
+                user: s("alice"),
+                target: s("db"),
+                step: SshAuthStep::LockedOut,
+                incident_id: Some(new_incident_id()),
+                context: ctx(),
+            },
+            AuditEvent::SshAuth {
+                user: s("alice"),
+                target: s("db"),
+                step: SshAuthStep::TotpReplayed,
+                incident_id: None,
+                context: ctx(),
+            },
+            AuditEvent::SshConnectionOpen {
+                user: s("alice"),
+                target: s("db"),
+                login: s("root"),
+                method: s("ssh-key+totp"),
+                context: ctx(),
+            },
+            AuditEvent::SshConnectionClose {
+                user: s("alice"),
+                target: s("db"),
+                reason: s("revoked"),
+                context: ctx(),
+            },
+            AuditEvent::SshSessionStart {
+                user: s("alice"),
+                target: s("db"),
+                login: s("root"),
+                recording_id: s("ab"),
+                request: SshRequest::Exec,
+                command: Some(s("uname -a")),
+                action: s("ssh"),
+                context: ctx(),
+            },
+            AuditEvent::SshSessionEnd {
+                user: s("alice"),
+                target: s("db"),
+                login: s("root"),
+                recording_id: s("ab"),
+                exit_status: Some(3),
+                exit_signal: None,
+                reason: s("closed"),
+                context: ctx(),
+            },
+            AuditEvent::SshFileTransfer {
+                user: s("alice"),
+                target: s("db"),
+                login: s("root"),
+                recording_id: s("ab"),
+                protocol: FileProtocol::Sftp,
+                path: s("/tmp/\"x\"\n"),
+                direction: TransferDirection::Upload,
+                bytes: 1 << 40,
+                context: ctx(),
+            },
+            AuditEvent::PortForward {
+                user: s("alice"),
+                target: s("db"),
+                login: s("root"),
+                destination: s("10.0.0.1:5432"),
+                allowed: false,
+                context: ctx(),
+            },
+            AuditEvent::PortForwardEnd {
+                user: s("alice"),
+                target: s("db"),
+                login: s("root"),
+                destination: s("10.0.0.1:5432"),
+                bytes_up: 1,
+                bytes_down: 2,
+                context: ctx(),
+            },
+            AuditEvent::SshRefused {
+                user: s("alice"),
+                target: s("db"),
+                reason: SshRefusal::AgentForwarding,
+                detail: None,
+                context: ctx(),
+            },
+            AuditEvent::SshHostKeyMismatch {
+                user: s("alice"),
+                target: s("db"),
+                presented: s("ssh-ed25519 SHA256:x"),
+                incident_id: new_incident_id(),
+                context: ctx(),
+            },
+        ]
+    }
+
+    #[test]
+    fn ssh_events_carry_client_and_session_round_trip_and_name_their_kind() {
+        let mut kinds = Vec::new();
+        for e in ssh_events() {
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json["event"], e.kind(), "{json}");
+            assert!(e.kind().starts_with("ssh_") || e.kind().starts_with("port_forward"));
+            assert_eq!(json["client_addr"], "192.0.2.7", "{json}");
+            assert_eq!(json["session"], "0f".repeat(16), "{json}");
+            assert!(json.get("request_id").is_none(), "{json}");
+            assert_eq!(serde_json::from_value::<AuditEvent>(json).unwrap(), e);
+            kinds.push(e.kind());
+        }
+        kinds.dedup();
+        assert_eq!(kinds.len(), 10, "{kinds:?}");
+    }
+
+    #[test]
+    fn lockouts_and_host_key_mismatches_are_alerts_and_other_ssh_events_are_not() {
+        for e in ssh_events() {
+            let alert = matches!(
+                &e,
+                AuditEvent::SshAuth {
+                    step: SshAuthStep::LockedOut,
+                    ..
+                } | AuditEvent::SshHostKeyMismatch { .. }
+            );
+            assert_eq!(e.incident_id().is_some(), alert, "{e:?}");
+            if let Some(id) = e.incident_id() {
+                assert!(id.starts_with("inc-"));
+                let json = serde_json::to_value(&e).unwrap();
+                assert_eq!(json["incident_id"], id);
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{AuthMethod, TotpCipher, Users, VerifiedIdentity, password, sshkey, totp};
+use super::{AuthMethod, TotpCipher, Users, VerifiedIdentity, password, totp};
 use crate::audit::{AuditEvent, AuditLog, new_incident_id};
 use crate::config::Config;
 use crate::error::{AuthError, IdentityError};
@@ -15,21 +15,6 @@ use crate::secret::SecretKey;
 use crate::store::{LockoutKey, Store};
 
 pub use crate::store::LockoutPolicy;
-
-/// Proof that a user's registered SSH key was presented (the bastion's first factor).
-/// Only [`Authenticator::check_ssh_key`] makes one; it is consumed by the second step.
-#[derive(Debug)]
-pub struct KeyAccepted {
-    user: String,
-    groups: Vec<String>,
-    client: Option<IpAddr>,
-}
-
-impl KeyAccepted {
-    pub fn user(&self) -> &str {
-        &self.user
-    }
-}
 
 /// Authenticates users against `users.toml`, the store (lockouts, TOTP replay, sessions)
 /// and the audit log.
@@ -53,7 +38,7 @@ pub(super) struct Inner {
 /// attacker cannot bloat the store or the audit log with huge or hostile names.
 const INVALID_NAME: &str = "<invalid-name>";
 
-fn safe_name(user: &str) -> &str {
+pub(super) fn safe_name(user: &str) -> &str {
     if super::validate_user_name(user).is_ok() {
         user
     } else {
@@ -410,76 +395,6 @@ impl Authenticator {
         }
         self.check_totp(user, &totp_secret, code, client).await?;
         self.succeed(user, groups, method, client).await
-    }
-
-    /// The bastion's first step: is `key` (an OpenSSH public key line) registered for
-    /// `user`, who is not locked? A mismatch is not counted as a failure (clients offer
-    /// several keys in turn) and not audited.
-    pub async fn check_ssh_key(
-        &self,
-        user: &str,
-        key: &str,
-        client: Option<IpAddr>,
-    ) -> Result<KeyAccepted, AuthError> {
-        let offered =
-            sshkey::parse_ssh_public_key(key).map_err(|_| AuthError::InvalidCredentials)?;
-        let user = safe_name(user);
-        self.check_lockout(user, client, AuthMethod::SshKey).await?;
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        let rec = users.get(user).ok_or(AuthError::InvalidCredentials)?;
-        let matched = rec
-            .ssh_keys
-            .iter()
-            .filter_map(|k| sshkey::parse_ssh_public_key(k).ok())
-            .fold(false, |acc, k| acc | k.same_key(&offered));
-        if !matched {
-            return Err(AuthError::InvalidCredentials);
-        }
-        if rec.locked {
-            self.audit(AuditEvent::LoginFailure {
-                user: user.into(),
-                method: "ssh-key".into(),
-                reason: "account locked".into(),
-                client_addr: client,
-            })
-            .await?;
-            return Err(AuthError::AccountLocked);
-        }
-        Ok(KeyAccepted {
-            user: user.to_string(),
-            groups: rec.groups.clone(),
-            client,
-        })
-    }
-
-    /// The bastion's second step: a TOTP code after an accepted key.
-    pub async fn verify_totp_after_key(
-        &self,
-        accepted: KeyAccepted,
-        code: &str,
-    ) -> Result<VerifiedIdentity, AuthError> {
-        let method = AuthMethod::SshKeyTotp;
-        let rec = self
-            .usable_user(&accepted.user, method, accepted.client, "unknown user")
-            .await?;
-        self.check_totp(&accepted.user, &rec.totp_secret, code, accepted.client)
-            .await?;
-        self.succeed(&accepted.user, rec.groups, method, accepted.client)
-            .await
-    }
-
-    /// Key-only login, for targets configured with `require_totp = false`.
-    pub async fn accept_key_only(
-        &self,
-        accepted: KeyAccepted,
-    ) -> Result<VerifiedIdentity, AuthError> {
-        self.succeed(
-            &accepted.user,
-            accepted.groups,
-            AuthMethod::SshKey,
-            accepted.client,
-        )
-        .await
     }
 
     /// Web login after OIDC: call only with the user and groups of a validated ID token.

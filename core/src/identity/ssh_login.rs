@@ -1,103 +1,127 @@
-//! The bastion's authentication steps over the same counters as the web login.
+//! The bastion's login: a registered key, then a TOTP code (or the key alone for targets with
+//! `require_totp = false`), over the same counters as the web login.
 //!
-//! Threat: an attacker spreading guesses between the web login and the bastion, or replaying
-//! a TOTP code on the other door. Mitigation: these functions use the same lockout counters
-//! (user and client address), TOTP replay cache and audit records as
-//! [`Authenticator::verify_password_and_totp`]; the bastion verifies the key signature itself
-//! (russh, against the keys of `users.toml`) and then calls these for the rest.
+//! Threat: an attacker spreading guesses between the web login and the bastion, replaying a
+//! TOTP code on the other door, or a second factor checked for a user whose key was never
+//! verified. Mitigation: [`Authenticator::check_ssh_key`] is the only way to a
+//! [`KeyAccepted`] (private fields) and the second step takes one, so no code path verifies a
+//! code for a bare user name; lockouts (user and client address), failure counts, the TOTP
+//! replay cache and the audit records are those of [`Authenticator::login_web`]. The bastion
+//! verifies the key's signature itself (russh) before it asks for a [`KeyAccepted`].
 
 use std::net::IpAddr;
 
-use super::{AuthMethod, Authenticator, VerifiedIdentity};
+use super::authenticator::safe_name;
+use super::{AuthMethod, Authenticator, Users, VerifiedIdentity, sshkey};
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
-use crate::store::LockoutKey;
 
-/// Stands for a syntactically invalid user name in counters and records (as the web login).
-const INVALID_NAME: &str = "<invalid-name>";
+/// Proof that a user's registered SSH key was presented (the bastion's first factor). Only
+/// [`Authenticator::check_ssh_key`] makes one; the second step takes it.
+#[derive(Debug)]
+pub struct KeyAccepted {
+    user: String,
+    groups: Vec<String>,
+    client: Option<IpAddr>,
+}
 
-fn safe_name(user: &str) -> &str {
-    if super::validate_user_name(user).is_ok() {
-        user
-    } else {
-        INVALID_NAME
+impl KeyAccepted {
+    pub fn user(&self) -> &str {
+        &self.user
     }
 }
 
 impl Authenticator {
-    /// Whether `user` or `client` is locked out now. Writes no audit record: the caller
-    /// records its own refusal.
-    pub async fn is_locked_out(
+    /// The bastion's first step: is `key` (an OpenSSH public key line) registered for
+    /// `user`, who is not locked out nor locked? A key that does not match is not counted as
+    /// a failure (clients offer several keys in turn) and not audited here; a lockout and a
+    /// locked account are audited (`login_failure`).
+    pub async fn check_ssh_key(
         &self,
         user: &str,
+        key: &str,
         client: Option<IpAddr>,
-    ) -> Result<bool, AuthError> {
-        let store = &self.inner.store;
-        let mut keys = vec![LockoutKey::User(safe_name(user).to_string())];
-        keys.extend(client.map(LockoutKey::Addr));
-        for k in &keys {
-            if store
-                .lockout_remaining(k)
-                .await
-                .map_err(AuthError::Store)?
-                .is_some()
-            {
-                return Ok(true);
-            }
+    ) -> Result<KeyAccepted, AuthError> {
+        let offered =
+            sshkey::parse_ssh_public_key(key).map_err(|_| AuthError::InvalidCredentials)?;
+        let user = safe_name(user);
+        self.check_lockout(user, client, AuthMethod::SshKey).await?;
+        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
+        let rec = users.get(user).ok_or(AuthError::InvalidCredentials)?;
+        let matched = rec
+            .ssh_keys
+            .iter()
+            .filter_map(|k| sshkey::parse_ssh_public_key(k).ok())
+            .fold(false, |acc, k| acc | k.same_key(&offered));
+        if !matched {
+            return Err(AuthError::InvalidCredentials);
         }
-        Ok(false)
+        if rec.locked {
+            self.audit(AuditEvent::LoginFailure {
+                user: user.into(),
+                method: AuthMethod::SshKey.as_str().into(),
+                reason: "account locked".into(),
+                client_addr: client,
+            })
+            .await?;
+            return Err(AuthError::AccountLocked);
+        }
+        Ok(KeyAccepted {
+            user: user.to_string(),
+            groups: rec.groups.clone(),
+            client,
+        })
     }
 
-    /// A TOTP code for `user`, whose registered SSH key the caller has verified. Lockouts,
-    /// failure counting, the replay cache and the audit records are those of
-    /// [`Authenticator::verify_totp_after_key`].
-    pub async fn verify_totp_for_user(
+    /// The bastion's second step: a TOTP code after an accepted key. A wrong code keeps the
+    /// key's proof (the client may try another code on the same connection); every failure
+    /// counts towards the lockouts.
+    pub async fn verify_totp_after_key(
         &self,
-        user: &str,
+        accepted: &KeyAccepted,
         code: &str,
-        client: Option<IpAddr>,
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::SshKeyTotp;
-        let user = safe_name(user);
         let rec = self
-            .usable_user(user, method, client, "unknown user")
+            .usable_user(&accepted.user, method, accepted.client, "unknown user")
             .await?;
-        self.check_totp(user, &rec.totp_secret, code, client)
+        self.check_totp(&accepted.user, &rec.totp_secret, code, accepted.client)
             .await?;
-        self.succeed(user, rec.groups, method, client).await
+        self.succeed(&accepted.user, rec.groups, method, accepted.client)
+            .await
     }
 
-    /// Key-only login (targets with `require_totp = false`) for `user`, whose registered SSH
-    /// key the caller has verified: refused when locked out, unknown or locked; audited.
-    pub async fn accept_verified_key(
-        &self,
-        user: &str,
-        client: Option<IpAddr>,
-    ) -> Result<VerifiedIdentity, AuthError> {
-        let method = AuthMethod::SshKey;
-        let user = safe_name(user);
-        let rec = self
-            .usable_user(user, method, client, "unknown user")
-            .await?;
-        self.succeed(user, rec.groups, method, client).await
-    }
-
-    /// Counts a second-factor failure the authenticator did not check itself (a malformed
-    /// code) towards the lockouts, and audits it.
-    pub async fn note_totp_failure(
-        &self,
-        user: &str,
-        reason: &str,
-        client: Option<IpAddr>,
-    ) -> Result<(), AuthError> {
-        let user = safe_name(user);
-        self.count_failure(user, client).await?;
+    /// Counts a response to the second-factor prompt that is not a code at all (empty, too
+    /// long, not digits) towards the lockouts, and audits it (`totp_failure`).
+    pub async fn refuse_malformed_totp(&self, accepted: &KeyAccepted) -> Result<(), AuthError> {
+        self.count_failure(&accepted.user, accepted.client).await?;
         self.audit(AuditEvent::TotpFailure {
-            user: user.to_string(),
-            reason: reason.to_string(),
-            client_addr: client,
+            user: accepted.user.clone(),
+            reason: "malformed code".into(),
+            client_addr: accepted.client,
         })
         .await
+    }
+
+    /// Key-only login, for targets configured with `require_totp = false`.
+    pub async fn accept_key_only(
+        &self,
+        accepted: KeyAccepted,
+    ) -> Result<VerifiedIdentity, AuthError> {
+        self.succeed(
+            &accepted.user,
+            accepted.groups,
+            AuthMethod::SshKey,
+            accepted.client,
+        )
+        .await
+    }
+
+    /// Whether an identity authenticated earlier may still act: its user exists and is not
+    /// locked (a long-lived connection opening a new session after `user lock`).
+    pub fn still_active(&self, id: &VerifiedIdentity) -> Result<bool, AuthError> {
+        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
+        Ok(users.get(id.user()).is_some_and(|u| !u.locked))
     }
 }
 
@@ -161,70 +185,92 @@ mod tests {
         let (auth, users, cipher) = fixture(&dir);
         let addr: IpAddr = "198.51.100.7".parse().unwrap();
         let code = users.current_totp_code("alice", &cipher).unwrap();
-        let id = auth
-            .verify_totp_for_user("alice", &code, Some(addr))
+        let key = auth
+            .check_ssh_key("alice", ED25519, Some(addr))
             .await
             .unwrap();
+        let id = auth.verify_totp_after_key(&key, &code).await.unwrap();
         assert_eq!(id.method(), AuthMethod::SshKeyTotp);
         assert_eq!(id.groups(), ["sre".to_string()]);
-        // The same code on the web is a replay.
+        // The same code again over SSH, or on the web, is a replay.
+        assert!(matches!(
+            auth.verify_totp_after_key(&key, &code).await,
+            Err(AuthError::TotpReplayed)
+        ));
         assert!(matches!(
             auth.verify_password_and_totp("alice", PW, &code, Some(addr))
                 .await,
             Err(AuthError::TotpReplayed)
         ));
-        // Failures over SSH (a malformed code counts too) lock the web login.
-        assert!(!auth.is_locked_out("bob", None).await.unwrap());
-        auth.note_totp_failure("bob", "malformed code", None)
-            .await
-            .unwrap();
+        // Failures over SSH (a malformed code counts too) lock the web login and the key step.
+        let bob = auth.check_ssh_key("bob", ED25519, None).await.unwrap();
+        auth.refuse_malformed_totp(&bob).await.unwrap();
         for _ in 0..2 {
             assert!(matches!(
-                auth.verify_totp_for_user("bob", "000000x", None).await,
+                auth.verify_totp_after_key(&bob, "000000x").await,
                 Err(AuthError::InvalidTotp)
             ));
         }
-        assert!(auth.is_locked_out("bob", None).await.unwrap());
         let code = users.current_totp_code("bob", &cipher).unwrap();
+        assert!(matches!(
+            auth.verify_totp_after_key(&bob, &code).await,
+            Err(AuthError::LockedOut { .. })
+        ));
         assert!(matches!(
             auth.verify_password_and_totp("bob", PW, &code, None).await,
             Err(AuthError::LockedOut { .. })
         ));
         assert!(matches!(
-            auth.accept_verified_key("bob", None).await,
+            auth.check_ssh_key("bob", ED25519, None).await,
             Err(AuthError::LockedOut { .. })
         ));
-        // Unknown and hostile names never authenticate.
+        // Unknown and hostile names never get a key accepted.
+        for name in ["nobody", "Bad Name!", "alice:root@x", ""] {
+            assert!(
+                matches!(
+                    auth.check_ssh_key(name, ED25519, None).await,
+                    Err(AuthError::InvalidCredentials)
+                ),
+                "{name:?}"
+            );
+        }
         assert!(matches!(
-            auth.accept_verified_key("nobody", None).await,
+            auth.check_ssh_key("alice", "not a key", None).await,
             Err(AuthError::InvalidCredentials)
         ));
-        assert!(matches!(
-            auth.verify_totp_for_user("Bad Name!", "123456", None).await,
-            Err(AuthError::InvalidCredentials)
-        ));
-        assert_eq!(
-            auth.accept_verified_key("alice", None)
-                .await
-                .unwrap()
-                .method(),
-            AuthMethod::SshKey
-        );
+        let key = auth.check_ssh_key("alice", ED25519, None).await.unwrap();
+        let id = auth.accept_key_only(key).await.unwrap();
+        assert_eq!(id.method(), AuthMethod::SshKey);
+        assert!(auth.still_active(&id).unwrap());
+        let log = std::fs::read_dir(dir.path().join("audit"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect::<String>();
+        assert!(log.contains("\"reason\":\"malformed code\""), "{log}");
+        assert!(log.contains("\"method\":\"ssh-key\""), "{log}");
     }
 
     #[tokio::test]
     async fn a_locked_account_cannot_use_the_bastion() {
         let dir = TempDir::new("ssh-login-locked");
         let (auth, mut users, cipher) = fixture(&dir);
+        let before = auth.check_ssh_key("alice", ED25519, None).await.unwrap();
+        let live = auth
+            .verify_totp_after_key(&before, &users.current_totp_code("alice", &cipher).unwrap())
+            .await
+            .unwrap();
         users.set_locked("alice", true).unwrap();
+        assert!(matches!(
+            auth.check_ssh_key("alice", ED25519, None).await,
+            Err(AuthError::AccountLocked)
+        ));
+        // A key accepted before the lock does not carry a second factor past it.
         let code = users.current_totp_code("alice", &cipher).unwrap();
         assert!(matches!(
-            auth.verify_totp_for_user("alice", &code, None).await,
+            auth.verify_totp_after_key(&before, &code).await,
             Err(AuthError::AccountLocked)
         ));
-        assert!(matches!(
-            auth.accept_verified_key("alice", None).await,
-            Err(AuthError::AccountLocked)
-        ));
+        // A connection authenticated before the lock is no longer active.
+        assert!(!auth.still_active(&live).unwrap());
     }
 }

@@ -27,10 +27,12 @@ pub struct SshPublicKey {
 }
 
 impl SshPublicKey {
-    /// Same key (algorithm and blob; comments ignored), compared in constant time over the blob.
+    /// Same key (comments ignored), compared in constant time over the blob. The blob names
+    /// its own key type (checked at parse), so an RSA key written `rsa-sha2-512 AAAA...`
+    /// matches the same key offered as `ssh-rsa AAAA...`.
     pub fn same_key(&self, other: &SshPublicKey) -> bool {
         use subtle::ConstantTimeEq;
-        self.algorithm == other.algorithm && bool::from(self.blob.ct_eq(&other.blob))
+        bool::from(self.blob.ct_eq(&other.blob))
     }
 
     /// `ALGORITHM BASE64` without the comment.

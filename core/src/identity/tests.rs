@@ -407,7 +407,7 @@ async fn ssh_key_then_totp() {
     assert_eq!(accepted.user(), "alice");
     let id = f
         .auth
-        .verify_totp_after_key(accepted, &code_at(&f, "alice", 0))
+        .verify_totp_after_key(&accepted, &code_at(&f, "alice", 0))
         .await
         .unwrap();
     assert_eq!(id.method(), AuthMethod::SshKeyTotp);

@@ -1,24 +1,18 @@
-//! Session recording as asciicast v2 (`.cast`): a header line, then `[time, code, data]` event
-//! lines (`o` output, `i` input, `r` resize, `m` marker), written as they happen and flushed,
-//! so a killed process leaves a prefix `asciinema` plays.
-//!
-//! Threat: a session that runs unrecorded (full disk, unwritable directory, a stalled writer)
-//! or a recorder that buffers without bound. Mitigation: the file is created and its header
-//! flushed before the session is allowed to start; events go through a bounded channel (a slow
-//! disk slows the session instead of growing memory); a write failure cancels
-//! [`Recorder::failed`], which ends the session.
+//! The asciicast v2 writer: a header line, then `[time, code, data]` event lines (`o` output,
+//! `i` input, `r` resize, `m` marker), written as they happen and flushed batch by batch, so
+//! a killed process leaves a prefix `asciinema` plays. See the module above for the threats.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::RecordingError;
+use super::{RecordingError, RecordingMeta};
 
 /// Events queued per recording. When full, the relay waits (backpressure), nothing is dropped.
 pub const RECORDING_QUEUE: usize = 256;
@@ -26,15 +20,19 @@ pub const RECORDING_QUEUE: usize = 256;
 const BATCH: usize = 64;
 
 /// Header fields of a recording.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     pub version: u8,
     pub width: u32,
     pub height: u32,
+    /// Unix seconds of the start.
+    #[serde(default)]
     pub timestamp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    #[serde(default)]
     pub title: String,
+    #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
 }
 
@@ -115,7 +113,7 @@ impl Caps {
 /// A live recording; cheap to clone, one writer task behind it.
 #[derive(Clone)]
 pub struct Recorder {
-    id: String,
+    id: super::RecordingId,
     path: PathBuf,
     start: Instant,
     tx: mpsc::Sender<Event>,
@@ -125,17 +123,19 @@ pub struct Recorder {
 /// Owns the writer task; `finish` waits for everything to reach the file.
 pub struct RecordingTask {
     join: JoinHandle<Result<(), RecordingError>>,
+    meta: RecordingMeta,
 }
 
 impl Recorder {
-    /// Creates `<dir>/<id>.cast` and flushes the header; an error must refuse the session.
+    /// Creates the recording's file in `dir` (`<id>.cast`, never overwriting one) and writes
+    /// the header, timestamped with `meta.started_at`; an error must refuse the session.
     pub async fn create(
         dir: &Path,
-        id: &str,
+        meta: RecordingMeta,
         header: &Header,
         caps: Caps,
     ) -> Result<(Recorder, RecordingTask), RecordingError> {
-        let path = dir.join(format!("{id}.cast"));
+        let path = meta.path_in(dir);
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -145,7 +145,12 @@ impl Recorder {
                 path: path.clone(),
                 source,
             })?;
-        let mut line = serde_json::to_vec(header).map_err(RecordingError::Encode)?;
+        let mut header = header.clone();
+        header.timestamp = meta
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut line = serde_json::to_vec(&header).map_err(RecordingError::Encode)?;
         line.push(b'\n');
         let write = async {
             file.write_all(&line).await?;
@@ -159,16 +164,16 @@ impl Recorder {
         let failed = CancellationToken::new();
         let join = tokio::spawn(writer(file, path.clone(), rx, caps, failed.clone()));
         let rec = Recorder {
-            id: id.to_string(),
+            id: meta.id.clone(),
             path,
             start: Instant::now(),
             tx,
             failed,
         };
-        Ok((rec, RecordingTask { join }))
+        Ok((rec, RecordingTask { join, meta }))
     }
 
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &super::RecordingId {
         &self.id
     }
 
@@ -214,10 +219,20 @@ impl Recorder {
 }
 
 impl RecordingTask {
-    /// Waits for the writer to drain (all [`Recorder`] clones must be dropped first).
-    pub async fn finish(self) -> Result<(), RecordingError> {
+    /// The recording being written.
+    pub fn meta(&self) -> &RecordingMeta {
+        &self.meta
+    }
+
+    /// Waits for the writer to drain (all [`Recorder`] clones must be dropped first); the
+    /// metadata of the finished recording, `ended_at` set.
+    pub async fn finish(self) -> Result<RecordingMeta, RecordingError> {
         match self.join.await {
-            Ok(r) => r,
+            Ok(Ok(())) => Ok(RecordingMeta {
+                ended_at: Some(SystemTime::now()),
+                ..self.meta
+            }),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(RecordingError::Closed),
         }
     }
@@ -376,12 +391,6 @@ async fn writer(
     result
 }
 
-/// A fresh random recording (or session) id: 16 random bytes as hex.
-pub fn new_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,40 +411,5 @@ mod tests {
         assert_eq!(c.take(b"def"), b"d");
         assert_eq!(c.take(b"ghi"), b"");
         assert_eq!(c.truncated(), Some(9));
-    }
-
-    #[tokio::test]
-    async fn writes_a_valid_cast() {
-        let dir = std::env::temp_dir().join(format!("gh-rec-{}", new_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let header = Header::new(80, 24, "t".into(), Some("ls".into()), None);
-        let (rec, task) = Recorder::create(
-            &dir,
-            "x",
-            &header,
-            Caps {
-                output: Some(3),
-                input: None,
-            },
-        )
-        .await
-        .unwrap();
-        rec.output(Bytes::from_static(b"hello")).await.unwrap();
-        rec.input(Bytes::from_static(b"ls\r")).await.unwrap();
-        rec.resize(100, 40).await.unwrap();
-        drop(rec);
-        task.finish().await.unwrap();
-        let text = std::fs::read_to_string(dir.join("x.cast")).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines[0]["version"], 2);
-        assert_eq!(lines[1][1], "o");
-        assert_eq!(lines[1][2], "hel");
-        assert_eq!(lines[2][2], "ls\r");
-        assert_eq!(lines[3][2], "100x40");
-        assert_eq!(lines[4][1], "m");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
