@@ -1,16 +1,35 @@
-//! Authentication state and target selection.
+//! The SSH user name and where it leads: `USER:LOGIN@TARGET` (or `USER:TARGET` for a
+//! one-login target), the destination it resolves to, and the policy actions of the bastion.
 //!
-//! Threat: a client that authenticates one user and continues as another, a key offered
-//! without a signature counted as proof, a target name crafted to confuse parsing, or a
-//! response that reveals whether a target exists. Mitigation: the SSH user name
-//! `USER:LOGIN@TARGET` (or `USER:TARGET` for a one-login target) is parsed strictly; partial
-//! success is bound to the exact user name it was earned under, and any change starts over;
-//! only a verified signature counts; unknown and denied targets give the same refusal.
+//! Threat: a target name crafted to confuse parsing, a user name that is not one the
+//! identity code would accept, or a response that reveals whether a target exists.
+//! Mitigation: the name is parsed strictly (the user part by core's own user-name rule);
+//! unknown targets resolve to nothing and are refused exactly like a policy denial.
 
 use gatehouse_core::config::TargetConfig;
+use gatehouse_core::identity::validate_user_name;
 
-use crate::backend::{Backend, BastionEvent, Decision, Permit, SshAction};
-use crate::error::BackendError;
+/// What a user wants to do on `ssh:<target>/<login>`: the policy's action names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshAction {
+    /// Shell or exec.
+    Ssh,
+    /// The SFTP subsystem or SCP.
+    Sftp,
+    /// A direct-tcpip (local, `-L`) forward.
+    PortForward,
+}
+
+impl SshAction {
+    /// The policy's action string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SshAction::Ssh => "ssh",
+            SshAction::Sftp => "sftp",
+            SshAction::PortForward => "port-forward",
+        }
+    }
+}
 
 /// Longest SSH user name accepted (user, login and target together).
 pub const MAX_USER_NAME: usize = 200;
@@ -24,12 +43,16 @@ pub struct Selection {
     pub target: String,
 }
 
-fn is_user(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+impl Selection {
+    /// The policy object this name asks for (`ssh:<target>/<login>`), as audited for a target
+    /// that does not resolve.
+    pub fn object(&self) -> String {
+        format!(
+            "ssh:{}/{}",
+            self.target,
+            self.login.as_deref().unwrap_or("")
+        )
+    }
 }
 
 fn is_login(s: &str) -> bool {
@@ -53,7 +76,7 @@ pub fn parse_user_name(name: &str) -> Option<Selection> {
         return None;
     }
     let (user, rest) = name.split_once(':')?;
-    if !is_user(user) {
+    if validate_user_name(user).is_err() {
         return None;
     }
     let (login, target) = match rest.split_once('@') {
@@ -78,7 +101,6 @@ pub fn parse_user_name(name: &str) -> Option<Selection> {
 /// The resolved destination of an authenticated connection.
 #[derive(Debug, Clone)]
 pub struct Destination {
-    pub user: String,
     pub login: String,
     pub target: TargetConfig,
 }
@@ -103,7 +125,6 @@ pub fn resolve(sel: &Selection, targets: &[TargetConfig]) -> Option<Destination>
         },
     };
     Some(Destination {
-        user: sel.user.clone(),
         login,
         target: target.clone(),
     })
@@ -115,36 +136,6 @@ pub fn requires_totp(sel: &Selection, targets: &[TargetConfig]) -> bool {
         .iter()
         .find(|t| t.name == sel.target)
         .is_none_or(|t| t.require_totp)
-}
-
-/// Asks the policy and audits a denial. `Ok(None)` is a denial (already audited); a backend
-/// error is a denial too (the caller refuses).
-pub async fn authorize(
-    backend: &dyn Backend,
-    dest: &Destination,
-    action: SshAction,
-    client: std::net::SocketAddr,
-) -> Result<Option<Permit>, BackendError> {
-    let object = dest.object();
-    let Decision { allowed, rule } = backend.authorize(&dest.user, &object, action).await?;
-    if allowed {
-        return Ok(Some(Permit::new(
-            &dest.user,
-            &dest.target.name,
-            &dest.login,
-            action,
-        )));
-    }
-    backend
-        .audit(BastionEvent::AccessDenied {
-            user: dest.user.clone(),
-            client,
-            object,
-            action,
-            rule,
-        })
-        .await?;
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -176,6 +167,8 @@ mod tests {
             ("alice:deploy:x@db", None),
             ("alice:deploy@DB", None),
             ("al ice:deploy@db", None),
+            ("Alice:deploy@db", None),
+            ("1alice:deploy@db", None),
             ("-alice:deploy@db", None),
             ("alice:-oProxy@db", None),
             ("alice:deploy@db/x", None),

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-/// Failures of the bastion as a whole (start-up, listener, shutdown).
+/// Failures of the bastion as a whole (start-up, listener).
 #[derive(Debug, thiserror::Error)]
 pub enum BastionError {
     #[error("cannot bind the bastion listener on {addr}")]
@@ -40,21 +40,8 @@ pub enum BastionError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Failures of the backend (identity, lockouts, policy, audit). Every one is a refusal.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("backend unavailable: {what}")]
-    Unavailable { what: String },
-    #[error("audit record could not be written")]
-    Audit(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("backend failure in {what}")]
-    Other {
-        what: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error("cannot subscribe to the store's revocation feed (no ssh session could be revoked)")]
+    Revocations(#[source] gatehouse_core::StoreError),
 }
 
 /// Failures while reaching a target.
@@ -68,6 +55,8 @@ pub enum TargetError {
         #[source]
         source: russh::keys::Error,
     },
+    #[error("the permit is not for this target, login and request")]
+    WrongPermit,
     #[error("cannot connect to the target")]
     Connect(#[source] russh::Error),
     #[error("connecting to the target timed out")]
@@ -80,32 +69,11 @@ pub enum TargetError {
     Channel(#[source] russh::Error),
 }
 
-/// Failures of the session recorder.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordingError {
-    #[error("cannot create recording {path}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write recording {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot encode a recording event")]
-    Encode(#[source] serde_json::Error),
-    #[error("the recording writer stopped")]
-    Closed,
-}
-
 /// Errors surfaced inside the russh handler; they end the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("ssh protocol error")]
     Ssh(#[from] russh::Error),
-    #[error("backend failure")]
-    Backend(#[from] BackendError),
+    #[error("the connection task has stopped")]
+    TaskGone,
 }

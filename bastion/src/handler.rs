@@ -1,153 +1,80 @@
-//! The russh server handler: authentication callbacks (key, then TOTP) and the translation of
-//! channel callbacks into per-channel tasks. Requests that need no target (pty, env) are
-//! answered here so replies keep the client's order; everything else runs in the tasks.
+//! The russh server handler. It only translates callbacks into [`Event`]s for the
+//! connection task: authentication callbacks wait for the task's answer on a oneshot; channel
+//! opens hand over russh's open handle; refused features are answered at once and reported.
+//! Requests that need no decision (pty, env) are answered here so replies keep the client's
+//! order; the channel task reads them again from its channel.
 //!
-//! Threat: authentication confusion (a key probe counted as proof, partial success carried
-//! to another user name, password guessing) and forbidden features (agent, X11, remote and
-//! stream-local forwarding). Mitigation: only `auth_publickey` (verified signature) counts;
-//! the partial state is bound to the exact user name; passwords are never offered nor
-//! accepted; forbidden requests are refused and audited.
+//! Threat: a handler that blocks russh on identity, policy or audit calls (one slow store
+//! stalls the connection's keep-alives and window adjustments), or that decides anything on
+//! its own. Mitigation: no call here awaits anything but the bounded event queue and the
+//! task's reply; passwords are never offered nor accepted; agent, X11, remote and
+//! stream-local forwarding are refused here and audited by the task.
 
-use std::borrow::Cow;
-use std::sync::Arc;
-
-use russh::keys::{Algorithm, PublicKey};
-use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
+use gatehouse_core::audit::SshRefusal;
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{Selection, parse_user_name, requires_totp, resolve};
-use crate::backend::{AuthFailure, BastionEvent, RefusedFeature, TotpOutcome};
+use crate::channel::env_allowed;
 use crate::error::HandlerError;
-use crate::session::Conn;
+use crate::event::{Event, ForwardRequest, TotpResponse};
 
-/// Environment variables passed to targets; everything else is refused.
-pub(crate) fn env_allowed(name: &str) -> bool {
-    name == "LANG" || name == "TERM" || (name.starts_with("LC_") && name.len() <= 32)
-}
-
-/// Longest TOTP code accepted (digits only).
-const MAX_CODE: usize = 10;
-
-struct Pending {
-    /// The exact SSH user name the key was verified under.
-    name: String,
-    selection: Selection,
-}
+/// Longest answer to the TOTP prompt kept (a code is 6-10 digits; more is malformed anyway).
+const MAX_RESPONSE: usize = 64;
 
 pub(crate) struct ConnHandler {
-    conn: Arc<Conn>,
-    pending: Option<Pending>,
-    unauth: Option<OwnedSemaphorePermit>,
+    tx: mpsc::Sender<Event>,
+}
+
+/// Public keys only: what every refusal offers next.
+pub(crate) fn key_only() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+        partial_success: false,
+    }
 }
 
 impl ConnHandler {
-    pub fn new(conn: Arc<Conn>, unauth: OwnedSemaphorePermit) -> Self {
-        Self {
-            conn,
-            pending: None,
-            unauth: Some(unauth),
-        }
+    pub fn new(tx: mpsc::Sender<Event>) -> Self {
+        Self { tx }
     }
 
-    fn key_only() -> Auth {
-        Auth::Reject {
-            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
-            partial_success: false,
-        }
+    async fn tell(&self, event: Event) -> Result<(), HandlerError> {
+        self.tx
+            .send(event)
+            .await
+            .map_err(|_| HandlerError::TaskGone)
     }
 
-    fn totp_next(partial: bool) -> Auth {
-        Auth::Reject {
-            proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
-            partial_success: partial,
-        }
-    }
-
-    async fn audit_failure(&self, user: &str, reason: AuthFailure) -> Result<(), HandlerError> {
-        let backend = &self.conn.shared.backend;
-        backend.note_failure(user, self.conn.client, reason).await?;
-        backend
-            .audit(BastionEvent::AuthFailed {
-                user: user.to_string(),
-                client: self.conn.client,
-                reason,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Whether `key` is one of the user's registered keys and the user may try to log in.
-    async fn key_allowed(
+    async fn ask(
         &self,
-        sel: &Selection,
-        key: &PublicKey,
-        algorithm: &Algorithm,
-    ) -> Result<bool, HandlerError> {
-        // ssh-rsa signs with SHA-1: refused whatever the key.
-        if matches!(algorithm, Algorithm::Rsa { hash: None }) {
-            return Ok(false);
-        }
-        let backend = &self.conn.shared.backend;
-        if backend.is_locked(&sel.user, self.conn.client).await? {
-            self.audit_failure(&sel.user, AuthFailure::Locked).await?;
-            return Ok(false);
-        }
-        let keys = backend.authorized_keys(&sel.user).await?;
-        Ok(keys.iter().any(|k| k.key_data() == key.key_data()))
+        event: impl FnOnce(oneshot::Sender<Auth>) -> Event,
+    ) -> Result<Auth, HandlerError> {
+        let (reply, answer) = oneshot::channel();
+        self.tell(event(reply)).await?;
+        answer.await.map_err(|_| HandlerError::TaskGone)
     }
 
-    /// Completes authentication; `false` refuses it (audit failed, no connection slot).
-    async fn finish(&mut self, sel: Selection, totp: bool) -> Result<bool, HandlerError> {
-        let shared = &self.conn.shared;
-        let dest = resolve(&sel, &shared.target_configs);
-        let event = BastionEvent::AuthSucceeded {
-            user: sel.user.clone(),
-            client: self.conn.client,
-            target: sel.target.clone(),
-            login: dest
-                .as_ref()
-                .map(|d| d.login.clone())
-                .or_else(|| sel.login.clone())
-                .unwrap_or_default(),
-            totp,
-        };
-        if let Err(e) = shared.backend.audit(event).await {
-            tracing::error!(error = %e, "cannot audit a login; refusing it");
-            return Ok(false);
-        }
-        let user = sel.user.clone();
-        let info = self.conn.session_info(&user, &sel, dest.as_ref());
-        if let Err(e) = shared.backend.session_opened(&info, totp).await {
-            tracing::error!(error = %crate::error_chain(&e), "cannot register the session; refusing the login");
-            return Ok(false);
-        }
-        if !self.conn.authenticate(info.clone(), sel, dest) {
-            tracing::warn!(user = %user, "no connection slot free; refusing login");
-            shared.backend.session_closed(&info).await;
-            return Ok(false);
-        }
-        tracing::info!(user = %user, totp, "ssh login");
-        self.pending = None;
-        self.unauth = None;
-        Ok(true)
+    async fn refuse(&self, reason: SshRefusal) -> Result<(), HandlerError> {
+        self.tell(Event::Refused(reason)).await
     }
+}
 
-    async fn refuse(&self, feature: RefusedFeature) {
-        let (user, target) = match self.conn.auth.get() {
-            Some(a) => (a.user.clone(), a.selection.target.clone()),
-            None => (String::new(), String::new()),
-        };
-        tracing::info!(user = %user, feature = ?feature, "refused ssh feature");
-        let event = BastionEvent::Refused {
-            user,
-            client: self.conn.client,
-            target,
-            feature,
-        };
-        if let Err(e) = self.conn.shared.backend.audit(event).await {
-            tracing::error!(error = %e, "cannot audit a refusal");
-        }
+fn totp_response(mut response: Response<'_>) -> TotpResponse {
+    let first = response
+        .next()
+        .map(|b| {
+            let bytes: &[u8] = &b;
+            String::from_utf8_lossy(bytes.get(..MAX_RESPONSE).unwrap_or(bytes))
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default();
+    TotpResponse {
+        first,
+        extra: response.next().is_some(),
     }
 }
 
@@ -155,12 +82,12 @@ impl Handler for ConnHandler {
     type Error = HandlerError;
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Self::key_only())
+        Ok(key_only())
     }
 
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
         tracing::info!(ssh.user = %user, "password authentication refused");
-        Ok(Self::key_only())
+        Ok(key_only())
     }
 
     async fn auth_publickey_offered(
@@ -168,22 +95,14 @@ impl Handler for ConnHandler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.pending.as_ref().is_some_and(|p| p.name != user) {
-            self.pending = None;
-        }
-        let Some(sel) = parse_user_name(user) else {
-            return Ok(Self::key_only());
-        };
-        if self
-            .key_allowed(&sel, offer.public_key, offer.algorithm)
-            .await?
-        {
-            // Only "this key may sign": nothing is authenticated until the signature arrives.
-            return Ok(Auth::Accept);
-        }
-        self.audit_failure(&sel.user, AuthFailure::UnknownKey)
-            .await?;
-        Ok(Self::key_only())
+        self.ask(|reply| Event::Key {
+            name: user.to_string(),
+            key: offer.public_key.clone(),
+            algorithm: offer.algorithm.clone(),
+            signed: false,
+            reply,
+        })
+        .await
     }
 
     async fn auth_publickey(
@@ -191,30 +110,14 @@ impl Handler for ConnHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.pending = None;
-        let Some(sel) = parse_user_name(user) else {
-            return Ok(Self::key_only());
-        };
-        if !self
-            .key_allowed(&sel, key.public_key, key.algorithm)
-            .await?
-        {
-            self.audit_failure(&sel.user, AuthFailure::UnknownKey)
-                .await?;
-            return Ok(Self::key_only());
-        }
-        if requires_totp(&sel, &self.conn.shared.target_configs) {
-            self.pending = Some(Pending {
-                name: user.to_string(),
-                selection: sel,
-            });
-            return Ok(Self::totp_next(true));
-        }
-        if self.finish(sel, false).await? {
-            Ok(Auth::Accept)
-        } else {
-            Ok(Auth::reject())
-        }
+        self.ask(|reply| Event::Key {
+            name: user.to_string(),
+            key: key.public_key.clone(),
+            algorithm: key.algorithm.clone(),
+            signed: true,
+            reply,
+        })
+        .await
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -223,79 +126,27 @@ impl Handler for ConnHandler {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        let Some(pending) = self.pending.as_ref().filter(|p| p.name == user) else {
-            // No verified key under this exact name: start over with the key.
-            self.pending = None;
-            return Ok(Self::key_only());
-        };
-        let Some(mut response) = response else {
-            return Ok(Auth::Partial {
-                name: Cow::Borrowed("Gatehouse"),
-                instructions: Cow::Borrowed("Second factor for the bastion."),
-                prompts: Cow::Owned(vec![(Cow::Borrowed("TOTP code: "), false)]),
-            });
-        };
-        let sel = pending.selection.clone();
-        let code = response
-            .next()
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-            .unwrap_or_default();
-        if response.next().is_some()
-            || code.is_empty()
-            || code.len() > MAX_CODE
-            || !code.bytes().all(|b| b.is_ascii_digit())
-        {
-            self.audit_failure(&sel.user, AuthFailure::MalformedTotp)
-                .await?;
-            return Ok(Self::totp_next(false));
-        }
-        let outcome = self
-            .conn
-            .shared
-            .backend
-            .check_totp(&sel.user, &code, self.conn.client)
-            .await?;
-        match outcome {
-            TotpOutcome::Valid => {
-                if self.finish(sel, true).await? {
-                    Ok(Auth::Accept)
-                } else {
-                    Ok(Auth::reject())
-                }
-            }
-            TotpOutcome::Invalid => {
-                self.audit_failure(&sel.user, AuthFailure::BadTotp).await?;
-                Ok(Self::totp_next(false))
-            }
-            TotpOutcome::Replayed => {
-                self.audit_failure(&sel.user, AuthFailure::ReplayedTotp)
-                    .await?;
-                Ok(Self::totp_next(false))
-            }
-            TotpOutcome::Locked => {
-                self.audit_failure(&sel.user, AuthFailure::Locked).await?;
-                self.pending = None;
-                Ok(Auth::reject())
-            }
-        }
+        let response = response.map(totp_response);
+        self.ask(|reply| Event::Totp {
+            name: user.to_string(),
+            response,
+            reply,
+        })
+        .await
     }
 
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
-        reply: russh::server::ChannelOpenHandle,
+        reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.conn.auth.get().is_none() || self.conn.cancel.is_cancelled() {
-            return Ok(()); // dropping `reply` refuses the channel
-        }
-        reply.accept().await;
-        let conn = self.conn.clone();
-        let handle = session.handle();
-        self.conn
-            .channels
-            .spawn(crate::relay::session_channel(conn, channel, handle));
-        Ok(())
+        self.tell(Event::OpenSession {
+            channel,
+            reply,
+            handle: session.handle(),
+        })
+        .await
     }
 
     async fn channel_open_direct_tcpip(
@@ -305,25 +156,21 @@ impl Handler for ConnHandler {
         port_to_connect: u32,
         originator_address: &str,
         originator_port: u32,
-        reply: russh::server::ChannelOpenHandle,
+        reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.conn.auth.get().is_none() || self.conn.cancel.is_cancelled() {
-            return Ok(());
-        }
-        let req = crate::forward::Request {
+        let request = ForwardRequest {
             host: host_to_connect.to_string(),
             port: port_to_connect,
             orig_host: originator_address.to_string(),
             orig_port: originator_port,
         };
-        self.conn.channels.spawn(crate::forward::direct_tcpip(
-            self.conn.clone(),
+        self.tell(Event::OpenForward {
             channel,
             reply,
-            req,
-        ));
-        Ok(())
+            request,
+        })
+        .await
     }
 
     async fn channel_open_x11(
@@ -331,22 +178,20 @@ impl Handler for ConnHandler {
         _c: Channel<Msg>,
         _a: &str,
         _p: u32,
-        _r: russh::server::ChannelOpenHandle,
+        _r: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse(RefusedFeature::X11Forwarding).await;
-        Ok(())
+        self.refuse(SshRefusal::X11Forwarding).await
     }
 
     async fn channel_open_direct_streamlocal(
         &mut self,
         _c: Channel<Msg>,
         _p: &str,
-        _r: russh::server::ChannelOpenHandle,
+        _r: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse(RefusedFeature::StreamLocalForwarding).await;
-        Ok(())
+        self.refuse(SshRefusal::StreamLocalForwarding).await
     }
 
     async fn channel_open_forwarded_tcpip(
@@ -356,11 +201,10 @@ impl Handler for ConnHandler {
         _p: u32,
         _oa: &str,
         _op: u32,
-        _r: russh::server::ChannelOpenHandle,
+        _r: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse(RefusedFeature::RemoteForwarding).await;
-        Ok(())
+        self.refuse(SshRefusal::RemoteForwarding).await
     }
 
     async fn pty_request(
@@ -374,7 +218,7 @@ impl Handler for ConnHandler {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Stored by the channel task and replayed on the target when the shell starts.
+        // Kept by the channel task and replayed on the target when the shell starts.
         session.channel_success(channel)?;
         Ok(())
     }
@@ -404,8 +248,7 @@ impl Handler for ConnHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_failure(channel)?;
-        self.refuse(RefusedFeature::X11Forwarding).await;
-        Ok(())
+        self.refuse(SshRefusal::X11Forwarding).await
     }
 
     async fn agent_request(
@@ -413,7 +256,7 @@ impl Handler for ConnHandler {
         _channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse(RefusedFeature::AgentForwarding).await;
+        self.refuse(SshRefusal::AgentForwarding).await?;
         Ok(false)
     }
 
@@ -423,7 +266,7 @@ impl Handler for ConnHandler {
         _port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse(RefusedFeature::RemoteForwarding).await;
+        self.refuse(SshRefusal::RemoteForwarding).await?;
         Ok(false)
     }
 
@@ -432,7 +275,7 @@ impl Handler for ConnHandler {
         _path: &str,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse(RefusedFeature::StreamLocalForwarding).await;
+        self.refuse(SshRefusal::StreamLocalForwarding).await?;
         Ok(false)
     }
 }

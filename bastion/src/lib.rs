@@ -1,91 +1,78 @@
 //! gatehouse-bastion: the SSH bastion. Staff connect with a plain OpenSSH client as
-//! `USER:LOGIN@TARGET`, authenticate with their registered key and a TOTP code, and every
-//! session is authorized by policy, relayed to the target over the bastion's own pinned
-//! connection, recorded as asciicast v2 and audited.
+//! `USER:LOGIN@TARGET`, authenticate with their registered key and a TOTP code through core's
+//! SSH login flow, and every session is authorized by core's policy, relayed to the target
+//! over the bastion's own pinned connection, recorded as asciicast v2 through core's recorder
+//! and audited in core's vocabulary.
+//!
+//! The path of a connection mirrors the gateway's request path: core's
+//! [`VerifiedIdentity`](gatehouse_core::identity::VerifiedIdentity) from authentication to the
+//! end of the connection, core's [`Permit`](gatehouse_core::policy::Permit) from
+//! `PolicyHandle::authorize_audited` for every shell, exec, subsystem and forward, taken by
+//! every function of [`target`] that opens something, with the audit record written before
+//! anything moves.
+//!
+//! Layout: [`server`] (russh configurations, host key); `handler` (russh callbacks → events);
+//! `connection` (the per-connection task: events, deadlines, teardown) with `login`
+//! (authentication steps) and `conn` (the connection's state: identity, authorization,
+//! target); `channel` (session channels, relay, SCP/SFTP observers, local forwards);
+//! [`target`] (the pinned connection to a target); [`registry`] and `live` (live connections,
+//! revocation, store keep-alive); [`auth`] (the SSH user name); [`scp`], [`sftp`] (passive
+//! protocol observers).
 //!
 //! Threat: the bastion is the one door to production; a flaw lets someone reach a target
 //! unauthenticated, unauthorized, unrecorded, or through a man in the middle. Mitigation:
-//! fail closed everywhere — key signature and TOTP bound to one user name, a policy
-//! [`Permit`] required to open anything on a target, pinned target host keys, a recording
-//! that must be writable before a session starts, audit failures refusing the action, strict
-//! algorithm lists, deadlines and caps on unauthenticated connections.
+//! fail closed everywhere — key signature and TOTP bound to one user name, a core permit
+//! required to open anything on a target, pinned target host keys, a recording that must be
+//! writable before a session starts, audit failures refusing the action, strict algorithm
+//! lists, deadlines and caps on unauthenticated connections.
 //!
-//! It must not depend on the gateway crate, and takes identity/policy/audit only through the
-//! [`Backend`] trait.
+//! It depends on core only, never on the gateway crate, and takes its services (authenticator,
+//! store, policy, audit log) as a [`Services`] value.
 #![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod backend;
+mod channel;
+mod conn;
+mod connection;
 pub mod error;
-mod forward;
+mod event;
 mod handler;
-pub mod recording;
+mod live;
+mod login;
 pub mod registry;
-mod relay;
 pub mod scp;
 pub mod server;
-mod session;
 pub mod sftp;
+mod shared;
 pub mod target;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::Config;
-use gatehouse_core::config::TargetConfig;
+use gatehouse_core::store::RevocationEvent;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use backend::core::CoreBackend;
-pub use backend::{Backend, BastionEvent, Permit, SshAction};
+pub use auth::SshAction;
 pub use error::BastionError;
 pub use registry::{Registry, SessionInfo};
+pub use shared::{Limits, Services};
 
+use crate::connection::Accepted;
 use crate::server::Configs;
+use crate::shared::Shared;
 use crate::target::TargetSpec;
 
 /// How long shutdown waits for sessions to close and recordings to flush.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop never spins.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Session time limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// A session channel with no data in either direction for this long is closed.
-    pub idle_timeout: Duration,
-    /// A connection is closed this long after authentication, whatever it does.
-    pub max_session: Duration,
-}
-
-impl Limits {
-    /// From the identity settings: idle timeout and session lifetime.
-    pub fn from_config(config: &Config) -> Limits {
-        Limits {
-            idle_timeout: config.identity.idle_timeout,
-            max_session: config.identity.session_ttl,
-        }
-    }
-}
-
-/// What every connection shares.
-pub(crate) struct Shared {
-    pub backend: Arc<dyn Backend>,
-    pub targets: HashMap<String, Arc<TargetSpec>>,
-    pub target_configs: Vec<TargetConfig>,
-    pub configs: Configs,
-    pub recording_dir: PathBuf,
-    pub limits: Limits,
-    pub registry: Registry,
-    pub unauthenticated: Arc<Semaphore>,
-    pub connections: Arc<Semaphore>,
-}
 
 /// Checks what [`Bastion::bind`] would load, binding and writing nothing: the host key when
 /// it exists (a missing one is generated at start), and every target's pinned host key and
@@ -113,22 +100,21 @@ pub fn check(config: &Config) -> Result<(), BastionError> {
 pub struct Bastion {
     listener: TcpListener,
     shared: Arc<Shared>,
+    revocations: broadcast::Receiver<RevocationEvent>,
 }
 
 impl Bastion {
-    /// Loads (or generates) the host key, prepares targets and binds the listener.
-    pub async fn bind(
-        config: Arc<Config>,
-        backend: Arc<dyn Backend>,
-    ) -> Result<Bastion, BastionError> {
+    /// Loads (or generates) the host key, prepares targets, subscribes to the store's
+    /// revocation feed and binds the listener.
+    pub async fn bind(config: Arc<Config>, services: Services) -> Result<Bastion, BastionError> {
         let limits = Limits::from_config(&config);
-        Self::bind_with_limits(config, backend, limits).await
+        Self::bind_with_limits(config, services, limits).await
     }
 
     /// [`Bastion::bind`] with explicit session limits.
     pub async fn bind_with_limits(
         config: Arc<Config>,
-        backend: Arc<dyn Backend>,
+        services: Services,
         limits: Limits,
     ) -> Result<Bastion, BastionError> {
         let host_key = server::load_or_generate_host_key(&config.bastion.host_key)?;
@@ -147,6 +133,11 @@ impl Bastion {
                 source,
             });
         }
+        let revocations = services
+            .store()
+            .subscribe_revocations()
+            .await
+            .map_err(BastionError::Revocations)?;
         let addr = config.bastion.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -156,7 +147,7 @@ impl Bastion {
             client: Arc::new(server::client_config()),
         };
         let shared = Arc::new(Shared {
-            backend,
+            services,
             targets,
             target_configs: config.targets.clone(),
             configs,
@@ -166,7 +157,11 @@ impl Bastion {
             unauthenticated: Arc::new(Semaphore::new(server::MAX_UNAUTHENTICATED)),
             connections: Arc::new(Semaphore::new(server::MAX_CONNECTIONS)),
         });
-        Ok(Bastion { listener, shared })
+        Ok(Bastion {
+            listener,
+            shared,
+            revocations,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -174,7 +169,7 @@ impl Bastion {
         self.listener.local_addr().map_err(BastionError::LocalAddr)
     }
 
-    /// Live connections (for `gatehouse session list` / `session revoke`).
+    /// Live connections.
     pub fn registry(&self) -> Registry {
         self.shared.registry.clone()
     }
@@ -184,17 +179,18 @@ impl Bastion {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BastionError> {
         let tracker = TaskTracker::new();
         let shared = self.shared;
-        tracker.spawn(revocation_listener(
+        tracker.spawn(live::revocations(
             shared.clone(),
-            shared.backend.revocations(),
+            self.revocations,
             shutdown.clone(),
         ));
+        tracker.spawn(live::keep_alive(shared.clone(), shutdown.clone()));
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = self.listener.accept() => a,
             };
-            let (socket, peer) = match accepted {
+            let (socket, client) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "bastion accept failed");
@@ -203,13 +199,19 @@ impl Bastion {
                 }
             };
             let Ok(unauth) = shared.unauthenticated.clone().try_acquire_owned() else {
-                tracing::warn!(client.addr = %peer, "too many unauthenticated ssh connections; closing");
+                tracing::warn!(client.addr = %client, "too many unauthenticated ssh connections; closing");
                 continue;
             };
-            let span = tracing::info_span!("ssh", client.addr = %peer);
+            let id = connection::new_session_id();
+            let span = tracing::info_span!("ssh", client.addr = %client, session = %id);
+            let accepted = Accepted {
+                socket,
+                client,
+                id,
+                unauth,
+            };
             tracker.spawn(
-                session::serve(shared.clone(), socket, peer, unauth, shutdown.child_token())
-                    .instrument(span),
+                connection::serve(shared.clone(), accepted, shutdown.clone()).instrument(span),
             );
         }
         drop(self.listener);
@@ -223,46 +225,6 @@ impl Bastion {
             tracing::info!("bastion drained");
         }
         Ok(())
-    }
-}
-
-async fn revocation_listener(
-    shared: Arc<Shared>,
-    mut rx: broadcast::Receiver<String>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let user = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = rx.recv() => r,
-        };
-        match user {
-            Ok(user) => {
-                let n = shared.registry.revoke(&user);
-                tracing::info!(user = %user, sessions = n, "revocation ended ssh sessions");
-                if let Err(e) = shared
-                    .backend
-                    .audit(BastionEvent::Revoked { user, sessions: n })
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot audit a revocation");
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                // Missed revocations: fail closed and end every session.
-                tracing::error!(
-                    missed = n,
-                    "revocation feed lagged; ending all ssh sessions"
-                );
-                for s in shared.registry.list() {
-                    shared.registry.revoke(&s.user);
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => {
-                shutdown.cancelled().await;
-                return;
-            }
-        }
     }
 }
 

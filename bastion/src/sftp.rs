@@ -43,6 +43,8 @@ pub enum FileOp {
     },
     Close {
         path: String,
+        /// Whether the file was opened for writing.
+        write: bool,
         read_bytes: u64,
         written_bytes: u64,
     },
@@ -80,6 +82,7 @@ impl std::fmt::Display for FileOp {
                 path,
                 read_bytes,
                 written_bytes,
+                ..
             } => {
                 write!(
                     f,
@@ -187,6 +190,7 @@ impl<'a> Rd<'a> {
 
 struct OpenFile {
     path: String,
+    write: bool,
     read_bytes: u64,
     written_bytes: u64,
 }
@@ -281,6 +285,7 @@ impl SftpTracker {
                 if let Some(f) = r.bytes().and_then(|h| self.handles.remove(h)) {
                     ops.push(FileOp::Close {
                         path: f.path,
+                        write: f.write,
                         read_bytes: f.read_bytes,
                         written_bytes: f.written_bytes,
                     });
@@ -324,6 +329,7 @@ impl SftpTracker {
                         h.to_vec(),
                         OpenFile {
                             path,
+                            write: flags & FXF_WRITE != 0,
                             read_bytes: 0,
                             written_bytes: 0,
                         },
@@ -394,6 +400,7 @@ mod tests {
                 },
                 FileOp::Close {
                     path: "/tmp/f".into(),
+                    write: true,
                     read_bytes: 0,
                     written_bytes: 10000
                 },
@@ -419,6 +426,7 @@ mod tests {
             ops,
             vec![FileOp::Close {
                 path: "/etc/x".into(),
+                write: false,
                 read_bytes: 300,
                 written_bytes: 0
             }]

@@ -13,8 +13,7 @@ use crate::harness;
 use std::time::Duration;
 
 use crate::harness::{Env, text};
-use gatehouse_bastion::backend::{AuthFailure, RefusedFeature};
-use gatehouse_bastion::{BastionEvent, SshAction};
+use gatehouse_core::audit::{AuditEvent, SshAuthStep, SshRefusal, SshRequest};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -30,18 +29,28 @@ async fn key_and_totp_login_runs_exec_with_exit_status_and_records_it() {
     assert_eq!(text(&out.stdout), "hello-from-target\n");
     assert!(text(&out.stderr).contains("to-stderr"));
 
-    let events = env.backend.events();
-    assert!(events.iter().any(|e| matches!(e, BastionEvent::AuthSucceeded { totp: true, target, .. } if target == "db-prod-1")));
-    let started = env
-        .backend
-        .wait_event(WAIT, |e| matches!(e, BastionEvent::SessionEnded { .. }))
+    let ended = env
+        .wait_event(WAIT, |e| matches!(e, AuditEvent::SshSessionEnd { .. }))
         .await
         .expect("session end audited");
-    let BastionEvent::SessionEnded { recording_id, .. } = started else {
+    let AuditEvent::SshSessionEnd {
+        recording_id,
+        exit_status,
+        ..
+    } = ended
+    else {
         unreachable!()
     };
-    let events = env.backend.events();
-    assert!(events.iter().any(|e| matches!(e, BastionEvent::SessionStarted { recording_id: r, action: SshAction::Ssh, kind, .. } if *r == recording_id && kind.starts_with("exec: echo hello"))));
+    assert_eq!(exit_status, Some(3), "the exit status is in the end record");
+    let events = env.events();
+    assert!(events.iter().any(|e| matches!(e, AuditEvent::SshConnectionOpen { method, target, .. } if method == "ssh-key+totp" && target == "db-prod-1")));
+    assert!(
+        events.iter().any(
+            |e| matches!(e, AuditEvent::LoginSuccess { method, .. } if method == "ssh-key+totp")
+        )
+    );
+    assert!(events.iter().any(|e| matches!(e, AuditEvent::AccessAllowed { object, action, .. } if object == "ssh:db-prod-1/root" && action == "ssh")));
+    assert!(events.iter().any(|e| matches!(e, AuditEvent::SshSessionStart { recording_id: r, action, request: SshRequest::Exec, command: Some(c), .. } if *r == recording_id && action == "ssh" && c.starts_with("echo hello"))));
 
     let (path, lines) = env.cast_with_title("exec: echo hello-from-target");
     assert_eq!(path.file_stem().unwrap().to_str().unwrap(), recording_id);
@@ -80,18 +89,24 @@ async fn wrong_totp_is_refused_and_audited() {
         text(&out.stderr)
     );
     assert!(!text(&out.stdout).contains("should-not-run"));
-    assert!(env.backend.events().iter().any(|e| matches!(
+    let events = env.events();
+    assert!(events.iter().any(|e| matches!(
         e,
-        BastionEvent::AuthFailed {
-            reason: AuthFailure::BadTotp,
+        AuditEvent::SshAuth {
+            step: SshAuthStep::TotpFailed,
             ..
         }
     )));
     assert!(
-        !env.backend
-            .events()
+        events
             .iter()
-            .any(|e| matches!(e, BastionEvent::AuthSucceeded { .. }))
+            .any(|e| matches!(e, AuditEvent::TotpFailure { .. })),
+        "the failure is counted by core"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, AuditEvent::SshConnectionOpen { .. }))
     );
     env.stop().await;
 }
@@ -105,10 +120,10 @@ async fn replayed_totp_is_refused() {
     let second = env.ssh(&env.dest("root@db-prod-1"), Some(&code), "echo replayed");
     assert_eq!(second.status.code(), Some(255));
     assert!(!text(&second.stdout).contains("replayed"));
-    assert!(env.backend.events().iter().any(|e| matches!(
+    assert!(env.events().iter().any(|e| matches!(
         e,
-        BastionEvent::AuthFailed {
-            reason: AuthFailure::ReplayedTotp,
+        AuditEvent::SshAuth {
+            step: SshAuthStep::TotpReplayed,
             ..
         }
     )));
@@ -128,10 +143,10 @@ async fn unregistered_key_and_passwords_are_refused() {
         "{}",
         text(&out.stderr)
     );
-    assert!(env.backend.events().iter().any(|e| matches!(
+    assert!(env.events().iter().any(|e| matches!(
         e,
-        BastionEvent::AuthFailed {
-            reason: AuthFailure::UnknownKey,
+        AuditEvent::SshAuth {
+            step: SshAuthStep::KeyRefused,
             ..
         }
     )));
@@ -167,13 +182,13 @@ async fn unknown_target_and_denied_target_get_the_same_refusal() {
     assert!(
         !text(&denied.stdout).contains("reached") && !text(&unknown.stdout).contains("reached")
     );
-    let events = env.backend.events();
+    let events = env.events();
     for object in ["ssh:denied/root", "ssh:no-such-host/root"] {
         let e = events
             .iter()
-            .find(|e| matches!(e, BastionEvent::AccessDenied { object: o, .. } if o == object))
+            .find(|e| matches!(e, AuditEvent::AccessDenied { object: o, .. } if o == object))
             .unwrap_or_else(|| panic!("denial of {object} audited: {events:?}"));
-        assert!(e.is_alert());
+        assert!(e.incident_id().is_some(), "a denial is an alert");
     }
     // Nothing was recorded for refused sessions.
     assert!(env.cast_files().is_empty());
@@ -208,15 +223,14 @@ async fn wrong_pinned_host_key_is_refused_audited_and_alerted() {
     );
     assert!(!text(&out.stdout).contains("reached"));
     let e = env
-        .backend
         .wait_event(
             WAIT,
-            |e| matches!(e, BastionEvent::HostKeyMismatch { target, .. } if target == "badkey"),
+            |e| matches!(e, AuditEvent::SshHostKeyMismatch { target, .. } if target == "badkey"),
         )
         .await
         .expect("mismatch audited");
-    assert!(e.is_alert());
-    let BastionEvent::HostKeyMismatch { presented, .. } = e else {
+    assert!(e.incident_id().is_some(), "a mismatch is an alert");
+    let AuditEvent::SshHostKeyMismatch { presented, .. } = e else {
         unreachable!()
     };
     assert!(presented.starts_with("ssh-ed25519 SHA256:"), "{presented}");
@@ -255,18 +269,17 @@ async fn agent_and_remote_forwarding_are_refused_and_audited() {
         "{}",
         text(&out.stderr)
     );
-    env.backend
-        .wait_event(WAIT, |e| {
-            matches!(
-                e,
-                BastionEvent::Refused {
-                    feature: RefusedFeature::AgentForwarding,
-                    ..
-                }
-            )
-        })
-        .await
-        .expect("agent forwarding refusal audited");
+    env.wait_event(WAIT, |e| {
+        matches!(
+            e,
+            AuditEvent::SshRefused {
+                reason: SshRefusal::AgentForwarding,
+                ..
+            }
+        )
+    })
+    .await
+    .expect("agent forwarding refusal audited");
     let _ = agent.kill();
     let _ = agent.wait();
 
@@ -282,18 +295,17 @@ async fn agent_and_remote_forwarding_are_refused_and_audited() {
         text(&out.stderr)
     );
     assert!(!text(&out.stdout).contains("ran"));
-    env.backend
-        .wait_event(WAIT, |e| {
-            matches!(
-                e,
-                BastionEvent::Refused {
-                    feature: RefusedFeature::RemoteForwarding,
-                    ..
-                }
-            )
-        })
-        .await
-        .expect("remote forwarding refusal audited");
+    env.wait_event(WAIT, |e| {
+        matches!(
+            e,
+            AuditEvent::SshRefused {
+                reason: SshRefusal::RemoteForwarding,
+                ..
+            }
+        )
+    })
+    .await
+    .expect("remote forwarding refusal audited");
     env.stop().await;
 }
 
@@ -322,5 +334,134 @@ async fn env_is_allow_listed_and_exit_signals_are_relayed() {
         "{}",
         text(&out.stderr)
     );
+    env.stop().await;
+}
+
+/// The `client_addr` and `session` of an event, as its record has them.
+fn context_of(e: &AuditEvent) -> (Option<String>, Option<String>) {
+    let v = serde_json::to_value(e).unwrap();
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    (s("client_addr"), s("session"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_sessions_audit_records_carry_the_client_address_and_the_session_id() {
+    let env = Env::start("context").await;
+    // One connection with a second factor, one with the key alone.
+    for (n, (dest, code)) in [("root@db-prod-1", Some(env.code())), ("root@staging", None)]
+        .into_iter()
+        .enumerate()
+    {
+        let out = env.ssh(&env.dest(dest), code.as_deref(), "echo ctx; exit 4");
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+        let end = std::time::Instant::now() + WAIT;
+        while env
+            .events()
+            .iter()
+            .filter(|e| matches!(e, AuditEvent::SshConnectionClose { .. }))
+            .count()
+            <= n
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "connection {n} close audited"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let events = env.events();
+    let ssh: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AuditEvent::SshAuth { .. }
+                    | AuditEvent::SshConnectionOpen { .. }
+                    | AuditEvent::AccessAllowed { .. }
+                    | AuditEvent::SshSessionStart { .. }
+                    | AuditEvent::SshSessionEnd { .. }
+                    | AuditEvent::SshConnectionClose { .. }
+            )
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for e in &ssh {
+        let (client, session) = context_of(e);
+        assert_eq!(client.as_deref(), Some("127.0.0.1"), "{e:?}");
+        let session = session.unwrap_or_else(|| panic!("no session id in {e:?}"));
+        assert_eq!(session.len(), 32, "{session}");
+        if !sessions.contains(&session) {
+            sessions.push(session);
+        }
+    }
+    assert_eq!(
+        sessions.len(),
+        2,
+        "one session id per connection: {sessions:?}"
+    );
+    let kinds_of = |id: &String| -> Vec<&str> {
+        ssh.iter()
+            .filter(|e| context_of(e).1.as_ref() == Some(id))
+            .map(|e| e.kind())
+            .collect()
+    };
+    let tail = [
+        "ssh_connection_open",
+        "access_allowed",
+        "ssh_session_start",
+        "ssh_session_end",
+        "ssh_connection_close",
+    ];
+    let with_totp: Vec<&str> = ["ssh_auth", "ssh_auth"].into_iter().chain(tail).collect();
+    let key_only: Vec<&str> = ["ssh_auth"].into_iter().chain(tail).collect();
+    assert_eq!(kinds_of(&sessions[0]), with_totp);
+    assert_eq!(kinds_of(&sessions[1]), key_only);
+    let end = events
+        .iter()
+        .find_map(|e| match e {
+            AuditEvent::SshSessionEnd { exit_status, .. } => Some(*exit_status),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(end, Some(4));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_that_cannot_be_written_refuses_logins_and_sessions() {
+    let env = Env::start("noaudit").await;
+    let reached = env.tmp.path().join("reached");
+    let cmd = format!("touch {}; echo reached", reached.display());
+    // A connection authenticated while the log worked.
+    let sock = env.tmp.path().join("mux.sock");
+    let dest = format!("{}@127.0.0.1", env.dest("root@staging"));
+    let mut master = env.client("ssh", &env.user_key, None);
+    master
+        .args(["-M", "-f", "-N", "-o", "ControlPersist=60"])
+        .arg("-S")
+        .arg(&sock)
+        .arg(&dest);
+    master
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    assert!(master.status().unwrap().success(), "master authenticated");
+
+    // The log directory is replaced by a file: nothing can be recorded any more.
+    std::fs::remove_dir_all(&env.audit_dir).unwrap();
+    std::fs::write(&env.audit_dir, b"not a directory").unwrap();
+
+    let mut c = env.client("ssh", &env.user_key, None);
+    c.arg("-S").arg(&sock).arg(&dest).arg(&cmd);
+    let out = harness::run_with_deadline(c, Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("reached"));
+    let fresh = env.ssh(&env.dest("root@staging"), None, &cmd);
+    assert_eq!(fresh.status.code(), Some(255), "{}", text(&fresh.stderr));
+    assert!(!text(&fresh.stdout).contains("reached"));
+    assert!(!reached.exists(), "nothing ran on the target");
+    assert!(env.cast_files().is_empty(), "no session started");
+    let mut exit = env.client("ssh", &env.user_key, None);
+    exit.arg("-S").arg(&sock).args(["-O", "exit"]).arg(&dest);
+    let _ = harness::run_with_deadline(exit, Duration::from_secs(30));
     env.stop().await;
 }

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Options, read_until, text};
-use gatehouse_bastion::{BastionEvent, Limits};
+use gatehouse_bastion::Limits;
+use gatehouse_core::audit::AuditEvent;
 use russh::client::{self, KeyboardInteractiveAuthResponse};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{MethodKind, client::AuthResult};
@@ -256,13 +257,12 @@ async fn idle_sessions_and_long_sessions_are_closed() {
         "{}",
         text(&out.stderr)
     );
-    env.backend
-        .wait_event(
-            WAIT,
-            |e| matches!(e, BastionEvent::SessionEnded { reason, .. } if reason == "idle timeout"),
-        )
-        .await
-        .expect("idle end audited");
+    env.wait_event(
+        WAIT,
+        |e| matches!(e, AuditEvent::SshSessionEnd { reason, .. } if reason == "idle timeout"),
+    )
+    .await
+    .expect("idle end audited");
     env.stop().await;
 
     let limits = Limits {
@@ -303,7 +303,6 @@ async fn shutdown_closes_sessions_and_finishes_recordings() {
     let mut child = c.spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     read_until(&mut stdout, "started", Duration::from_secs(30));
-    let backend = env.backend.clone();
     let recordings = env.recordings.clone();
     let t0 = Instant::now();
     env.drain().await;
@@ -312,10 +311,9 @@ async fn shutdown_closes_sessions_and_finishes_recordings() {
     let (_, err) = harness::wait_output_parts(child, stdout, stderr, Duration::from_secs(20));
     assert!(err.contains("session ended by the bastion"), "{err}");
     assert!(
-        backend
-            .events()
+        env.events()
             .iter()
-            .any(|e| matches!(e, BastionEvent::SessionEnded { .. }))
+            .any(|e| matches!(e, AuditEvent::SshSessionEnd { .. }))
     );
     let casts: Vec<_> = std::fs::read_dir(&recordings)
         .unwrap()

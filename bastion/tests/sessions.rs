@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Options, read_until, run_with_deadline, sha256_file, text, write_all};
-use gatehouse_bastion::{BastionEvent, SshAction};
+use gatehouse_core::audit::{AuditEvent, FileProtocol, SshRefusal, SshRequest, TransferDirection};
+use gatehouse_core::recording::{EventCode, read_cast};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -63,8 +64,7 @@ async fn interactive_shell_through_a_pty_is_recorded_and_playable() {
     let status = child.wait().unwrap();
     assert!(status.success());
 
-    env.backend
-        .wait_event(WAIT, |e| matches!(e, BastionEvent::SessionEnded { .. }))
+    env.wait_event(WAIT, |e| matches!(e, AuditEvent::SshSessionEnd { .. }))
         .await
         .expect("session end");
     let (path, lines) = env.cast_with_title("shell");
@@ -80,6 +80,17 @@ async fn interactive_shell_through_a_pty_is_recorded_and_playable() {
     for l in &lines[1..] {
         assert!(l[0].as_f64().unwrap() >= 0.0);
     }
+    // Core's reader reads it back whole, with the same events.
+    let cast = read_cast(&path).unwrap();
+    assert!(!cast.torn);
+    assert_eq!(cast.events.len(), lines.len() - 1);
+    let read_back: String = cast
+        .events
+        .iter()
+        .filter(|e| e.code == EventCode::Output)
+        .map(|e| e.data.as_str())
+        .collect();
+    assert_eq!(read_back, output);
 
     assert!(
         std::path::Path::new("/usr/bin/asciinema").exists(),
@@ -164,8 +175,19 @@ async fn scp_both_ways_and_both_protocols_with_checksums() {
         up.len() < 50 && down.len() < 50,
         "file contents are not recorded"
     );
-    let events = env.backend.events();
-    assert!(events.iter().any(|e| matches!(e, BastionEvent::SessionStarted { action: SshAction::Sftp, kind, .. } if kind.starts_with("scp:"))));
+    let events = env.events();
+    assert!(events.iter().any(|e| matches!(e, AuditEvent::SshSessionStart { action, request: SshRequest::Scp, command: Some(c), .. } if action == "sftp" && c.starts_with("scp "))));
+    // Each legacy SCP file is audited with its name, direction and size.
+    let size = 3 * 1024 * 1024 + 17;
+    for (path, direction) in [
+        ("up.bin", TransferDirection::Upload),
+        ("remote-legacy.bin", TransferDirection::Download),
+    ] {
+        assert!(
+            events.iter().any(|e| matches!(e, AuditEvent::SshFileTransfer { protocol: FileProtocol::Scp, path: p, direction: d, bytes, .. } if p == path && *d == direction && *bytes == size)),
+            "{path} {direction:?}: {events:?}"
+        );
+    }
     env.stop().await;
 }
 
@@ -198,13 +220,22 @@ async fn sftp_put_get_rename_mkdir_remove_are_recorded() {
     assert_eq!(sha256_file(&local), sha256_file(&dir.join("got.bin")));
     assert!(rdir.is_dir() && !rdir.join("b.bin").exists());
 
-    env.backend
-        .wait_event(WAIT, |e| matches!(e, BastionEvent::SessionEnded { .. }))
+    env.wait_event(WAIT, |e| matches!(e, AuditEvent::SshSessionEnd { .. }))
         .await
         .expect("session end");
     let (_, lines) = env.cast_with_title("subsystem: sftp");
     let t = output_text(&lines, "o");
     let rd = rdir.display().to_string();
+    let events = env.events();
+    for (path, direction) in [
+        (format!("{rd}/a.bin"), TransferDirection::Upload),
+        (format!("{rd}/b.bin"), TransferDirection::Download),
+    ] {
+        assert!(
+            events.iter().any(|e| matches!(e, AuditEvent::SshFileTransfer { protocol: FileProtocol::Sftp, path: p, direction: d, bytes: 1048581, .. } if *p == path && *d == direction)),
+            "{path} {direction:?}: {events:?}"
+        );
+    }
     for want in [
         format!("sftp mkdir \"{rd}\""),
         format!("sftp open \"{rd}/a.bin\" (write)"),
@@ -252,14 +283,14 @@ async fn control_master_multiplexes_sessions_over_one_authentication() {
     let mut exit = env.client("ssh", &env.user_key, None);
     exit.arg("-S").arg(&sock).args(["-O", "exit"]).arg(&dest);
     let _ = run_with_deadline(exit, Duration::from_secs(30));
-    let events = env.backend.events();
+    let events = env.events();
     let logins = events
         .iter()
-        .filter(|e| matches!(e, BastionEvent::AuthSucceeded { .. }))
+        .filter(|e| matches!(e, AuditEvent::SshConnectionOpen { .. }))
         .count();
     let sessions = events
         .iter()
-        .filter(|e| matches!(e, BastionEvent::SessionStarted { .. }))
+        .filter(|e| matches!(e, AuditEvent::SshSessionStart { .. }))
         .count();
     assert_eq!(
         logins, 1,
@@ -325,18 +356,17 @@ async fn local_port_forward_follows_policy() {
     assert_eq!(got, None, "a denied forward carries nothing");
     let _ = child.kill();
     let _ = child.wait();
-    env.backend
-        .wait_event(WAIT, |e| {
-            matches!(
-                e,
-                BastionEvent::AccessDenied {
-                    action: SshAction::PortForward,
-                    ..
-                }
-            )
-        })
-        .await
-        .expect("denied forward audited");
+    env.wait_event(WAIT, |e| {
+        matches!(e, AuditEvent::AccessDenied { action, incident_id, .. } if action == "port-forward" && incident_id.starts_with("inc-"))
+    })
+    .await
+    .expect("denied forward audited");
+    let destination = format!("127.0.0.1:{}", echo.port());
+    env.wait_event(WAIT, |e| {
+        matches!(e, AuditEvent::PortForward { allowed: false, destination: d, .. } if *d == destination)
+    })
+    .await
+    .expect("denied forward audited with its destination");
     env.stop().await;
 
     let env = Env::start_with(
@@ -351,15 +381,28 @@ async fn local_port_forward_follows_policy() {
     assert_eq!(got.as_deref(), Some("ping-through-forward"));
     let _ = child.kill();
     let _ = child.wait();
+    let destination = format!("127.0.0.1:{}", echo.port());
+    env.wait_event(WAIT, |e| {
+        matches!(e, AuditEvent::PortForward { allowed: true, destination: d, .. } if *d == destination)
+    })
+    .await
+    .expect("forward audited");
     let e = env
-        .backend
-        .wait_event(WAIT, |e| matches!(e, BastionEvent::ForwardOpened { .. }))
+        .wait_event(WAIT, |e| matches!(e, AuditEvent::PortForwardEnd { .. }))
         .await
-        .expect("forward audited");
-    let BastionEvent::ForwardOpened { host, port, .. } = e else {
+        .expect("forward end audited");
+    let AuditEvent::PortForwardEnd {
+        bytes_up,
+        bytes_down,
+        destination: d,
+        ..
+    } = e
+    else {
         unreachable!()
     };
-    assert_eq!((host.as_str(), port), ("127.0.0.1", u32::from(echo.port())));
+    assert_eq!(d, destination);
+    let sent = "ping-through-forward".len() as u64;
+    assert_eq!((bytes_up, bytes_down), (sent, sent));
     env.stop().await;
 }
 
@@ -376,20 +419,23 @@ async fn revocation_ends_a_live_session() {
     assert_eq!(env.registry.list().len(), 1);
     assert_eq!(env.registry.list()[0].user, env.user);
     let t0 = Instant::now();
-    env.backend.revoke(&env.user);
+    assert_eq!(
+        env.revoke(&env.user).await,
+        1,
+        "one store session to revoke"
+    );
     let stderr = child.stderr.take().unwrap();
     let out = harness::wait_output_parts(child, stdout, stderr, Duration::from_secs(20));
     assert!(t0.elapsed() < Duration::from_secs(15));
     assert!(!out.0.contains("not-reached"));
     assert!(out.1.contains("session ended by the bastion"), "{}", out.1);
-    env.backend
-        .wait_event(WAIT, |e| {
-            matches!(e, BastionEvent::Revoked { sessions: 1, .. })
-        })
-        .await
-        .expect("revocation audited");
-    env.backend
-        .wait_event(WAIT, |e| matches!(e, BastionEvent::SessionEnded { reason, .. } if reason.contains("ended by the bastion")))
+    env.wait_event(
+        WAIT,
+        |e| matches!(e, AuditEvent::SshConnectionClose { reason, .. } if reason == "revoked"),
+    )
+    .await
+    .expect("revocation audited");
+    env.wait_event(WAIT, |e| matches!(e, AuditEvent::SshSessionEnd { reason, .. } if reason.contains("ended by the bastion")))
         .await
         .expect("session end audited with the reason");
     let end = Instant::now() + WAIT;
@@ -418,12 +464,19 @@ async fn unwritable_recording_dir_refuses_the_session() {
         text(&out.stderr)
     );
     assert!(!text(&out.stdout).contains("reached"));
+    let events = env.events();
     assert!(
-        !env.backend
-            .events()
+        !events
             .iter()
-            .any(|e| matches!(e, BastionEvent::SessionStarted { .. }))
+            .any(|e| matches!(e, AuditEvent::SshSessionStart { .. }))
     );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        AuditEvent::SshRefused {
+            reason: SshRefusal::RecordingUnavailable,
+            ..
+        }
+    )));
     env.stop().await;
 }
 
@@ -444,8 +497,7 @@ async fn bulk_data_both_ways_at_once_flows_through() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(sha256_file(&input), sha256_file(&dir.join("out.bin")));
     // The exec recording keeps the first MiB each way and the byte counts.
-    env.backend
-        .wait_event(WAIT, |e| matches!(e, BastionEvent::SessionEnded { .. }))
+    env.wait_event(WAIT, |e| matches!(e, AuditEvent::SshSessionEnd { .. }))
         .await
         .expect("session end");
     let (p, lines) = env.cast_with_title("exec: cat");

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use gatehouse_bastion::{Bastion, CoreBackend};
+use gatehouse_bastion::Bastion;
 use gatehouse_core::config::{AppConfig, LogFormat, Upstream};
 use gatehouse_core::identity::{NewUser, TotpCipher, Users};
 use gatehouse_core::secret::SecretKey;
@@ -143,22 +143,11 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
 async fn start_bastion(
     config: &Arc<gatehouse_core::Config>,
     services: &Services,
-    shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<Bastion>> {
     if !config.bastion.enabled {
         return Ok(None);
     }
-    let backend = CoreBackend::start(
-        config,
-        (*services.authenticator).clone(),
-        services.store.clone(),
-        services.policy.clone(),
-        (*services.audit).clone(),
-        shutdown.child_token(),
-    )
-    .await
-    .context("connecting the ssh bastion to the shared services")?;
-    let bastion = Bastion::bind(config.clone(), backend)
+    let bastion = Bastion::bind(config.clone(), services.bastion())
         .await
         .with_context(|| {
             format!(
@@ -218,7 +207,7 @@ async fn serve(
     };
     let config = Arc::new(config);
     let gateway = Gateway::bind(config.clone(), services.gateway()).await?;
-    let bastion = start_bastion(&config, &services, &shutdown).await?;
+    let bastion = start_bastion(&config, &services).await?;
     let bound = gateway.bound();
     let reloader = gateway.reloader();
     let policy_reloader = gateway.policy_reloader();

@@ -82,6 +82,15 @@ impl Services {
         })
     }
 
+    /// What the bastion serves with: the same authenticator, policy and audit log.
+    pub fn bastion(&self) -> gatehouse_bastion::Services {
+        gatehouse_bastion::Services {
+            authenticator: (*self.authenticator).clone(),
+            policy: self.policy.clone(),
+            audit: (*self.audit).clone(),
+        }
+    }
+
     /// What the gateway serves with.
     pub fn gateway(&self) -> gatehouse_gateway::Services {
         gatehouse_gateway::Services {

@@ -1,7 +1,8 @@
-//! Test harness: a real OpenSSH `sshd` as the target, the bastion in-process with the test
-//! backend, and the real OpenSSH client (`ssh`, `scp`, `sftp`) driving it. Every component is
-//! started on a free loopback port in a temp dir, waited on with a deadline, and stopped on
-//! drop. A missing component fails the test.
+//! Test harness: a real OpenSSH `sshd` as the target, the bastion in-process on real core
+//! objects (the authenticator over a users file and a memory store, a policy loaded from a
+//! casbin file, an audit log in a temp dir), and the real OpenSSH client (`ssh`, `scp`,
+//! `sftp`) driving it. Every component is started on a free loopback port in a temp dir,
+//! waited on with a deadline, and stopped on drop. A missing component fails the test.
 #![allow(dead_code)]
 
 use std::io::{BufRead, Read, Write};
@@ -11,12 +12,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_bastion::backend::testing::TestBackend;
-use gatehouse_bastion::{Bastion, Limits, Registry, SshAction};
-use russh::keys::PublicKey;
+use gatehouse_bastion::{Bastion, Limits, Registry, Services};
+use gatehouse_core::audit::{AuditEvent, AuditKey, AuditLog};
+use gatehouse_core::identity::{Authenticator, LockoutPolicy, NewUser, TotpCipher, Users};
+use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::secret::SecretKey;
+use gatehouse_core::store::{MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
 
-pub const TOTP_SECRET: &[u8] = b"gatehouse-test-secret-0123456789";
+/// The test users' password (never used over SSH; `user add` wants a strong one).
+pub const PASSWORD: &str = "correct-Horse-7-battery";
+/// The master key of the test's audit MAC and TOTP encryption.
+pub const SECRET: [u8; 32] = [7; 32];
 
 pub struct TempDir(pub PathBuf);
 
@@ -164,11 +171,10 @@ impl Drop for Sshd {
     }
 }
 
-/// Everything a test needs: target sshd, bastion, keys, backend.
+/// Everything a test needs: target sshd, bastion, keys, and the core objects behind it.
 pub struct Env {
     pub tmp: TempDir,
     pub sshd: Sshd,
-    pub backend: Arc<TestBackend>,
     pub addr: SocketAddr,
     pub registry: Registry,
     pub user: String,
@@ -176,13 +182,17 @@ pub struct Env {
     pub other_key: PathBuf,
     pub recordings: PathBuf,
     pub known_hosts: PathBuf,
+    pub audit_dir: PathBuf,
+    pub users_file: PathBuf,
+    pub store: Arc<dyn Store>,
+    cipher: TotpCipher,
     shutdown: CancellationToken,
     run: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct Options {
     pub limits: Limits,
-    /// Extra rules on top of: ssh+sftp on db-prod-1, staging, multi; nothing on denied.
+    /// Extra rules on top of: ssh+sftp on db-prod-1, staging, multi, badkey; nothing on denied.
     pub port_forward: bool,
     pub recording_dir: Option<PathBuf>,
 }
@@ -198,6 +208,63 @@ impl Default for Options {
             recording_dir: None,
         }
     }
+}
+
+/// The policy file of a test: the user may use ssh and sftp on every target but `denied`.
+fn policy_csv(user: &str, port_forward: bool) -> String {
+    let mut csv = String::new();
+    for target in ["db-prod-1", "staging", "multi", "badkey"] {
+        csv += &format!("p, {user}, ssh:{target}/*, ssh|sftp, allow\n");
+    }
+    if port_forward {
+        csv += &format!("p, {user}, ssh:staging/*, port-forward, allow\n");
+    }
+    csv
+}
+
+/// The core services on files under `dir`: users (one user with `user_pub`), policy, audit.
+async fn core_services(
+    dir: &Path,
+    user: &str,
+    user_pub: &str,
+    port_forward: bool,
+) -> (Services, TotpCipher, Arc<dyn Store>) {
+    let key = SecretKey::from_bytes(SECRET);
+    let cipher = TotpCipher::new(&key).unwrap();
+    let users_file = dir.join("users.toml");
+    Users::load(&users_file)
+        .unwrap()
+        .add(
+            NewUser {
+                name: user,
+                groups: &["sre".to_string()],
+                password: PASSWORD,
+                ssh_keys: &[user_pub.to_string()],
+            },
+            &cipher,
+        )
+        .unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/model.conf");
+    let policy_file = dir.join("policy.csv");
+    std::fs::write(&policy_file, policy_csv(user, port_forward)).unwrap();
+    let policy = PolicyHandle::load(&model, &policy_file).await.unwrap();
+    let audit = AuditLog::open(&dir.join("audit"), AuditKey::new(&key)).unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let authenticator = Authenticator::new(
+        users_file,
+        TotpCipher::new(&key).unwrap(),
+        store.clone(),
+        audit.clone(),
+        Duration::from_secs(3600),
+        Duration::from_secs(600),
+        LockoutPolicy::default(),
+    );
+    let services = Services {
+        authenticator,
+        policy: Arc::new(policy),
+        audit,
+    };
+    (services, cipher, store)
 }
 
 impl Env {
@@ -251,19 +318,9 @@ impl Env {
         );
 
         let user = format!("u{}", tag.replace('_', "-"));
-        let key = PublicKey::from_openssh(&user_pub).unwrap();
-        let both = [SshAction::Ssh, SshAction::Sftp];
-        let mut b = TestBackend::new()
-            .user(&user, vec![key], Some(TOTP_SECRET.to_vec()))
-            .allow(&user, "ssh:db-prod-1/*", &both)
-            .allow(&user, "ssh:staging/*", &both)
-            .allow(&user, "ssh:multi/*", &both)
-            .allow(&user, "ssh:badkey/*", &both);
-        if opts.port_forward {
-            b = b.allow(&user, "ssh:staging/*", &[SshAction::PortForward]);
-        }
-        let backend = Arc::new(b);
-        let bastion = Bastion::bind_with_limits(config, backend.clone(), opts.limits)
+        let (services, cipher, store) =
+            core_services(&dir, &user, &user_pub, opts.port_forward).await;
+        let bastion = Bastion::bind_with_limits(config, services, opts.limits)
             .await
             .expect("bastion binds");
         let addr = bastion.local_addr().unwrap();
@@ -276,9 +333,10 @@ impl Env {
         wait_ssh_banner(addr, Duration::from_secs(10), "bastion");
         let known_hosts = dir.join("known_hosts");
         Env {
+            audit_dir: dir.join("audit"),
+            users_file: dir.join("users.toml"),
             tmp,
             sshd,
-            backend,
             addr,
             registry,
             user,
@@ -286,9 +344,47 @@ impl Env {
             other_key,
             recordings,
             known_hosts,
+            store,
+            cipher,
             shutdown,
             run: Some(run),
         }
+    }
+
+    /// The user's TOTP code now.
+    pub fn code(&self) -> String {
+        Users::load(&self.users_file)
+            .unwrap()
+            .current_totp_code(&self.user, &self.cipher)
+            .unwrap()
+    }
+
+    /// The audit log's events so far, oldest first.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        audit_events(&self.audit_dir)
+    }
+
+    /// Waits until an audit event matching `pred` is in the log, or `timeout` passes.
+    pub async fn wait_event(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&AuditEvent) -> bool,
+    ) -> Option<AuditEvent> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return Some(e);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Revokes every session of `user` in the store (as `gatehouse session revoke` does).
+    pub async fn revoke(&self, user: &str) -> u64 {
+        self.store.revoke_user(user).await.unwrap()
     }
 
     /// Writes an askpass script that answers the TOTP prompt with `code`.
@@ -304,10 +400,6 @@ impl Env {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
         }
         p
-    }
-
-    pub fn code(&self) -> String {
-        self.backend.totp_code(&self.user).unwrap()
     }
 
     /// `ssh` (or `scp`/`sftp`) with the isolating options; `totp` answers keyboard-interactive.
@@ -550,4 +642,25 @@ pub fn wait_output_parts(
         std::thread::sleep(Duration::from_millis(20));
     }
     (out_t.join().unwrap(), err_t.join().unwrap())
+}
+
+/// The events of the audit log in `dir` (every segment, oldest first). The log's own checks
+/// (MAC, chain) are `gatehouse audit verify`'s; here each line's `event` is read back as
+/// core's typed event, so a record core cannot read fails the test.
+pub fn audit_events(dir: &Path) -> Vec<AuditEvent> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("audit lines are JSON");
+            let event = serde_json::from_value(v["event"].clone())
+                .unwrap_or_else(|e| panic!("an audit event core cannot read ({e}): {line}"));
+            out.push(event);
+        }
+    }
+    out
 }

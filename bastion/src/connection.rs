@@ -1,0 +1,246 @@
+//! The per-connection task: runs the russh session with a [`ConnHandler`] that turns
+//! callbacks into events, answers those events (authentication through [`Login`], channel
+//! opens by spawning channel tasks), enforces the authentication deadline and the maximum
+//! session length, ends the connection on revocation or shutdown, and cleans up (channel
+//! tasks, target connection, registry entry, store session, `ssh_connection_close` record).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::audit::AuditEvent;
+use russh::server::RunningSession;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
+
+mod killable;
+
+use crate::channel;
+use crate::conn::Conn;
+use crate::event::{EVENT_QUEUE, Event};
+use crate::handler::ConnHandler;
+use crate::login::Login;
+use crate::registry::Ending;
+use crate::server::AUTH_DEADLINE;
+use crate::shared::Shared;
+
+/// How long a closing connection may take to deliver its disconnect message.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the connection task stopped serving.
+enum Stop {
+    /// The client (or the transport) closed it.
+    Closed,
+    /// The bastion ends it, and tells the client why.
+    Ended(&'static str),
+}
+
+/// A fresh session id: 16 random bytes as hex (the `session` of the audit records).
+pub(crate) fn new_session_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An accepted TCP connection: its client, session id and unauthenticated-connection slot.
+pub(crate) struct Accepted {
+    pub socket: TcpStream,
+    pub client: SocketAddr,
+    pub id: String,
+    pub unauth: OwnedSemaphorePermit,
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub(crate) async fn serve(shared: Arc<Shared>, accepted: Accepted, shutdown: CancellationToken) {
+    let Accepted {
+        socket,
+        client,
+        id,
+        unauth,
+    } = accepted;
+    let conn = Arc::new(Conn::new(
+        shared.clone(),
+        id,
+        client,
+        Ending::under(&shutdown),
+    ));
+    let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let kill = CancellationToken::new();
+    let _ = socket.set_nodelay(true);
+    let stream = killable::Killable::new(socket, kill.clone());
+    let running = match tokio::time::timeout(
+        AUTH_DEADLINE,
+        russh::server::run_stream(shared.configs.server.clone(), stream, ConnHandler::new(tx)),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "ssh handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("ssh identification not received in time; closing");
+            return;
+        }
+    };
+    let mut running = std::pin::pin!(running);
+    let mut login = Login::new(conn.clone(), unauth);
+    let stop = serve_events(&conn, &mut login, &mut events, &mut running).await;
+    // The handler's pending and future sends fail now: russh is never left waiting on us.
+    drop(events);
+    drop(login);
+    close(&conn, stop, running, kill).await;
+}
+
+/// Answers the handler's events until the session ends, a deadline passes or the connection
+/// is ended from outside.
+async fn serve_events(
+    conn: &Arc<Conn>,
+    login: &mut Login,
+    events: &mut mpsc::Receiver<Event>,
+    running: &mut std::pin::Pin<&mut RunningSession<ConnHandler>>,
+) -> Stop {
+    let auth_deadline = tokio::time::sleep(AUTH_DEADLINE);
+    // Counted from the connection's start (authentication takes at most AUTH_DEADLINE).
+    let max_session = tokio::time::sleep(conn.shared.limits.max_session);
+    tokio::pin!(auth_deadline, max_session);
+    let mut deadline_armed = true;
+    loop {
+        tokio::select! {
+            r = running.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "ssh connection ended with an error");
+                }
+                return Stop::Closed;
+            }
+            ev = events.recv() => match ev {
+                Some(ev) => dispatch(conn, login, ev).await,
+                // The handler is gone: the session is ending; `running` says how.
+                None => return Stop::Closed,
+            },
+            _ = &mut auth_deadline, if deadline_armed => {
+                deadline_armed = false;
+                if conn.auth.get().is_none() {
+                    tracing::info!("authentication deadline passed; closing");
+                    return Stop::Ended("authentication timed out");
+                }
+            }
+            _ = &mut max_session => {
+                tracing::info!("maximum session length reached; closing");
+                return Stop::Ended("maximum session length reached");
+            }
+            _ = conn.ending.ended() => {
+                return Stop::Ended(conn.ending.reason().unwrap_or("bastion shutting down"));
+            }
+        }
+    }
+}
+
+async fn dispatch(conn: &Arc<Conn>, login: &mut Login, event: Event) {
+    match event {
+        Event::Key {
+            name,
+            key,
+            algorithm,
+            signed,
+            reply,
+        } => {
+            let auth = login.key(&name, &key, &algorithm, signed).await;
+            let _ = reply.send(auth);
+        }
+        Event::Totp {
+            name,
+            response,
+            reply,
+        } => {
+            let auth = login.totp(&name, response).await;
+            let _ = reply.send(auth);
+        }
+        Event::OpenSession {
+            channel,
+            reply,
+            handle,
+        } => {
+            if conn.auth.get().is_none() || conn.ending.is_ended() {
+                return; // dropping `reply` refuses the channel
+            }
+            reply.accept().await;
+            conn.channels
+                .spawn(channel::session::run(conn.clone(), channel, handle));
+        }
+        Event::OpenForward {
+            channel,
+            reply,
+            request,
+        } => {
+            if conn.auth.get().is_none() || conn.ending.is_ended() {
+                return;
+            }
+            conn.channels
+                .spawn(channel::forward::run(conn.clone(), channel, reply, request));
+        }
+        Event::Refused(reason) => conn.refused(reason, None).await,
+    }
+}
+
+/// Ends the channels, tells the client why (when the bastion ended it), closes the target
+/// connection and the store session, and records the end of an authenticated connection.
+async fn close(
+    conn: &Arc<Conn>,
+    stop: Stop,
+    mut running: std::pin::Pin<&mut RunningSession<ConnHandler>>,
+    kill: CancellationToken,
+) {
+    let handle = running.handle();
+    conn.ending.end("connection closed");
+    conn.channels.close();
+    // Channel tasks end on the cancellation and flush their recordings.
+    conn.channels.wait().await;
+    let reason = match stop {
+        Stop::Closed => "client closed the connection",
+        Stop::Ended(reason) => {
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("session ended by the bastion: {reason}"),
+                    "en".to_string(),
+                )
+                .await;
+            // A session still in key exchange cannot send the disconnect: give it a moment,
+            // then cut the stream so the session task ends in every case.
+            let grace = if conn.auth.get().is_some() {
+                DISCONNECT_GRACE
+            } else {
+                Duration::from_millis(200)
+            };
+            // (A completed `running` must not be polled again.)
+            if tokio::time::timeout(grace, running.as_mut()).await.is_err() {
+                kill.cancel();
+                let _ = tokio::time::timeout(DISCONNECT_GRACE, running.as_mut()).await;
+            }
+            reason
+        }
+    };
+    if let Some(t) = conn.target.get() {
+        t.close().await;
+    }
+    let services = &conn.shared.services;
+    if let Some(token) = conn.shared.registry.remove(&conn.id)
+        && let Err(e) = services.store().delete_session(token.expose()).await
+    {
+        // It expires on its own (TTL, idle timeout).
+        tracing::warn!(error = %crate::error_chain(&e), "cannot remove an ended ssh session from the store");
+    }
+    let Some(authn) = conn.auth.get() else { return };
+    tracing::info!(user = %authn.user(), reason, "ssh connection closed");
+    let event = AuditEvent::SshConnectionClose {
+        user: authn.user().to_string(),
+        target: authn.target().to_string(),
+        reason: reason.to_string(),
+        context: conn.context(),
+    };
+    if let Err(e) = conn.audit(event).await {
+        tracing::error!(error = %crate::error_chain(&e), "cannot audit the end of an ssh connection");
+    }
+}

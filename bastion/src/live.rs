@@ -1,0 +1,86 @@
+//! Keeps the bastion's live connections in step with the shared store: a revocation
+//! published by any instance (`gatehouse session revoke`, `user lock`) ends the user's
+//! connections here, and every live connection's store session is touched so `session list`
+//! shows it as active; one the store no longer has ends.
+//!
+//! Threat: a revoked or expired session keeping a live SSH connection. Mitigation: the feed
+//! is subscribed before the bastion accepts anything; a lagging or closed feed ends every
+//! connection (fail closed), as does a store session that disappeared.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_core::store::RevocationEvent;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::shared::Shared;
+
+/// Longest interval between two touches of a live SSH session in the store, so a busy
+/// connection never looks idle to `session list` (the bastion closes really idle channels).
+const MAX_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Ends connections as the store's revocation feed says.
+pub(crate) async fn revocations(
+    shared: Arc<Shared>,
+    mut feed: broadcast::Receiver<RevocationEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = feed.recv() => ev,
+        };
+        match ev {
+            Ok(RevocationEvent::User { user }) => {
+                let n = shared.registry.revoke(&user);
+                tracing::info!(user = %user, connections = n, "revocation ended ssh connections");
+            }
+            // One web session ended (logout); SSH connections end by user or by touch.
+            Ok(RevocationEvent::Session { .. }) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let n = shared.registry.end_all("revocation feed lagged");
+                tracing::error!(
+                    missed,
+                    connections = n,
+                    "store revocation feed lagged; ended every ssh connection"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                let n = shared.registry.end_all("revocation feed closed");
+                tracing::error!(
+                    connections = n,
+                    "store revocation feed closed; ended every ssh connection"
+                );
+                shutdown.cancelled().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Touches every live connection's store session at a quarter of the idle timeout.
+pub(crate) async fn keep_alive(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let every = (shared.limits.idle_timeout / 4).clamp(Duration::from_secs(1), MAX_TOUCH_INTERVAL);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = shared.services.store();
+        for (id, user, token) in shared.registry.store_sessions() {
+            match store.touch_session(token.expose()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(user = %user, "ssh session gone from the store; ending it");
+                    shared.registry.end(&id, "session ended in the store");
+                }
+                Err(e) => {
+                    tracing::warn!(user = %user, error = %crate::error_chain(&e), "cannot touch an ssh session in the store");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Authentication, run by the connection task on the handler's events: a registered key
+//! (verified signature), then a TOTP code where the target requires one, through core's SSH
+//! login flow (`check_ssh_key` → `verify_totp_after_key` / `accept_key_only`). The result is
+//! core's [`VerifiedIdentity`](gatehouse_core::identity::VerifiedIdentity), kept in the
+//! connection until it ends.
+//!
+//! Threat: authentication confusion (a key probe counted as proof, partial success carried to
+//! another user name or target, a code checked for a user whose key was never verified),
+//! guessing, and logins that leave no trace. Mitigation: only a signed key yields core's
+//! `KeyAccepted`, which the code step consumes by reference; the partial state is bound to
+//! the exact SSH user name it was earned under and any change starts over; lockouts, the
+//! replay cache and failure counts are core's (shared with the web login); every step is
+//! audited with the client address and session id, and a failed audit, store or identity
+//! call ends the connection (fail closed).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use gatehouse_core::AuthError;
+use gatehouse_core::audit::{AuditEvent, SshAuthStep, SshRefusal, new_incident_id};
+use gatehouse_core::identity::{KeyAccepted, VerifiedIdentity};
+use russh::keys::{Algorithm, PublicKey};
+use russh::server::Auth;
+use russh::{MethodKind, MethodSet};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::auth::{Selection, parse_user_name, requires_totp, resolve};
+use crate::conn::{Authenticated, Conn};
+use crate::event::TotpResponse;
+use crate::handler::key_only;
+use crate::registry::SessionInfo;
+
+/// Longest TOTP code accepted (digits only).
+const MAX_CODE: usize = 10;
+
+struct Pending {
+    /// The exact SSH user name the key was verified under.
+    name: String,
+    selection: Selection,
+    key: KeyAccepted,
+}
+
+pub(crate) struct Login {
+    conn: Arc<Conn>,
+    pending: Option<Pending>,
+    /// A slot of the unauthenticated-connection cap, given back once authenticated.
+    unauth: Option<OwnedSemaphorePermit>,
+}
+
+fn totp_next(partial: bool) -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
+        partial_success: partial,
+    }
+}
+
+fn prompt() -> Auth {
+    Auth::Partial {
+        name: Cow::Borrowed("Gatehouse"),
+        instructions: Cow::Borrowed("Second factor for the bastion."),
+        prompts: Cow::Owned(vec![(Cow::Borrowed("TOTP code: "), false)]),
+    }
+}
+
+fn well_formed(r: &TotpResponse) -> bool {
+    !r.extra
+        && !r.first.is_empty()
+        && r.first.len() <= MAX_CODE
+        && r.first.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Login {
+    pub fn new(conn: Arc<Conn>, unauth: OwnedSemaphorePermit) -> Login {
+        Login {
+            conn,
+            pending: None,
+            unauth: Some(unauth),
+        }
+    }
+
+    /// Records one step; `false` when it could not be recorded (the connection is ending).
+    async fn step(&self, sel: &Selection, step: SshAuthStep) -> bool {
+        let incident_id = (step == SshAuthStep::LockedOut).then(new_incident_id);
+        let event = AuditEvent::SshAuth {
+            user: sel.user.clone(),
+            target: sel.target.clone(),
+            step,
+            incident_id,
+            context: self.conn.context(),
+        };
+        match self.conn.audit(event).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail("audit", &e);
+                false
+            }
+        }
+    }
+
+    /// A service the login needs failed: end the connection (fail closed).
+    fn fail(&self, what: &str, e: &dyn std::error::Error) {
+        tracing::error!(error = %crate::error_chain(e), "{what} unavailable during ssh authentication; closing");
+        self.conn.ending.end("authentication unavailable");
+    }
+
+    /// Answers a core refusal of a login step: audited; the connection ends when the
+    /// refusal is a failure of a service rather than of the user.
+    async fn refused(&mut self, sel: &Selection, e: AuthError) -> Auth {
+        let step = match e {
+            AuthError::InvalidCredentials => SshAuthStep::KeyRefused,
+            AuthError::InvalidTotp => SshAuthStep::TotpFailed,
+            AuthError::TotpReplayed => SshAuthStep::TotpReplayed,
+            AuthError::LockedOut { .. } => SshAuthStep::LockedOut,
+            AuthError::AccountLocked => SshAuthStep::AccountLocked,
+            other => {
+                self.fail("identity", &other);
+                return Auth::reject();
+            }
+        };
+        if !self.step(sel, step).await {
+            return Auth::reject();
+        }
+        match step {
+            // The key stays verified: another code may follow on this connection.
+            SshAuthStep::TotpFailed | SshAuthStep::TotpReplayed if self.pending.is_some() => {
+                totp_next(false)
+            }
+            _ => {
+                self.pending = None;
+                key_only()
+            }
+        }
+    }
+
+    /// A public key, offered or signed, for the SSH user name `name`.
+    pub async fn key(
+        &mut self,
+        name: &str,
+        key: &PublicKey,
+        alg: &Algorithm,
+        signed: bool,
+    ) -> Auth {
+        if signed || self.pending.as_ref().is_some_and(|p| p.name != name) {
+            self.pending = None;
+        }
+        let Some(sel) = parse_user_name(name) else {
+            return key_only();
+        };
+        // ssh-rsa signs with SHA-1: refused whatever the key.
+        if matches!(alg, Algorithm::Rsa { hash: None }) {
+            return key_only();
+        }
+        let Ok(line) = key.to_openssh() else {
+            return key_only();
+        };
+        let authenticator = &self.conn.shared.services.authenticator;
+        let accepted = match authenticator
+            .check_ssh_key(&sel.user, &line, Some(self.conn.client.ip()))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => return self.refused(&sel, e).await,
+        };
+        if !signed {
+            // Only "this key may sign": nothing is authenticated until the signature arrives.
+            return Auth::Accept;
+        }
+        if !self.step(&sel, SshAuthStep::KeyAccepted).await {
+            return Auth::reject();
+        }
+        if requires_totp(&sel, &self.conn.shared.target_configs) {
+            self.pending = Some(Pending {
+                name: name.to_string(),
+                selection: sel,
+                key: accepted,
+            });
+            return totp_next(true);
+        }
+        match authenticator.accept_key_only(accepted).await {
+            Ok(identity) => self.finish(identity, sel).await,
+            Err(e) => self.refused(&sel, e).await,
+        }
+    }
+
+    /// A keyboard-interactive step for `name`: the prompt, or a code to check.
+    pub async fn totp(&mut self, name: &str, response: Option<TotpResponse>) -> Auth {
+        let Some(pending) = self.pending.as_ref().filter(|p| p.name == name) else {
+            // No verified key under this exact name: start over with the key.
+            self.pending = None;
+            return key_only();
+        };
+        let Some(response) = response else {
+            return prompt();
+        };
+        let sel = pending.selection.clone();
+        let authenticator = &self.conn.shared.services.authenticator;
+        if !well_formed(&response) {
+            if let Err(e) = authenticator.refuse_malformed_totp(&pending.key).await {
+                return self.refused(&sel, e).await;
+            }
+            if !self.step(&sel, SshAuthStep::TotpMalformed).await {
+                return Auth::reject();
+            }
+            return totp_next(false);
+        }
+        match authenticator
+            .verify_totp_after_key(&pending.key, &response.first)
+            .await
+        {
+            Ok(identity) => {
+                if !self.step(&sel, SshAuthStep::TotpOk).await {
+                    return Auth::reject();
+                }
+                self.pending = None;
+                self.finish(identity, sel).await
+            }
+            Err(e) => self.refused(&sel, e).await,
+        }
+    }
+
+    /// Completes a login: a connection slot, a session in the shared store (listed and
+    /// revoked like web sessions), the `ssh_connection_open` record, then the connection is
+    /// authenticated and registered. Any failure refuses the login.
+    async fn finish(&mut self, identity: VerifiedIdentity, sel: Selection) -> Auth {
+        let conn = &self.conn;
+        let services = &conn.shared.services;
+        let Ok(slot) = conn.shared.connections.clone().try_acquire_owned() else {
+            tracing::warn!(user = %identity.user(), "no connection slot free; refusing login");
+            conn.refused(SshRefusal::NoConnectionSlot, None).await;
+            return Auth::reject();
+        };
+        let token = match services
+            .authenticator
+            .start_session(&identity, Some(conn.client.ip()))
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                conn.refused(SshRefusal::SessionStoreUnavailable, None)
+                    .await;
+                self.fail("session store", &e);
+                return Auth::reject();
+            }
+        };
+        let dest = resolve(&sel, &conn.shared.target_configs);
+        let authn = Authenticated {
+            identity,
+            selection: sel,
+            dest,
+            _slot: slot,
+        };
+        let opened = AuditEvent::SshConnectionOpen {
+            user: authn.user().to_string(),
+            target: authn.target().to_string(),
+            login: authn.login().to_string(),
+            method: authn.identity.method().as_str().to_string(),
+            context: conn.context(),
+        };
+        let info = SessionInfo {
+            id: conn.id.clone(),
+            user: authn.user().to_string(),
+            target: authn.target().to_string(),
+            login: authn.login().to_string(),
+            client: conn.client,
+            started: std::time::SystemTime::now(),
+        };
+        let recorded = conn.audit(opened).await;
+        if let Err(e) = &recorded {
+            self.fail("audit", e);
+        }
+        if recorded.is_err() || conn.auth.set(authn).is_err() {
+            if let Err(e) = services.store().delete_session(token.expose()).await {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot remove a refused ssh session from the store");
+            }
+            return Auth::reject();
+        }
+        tracing::info!(user = %info.user, target = %info.target, method = %conn.auth.get().map_or("", |a| a.identity.method().as_str()), "ssh login");
+        conn.shared
+            .registry
+            .insert(info, conn.ending.clone(), token);
+        self.unauth = None;
+        Auth::Accept
+    }
+}
