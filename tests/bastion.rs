@@ -1,7 +1,8 @@
 //! The SSH bastion inside the real `gatehouse serve`: a real `sshd` target on loopback, users
 //! made with the real CLI (`user add --ssh-key`), the real `ssh`/`scp` clients answering TOTP
 //! through keyboard-interactive, the shared store (Redis) for `session list`/`session revoke`,
-//! and the lockout counters shared with the web login.
+//! the lockout counters shared with the web login, one audit log for both doors that
+//! `gatehouse audit verify` checks, and a recording left playable by a `kill -9`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -464,8 +465,19 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
         env.expect_audit("access_allowed ssh", |e| {
             e["event"] == "access_allowed" && e["object"] == "ssh:db-prod-1/root"
         });
-        env.expect_audit("ssh session_started", |e| {
-            e["event"] == "ssh" && e["ssh"]["event"] == "session_started" && e["user"] == "alice"
+        let started = env.expect_audit("ssh_session_start", |e| {
+            e["event"] == "ssh_session_start" && e["user"] == "alice" && e["request"] == "exec"
+        });
+        // Client address and session id, the same in the decision that allowed it.
+        assert_eq!(started["client_addr"], "127.0.0.1", "{started}");
+        let session = started["session"]
+            .as_str()
+            .expect("a session id")
+            .to_string();
+        env.expect_audit("access_allowed of the same session", |e| {
+            e["event"] == "access_allowed"
+                && e["session"] == session.as_str()
+                && e["client_addr"] == "127.0.0.1"
         });
 
         // `session list` (Redis) shows the live SSH connection.
@@ -516,11 +528,11 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
             master.wait_exit(QUICK),
             "the revoked ssh connection is still open"
         );
-        env.expect_audit("ssh revoked", |e| {
-            e["event"] == "ssh" && e["ssh"]["event"] == "revoked" && e["ssh"]["sessions"] == 1
+        env.expect_audit("ssh_connection_close revoked", |e| {
+            e["event"] == "ssh_connection_close" && e["reason"] == "revoked"
         });
-        env.expect_audit("ssh session_ended", |e| {
-            e["event"] == "ssh" && e["ssh"]["event"] == "session_ended"
+        env.expect_audit("ssh_session_end", |e| {
+            e["event"] == "ssh_session_end" && e["exit_status"] == 3
         });
         let out = env.cli(&["session", "list"], None);
         assert!(
@@ -529,6 +541,31 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
             text(&out.stdout)
         );
     });
+
+    // A web login beside the SSH records: one chain, and `audit verify` passes over both.
+    assert_eq!(env.web_login(&alice, &alice.code(-1)).await, 303);
+    env.expect_audit("web login_success", |e| {
+        e["event"] == "login_success" && e["method"] == "password+totp"
+    });
+    let events = env.audit();
+    for kind in [
+        "ssh_auth",
+        "ssh_connection_open",
+        "ssh_session_start",
+        "login_success",
+    ] {
+        assert!(
+            events.iter().any(|e| e["event"] == kind),
+            "no {kind} in the log"
+        );
+    }
+    let out = tokio::task::block_in_place(|| env.cli(&["audit", "verify"], None));
+    assert!(
+        out.status.success() && text(&out.stdout).contains("audit log ok"),
+        "audit verify over a mixed web and ssh log: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,10 +596,20 @@ async fn wrong_codes_over_ssh_lock_the_web_login_too() {
                 && e["key"] == "user:alice"
                 && e["incident_id"].as_str().is_some()
         });
-        // The right code over SSH is refused now too.
+        // The right code over SSH is refused now too, at the key already, as an alert.
         let out = client.ssh("alice:root@db-prod-1", Some(&alice.code(0)), "echo in");
         assert_eq!(out.status.code(), Some(255));
         assert!(!text(&out.stdout).contains("in"));
+        let refused = env.expect_audit("ssh_auth locked_out", |e| {
+            e["event"] == "ssh_auth" && e["step"] == "locked_out" && e["user"] == "alice"
+        });
+        assert!(
+            refused["incident_id"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("inc-")),
+            "{refused}"
+        );
+        assert_eq!(refused["client_addr"], "127.0.0.1");
     });
     // The web login shares the counters: right password and code, still locked out.
     let status = env.web_login(&alice, &alice.code(1)).await;
@@ -570,6 +617,84 @@ async fn wrong_codes_over_ssh_lock_the_web_login_too() {
         status, 429,
         "the web login is not locked after 5 ssh failures"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gatehouse_leaves_a_playable_recording_prefix() {
+    let mut env = tokio::task::spawn_blocking(|| Env::start(false))
+        .await
+        .unwrap();
+    env.add_user("alice", "sre");
+    let client = env.client();
+    tokio::task::block_in_place(|| {
+        // A live interactive shell on a key-only target.
+        let mut c = client.command("ssh", None, &[]);
+        c.arg("-tt")
+            .arg("alice:root@staging@127.0.0.1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut ssh = c.spawn().unwrap();
+        let mut stdin = ssh.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(ssh.stdout.take().unwrap());
+        std::io::Write::write_all(&mut stdin, b"echo before-kill-$((6*7))\n").unwrap();
+        let start = Instant::now();
+        let mut seen = String::new();
+        while !seen.contains("before-kill-42") {
+            let mut line = String::new();
+            let n = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            assert!(
+                n > 0 && start.elapsed() < QUICK,
+                "no output through the bastion: {seen}"
+            );
+            seen.push_str(&line);
+        }
+        // The output is on disk as soon as it was relayed (streamed, not buffered to the end).
+        let dir = env.dir.join("data/recordings");
+        let cast = loop {
+            let found = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("before-kill-42")));
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(
+                start.elapsed() < QUICK,
+                "the output never reached the recording"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // SIGKILL: no drain, no flush, no clean end of the recording.
+        env.child.kill().unwrap();
+        env.child.wait().unwrap();
+        let _ = ssh.kill();
+        let _ = ssh.wait();
+
+        let read = gatehouse_core::recording::read_cast(&cast).expect("core reads the prefix");
+        assert_eq!(read.header.version, 2);
+        assert!(
+            read.events
+                .iter()
+                .any(|e| e.data.contains("before-kill-42")),
+            "{read:?}"
+        );
+        let played = Command::new("script")
+            .args([
+                "-qfec",
+                &format!("asciinema cat {}", cast.display()),
+                "/dev/null",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (bsdutils) and asciinema must be installed");
+        assert!(
+            played.status.success() && text(&played.stdout).contains("before-kill-42"),
+            "asciinema cat of the prefix: {}{}",
+            text(&played.stdout),
+            text(&played.stderr)
+        );
+    });
 }
 
 #[test]

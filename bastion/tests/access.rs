@@ -465,3 +465,49 @@ async fn an_audit_log_that_cannot_be_written_refuses_logins_and_sessions() {
     let _ = harness::run_with_deadline(exit, Duration::from_secs(30));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_locked_after_login_opens_no_new_session_on_the_live_connection() {
+    let env = Env::start("locked").await;
+    let sock = env.tmp.path().join("mux.sock");
+    let dest = format!("{}@127.0.0.1", env.dest("root@staging"));
+    let mut master = env.client("ssh", &env.user_key, None);
+    master
+        .args(["-M", "-f", "-N", "-o", "ControlPersist=60"])
+        .arg("-S")
+        .arg(&sock)
+        .arg(&dest);
+    master
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    assert!(master.status().unwrap().success(), "master authenticated");
+    let over_master = |cmd: &str| {
+        let mut c = env.client("ssh", &env.user_key, None);
+        c.arg("-S").arg(&sock).arg(&dest).arg(cmd);
+        harness::run_with_deadline(c, Duration::from_secs(30))
+    };
+    assert_eq!(text(&over_master("echo before").stdout), "before\n");
+    gatehouse_core::identity::Users::load(&env.users_file)
+        .unwrap()
+        .set_locked(&env.user, true)
+        .unwrap();
+    let out = over_master("echo after");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("access denied"));
+    assert!(!text(&out.stdout).contains("after"));
+    env.wait_event(WAIT, |e| {
+        matches!(
+            e,
+            AuditEvent::SshRefused {
+                reason: SshRefusal::AccountLocked,
+                ..
+            }
+        )
+    })
+    .await
+    .expect("refusal audited");
+    let mut exit = env.client("ssh", &env.user_key, None);
+    exit.arg("-S").arg(&sock).args(["-O", "exit"]).arg(&dest);
+    let _ = harness::run_with_deadline(exit, Duration::from_secs(30));
+    env.stop().await;
+}
