@@ -77,3 +77,15 @@ pub enum HandlerError {
     #[error("the connection task has stopped")]
     TaskGone,
 }
+
+/// An error and its sources on one line, for logs and audit records.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

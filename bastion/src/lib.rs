@@ -227,15 +227,3 @@ impl Bastion {
         Ok(())
     }
 }
-
-/// An error and its sources on one line, for logs and audit records.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}

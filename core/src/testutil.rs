@@ -28,7 +28,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let mut r = [0u8; 8];
         aws_lc_rs::rand::fill(&mut r).unwrap();
-        let p = std::env::temp_dir().join(format!("gatehouse-{tag}-{}", hex::encode(r)));
+        let p =
+            std::env::temp_dir().join(format!("gatehouse-{tag}-{}", crate::secret::hex_lower(r)));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }

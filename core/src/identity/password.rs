@@ -101,6 +101,6 @@ pub(crate) fn dummy_hash() -> &'static str {
         let _ = aws_lc_rs::rand::fill(&mut r);
         // A hashing failure leaves an unparsable hash: verification then fails closed, and
         // still runs argon2's parser path; it cannot authenticate anyone.
-        hash_password(&hex::encode(r)).unwrap_or_default()
+        hash_password(&crate::secret::hex_lower(r)).unwrap_or_default()
     })
 }

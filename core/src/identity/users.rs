@@ -314,7 +314,10 @@ impl Users {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", hex::encode(rnd)));
+        let tmp = dir.join(format!(
+            ".{file_name}.{}.tmp",
+            crate::secret::hex_lower(rnd)
+        ));
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
