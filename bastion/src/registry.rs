@@ -2,7 +2,7 @@
 //! store keep-alive.
 //!
 //! Threat: a revoked user keeping a live session. Mitigation: every authenticated connection
-//! registers here with its [`Ending`]; revoking a user ends all of that user's connections
+//! registers here with its `Ending`; revoking a user ends all of that user's connections
 //! (their channels close, the reason goes into their `ssh_connection_close` record), and a
 //! connection whose store session is gone is ended the same way.
 

@@ -5,7 +5,7 @@
 //! key is pinned in the config and compared exactly (no trust on first use, no known_hosts);
 //! a mismatch refuses and is reported with the presented fingerprint. Connecting, starting a
 //! shell, an exec or a subsystem and opening a forward each take core's
-//! [`Permit`](gatehouse_core::policy::Permit) — minted only by core's policy code — and check
+//! [`Permit`] — minted only by core's policy code — and check
 //! that it names this target, this login and an action that covers the request. The target
 //! credential is loaded once at start and never leaves the process.
 //!

@@ -1,9 +1,18 @@
-//! gatehouse-core: what both doors (the HTTPS gateway and the SSH bastion) share.
+//! gatehouse-core: what both doors (the HTTPS gateway and the SSH bastion) share, so they
+//! follow one security model.
 //!
-//! It owns the configuration contract (parsing and validation) and is the home of the
-//! identity, store, policy, audit and recording code. It opens no sockets: listeners live in
-//! the gateway and bastion crates, which depend on this one and never on each other. (The
-//! Redis store is a client connection, not a listener.)
+//! - [`config`]: the configuration contract (file shapes, validation into [`Config`]).
+//! - [`identity`]: users, passwords, TOTP, SSH keys, and the login flows of both doors (web:
+//!   password + TOTP; SSH: `check_ssh_key` then `verify_totp_after_key` or `accept_key_only`),
+//!   which alone mint the `VerifiedIdentity` proof.
+//! - [`store`]: sessions, lockout counters, the TOTP replay cache and revocations, in memory
+//!   or in Redis.
+//! - [`policy`]: the casbin policy and the `Permit` proof, minted only by its `authorize*`.
+//! - [`audit`]: the one event vocabulary of both doors and the hash-chained log.
+//! - [`recording`]: session recordings (asciicast writer and reader, recording ids, metadata).
+//!
+//! It opens no sockets: listeners live in the gateway and bastion crates, which depend on this
+//! one and never on each other. (The Redis store is a client connection, not a listener.)
 #![forbid(unsafe_code)]
 
 pub mod audit;
