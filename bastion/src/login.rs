@@ -264,20 +264,28 @@ impl Login {
             client: conn.client,
             started: std::time::SystemTime::now(),
         };
+        let method = authn.identity.method().as_str();
         let recorded = conn.audit(opened).await;
         if let Err(e) = &recorded {
             self.fail("audit", e);
         }
-        if recorded.is_err() || conn.auth.set(authn).is_err() {
+        // Registered before it counts as authenticated: a revocation from now on reaches it.
+        let registered = recorded.is_ok() && {
+            let registry = &conn.shared.registry;
+            registry.insert(info.clone(), conn.ending.clone(), token.clone());
+            let set = conn.auth.set(authn).is_ok();
+            if !set {
+                registry.remove(&conn.id);
+            }
+            set
+        };
+        if !registered {
             if let Err(e) = services.store().delete_session(token.expose()).await {
                 tracing::warn!(error = %crate::error::chain(&e), "cannot remove a refused ssh session from the store");
             }
             return Auth::reject();
         }
-        tracing::info!(user = %info.user, target = %info.target, method = %conn.auth.get().map_or("", |a| a.identity.method().as_str()), "ssh login");
-        conn.shared
-            .registry
-            .insert(info, conn.ending.clone(), token);
+        tracing::info!(user = %info.user, target = %info.target, method, "ssh login");
         self.unauth = None;
         Auth::Accept
     }
