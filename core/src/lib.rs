@@ -17,6 +17,7 @@ pub mod store;
 pub use config::Config;
 pub use error::{
     AuditError, AuthError, ConfigError, IdentityError, KeyError, PolicyError, StoreError,
+    error_chain,
 };
 
 #[cfg(test)]
