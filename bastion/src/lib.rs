@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use gatehouse_core::Config;
 use gatehouse_core::config::TargetConfig;
+pub(crate) use gatehouse_core::error_chain;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -264,16 +265,4 @@ async fn revocation_listener(
             }
         }
     }
-}
-
-/// An error and its sources on one line, for logs and audit records.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -5,8 +5,8 @@
 //! `Forwarded`, `X-Real-IP`), or steering the hop (`Connection: x-gatehouse-user`, `TE`,
 //! `Upgrade`). Mitigation: those headers are always removed and the gateway sets the
 //! forwarding headers itself; hop-by-hop headers and framing headers are dropped so hyper
-//! re-frames each hop. Responses from Gatehouse carry strict browser security headers;
-//! proxied responses always get HSTS.
+//! re-frames each hop. Proxied responses always get HSTS (Gatehouse's own responses get
+//! `crate::pages::security_headers`).
 
 use std::net::IpAddr;
 
@@ -18,9 +18,6 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 
 /// HSTS value; the max-age is `defaults::HSTS_MAX_AGE_SECS` (checked by a test).
 pub const HSTS: &str = "max-age=63072000; includeSubDomains";
-/// CSP of Gatehouse's own pages: nothing loads, nothing frames them; inline style only.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
 /// CSP added to proxied responses that set no framing policy: framing only, nothing else, so
 /// the app's own content keeps working.
 pub const PROXIED_CSP: &str = "frame-ancestors 'none'";
@@ -201,11 +198,9 @@ pub fn prepare_request(
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
 const HSTS_VALUE: HeaderValue = HeaderValue::from_static(HSTS);
 const PROXIED_CSP_VALUE: HeaderValue = HeaderValue::from_static(PROXIED_CSP);
-const PAGE_CSP_VALUE: HeaderValue = HeaderValue::from_static(PAGE_CSP);
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const DENY: HeaderValue = HeaderValue::from_static("DENY");
 const NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Prepares an upstream response's headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
@@ -240,16 +235,6 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     if !referrer {
         headers.append(header::REFERRER_POLICY, NO_REFERRER);
     }
-}
-
-/// Security headers of Gatehouse's own responses.
-pub fn own_response(headers: &mut HeaderMap) {
-    headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS_VALUE);
-    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP_VALUE);
-    headers.insert(header::X_FRAME_OPTIONS, DENY);
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    headers.insert(header::REFERRER_POLICY, NO_REFERRER);
-    headers.insert(header::CACHE_CONTROL, NO_STORE);
 }
 
 #[cfg(test)]

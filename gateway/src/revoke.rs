@@ -146,7 +146,7 @@ impl Tunnels {
             let mut rx = match store.subscribe_revocations().await {
                 Ok(rx) => rx,
                 Err(e) => {
-                    tracing::error!(error = %crate::services::describe(&e), "cannot subscribe to revocations; closing live tunnels and retrying");
+                    tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot subscribe to revocations; closing live tunnels and retrying");
                     self.close_all();
                     tokio::select! {
                         () = stop.cancelled() => return,

@@ -29,14 +29,14 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::error::GatewayError;
-use crate::handler::{RequestIds, State};
-use crate::login::LoginCtx;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::PolicyReloader;
+use crate::request_id::RequestIds;
 use crate::revoke::Tunnels;
 use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
+use crate::state::{LoginCtx, State};
 use crate::tls::{self, Reloader};
 use workers::Workers;
 
@@ -272,33 +272,7 @@ impl Gateway {
             )
             .instrument(tracing::info_span!("admin")),
         );
-        ctx.tracker.spawn(
-            reloader
-                .watch(ctx.stop.clone())
-                .instrument(tracing::info_span!("tls_watch")),
-        );
-        let st = &ctx.state;
-        ctx.tracker.spawn(
-            st.health
-                .clone()
-                .probe(st.services.store.clone(), ctx.stop.clone())
-                .instrument(tracing::info_span!("store_probe")),
-        );
-        ctx.tracker.spawn(
-            st.tunnels
-                .clone()
-                .listen(
-                    st.services.store.clone(),
-                    st.services.authenticator.clone(),
-                    ctx.stop.clone(),
-                )
-                .instrument(tracing::info_span!("revocations")),
-        );
-        ctx.tracker.spawn(
-            policy_reloader
-                .watch(ctx.stop.clone())
-                .instrument(tracing::info_span!("policy_watch")),
-        );
+        spawn_background(&ctx, reloader, policy_reloader);
         ctx.tracker.spawn(
             accept_loop(https, ctx.clone(), workers.clone())
                 .instrument(tracing::info_span!("gateway")),
@@ -344,6 +318,38 @@ impl Gateway {
         let _ = tokio::time::timeout(HARD_STOP_WAIT, admin_tracker.wait()).await;
         Ok(DrainReport { drained, remaining })
     }
+}
+
+/// The gateway's background tasks: certificate and policy watchers, the store probe and the
+/// revocation listener, each under the tracker until `ctx.stop`.
+fn spawn_background(ctx: &ServeCtx, reloader: Reloader, policy_reloader: PolicyReloader) {
+    ctx.tracker.spawn(
+        reloader
+            .watch(ctx.stop.clone())
+            .instrument(tracing::info_span!("tls_watch")),
+    );
+    let st = &ctx.state;
+    ctx.tracker.spawn(
+        st.health
+            .clone()
+            .probe(st.services.store.clone(), ctx.stop.clone())
+            .instrument(tracing::info_span!("store_probe")),
+    );
+    ctx.tracker.spawn(
+        st.tunnels
+            .clone()
+            .listen(
+                st.services.store.clone(),
+                st.services.authenticator.clone(),
+                ctx.stop.clone(),
+            )
+            .instrument(tracing::info_span!("revocations")),
+    );
+    ctx.tracker.spawn(
+        policy_reloader
+            .watch(ctx.stop.clone())
+            .instrument(tracing::info_span!("policy_watch")),
+    );
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Workers>) {

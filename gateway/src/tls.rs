@@ -169,7 +169,7 @@ impl Reloader {
                 tracing::info!(cert = %i.cert.display(), "tls certificate reloaded");
             }
             Err(e) => {
-                tracing::error!(error = %e, cause = %source_chain(&e), "tls certificate reload refused; the running certificate stays");
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "tls certificate reload refused; the running certificate stays");
             }
         }
     }
@@ -202,19 +202,6 @@ impl Reloader {
             }
         }
     }
-}
-
-pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// Builds the server config (profile, ALPN, resolver) and its reloader.

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use gatehouse_core::error_chain;
+
 use super::{ConfigSource, config_source, load_config};
 
 pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -31,13 +33,7 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
     let rules = match policy {
         Ok(index) => index.len(),
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut cur = std::error::Error::source(&e);
-            while let Some(c) = cur {
-                msg.push_str(&format!(": {c}"));
-                cur = c.source();
-            }
-            eprintln!("gatehouse: policy error: {msg}");
+            eprintln!("gatehouse: policy error: {}", error_chain(&e));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -51,15 +47,4 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         config.targets.len()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        msg.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    msg
 }
