@@ -137,7 +137,10 @@ impl Proxy {
                 ),
             });
         }
-        headers::prepare_response(resp.headers_mut(), switching);
+        let dropped = headers::prepare_response(resp.headers_mut(), switching);
+        if dropped > 0 {
+            tracing::warn!(app = %permit.app().name, user = %permit.who().identity().user(), dropped, "upstream tried to set Gatehouse's session cookie; Set-Cookie dropped");
+        }
         Ok(resp)
     }
 }
