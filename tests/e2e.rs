@@ -18,6 +18,7 @@ mod check_config;
 mod cli;
 mod gateway;
 mod gateway_attacks;
+mod gateway_certs;
 mod gateway_hardening;
 mod gateway_hygiene;
 mod gateway_lifecycle;

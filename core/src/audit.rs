@@ -17,7 +17,7 @@ mod verify;
 mod writer;
 
 pub use chain::AuditKey;
-pub use event::{AccessContext, AuditEvent, Outcome, new_incident_id};
+pub use event::{AbuseKind, AccessContext, AuditEvent, Outcome, new_incident_id};
 pub use verify::{VerifyReport, verify};
 pub use writer::{AuditLog, Receipt};
 

@@ -102,6 +102,16 @@ pub enum AuthError {
     LockedOut { remaining_secs: u64 },
     #[error("session unknown, expired or idle")]
     NoSession,
+    /// A live session presented on another host than the one it was issued to (a cookie
+    /// carried to another app host): refused like no session, and worth an audit record.
+    #[error("session of `{user}` presented on a host it was not issued to")]
+    WrongHost {
+        user: String,
+        /// The session's id hash.
+        session: String,
+        /// The host it was issued to (`None`: not a web session).
+        issued_for: Option<String>,
+    },
     #[error("identity backend unavailable")]
     Identity(#[source] IdentityError),
     #[error("session store unavailable")]

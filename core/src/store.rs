@@ -47,6 +47,11 @@ pub struct Session {
     /// Hex SHA-256 of the session id: safe to show and log, useless as a cookie.
     pub id_hash: String,
     pub data: SessionData,
+    /// The one host (lowercase, no port) a web session was issued to (login or handoff); it
+    /// is refused on any other. `None` for sessions that are not web sessions (SSH), which
+    /// are refused on every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub created_ms: u64,
     pub last_seen_ms: u64,
     /// Absolute end (`created + ttl`), whatever the activity.
@@ -203,10 +208,21 @@ pub enum RevocationEvent {
 /// The shared store. Every method may fail with [`StoreError`]; callers fail closed.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Creates a session; the raw id is returned once and stored only as its hash.
+    /// Creates a session bound to no web host (an SSH session); the raw id is returned once
+    /// and stored only as its hash.
     async fn create_session(
         &self,
         data: SessionData,
+        ttl: Duration,
+        idle: Duration,
+    ) -> Result<SessionToken, StoreError> {
+        self.create_bound_session(data, None, ttl, idle).await
+    }
+    /// Creates a session valid on `host` only (a web session; see [`Session::host`]).
+    async fn create_bound_session(
+        &self,
+        data: SessionData,
+        host: Option<&str>,
         ttl: Duration,
         idle: Duration,
     ) -> Result<SessionToken, StoreError>;

@@ -9,6 +9,8 @@
 //! page; anything unexpected becomes a Gatehouse page (400/404/5xx), never a guess.
 //! Per-request logging is at debug with structured fields only (no header maps).
 
+mod check;
+
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
@@ -16,24 +18,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_core::error_chain;
-use gatehouse_core::policy::AccessContext;
-use http::header::{ACCEPT, HeaderMap};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::authn::AuthnError;
-use crate::authz::Denied;
 use crate::body::ResBody;
 use crate::conn::ConnShared;
-use crate::pages;
 use crate::proxy::ClientSide;
 use crate::request_id::RequestId;
-use crate::respond::{self, unavailable};
-use crate::routes::App;
+use crate::respond;
 use crate::state::{ConnState, State};
-use crate::web::{self, cookie};
-use crate::{authn, authz, guard, login, path};
+use crate::web;
+use crate::{guard, login, path};
 
 /// Serves one request; never fails (every failure is a page).
 pub async fn handle(
@@ -162,7 +158,13 @@ async fn serve<'s>(
         let status = StatusCode::BAD_REQUEST;
         return (refuse(status, id, conn, &"bad request target", false), None);
     };
-    let permit = match check(state, conn, &req, app, target, &authority, id).await {
+    let asked = check::Asked {
+        app,
+        target,
+        authority: &authority,
+        host: &admitted.host,
+    };
+    let permit = match check::check(state, conn, &req, asked, id).await {
         Ok(p) => p,
         Err(resp) => return (resp, Some(&app.name)),
     };
@@ -185,106 +187,6 @@ async fn serve<'s>(
             (respond::error(e.status(), id, false), Some(&app.name))
         }
     }
-}
-
-const STORE_DOWN: &str = "Access is unavailable: the session store cannot be reached.";
-const AUDIT_DOWN: &str = "Access is unavailable: the audit log cannot be written.";
-
-/// Authenticates and authorizes a request for `app`: a [`authz::Permit`], or the answer.
-async fn check<'s>(
-    state: &'s State,
-    conn: &ConnShared,
-    req: &Request<Incoming>,
-    app: &'s App,
-    target: PathAndQuery,
-    authority: &str,
-    id: RequestId,
-) -> Result<authz::Permit<'s>, Response<ResBody>> {
-    if let Err(why) = state.health.check() {
-        tracing::warn!(request_id = %id, app = %app.name, reason = %why, "request refused: store down");
-        return Err(unavailable(STORE_DOWN, id));
-    }
-    let who = match authn::authenticate(
-        req.headers(),
-        &state.services.authenticator,
-        &conn.session_keys,
-    )
-    .await
-    {
-        Ok(w) => w,
-        Err(AuthnError::NoSession { had_cookie }) => {
-            let resp = unauthenticated(req.method(), req.headers(), &target);
-            return Err(if had_cookie {
-                respond::with_cookie(resp, cookie::clear_session())
-            } else {
-                resp
-            });
-        }
-        Err(AuthnError::Unavailable(e)) => {
-            tracing::error!(request_id = %id, app = %app.name, error = %error_chain(&e), "request refused: session store unavailable");
-            return Err(unavailable(STORE_DOWN, id));
-        }
-    };
-    let s = &state.services;
-    let ctx = AccessContext {
-        client_addr: Some(conn.peer.ip()),
-        session: None,
-        request_id: Some(id.to_string()),
-    };
-    match authz::authorize(
-        who,
-        app,
-        target.clone(),
-        req.method(),
-        ctx,
-        &s.policy,
-        &s.audit,
-    )
-    .await
-    {
-        Ok(p) => {
-            tracing::debug!(request_id = %id, user = %p.who().identity().user(), app = %app.name, rule = p.rule(), decision = "allow", "access allowed");
-            Ok(p)
-        }
-        Err(Denied::Policy { user, incident_id }) => {
-            tracing::info!(request_id = %id, user = %user, app = %app.name, decision = "deny", incident_id = %incident_id, "access denied");
-            let requested = format!("{} {}{}", req.method(), authority, target.path());
-            Err(respond::html(pages::denied(&incident_id, &requested)))
-        }
-        Err(Denied::Audit { user, source: e }) => {
-            tracing::error!(request_id = %id, user = %user, app = %app.name, error = %error_chain(&e), "request refused: audit log unavailable");
-            Err(unavailable(AUDIT_DOWN, id))
-        }
-    }
-}
-
-/// No session: browsers (GET/HEAD accepting HTML) go to the login page on this same host;
-/// anything else (APIs, other methods) gets 401.
-fn unauthenticated(
-    method: &Method,
-    headers: &HeaderMap,
-    target: &PathAndQuery,
-) -> Response<ResBody> {
-    let browser = matches!(*method, Method::GET | Method::HEAD)
-        && headers.get_all(ACCEPT).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.to_ascii_lowercase().contains("text/html"))
-        });
-    if browser {
-        let location = format!(
-            "{}?next={}",
-            crate::web::LOGIN_PATH,
-            respond::encode(target.as_str())
-        );
-        return respond::see_other(&location);
-    }
-    let mut resp = respond::empty(StatusCode::UNAUTHORIZED);
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    *resp.body_mut() = ResBody::page("authentication required: sign in at /.gatehouse/login\n");
-    resp
 }
 
 /// The upstream target: the normalised path with the query as the client sent it.

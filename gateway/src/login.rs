@@ -28,6 +28,15 @@ use crate::respond;
 use crate::state::State;
 use crate::web;
 
+/// The audit context of a request on `conn`.
+fn context(conn: &ConnShared, id: RequestId) -> gatehouse_core::audit::AccessContext {
+    gatehouse_core::audit::AccessContext {
+        client_addr: Some(conn.peer.ip()),
+        session: None,
+        request_id: Some(id.to_string()),
+    }
+}
+
 /// Serves a request for `path` (normalised, under `/.gatehouse`) on `host` (lowercase, no
 /// port); hosts that are neither the public host nor an app host get 404.
 pub(crate) async fn serve(
@@ -52,11 +61,13 @@ pub(crate) async fn serve(
         web::LOGIN_PATH if get => flow::login_form(state, host, req.uri().query(), id),
         web::HANDOFF_PATH if get => handoff::issue(state, conn, &req, host, id).await,
         web::HANDOFF_PATH if post => handoff::redeem(state, conn, req, host, id).await,
-        web::LOGIN_PATH if post => flow::login_submit(state, conn, req, id).await,
+        web::LOGIN_PATH if post => flow::login_submit(state, conn, req, host, id).await,
         web::ENROL_PATH if get => flow::enrol_form(state, &req),
-        web::ENROL_PATH if post => flow::enrol_submit(state, conn, req, id).await,
+        web::ENROL_PATH if post => flow::enrol_submit(state, conn, req, host, id).await,
         web::LOGOUT_PATH if post => portal::logout(state, req, id).await,
-        web::PORTAL_PATH | web::RESERVED_PREFIX if get => portal::portal(state, &req, id).await,
+        web::PORTAL_PATH | web::RESERVED_PREFIX if get => {
+            portal::portal(state, conn, &req, host, id).await
+        }
         web::STYLE_PATH
         | web::HANDOFF_JS_PATH
         | web::HANDOFF_PATH

@@ -134,6 +134,9 @@ impl Proxy {
                     who.identity().user(),
                     who.session().as_str(),
                     who.token().clone(),
+                    &crate::guard::host_name(client.authority)
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
                 ),
             });
         }

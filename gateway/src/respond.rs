@@ -18,7 +18,14 @@ use crate::web::form::{Form, FormError, MAX_BODY};
 /// How long a client may take to send a form body.
 pub const FORM_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server-rendered page with the security headers.
+/// The `WWW-Authenticate` challenge every 401 carries (RFC 9110 §15.5.2): a cookie-based
+/// scheme, in the form of the expired draft-broyer-http-cookie-auth, that browsers ignore
+/// (no credentials dialog), naming where to sign in and the session cookie.
+pub const CHALLENGE: HeaderValue = HeaderValue::from_static(
+    "Cookie realm=\"Gatehouse\", form-action=\"/.gatehouse/login\", cookie-name=\"__Host-gatehouse\"",
+);
+
+/// A server-rendered page with the security headers (a 401 also with [`CHALLENGE`]).
 pub fn html(page: Page) -> Response<ResBody> {
     let mut resp = empty(page.status);
     resp.headers_mut().insert(header::CONTENT_TYPE, pages::HTML);
@@ -26,13 +33,17 @@ pub fn html(page: Page) -> Response<ResBody> {
     resp
 }
 
-/// A body-less answer (redirects, refusals) with the security headers.
+/// A body-less answer (redirects, refusals) with the security headers (a 401 also with
+/// [`CHALLENGE`]).
 pub fn empty(status: StatusCode) -> Response<ResBody> {
     let mut resp = Response::new(ResBody::page(Bytes::new()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     for (n, v) in pages::security_headers() {
         h.insert(n, v);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(header::WWW_AUTHENTICATE, CHALLENGE);
     }
     resp
 }

@@ -169,7 +169,12 @@ impl Gateway {
     /// [`run`]: Gateway::run
     pub async fn bind(config: Arc<Config>, services: Services) -> Result<Gateway, GatewayError> {
         let g = &config.gateway;
-        let (server_config, reloader) = tls::server_config(g.tls_profile, &g.tls_cert, &g.tls_key)?;
+        let metrics = Arc::new(Metrics::default());
+        let (server_config, reloader) = tls::server_config(
+            g.tls_profile,
+            tls::CertFiles::from_config(g),
+            metrics.tls_certificate_expiry.clone(),
+        )?;
         let routes = Routes::new(&config.apps).map_err(GatewayError::Route)?;
         let (https, https_addr) = listen(g.listen, "gateway.listen").await?;
         let (admin, admin_addr) = listen(config.admin.listen, "admin.listen").await?;
@@ -180,7 +185,6 @@ impl Gateway {
             }
             None => (None, None),
         };
-        let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let proxy = Proxy::new(g.upstream_connect_timeout, g.upstream_timeout);

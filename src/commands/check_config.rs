@@ -16,14 +16,27 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    if let Err(e) = gatehouse_gateway::check(&config) {
-        eprintln!("gatehouse: config error: {e}");
-        return Ok(ExitCode::FAILURE);
+    let name = match &source {
+        ConfigSource::File(p) => p.display().to_string(),
+        ConfigSource::QuickStart => "quick-start configuration".to_string(),
+    };
+    // What the config names (certificates, keys) is checked as a start would load it; the
+    // message names the config file too.
+    match gatehouse_gateway::check(&config) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("gatehouse: warning: {name}: {w}");
+            }
+        }
+        Err(e) => {
+            eprintln!("gatehouse: config error: {name}: {}", error_chain(&e));
+            return Ok(ExitCode::FAILURE);
+        }
     }
     if config.bastion.enabled
         && let Err(e) = gatehouse_bastion::check(&config)
     {
-        eprintln!("gatehouse: config error: {}", error_chain(&e));
+        eprintln!("gatehouse: config error: {name}: {}", error_chain(&e));
         return Ok(ExitCode::FAILURE);
     }
     let policy = super::audit::runtime()?.block_on(gatehouse_core::policy::load_index(
@@ -36,10 +49,6 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
             eprintln!("gatehouse: policy error: {}", error_chain(&e));
             return Ok(ExitCode::FAILURE);
         }
-    };
-    let name = match &source {
-        ConfigSource::File(p) => p.display().to_string(),
-        ConfigSource::QuickStart => "quick-start configuration".to_string(),
     };
     println!(
         "{name}: ok ({} app(s), {} target(s), {rules} policy rule(s))",

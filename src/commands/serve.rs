@@ -206,6 +206,7 @@ async fn serve(
             upstream: Upstream {
                 authority: demo.to_string(),
             },
+            allowed_origins: Vec::new(),
         });
     }
     let services = Services::build(&config).await?;

@@ -157,9 +157,10 @@ impl RedisStore {
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
-    async fn create_session(
+    async fn create_bound_session(
         &self,
         data: SessionData,
+        host: Option<&str>,
         ttl: Duration,
         idle: Duration,
     ) -> Result<SessionToken, StoreError> {
@@ -170,6 +171,7 @@ impl Store for RedisStore {
         let session = Session {
             id_hash: hash.clone(),
             data,
+            host: host.map(str::to_ascii_lowercase),
             created_ms: now,
             last_seen_ms: now,
             expires_ms: now.saturating_add(dur_ms(ttl)),

@@ -14,7 +14,7 @@ use crate::state::State;
 use crate::web::cookie::{self, CookieValue};
 
 pub(super) const STORE_DOWN: &str = "Sign-in is unavailable: the session store cannot be reached.";
-const AUDIT_DOWN: &str = "Sign-in is unavailable: the audit log cannot be written.";
+pub(super) const AUDIT_DOWN: &str = "Sign-in is unavailable: the audit log cannot be written.";
 pub(super) const INTERNAL: &str = "Sign-in is unavailable because of an internal error.";
 
 /// Maps an authentication error to its answer; `again` re-renders the form with a message.
@@ -28,7 +28,8 @@ pub(super) fn auth_failure(
         | AuthError::InvalidTotp
         | AuthError::TotpReplayed
         | AuthError::AccountLocked
-        | AuthError::NoSession => {
+        | AuthError::NoSession
+        | AuthError::WrongHost { .. } => {
             let mut page = again();
             page.status = StatusCode::UNAUTHORIZED;
             html(page)
@@ -55,14 +56,15 @@ pub(super) fn auth_failure(
     }
 }
 
-/// A verified identity gets a fresh session (the previous one, if any, is deleted: no
-/// fixation) and is sent to `next` or the portal.
+/// A verified identity gets a fresh session on `host` (the previous one, if any, is deleted:
+/// no fixation) and is sent to `next` or the portal.
 pub(super) async fn finish_login(
     state: &State,
     headers: &HeaderMap,
     identity: &VerifiedIdentity,
     client: Option<std::net::IpAddr>,
     next: Option<&str>,
+    host: &str,
     id: RequestId,
 ) -> Response<ResBody> {
     if let Some(old) = cookie::session(headers) {
@@ -74,7 +76,7 @@ pub(super) async fn finish_login(
     let token = match state
         .services
         .authenticator
-        .start_session(identity, client)
+        .start_session(identity, client, host)
         .await
     {
         Ok(t) => t,

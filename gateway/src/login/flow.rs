@@ -89,6 +89,7 @@ pub async fn login_submit(
     state: &State,
     conn: &Arc<ConnShared>,
     req: Request<Incoming>,
+    host: &str,
     id: RequestId,
 ) -> Response<ResBody> {
     let (headers, tx, form) = match transaction_form(state, req, purpose::LOGIN, id).await {
@@ -109,7 +110,7 @@ pub async fn login_submit(
         .await;
     match outcome {
         Ok(LoginOutcome::Verified(identity)) => {
-            finish_login(state, &headers, &identity, client, next, id).await
+            finish_login(state, &headers, &identity, client, next, host, id).await
         }
         Ok(LoginOutcome::EnrolmentRequired(proof)) => {
             let (enrolment, secret) = match state.services.authenticator.start_enrolment(&proof) {
@@ -157,6 +158,7 @@ pub async fn enrol_submit(
     state: &State,
     conn: &Arc<ConnShared>,
     req: Request<Incoming>,
+    host: &str,
     id: RequestId,
 ) -> Response<ResBody> {
     let (headers, tx, form) = match transaction_form(state, req, purpose::ENROL, id).await {
@@ -183,6 +185,7 @@ pub async fn enrol_submit(
                 &identity,
                 Some(conn.peer.ip()),
                 p.next.as_deref(),
+                host,
                 id,
             )
             .await

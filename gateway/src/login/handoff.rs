@@ -44,6 +44,16 @@ pub fn sso_url(state: &State, host: &str, next: Option<&str>) -> Option<String> 
     ))
 }
 
+/// The login page's URL that comes back to this handoff for `next` afterwards.
+fn login_then(next: &str) -> String {
+    let here = format!(
+        "{}?next={}",
+        crate::web::HANDOFF_PATH,
+        respond::encode(next)
+    );
+    format!("{}?next={}", crate::web::LOGIN_PATH, respond::encode(&here))
+}
+
 /// GET on the public host: mint a ticket for the app host in `next` and post it there.
 pub async fn issue(
     state: &State,
@@ -87,21 +97,21 @@ pub async fn issue(
         req.headers(),
         &state.services.authenticator,
         &authn::SessionKeys::default(),
+        host,
     )
     .await
     {
         Ok(w) => w,
+        Err(AuthnError::WrongHost(w)) => {
+            let ctx = super::context(conn, id);
+            if let Err(e) = authn::record_wrong_host(&state.services.audit, w, host, ctx).await {
+                tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "handoff: audit log unavailable");
+                return unavailable(super::finish::AUDIT_DOWN, id);
+            }
+            return see_other(&login_then(&next));
+        }
         Err(AuthnError::NoSession { .. }) => {
-            let here = format!(
-                "{}?next={}",
-                crate::web::HANDOFF_PATH,
-                respond::encode(&next)
-            );
-            return see_other(&format!(
-                "{}?next={}",
-                crate::web::LOGIN_PATH,
-                respond::encode(&here)
-            ));
+            return see_other(&login_then(&next));
         }
         Err(AuthnError::Unavailable(e)) => {
             tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "handoff: store unavailable");
@@ -177,7 +187,9 @@ pub async fn redeem(
         .redeem_handoff(ticket, host, client)
         .await
     {
-        Ok(identity) => finish_login(state, &parts.headers, &identity, client, next, id).await,
+        Ok(identity) => {
+            finish_login(state, &parts.headers, &identity, client, next, host, id).await
+        }
         Err(gatehouse_core::AuthError::NoSession) => {
             let login = format!(
                 "{}?next={}",

@@ -5,6 +5,7 @@ use hyper::body::Incoming;
 
 use crate::authn::{self, AuthnError};
 use crate::body::ResBody;
+use crate::conn::ConnShared;
 use crate::pages::{self, PortalApp};
 use crate::request_id::RequestId;
 use crate::respond::{self, html, see_other, unavailable, with_cookie};
@@ -16,7 +17,13 @@ const STORE_DOWN: &str = "The session store cannot be reached.";
 const AUDIT_DOWN: &str = "The audit log cannot be written.";
 
 /// GET `/.gatehouse/`: who you are, what you may reach, and a logout button.
-pub async fn portal(state: &State, req: &Request<Incoming>, id: RequestId) -> Response<ResBody> {
+pub async fn portal(
+    state: &State,
+    conn: &ConnShared,
+    req: &Request<Incoming>,
+    host: &str,
+    id: RequestId,
+) -> Response<ResBody> {
     if let Err(why) = state.health.check() {
         tracing::warn!(request_id = %id, reason = %why, "portal refused: store down");
         return unavailable(STORE_DOWN, id);
@@ -25,6 +32,7 @@ pub async fn portal(state: &State, req: &Request<Incoming>, id: RequestId) -> Re
         req.headers(),
         &state.services.authenticator,
         &authn::SessionKeys::default(),
+        host,
     )
     .await
     {
@@ -41,6 +49,14 @@ pub async fn portal(state: &State, req: &Request<Incoming>, id: RequestId) -> Re
                 identity.groups(),
                 &apps,
             ))
+        }
+        Err(AuthnError::WrongHost(w)) => {
+            let ctx = super::context(conn, id);
+            if let Err(e) = authn::record_wrong_host(&state.services.audit, w, host, ctx).await {
+                tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "portal: audit log unavailable");
+                return unavailable(AUDIT_DOWN, id);
+            }
+            with_cookie(see_other(crate::web::LOGIN_PATH), cookie::clear_session())
         }
         Err(AuthnError::NoSession { had_cookie }) => {
             let resp = see_other(crate::web::LOGIN_PATH);
