@@ -22,6 +22,7 @@ mod gateway_certs;
 mod gateway_hardening;
 mod gateway_hygiene;
 mod gateway_lifecycle;
+mod gateway_store_forgery;
 mod gateway_streaming;
 mod gateway_tls;
 mod harness;
