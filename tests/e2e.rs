@@ -19,6 +19,7 @@ mod cli;
 mod gateway;
 mod gateway_attacks;
 mod gateway_certs;
+mod gateway_h2_abuse;
 mod gateway_hardening;
 mod gateway_hygiene;
 mod gateway_lifecycle;

@@ -12,6 +12,7 @@
 //! [`scan`] reads the raw HTTP/1 bytes to catch those. Bodies of refused requests are never
 //! forwarded (the upstream is not contacted).
 
+pub mod frames;
 pub mod scan;
 
 use std::borrow::Cow;

@@ -8,6 +8,7 @@
 //! ambiguous request: it refuses it. It depends on gatehouse-core only (never the bastion).
 #![forbid(unsafe_code)]
 
+mod abuse;
 pub mod authn;
 pub mod authz;
 mod body;

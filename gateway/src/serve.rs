@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::abuse::AbuseTrace;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -199,6 +200,7 @@ impl Gateway {
             services,
             health: Arc::new(StoreHealth::default()),
             tunnels: Arc::new(Tunnels::default()),
+            abuse: AbuseTrace::default(),
         });
         let ctx = Arc::new(ServeCtx {
             state,

@@ -7,6 +7,7 @@ mod pending;
 
 use std::sync::Arc;
 
+use crate::abuse::AbuseTrace;
 use crate::conn::ConnShared;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -30,6 +31,8 @@ pub struct State {
     pub health: Arc<StoreHealth>,
     pub tunnels: Arc<Tunnels>,
     pub login: LoginCtx,
+    /// The rate limiter of the HTTP/2 abuse audit trace.
+    pub abuse: AbuseTrace,
 }
 
 /// What a connection's requests share: the gateway's state and the connection's, behind one

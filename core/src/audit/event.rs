@@ -161,13 +161,12 @@ pub enum AbuseKind {
     Http2RapidReset,
     /// A header block split into endless CONTINUATION frames (CVE-2024-27316 and kin).
     Http2ContinuationFlood,
-    /// A header list far over the limit (HPACK bomb).
-    Http2HeaderFlood,
-    /// More streams than allowed at once, or streams the server had to reset, again and
-    /// again (the refusals piled up).
+    /// More streams than allowed at once, again and again (the refusals piled up).
     Http2StreamFlood,
     /// Endless tiny DATA frames.
     Http2DataFlood,
+    /// Another limit of the HTTP/2 server (PING or SETTINGS floods, an HPACK bomb).
+    Http2Flood,
     /// Any other protocol violation that made the server close the connection.
     Http2ProtocolError,
 }
@@ -178,9 +177,9 @@ impl AbuseKind {
         match self {
             AbuseKind::Http2RapidReset => "http2_rapid_reset",
             AbuseKind::Http2ContinuationFlood => "http2_continuation_flood",
-            AbuseKind::Http2HeaderFlood => "http2_header_flood",
             AbuseKind::Http2StreamFlood => "http2_stream_flood",
             AbuseKind::Http2DataFlood => "http2_data_flood",
+            AbuseKind::Http2Flood => "http2_flood",
             AbuseKind::Http2ProtocolError => "http2_protocol_error",
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use gatehouse_core::audit::AbuseKind;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -154,6 +155,7 @@ pub(super) async fn serve(
         interval.poll_tick(cx).map(drop)
     }));
     let mut closing = false;
+    let mut abuse = None;
     // The upstream connections requests on this connection opened: polled right after the
     // client side, in this task (see `crate::upstream`).
     let mut upstreams = Driver::default();
@@ -170,6 +172,7 @@ pub(super) async fn serve(
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
+                    abuse = crate::abuse::classify(&*e, &shared.h2_frames);
                 }
                 break;
             }
@@ -203,8 +206,30 @@ pub(super) async fn serve(
     // Upstream connections still busy (a WebSocket handing over its connection) finish in
     // the background; idle ones close now.
     ctx.tracker.spawn(upstreams.into_rest(&shared.upstreams));
+    if let Some(kind) = abuse {
+        record_abuse(&ctx, peer, kind).await;
+    }
     if let Some(t) = shared.take_tunnel() {
         tunnel(t, &ctx).await;
+    }
+}
+
+/// The rate-limited audit trace of a connection h2 closed for abuse (see `crate::abuse`).
+async fn record_abuse(ctx: &ServeCtx, peer: SocketAddr, kind: AbuseKind) {
+    let state = &ctx.state;
+    match state
+        .abuse
+        .admit(peer.ip(), kind, std::time::Instant::now())
+    {
+        Some(record) => {
+            tracing::warn!(client.addr = %peer, kind = kind.as_str(), "http/2 protocol abuse; connection closed");
+            if let Err(e) = state.services.audit.record(record).await {
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot record http/2 protocol abuse");
+            }
+        }
+        None => {
+            tracing::debug!(client.addr = %peer, kind = kind.as_str(), "http/2 protocol abuse (trace rate-limited)")
+        }
     }
 }
 
