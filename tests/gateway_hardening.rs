@@ -220,23 +220,24 @@ async fn upstream_cannot_set_or_clear_the_gatehouse_session() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// Two apps (`wiki`, `tools`), both open to the test group; `tools` also accepts WebSockets
-/// from `https://console.example.com`.
-async fn two_apps() -> (Gatehouse, Upstream, Upstream) {
+/// Two apps (`wiki`, `tools`), both open to the test group; with `console`, `tools` also
+/// accepts WebSockets from `https://console.example.com`.
+async fn two_apps(console: bool) -> (Gatehouse, Upstream, Upstream) {
     let wiki = Upstream::start().await;
     let tools = Upstream::start().await;
+    let mut tools_app = AppSpec::new("tools", &host("tools"), &tools.url());
+    if console {
+        tools_app = tools_app.allow_origin("https://console.example.com");
+    }
     let spec = GatehouseSpec::default()
         .with_app(AppSpec::new("wiki", &host("wiki"), &wiki.url()))
-        .with_app(
-            AppSpec::new("tools", &host("tools"), &tools.url())
-                .allow_origin("https://console.example.com"),
-        );
+        .with_app(tools_app);
     (Gatehouse::start_signed_in(spec).await, wiki, tools)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_refused_on_any_other_host_than_its_own() {
-    let (gh, wiki, tools) = two_apps().await;
+    let (gh, wiki, tools) = two_apps(false).await;
     // Signed in on the wiki (the first app's host).
     let cookie = gh.cookie_value().unwrap();
     let mut c = h1_with(&gh, &host("wiki"), &cookie).await;
@@ -309,7 +310,7 @@ async fn upgrade(gh: &Gatehouse, cookie: &str, origins: &[&str]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_from_a_foreign_origin_are_refused_and_audited() {
-    let (gh, _wiki, _tools) = two_apps().await;
+    let (gh, _wiki, _tools) = two_apps(true).await;
     let user = gh
         .create_user("wsuser", &[crate::support::TEST_GROUP])
         .await;
