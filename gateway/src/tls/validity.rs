@@ -13,6 +13,11 @@ pub struct Validity {
 }
 
 impl Validity {
+    /// The validity of a DER certificate; `None` when it cannot be read.
+    pub fn of_der(der: &[u8]) -> Option<Validity> {
+        of_der(der)
+    }
+
     /// Seconds from `now` until the end of validity (negative once expired).
     pub fn remaining(&self, now: SystemTime) -> i64 {
         self.not_after.saturating_sub(unix(now))
