@@ -131,12 +131,29 @@ pub const FAMILIES: &[Family] = &[
 /// A pattern of [`FAMILIES`]: the text and whether it is a prefix.
 type Pattern = (&'static [u8], bool);
 
-/// The patterns by the first byte of their name (one table, built once): a header name
-/// whose first byte starts none (most of them) is decided by one lookup.
-fn by_first_byte() -> &'static [Vec<Pattern>; 256] {
-    static TABLE: OnceLock<[Vec<Pattern>; 256]> = OnceLock::new();
+/// Buckets of the pattern table (a power of two).
+const BUCKETS: usize = 512;
+/// Every pattern is at least this long: a shorter name is never forbidden.
+const MIN_LEN: usize = 5;
+
+/// `b` with `_` read as `-`.
+fn fold(b: u8) -> u8 {
+    if b == b'_' { b'-' } else { b }
+}
+
+/// The bucket of a name (or pattern) by its first and third bytes (folded): names that
+/// share a bucket with no pattern (nearly all) are decided by one lookup, and the few that
+/// do are compared with one or two patterns, not with the whole list.
+fn bucket(name: &[u8]) -> Option<usize> {
+    let (b0, b2) = (name.first()?, name.get(2)?);
+    Some((usize::from(fold(*b0)) * 37 + usize::from(fold(*b2))) % BUCKETS)
+}
+
+/// The patterns by bucket (one table, built once).
+fn table() -> &'static [Vec<Pattern>] {
+    static TABLE: OnceLock<Vec<Vec<Pattern>>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut t: [Vec<Pattern>; 256] = std::array::from_fn(|_| Vec::new());
+        let mut t: Vec<Vec<Pattern>> = vec![Vec::new(); BUCKETS];
         for f in FAMILIES {
             let all = f
                 .exact
@@ -144,7 +161,7 @@ fn by_first_byte() -> &'static [Vec<Pattern>; 256] {
                 .map(|e| (e.as_bytes(), false))
                 .chain(f.prefixes.iter().map(|p| (p.as_bytes(), true)));
             for (text, prefix) in all {
-                if let Some(slot) = text.first().and_then(|&b| t.get_mut(usize::from(b))) {
+                if let Some(slot) = bucket(text).and_then(|b| t.get_mut(b)) {
                     slot.push((text, prefix));
                 }
             }
@@ -166,10 +183,10 @@ fn eq_folded(name: &[u8], pattern: &[u8]) -> bool {
 /// read as `-`. No allocation: it runs on every header of every request.
 pub fn is_forbidden(name: &str) -> bool {
     let name = name.as_bytes();
-    let Some(candidates) = name
-        .first()
-        .and_then(|&b| by_first_byte().get(usize::from(b)))
-    else {
+    if name.len() < MIN_LEN {
+        return false;
+    }
+    let Some(candidates) = bucket(name).and_then(|b| table().get(b)) else {
         return false;
     };
     candidates.iter().any(|&(pattern, prefix)| {
@@ -347,6 +364,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for f in FAMILIES {
             for p in f.exact.iter().chain(f.prefixes) {
+                assert!(p.len() >= MIN_LEN, "{p} is shorter than MIN_LEN");
                 assert!(
                     p.bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
