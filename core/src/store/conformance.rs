@@ -354,6 +354,23 @@ async fn redis_records_forged_altered_or_moved_are_no_session() {
             .is_none()
     );
     assert!(store.list_sessions().await.unwrap().is_empty());
+    // A session dropped from its user's index still ends with a revocation.
+    let hidden = store.create_session(data("dave"), TTL, IDLE).await.unwrap();
+    let _: () = raw
+        .srem(
+            "gatehouse:user-sessions:dave",
+            session_id_hash(hidden.expose()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_user("dave").await.unwrap(), 1);
+    assert!(
+        store
+            .touch_session(hidden.expose())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Another secret key cannot read (or mint) this store's sessions.
     let tok = store.create_session(data("bob"), TTL, IDLE).await.unwrap();
     let other = RedisStore::connect(

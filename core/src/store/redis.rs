@@ -337,7 +337,15 @@ impl Store for RedisStore {
     async fn revoke_user(&self, user: &str) -> Result<u64, StoreError> {
         let mut con = self.con.clone();
         let set = user_sessions_key(user);
-        let hashes: Vec<String> = within("revoke_user", con.smembers(&set)).await?;
+        let mut hashes: Vec<String> = within("revoke_user", con.smembers(&set)).await?;
+        // The per-user set is an index, not authenticated: a hash removed from it by someone
+        // who can write to Redis must not keep its session alive past a revocation, so the
+        // authenticated records themselves are searched too (an admin action: a scan is fine).
+        for s in self.list_sessions().await? {
+            if s.data.user == user && !hashes.contains(&s.id_hash) {
+                hashes.push(s.id_hash);
+            }
+        }
         let mut count = 0u64;
         for chunk in hashes.chunks(500) {
             let keys: Vec<String> = chunk.iter().map(|h| session_key(h)).collect();
