@@ -109,6 +109,63 @@ const BAD: &[Bad] = &[
         key: "gateway.upstream_timeout",
     },
     Bad {
+        name: "absurd session lifetime",
+        edit: |t| t.replacen("session_ttl = \"1h\"", "session_ttl = \"999999999999h\"", 1),
+        key: "identity.session_ttl",
+    },
+    Bad {
+        name: "idle timeout over its maximum",
+        edit: |t| t.replacen("idle_timeout = \"20s\"", "idle_timeout = \"3h\"", 1),
+        key: "gateway.idle_timeout",
+    },
+    Bad {
+        name: "admin on the gateway's address",
+        edit: |t| {
+            t.replacen(
+                "listen = \"127.0.0.1:0\"",
+                "listen = \"127.0.0.1:18443\"",
+                1,
+            )
+            .replace(
+                "[admin]\nlisten = \"127.0.0.1:0\"",
+                "[admin]\nlisten = \"127.0.0.1:18443\"",
+            )
+        },
+        key: "admin.listen",
+    },
+    Bad {
+        name: "bastion on the wildcard of the gateway's port",
+        edit: |t| {
+            t.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:18443\"", 1)
+                .replace(
+                    "[bastion]\nenabled = false\nlisten = \"127.0.0.1:0\"",
+                    "[bastion]\nenabled = true\nlisten = \"127.0.0.1:18443\"",
+                )
+        },
+        key: "bastion.listen",
+    },
+    Bad {
+        name: "missing certificate file",
+        edit: |t| t.replacen("certs/gateway.crt", "certs/nope.crt", 1),
+        key: "`gateway.tls_cert`",
+    },
+    Bad {
+        name: "missing key file",
+        edit: |t| t.replacen("certs/gateway.key", "certs/nope.key", 1),
+        key: "`gateway.tls_key`",
+    },
+    Bad {
+        name: "an allowed origin with a path",
+        edit: |t| {
+            t.replacen(
+                "upstream = \"http://127.0.0.1:3000\"",
+                "upstream = \"http://127.0.0.1:3000\"\nallowed_origins = [\"https://x.example/app\"]",
+                1,
+            )
+        },
+        key: "apps[0].allowed_origins",
+    },
+    Bad {
         name: "TOML syntax error",
         edit: |t| t.replacen("[gateway]", "[gateway", 1),
         key: "line",

@@ -367,7 +367,13 @@ async fn session_list_and_revoke_with_redis() {
     let url = format!("redis://127.0.0.1:{}/0", redis.port);
     let env = Env::new("redis", &url);
     let config = gatehouse_core::Config::load(&env.dir.join("gatehouse.toml")).unwrap();
-    let store = gatehouse_core::store::open(&config.store).await.unwrap();
+    // The key file the CLI reads too (created here first): records in Redis carry its MAC.
+    let key =
+        gatehouse_core::secret::SecretKey::load_or_create_file(&config.identity.secret_key_file)
+            .unwrap();
+    let store = gatehouse_core::store::open(&config.store, &key)
+        .await
+        .unwrap();
     let mut events = store.subscribe_revocations().await.unwrap();
     let data = |user: &str| SessionData {
         user: user.into(),

@@ -73,7 +73,9 @@ async fn policy_allows_and_denies_with_deny_winning_and_every_denial_audited() {
     let alice = gh.create_user("alice", &["staff"]).await;
     let admin = gh.create_user("wadmin", &["staff", "wiki-admins"]).await;
     let nobody = gh.create_user("outsider", &["visitors"]).await;
-    let a = gh.login(&host("wiki"), &alice).await;
+    let (wiki_host, tools_host) = (host("wiki"), host("tools"));
+    let sessions = gh.login_hosts(&alice, &[&wiki_host, &tools_host]).await;
+    let (a, a_tools) = (sessions[0].clone(), sessions[1].clone());
     let w = gh.login(&host("wiki"), &admin).await;
     let n = gh.login(&host("wiki"), &nobody).await;
 
@@ -124,8 +126,8 @@ async fn policy_allows_and_denies_with_deny_winning_and_every_denial_audited() {
     let r = within(QUICK, "default deny", cn.get("/page")).await;
     assert_eq!(r.status, 403, "no matching rule: {}", r.text());
     assert_denial_recorded(&gh, &r.text(), "outsider", "app:wiki/page").await;
-    // Per-app objects: alice may POST on tools, and the session cookie serves that host too.
-    let mut ct = h1_with(&gh, &host("tools"), &a).await;
+    // Per-app objects: alice may POST on tools (with the session handed off to that host).
+    let mut ct = h1_with(&gh, &host("tools"), &a_tools).await;
     let r = within(
         QUICK,
         "tools",
@@ -196,7 +198,10 @@ async fn the_assertion_verifies_against_the_jwks_and_is_reused_within_a_session(
     let (gh, _wiki, _tools) = gateway(GatehouseSpec::default()).await;
     let alice = gh.create_user("alice", &["staff"]).await;
     let bob = gh.create_user("bob", &["staff"]).await;
-    let a = gh.login(&host("wiki"), &alice).await;
+    let sessions = gh
+        .login_hosts(&alice, &[&host("wiki"), &host("tools")])
+        .await;
+    let (a, a_tools) = (sessions[0].clone(), sessions[1].clone());
     let b = gh.login(&host("wiki"), &bob).await;
     let jwks = gh.jwks().await;
     let token = |echo: &serde_json::Value| {
@@ -226,7 +231,7 @@ async fn the_assertion_verifies_against_the_jwks_and_is_reused_within_a_session(
         "groups claim {claims}"
     );
     // Another app gets a token for its own audience; another session a different token.
-    let mut ct = h1_with(&gh, &host("tools"), &a).await;
+    let mut ct = h1_with(&gh, &host("tools"), &a_tools).await;
     let tt = token(&within(QUICK, "tools", ct.get("/")).await.json());
     assert_eq!(verify_assertion(&tt, &jwks, "tools")["aud"], "tools");
     let mut cb = h1_with(&gh, &host("wiki"), &b).await;

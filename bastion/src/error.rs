@@ -78,14 +78,5 @@ pub enum HandlerError {
     TaskGone,
 }
 
-/// An error and its sources on one line, for logs and audit records.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+/// An error and its sources on one line (core's formatter).
+pub(crate) use gatehouse_core::error_chain as chain;

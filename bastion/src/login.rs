@@ -231,7 +231,7 @@ impl Login {
         };
         let token = match services
             .authenticator
-            .start_session(&identity, Some(conn.client.ip()))
+            .start_ssh_session(&identity, Some(conn.client.ip()))
             .await
         {
             Ok(t) => t,

@@ -19,8 +19,8 @@ mod writer;
 pub use chain::AuditKey;
 pub(crate) use chain::{parse_timestamp, timestamp};
 pub use event::{
-    AccessContext, AuditEvent, FileProtocol, Outcome, SshAuthStep, SshRefusal, SshRequest,
-    TransferDirection, new_incident_id,
+    AbuseKind, AccessContext, AuditEvent, FileProtocol, Outcome, SshAuthStep, SshRefusal,
+    SshRequest, TransferDirection, new_incident_id,
 };
 pub use verify::{VerifyReport, verify};
 pub use writer::{AuditLog, Receipt};

@@ -54,6 +54,8 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Serve a certificate outside its validity period instead of refusing it (loudly).
+    pub tls_allow_expired: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +105,9 @@ pub struct AppConfig {
     /// Normalised prefix starting with `/` and without a trailing `/`; `None` for the whole host.
     pub path_prefix: Option<String>,
     pub upstream: Upstream,
+    /// Origins besides the app's own (`https://<host>[:port]`) whose pages may open
+    /// WebSockets to it: lowercase `scheme://host[:port]`, as browsers send `Origin`.
+    pub allowed_origins: Vec<String>,
 }
 
 /// An upstream origin: scheme is always `http` here (TLS upstreams are a later addition), so

@@ -1,4 +1,5 @@
-//! Typed errors of gatehouse-core, one enum per failure domain.
+//! Typed errors of gatehouse-core, one enum per failure domain, and the one formatter of an
+//! error with its causes ([`error_chain`]) that every crate uses.
 
 use std::path::PathBuf;
 
@@ -101,6 +102,16 @@ pub enum AuthError {
     LockedOut { remaining_secs: u64 },
     #[error("session unknown, expired or idle")]
     NoSession,
+    /// A live session presented on another host than the one it was issued to (a cookie
+    /// carried to another app host): refused like no session, and worth an audit record.
+    #[error("session of `{user}` presented on a host it was not issued to")]
+    WrongHost {
+        user: String,
+        /// The session's id hash.
+        session: String,
+        /// The host it was issued to (`None`: not a web session).
+        issued_for: Option<String>,
+    },
     #[error("identity backend unavailable")]
     Identity(#[source] IdentityError),
     #[error("session store unavailable")]
@@ -212,4 +223,38 @@ pub enum AuditError {
         line: usize,
         problem: String,
     },
+}
+
+/// An error and its sources on one line, `error: cause: cause's cause`, for logs, audit
+/// records, `/readyz` and the command line. Each layer's message says only its own part
+/// (the cause is in `#[source]`), so nothing is printed twice.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn chain_lists_every_cause_once() {
+        let e = Outer(Middle(std::io::Error::other("inner")));
+        assert_eq!(error_chain(&e), "outer: middle: inner");
+        assert_eq!(error_chain(&std::io::Error::other("alone")), "alone");
+    }
 }

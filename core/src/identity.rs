@@ -23,7 +23,7 @@ use std::time::SystemTime;
 pub use authenticator::{Authenticator, LockoutPolicy};
 pub use enrol::{EnrolmentPending, LoginOutcome, PendingTotp};
 pub use handoff::HandoffTicket;
-pub use password::check_password_strength;
+pub use password::{check_password_strength, generate_password};
 pub use ssh_login::KeyAccepted;
 pub use sshkey::{SshPublicKey, parse_ssh_public_key};
 pub use totp::{Enrolment, TotpCipher};

@@ -27,7 +27,7 @@ pub mod store;
 pub use config::Config;
 pub use error::{
     AuditError, AuthError, ConfigError, IdentityError, KeyError, PolicyError, RecordingError,
-    StoreError,
+    StoreError, error_chain,
 };
 
 #[cfg(test)]

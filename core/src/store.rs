@@ -6,7 +6,9 @@
 //! store stalling logins. Mitigations: session ids are 256-bit random values returned to the
 //! caller once and stored only as SHA-256(id); counters and the replay cache are shared and
 //! atomic (`INCR`, `SET NX`); revocations are published to every instance; every Redis call
-//! runs under a deadline and its failure is a [`StoreError`], on which callers fail closed.
+//! runs under a deadline and its failure is a [`StoreError`], on which callers fail closed;
+//! session and handoff records in Redis carry a MAC keyed from the secret key, so writing
+//! to Redis is not enough to mint or alter a session ([`RecordKey`]).
 
 pub mod memory;
 pub mod redis;
@@ -21,9 +23,10 @@ use subtle::ConstantTimeEq;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::identity::AuthMethod;
+use crate::secret::SecretKey;
 
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RecordKey, RedisStore};
 
 /// Capacity of a revocation subscription; a receiver that lags behind gets
 /// `RecvError::Lagged` and must then re-check every live session (fail closed).
@@ -47,6 +50,11 @@ pub struct Session {
     /// Hex SHA-256 of the session id: safe to show and log, useless as a cookie.
     pub id_hash: String,
     pub data: SessionData,
+    /// The one host (lowercase, no port) a web session was issued to (login or handoff); it
+    /// is refused on any other. `None` for sessions that are not web sessions (SSH), which
+    /// are refused on every host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub created_ms: u64,
     pub last_seen_ms: u64,
     /// Absolute end (`created + ttl`), whatever the activity.
@@ -203,10 +211,21 @@ pub enum RevocationEvent {
 /// The shared store. Every method may fail with [`StoreError`]; callers fail closed.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Creates a session; the raw id is returned once and stored only as its hash.
+    /// Creates a session bound to no web host (an SSH session); the raw id is returned once
+    /// and stored only as its hash.
     async fn create_session(
         &self,
         data: SessionData,
+        ttl: Duration,
+        idle: Duration,
+    ) -> Result<SessionToken, StoreError> {
+        self.create_bound_session(data, None, ttl, idle).await
+    }
+    /// Creates a session valid on `host` only (a web session; see [`Session::host`]).
+    async fn create_bound_session(
+        &self,
+        data: SessionData,
+        host: Option<&str>,
         ttl: Duration,
         idle: Duration,
     ) -> Result<SessionToken, StoreError>;
@@ -258,11 +277,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn is_in_process(&self) -> bool;
 }
 
-/// Opens the configured store: `memory://` or Redis (connect under a deadline).
-pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the configured store: `memory://` or Redis (connect under a deadline), whose
+/// records are authenticated with a key derived from `key`.
+pub async fn open(config: &StoreConfig, key: &SecretKey) -> Result<Arc<dyn Store>, StoreError> {
     match config {
         StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
-        StoreConfig::Redis(url) => Ok(Arc::new(RedisStore::connect(url).await?)),
+        StoreConfig::Redis(url) => Ok(Arc::new(
+            RedisStore::connect(url, RecordKey::new(key)).await?,
+        )),
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::authn::SessionKeys;
 use crate::deadline::Deadlines;
 use crate::guard::Verdicts;
+use crate::guard::frames::{FrameCounts, FrameReader};
 use crate::guard::scan::Scanner;
 use crate::upstream::Upstreams;
 
@@ -43,6 +44,8 @@ pub struct ConnShared {
     pub session_keys: SessionKeys,
     /// When the request head now arriving began (ms since `born`, plus one); 0: none.
     head_since: AtomicU64,
+    /// HTTP/2: the frames the client sent, by type (to name an attack h2 cut off).
+    pub h2_frames: FrameCounts,
 }
 
 /// A WebSocket upgrade agreed by both sides, run by the connection task once hyper hands the
@@ -72,6 +75,7 @@ impl ConnShared {
             deadlines: Deadlines::default(),
             session_keys: SessionKeys::default(),
             head_since: AtomicU64::new(0),
+            h2_frames: FrameCounts::default(),
         }
     }
 
@@ -155,6 +159,8 @@ pin_project_lite::pin_project! {
         inner: T,
         shared: Arc<ConnShared>,
         scanner: Option<Scanner>,
+        // HTTP/2: the frame headers the client sends, counted (see `guard::frames`).
+        frames: Option<FrameReader>,
         dressed: Option<Dressed>,
     }
 }
@@ -197,6 +203,7 @@ impl<T> TrackedIo<T> {
             inner,
             shared,
             scanner: scan_http1.then(Scanner::default),
+            frames: (!scan_http1).then(FrameReader::default),
             dressed: None,
         }
     }
@@ -215,6 +222,9 @@ impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
             let new = buf.filled().get(before..).unwrap_or_default();
             if !new.is_empty() {
                 this.shared.activity.store(true, Ordering::Release);
+                if let Some(frames) = this.frames {
+                    frames.feed(new, &this.shared.h2_frames);
+                }
                 if let Some(scanner) = this.scanner {
                     if this.shared.upgraded.load(Ordering::Acquire) || scanner.is_off() {
                         *this.scanner = None;

@@ -1,9 +1,11 @@
 //! Development certificates for the quick-start: a local CA and a server certificate for the
-//! loopback names, generated only when missing.
+//! loopback names, generated when missing; the server certificate is re-issued (by the same
+//! CA) when it has expired or expires within the warning period, since the gateway refuses
+//! to serve an expired one.
 //!
 //! Threat: a dev CA trusted in a browser could vouch for any site if its key leaked.
 //! Mitigation: the CA is name-constrained to `localhost` and loopback addresses, keys are
-//! written mode 0600, existing files are never overwritten.
+//! written mode 0600, an existing CA is never overwritten.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -17,6 +19,8 @@ use rcgen::{
     ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     NameConstraints, date_time_ymd,
 };
+
+use gatehouse_core::config::defaults::CERT_EXPIRY_WARNING;
 
 use crate::error::DevCertError;
 
@@ -36,7 +40,7 @@ const CA_VALID_DAYS: i64 = 10 * 365;
 /// Makes sure `cert_path`/`key_path` exist; creates `<dir>/ca.crt`, `<dir>/ca.key` and the
 /// server pair when missing. The written chain is server certificate + CA certificate.
 pub fn ensure(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), DevCertError> {
-    if cert_path.exists() && key_path.exists() {
+    if cert_path.exists() && key_path.exists() && !needs_renewal(cert_path) {
         return Ok(());
     }
     create_dir(dir)?;
@@ -74,6 +78,20 @@ pub fn ensure(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), DevCe
     write(cert_path, chain.as_bytes(), 0o644)?;
     tracing::info!(cert = %cert_path.display(), ca = %ca_cert_path.display(), "generated development certificates");
     Ok(())
+}
+
+/// True when the first certificate of `cert_path` is unreadable, outside its validity, or
+/// within [`CERT_EXPIRY_WARNING`] of its end.
+fn needs_renewal(cert_path: &Path) -> bool {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let Ok(der) = CertificateDer::from_pem_file(cert_path) else {
+        return true;
+    };
+    let now = SystemTime::now();
+    let soon = i64::try_from(CERT_EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    crate::tls::Validity::of_der(&der)
+        .is_none_or(|v| v.not_yet_valid(now) || v.remaining(now) < soon)
 }
 
 fn ca_params() -> CertificateParams {
@@ -192,6 +210,40 @@ fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), DevCertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expired_server_certificate_is_reissued_by_the_same_ca() {
+        let dir = std::env::temp_dir().join(format!("gatehouse-devcert-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (cert, key) = (dir.join("gateway.crt"), dir.join("gateway.key"));
+        ensure(&dir, &cert, &key).unwrap();
+        let first = std::fs::read(&cert).unwrap();
+        let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+        ensure(&dir, &cert, &key).unwrap();
+        assert_eq!(
+            std::fs::read(&cert).unwrap(),
+            first,
+            "a valid certificate is kept"
+        );
+        assert!(!needs_renewal(&cert));
+        // Replace it by an expired one.
+        let mut p = CertificateParams::new(vec!["localhost".into()]).unwrap();
+        p.not_before = date_time_ymd(2020, 1, 1);
+        p.not_after = date_time_ymd(2021, 1, 1);
+        let k = KeyPair::generate().unwrap();
+        let old = p.self_signed(&k).unwrap();
+        std::fs::write(&cert, old.pem()).unwrap();
+        assert!(needs_renewal(&cert));
+        ensure(&dir, &cert, &key).unwrap();
+        assert!(!needs_renewal(&cert));
+        assert_ne!(std::fs::read(&cert).unwrap(), old.pem().into_bytes());
+        assert_eq!(
+            std::fs::read(dir.join("ca.crt")).unwrap(),
+            ca,
+            "the CA is kept"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn civil_dates() {

@@ -45,6 +45,20 @@ impl From<DevCertError> for GatewayError {
 /// A certificate or key that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    #[error(
+        "`{key}`: {path} does not exist; fix: put the PEM file there or point `{key}` at it (`gatehouse serve` without a config generates development certificates)"
+    )]
+    Missing { key: &'static str, path: PathBuf },
+    #[error(
+        "{path}: the certificate expired at {not_after}; fix: install a renewed certificate (or, to serve it anyway, set gateway.tls_allow_expired = true)"
+    )]
+    Expired { path: PathBuf, not_after: String },
+    #[error(
+        "{path}: the certificate is not valid before {not_before}; fix: check the clock or the certificate (or, to serve it anyway, set gateway.tls_allow_expired = true)"
+    )]
+    NotYetValid { path: PathBuf, not_before: String },
+    #[error("{path}: cannot read the certificate's validity period")]
+    NoValidity { path: PathBuf },
     #[error("{path}: cannot read the PEM certificate chain")]
     ReadCert {
         path: PathBuf,

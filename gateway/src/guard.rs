@@ -12,6 +12,7 @@
 //! [`scan`] reads the raw HTTP/1 bytes to catch those. Bodies of refused requests are never
 //! forwarded (the upstream is not contacted).
 
+pub mod frames;
 pub mod scan;
 
 use std::borrow::Cow;
@@ -220,7 +221,7 @@ pub fn host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Result<Host<'a>, 
 }
 
 /// `host[:port]` or `[v6][:port]` -> host; None when not a plain authority (no userinfo).
-fn host_name(authority: &str) -> Option<&str> {
+pub(crate) fn host_name(authority: &str) -> Option<&str> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let end = rest.find(']')?;
         let host = authority.get(..end + 2)?;

@@ -1,12 +1,17 @@
 //! Header hygiene between client, gateway and upstream.
 //!
-//! Threat: a client forging identity (`X-Gatehouse-User`, `X-Forwarded-User`, `Remote-User`,
-//! or the same with `_` for servers that fold `_` into `-`), its address (`X-Forwarded-For`,
-//! `Forwarded`, `X-Real-IP`), or steering the hop (`Connection: x-gatehouse-user`, `TE`,
-//! `Upgrade`). Mitigation: those headers are always removed and the gateway sets the
-//! forwarding headers itself; hop-by-hop headers and framing headers are dropped so hyper
-//! re-frames each hop. Responses from Gatehouse carry strict browser security headers;
-//! proxied responses always get HSTS.
+//! Threat: a client making the upstream act on another path, method, client or identity than
+//! the policy decided (the families of [`FAMILIES`]), or steering the hop (`Connection:
+//! x-gatehouse-user`, `TE`, `Upgrade`); an upstream setting or clearing Gatehouse's own
+//! session cookie. Mitigation: those request headers are always removed and the gateway sets
+//! the identity and forwarding headers itself; hop-by-hop and framing headers are dropped so
+//! hyper re-frames each hop; an upstream's `Set-Cookie` for a Gatehouse cookie is dropped
+//! ([`is_gatehouse_cookie`]). Each message's names are read in one pass, without
+//! allocating unless something must be removed. Proxied responses always get HSTS
+//! (Gatehouse's own responses get `crate::pages::security_headers`).
+
+mod forbidden;
+mod set_cookie;
 
 use std::net::IpAddr;
 
@@ -18,44 +23,12 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 
 /// HSTS value; the max-age is `defaults::HSTS_MAX_AGE_SECS` (checked by a test).
 pub const HSTS: &str = "max-age=63072000; includeSubDomains";
-/// CSP of Gatehouse's own pages: nothing loads, nothing frames them; inline style only.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
 /// CSP added to proxied responses that set no framing policy: framing only, nothing else, so
 /// the app's own content keeps working.
 pub const PROXIED_CSP: &str = "frame-ancestors 'none'";
 
-/// Identity header names a client may never send (compared after lowercasing and `_` -> `-`).
-const IDENTITY_EXACT: &[&str] = &[
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "remote-user",
-    "x-remote-user",
-    "x-webauth-user",
-    "forwarded",
-    "x-real-ip",
-];
-const STRIP_PREFIXES: &[&str] = &["x-gatehouse-", "x-auth-request-", "x-forwarded-", "proxy-"];
-
-/// True for a request header the client must never get to the upstream: identity, forwarding
-/// and `proxy-*` headers, whatever the `_`/`-` spelling (names arrive lowercase from hyper).
-pub fn is_spoofable(name: &str) -> bool {
-    let first = name.as_bytes().first().copied().unwrap_or(0);
-    if !matches!(first, b'x' | b'r' | b'f' | b'p') {
-        return false;
-    }
-    if name.contains('_') {
-        let folded = name.replace('_', "-");
-        return is_spoofable_folded(&folded);
-    }
-    is_spoofable_folded(name)
-}
-
-fn is_spoofable_folded(name: &str) -> bool {
-    IDENTITY_EXACT.contains(&name) || STRIP_PREFIXES.iter().any(|p| name.starts_with(p))
-}
+pub use forbidden::{FAMILIES, Family, is_forbidden};
+pub use set_cookie::is_gatehouse_cookie;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -91,19 +64,19 @@ fn names_nothing_more(token: &str) -> bool {
         .any(|k| token.eq_ignore_ascii_case(k))
 }
 
-/// Removes hop-by-hop headers, including those the Connection header names. For an upgrade,
-/// `Connection: upgrade` and `Upgrade` are put back afterwards.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the names finds which are present (most messages carry at most
-    // `Connection`): a removal by name hashes and probes even when the name is absent.
-    let mut present = [false; HOP_BY_HOP_COUNT];
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name)
-            && let Some(p) = present.get_mut(i)
-        {
-            *p = true;
-        }
-    }
+/// Which of [`HOP_BY_HOP`] `name` is, if any.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    HOP_BY_HOP.iter().position(|h| h == name)
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names (`present`: which
+/// of [`HOP_BY_HOP`] the caller's pass over the names saw). For an upgrade, `Connection:
+/// upgrade` and `Upgrade` are put back afterwards.
+fn strip_hop_by_hop(
+    headers: &mut HeaderMap,
+    keep_upgrade: bool,
+    present: [bool; HOP_BY_HOP_COUNT],
+) {
     if !present.contains(&true) {
         // No Connection header either: nothing names another header, nothing to put back.
         return;
@@ -172,15 +145,26 @@ pub fn prepare_request(
     forwarded_for: &HeaderValue,
     authority: &str,
 ) {
-    strip_hop_by_hop(headers, websocket);
+    // One pass over the names: hop-by-hop headers and forbidden ones (a removal by name
+    // hashes and probes even when the name is absent, so nothing is removed blindly).
+    let mut hop = [false; HOP_BY_HOP_COUNT];
+    let mut forbidden = false;
+    for name in headers.keys() {
+        if let Some(slot) = hop_index(name).and_then(|i| hop.get_mut(i)) {
+            *slot = true;
+        } else if is_forbidden(name.as_str()) {
+            forbidden = true;
+        }
+    }
+    strip_hop_by_hop(headers, websocket, hop);
     headers.remove(header::CONTENT_LENGTH);
-    if headers.keys().any(|n| is_spoofable(n.as_str())) {
-        let spoofed: Vec<HeaderName> = headers
+    if forbidden {
+        let names: Vec<HeaderName> = headers
             .keys()
-            .filter(|n| is_spoofable(n.as_str()))
+            .filter(|n| is_forbidden(n.as_str()))
             .cloned()
             .collect();
-        for name in spoofed {
+        for name in names {
             headers.remove(&name);
         }
     }
@@ -201,20 +185,24 @@ pub fn prepare_request(
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
 const HSTS_VALUE: HeaderValue = HeaderValue::from_static(HSTS);
 const PROXIED_CSP_VALUE: HeaderValue = HeaderValue::from_static(PROXIED_CSP);
-const PAGE_CSP_VALUE: HeaderValue = HeaderValue::from_static(PAGE_CSP);
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const DENY: HeaderValue = HeaderValue::from_static("DENY");
 const NO_REFERRER: HeaderValue = HeaderValue::from_static("no-referrer");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-/// Prepares an upstream response's headers for the client.
-pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
-    strip_hop_by_hop(headers, switching);
-    // Which of the app's own security headers are there, in one pass over the names
-    // (each lookup by name hashes and probes).
-    let (mut csp, mut xfo, mut nosniff, mut referrer) = (false, false, false, false);
+/// Prepares an upstream response's headers for the client; returns how many `Set-Cookie`
+/// headers for Gatehouse's own cookies were dropped (the caller logs them).
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool) -> usize {
+    // One pass over the names: hop-by-hop headers, `Set-Cookie`, and which of the app's own
+    // security headers are there.
+    let mut hop = [false; HOP_BY_HOP_COUNT];
+    let (mut csp, mut xfo, mut nosniff, mut referrer, mut cookies) =
+        (false, false, false, false, false);
     for name in headers.keys() {
-        if name == header::CONTENT_SECURITY_POLICY {
+        if let Some(slot) = hop_index(name).and_then(|i| hop.get_mut(i)) {
+            *slot = true;
+        } else if name == header::SET_COOKIE {
+            cookies = true;
+        } else if name == header::CONTENT_SECURITY_POLICY {
             csp = true;
         } else if name == header::X_FRAME_OPTIONS {
             xfo = true;
@@ -224,6 +212,12 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
             referrer = true;
         }
     }
+    strip_hop_by_hop(headers, switching, hop);
+    let dropped = if cookies {
+        set_cookie::drop_gatehouse_cookies(headers)
+    } else {
+        0
+    };
     headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS_VALUE);
     // Framing protection only where the app expressed no framing policy of its own (a CSP
     // `frame-ancestors` would override an app's `X-Frame-Options: SAMEORIGIN`).
@@ -240,16 +234,7 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     if !referrer {
         headers.append(header::REFERRER_POLICY, NO_REFERRER);
     }
-}
-
-/// Security headers of Gatehouse's own responses.
-pub fn own_response(headers: &mut HeaderMap) {
-    headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS_VALUE);
-    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP_VALUE);
-    headers.insert(header::X_FRAME_OPTIONS, DENY);
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
-    headers.insert(header::REFERRER_POLICY, NO_REFERRER);
-    headers.insert(header::CACHE_CONTROL, NO_STORE);
+    dropped
 }
 
 #[cfg(test)]
@@ -275,46 +260,6 @@ mod tests {
             HSTS,
             format!("max-age={HSTS_MAX_AGE_SECS}; includeSubDomains")
         );
-    }
-
-    #[test]
-    fn spoofable_table() {
-        let strip = [
-            "x-gatehouse-user",
-            "x-gatehouse-groups",
-            "x_gatehouse_user",
-            "x-gatehouse_assertion",
-            "x-forwarded-user",
-            "x_forwarded_email",
-            "x-forwarded-groups",
-            "x-forwarded-preferred-username",
-            "x-auth-request-user",
-            "x_auth_request_email",
-            "remote-user",
-            "remote_user",
-            "x-remote-user",
-            "x-webauth-user",
-            "x-forwarded-for",
-            "x_forwarded_for",
-            "x-forwarded-proto",
-            "forwarded",
-            "x-real-ip",
-            "proxy-authorization",
-        ];
-        for name in strip {
-            assert!(is_spoofable(name), "{name}");
-        }
-        for name in [
-            "x-request-id",
-            "accept",
-            "authorization",
-            "cookie",
-            "remote-addr",
-            "x-user",
-            "referer",
-        ] {
-            assert!(!is_spoofable(name), "{name}");
-        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ambiguous request: it refuses it. It depends on gatehouse-core only (never the bastion).
 #![forbid(unsafe_code)]
 
+mod abuse;
 pub mod authn;
 pub mod authz;
 mod body;
@@ -25,10 +26,13 @@ pub mod pages;
 pub mod path;
 mod proxy;
 pub mod reload;
+mod request_id;
+mod respond;
 pub mod revoke;
 pub mod routes;
 mod serve;
 pub mod services;
+mod state;
 pub mod tls;
 mod upstream;
 pub mod web;
@@ -43,15 +47,17 @@ pub use services::{Services, StoreHealth};
 pub use tls::Reloader;
 
 /// Validates what a start would load without binding anything: the TLS certificate chain and
-/// key parse and belong together, and every upstream is a valid authority. Skipped for the
-/// quick-start (`config.source` is `None`), whose certificates are generated at start.
-pub fn check(config: &Config) -> Result<(), GatewayError> {
+/// key exist, parse, belong together and are within their validity period, and every
+/// upstream is a valid authority. Returns what to warn about (a certificate expiring soon, or
+/// served outside its validity because of `gateway.tls_allow_expired`). Certificates are not
+/// checked for the quick-start (`config.source` is `None`): they are generated at start.
+pub fn check(config: &Config) -> Result<Vec<String>, GatewayError> {
     routes::Routes::new(&config.apps).map_err(GatewayError::Route)?;
     if config.source.is_none() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let g = &config.gateway;
     let provider = tls::profile_provider(g.tls_profile);
-    tls::load_certified_key(&g.tls_cert, &g.tls_key, &provider)?;
-    Ok(())
+    let loaded = tls::CertFiles::from_config(g).load(&provider, std::time::SystemTime::now())?;
+    Ok(loaded.warning.iter().map(ToString::to_string).collect())
 }

@@ -45,6 +45,8 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub open_connections: Gauge,
     pub tls_handshake_failures: Counter,
+    /// End of validity (unix seconds) of the certificate being served.
+    pub tls_certificate_expiry: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,6 +88,12 @@ impl Default for Metrics {
             "Failed or timed-out TLS handshakes",
             tls_handshake_failures.clone(),
         );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "End of validity of the served TLS certificate, unix seconds",
+            tls_certificate_expiry.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Metrics {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -95,6 +103,7 @@ impl Default for Metrics {
             upstream_errors,
             open_connections,
             tls_handshake_failures,
+            tls_certificate_expiry,
         }
     }
 }

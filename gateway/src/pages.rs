@@ -1,147 +1,172 @@
-//! Gatehouse's own small HTML pages (errors, not found, redirects). Every dynamic value is
-//! HTML-escaped; details stay in the log under the request id shown on the page.
+//! Every page Gatehouse renders itself: the forms and notices under `/.gatehouse/`
+//! ([`login`]), and the error pages of refused or failed requests ([`error`]), with the one
+//! HTML escaper, the one Content-Security-Policy and the one set of security headers they
+//! are all served with. Pure rendering: text and header values, no response or body type
+//! (those are `crate::respond`'s).
+//!
+//! Threat: markup injection (XSS) through anything we echo — user and group names from an
+//! SSO provider, app names, the requested path, error texts, request ids — which could steal
+//! the login form's credentials or act as the user; clickjacking; loading third-party
+//! resources. Mitigation: every dynamic value goes through [`escape`]; pages have no inline
+//! script or style and no external resource, and are served with [`CONTENT_SECURITY_POLICY`]
+//! (no script can run even if escaping were missed), `frame-ancestors 'none'`, `nosniff`
+//! and `no-store` ([`security_headers`]). Every form posts to our own paths and carries a
+//! hidden `csrf` field.
 
-use http::{HeaderValue, Response, StatusCode, header};
+mod error;
+mod login;
 
-use crate::body::ResBody;
-use crate::headers;
+use http::StatusCode;
+use http::header::{self, HeaderName, HeaderValue};
+use qrcode::QrCode;
+use qrcode::render::svg;
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
+use crate::headers::HSTS;
+use crate::web::STYLE_PATH;
+
+pub use error::{error, raw_error};
+pub use login::*;
+
+/// The policy every page is served with: nothing but our stylesheet, `data:` images and
+/// same-origin form posts; never framed. (The handoff page alone widens `form-action` and
+/// `script-src`: [`handoff_csp`].)
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The handoff page's policy: [`CONTENT_SECURITY_POLICY`] plus our own script (the
+/// auto-submit) and a form post to `origin` (the app host redeeming the ticket).
+pub fn handoff_csp(origin: &str) -> String {
+    format!(
+        "default-src 'none'; style-src 'self'; script-src 'self'; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+/// The stylesheet served at [`STYLE_PATH`].
+pub const STYLE_CSS: &str = include_str!("pages/style.css");
+
+/// The handoff auto-submit script, served at [`crate::web::HANDOFF_JS_PATH`].
+pub const HANDOFF_JS: &str =
+    "\"use strict\";\nvar f = document.getElementById(\"handoff\");\nif (f) { f.submit(); }\n";
+
+/// A rendered page and the status it is served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: StatusCode,
+    pub html: String,
+}
+
+/// The content type of every page.
+pub const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+
+/// The security headers of every response Gatehouse writes itself (pages, redirects,
+/// refusals): HSTS, the page CSP, no framing, no sniffing, no cross-site referrer, no
+/// caching. Add the content type and any `Set-Cookie`/`Retry-After` beside them.
+pub fn security_headers() -> [(HeaderName, HeaderValue); 6] {
+    [
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+/// Headers of a static asset of content type `content_type` (stylesheet, script): HSTS,
+/// `nosniff`, cacheable for an hour.
+pub fn asset_headers(content_type: &'static str) -> [(HeaderName, HeaderValue); 4] {
+    [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        ),
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ),
+    ]
+}
+
+/// HTML-escapes text for element content and double- or single-quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // Control characters have no business in a page; show them as U+FFFD.
+            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
     out
 }
 
-fn message(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "The request was malformed or ambiguous and was refused.",
-        403 => "You are not allowed to open this page.",
-        404 => "There is nothing here.",
-        405 => "This method is not allowed here.",
-        431 => "The request headers are too large.",
-        502 => "The application behind this address could not be reached.",
-        504 => "The application behind this address did not answer in time.",
-        _ => "The request could not be completed.",
-    }
+/// Renders `data` (an `otpauth://` URI) as an SVG element for inline use (no XML prolog).
+pub fn qr_svg(data: &str) -> Result<String, qrcode::types::QrError> {
+    let code = QrCode::new(data.as_bytes())?;
+    let image = code
+        .render::<svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build();
+    // The renderer emits an XML prolog, which is not allowed inside HTML.
+    Ok(match image.find("<svg") {
+        Some(i) => image.get(i..).unwrap_or_default().to_string(),
+        None => image,
+    })
 }
 
-fn error_html(status: StatusCode, request_id: &str) -> String {
-    let reason = status.canonical_reason().unwrap_or("Error");
+/// The page skeleton: `title` is escaped here, `body` must already be markup.
+fn layout(title: &str, body: &str) -> String {
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {reason}</title>\
-<style>body{{font-family:system-ui,sans-serif;margin:4rem auto;max-width:36rem;color:#222}}\
-code{{background:#eee;padding:.1rem .3rem}}</style></head>\n<body><h1>{code} {reason}</h1>\
-<p>{msg}</p><p>Request id: <code>{id}</code></p><p><small>Gatehouse</small></p></body></html>\n",
-        code = status.as_u16(),
-        reason = escape(reason),
-        msg = message(status),
-        id = escape(request_id),
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"referrer\" content=\"same-origin\">\n\
+         <title>{title} · Gatehouse</title>\n<link rel=\"stylesheet\" href=\"{STYLE_PATH}\">\n</head>\n\
+         <body>\n<main class=\"card\">\n<h1>{title}</h1>\n{body}</main>\n</body>\n</html>\n",
+        title = escape(title),
     )
 }
 
-/// An error page with security headers; `close` asks HTTP/1 clients' connections to close.
-pub fn error(status: StatusCode, request_id: &str, close: bool) -> Response<ResBody> {
-    let body = error_html(status, request_id);
-    let mut resp = Response::new(ResBody::page(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers::own_response(h);
-    if close {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+fn csrf_field(csrf: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\n",
+        escape(csrf)
+    )
+}
+
+fn error_box(error: Option<&str>) -> String {
+    error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(e))
+    })
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Page {
+    Page {
+        status,
+        html: layout(title, body),
     }
-    resp
-}
-
-/// The raw HTTP/1.1 bytes of an error page, for answers hyper writes itself before any
-/// handler runs (parse errors): the connection layer puts these on the wire instead, so
-/// they too carry the security headers and a page. The connection closes after it.
-pub fn raw_error(status: StatusCode) -> Vec<u8> {
-    let request_id = format!("conn-{:016x}", rand_id());
-    let page = error(status, &request_id, true);
-    let body = error_html(status, &request_id).into_bytes();
-    let mut out = Vec::with_capacity(512 + body.len());
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 {} {}\r\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("Error")
-        )
-        .as_bytes(),
-    );
-    for (name, value) in page.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-/// A non-secret identifier for log correlation (time and a counter; not a token).
-fn rand_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(40)
-}
-
-/// A permanent redirect (308 keeps the method) with security headers.
-pub fn redirect(location: HeaderValue) -> Response<ResBody> {
-    let mut resp = Response::new(ResBody::page(""));
-    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    let h = resp.headers_mut();
-    h.insert(header::LOCATION, location);
-    headers::own_response(h);
-    resp
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes() {
-        assert_eq!(
-            escape("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
-
-    #[test]
-    fn error_page_has_security_headers() {
-        let r = error(StatusCode::NOT_FOUND, "abc<", false);
-        assert_eq!(r.status(), 404);
-        for name in [
-            "strict-transport-security",
-            "content-security-policy",
-            "x-frame-options",
-            "x-content-type-options",
-            "referrer-policy",
-        ] {
-            assert!(r.headers().contains_key(name), "{name}");
-        }
-        assert!(!r.headers().contains_key("connection"));
-        assert_eq!(
-            error(StatusCode::BAD_REQUEST, "x", true).headers()["connection"],
-            "close"
-        );
-    }
-}
+mod tests;

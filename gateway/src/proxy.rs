@@ -134,10 +134,16 @@ impl Proxy {
                     who.identity().user(),
                     who.session().as_str(),
                     who.token().clone(),
+                    &crate::guard::host_name(client.authority)
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
                 ),
             });
         }
-        headers::prepare_response(resp.headers_mut(), switching);
+        let dropped = headers::prepare_response(resp.headers_mut(), switching);
+        if dropped > 0 {
+            tracing::warn!(app = %permit.app().name, user = %permit.who().identity().user(), dropped, "upstream tried to set Gatehouse's session cookie; Set-Cookie dropped");
+        }
         Ok(resp)
     }
 }

@@ -71,7 +71,7 @@ impl PolicyReloader {
                     })
                     .await
                     .map_err(|e| {
-                        tracing::error!(error = %crate::services::describe(&e), "policy reload not audited; running policy kept");
+                        tracing::error!(error = %gatehouse_core::error_chain(&e), "policy reload not audited; running policy kept");
                         ReloadError::Audit(e)
                     })?;
                 let n = self.policy.replace(index);
@@ -79,7 +79,7 @@ impl PolicyReloader {
                 Ok(n)
             }
             Err(e) => {
-                let text = crate::services::describe(&e);
+                let text = gatehouse_core::error_chain(&e);
                 tracing::error!(error = %text, "policy reload refused; the running policy stays");
                 if let Err(ae) = self
                     .audit
@@ -90,7 +90,7 @@ impl PolicyReloader {
                     })
                     .await
                 {
-                    tracing::error!(error = %crate::services::describe(&ae), "failed policy reload could not be audited");
+                    tracing::error!(error = %gatehouse_core::error_chain(&ae), "failed policy reload could not be audited");
                 }
                 Err(ReloadError::Policy(e))
             }

@@ -29,6 +29,8 @@ struct Entry {
     user: String,
     session_hash: String,
     token: CookieValue,
+    /// The host the tunnel's session was resumed on (lowercase, no port).
+    host: String,
     cancel: CancellationToken,
 }
 
@@ -70,6 +72,7 @@ impl Tunnels {
         user: &str,
         session_hash: &str,
         token: CookieValue,
+        host: &str,
     ) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
@@ -79,6 +82,7 @@ impl Tunnels {
                 user: user.to_string(),
                 session_hash: session_hash.to_string(),
                 token,
+                host: host.to_string(),
                 cancel: cancel.clone(),
             },
         );
@@ -122,13 +126,16 @@ impl Tunnels {
 
     /// After lost events: closes every tunnel whose session is gone or cannot be checked.
     async fn recheck(&self, auth: &Authenticator) {
-        let list: Vec<(String, CookieValue, CancellationToken)> = self
+        let list: Vec<(String, CookieValue, String, CancellationToken)> = self
             .lock()
             .values()
-            .map(|e| (e.session_hash.clone(), e.token.clone(), e.cancel.clone()))
+            .map(|e| {
+                let (h, t) = (e.session_hash.clone(), e.token.clone());
+                (h, t, e.host.clone(), e.cancel.clone())
+            })
             .collect();
-        for (hash, token, cancel) in list {
-            match auth.resume_session(token.expose()).await {
+        for (hash, token, host, cancel) in list {
+            match auth.resume_session(token.expose(), &host).await {
                 Ok((_, h)) if h == hash => {}
                 _ => cancel.cancel(),
             }
@@ -146,7 +153,7 @@ impl Tunnels {
             let mut rx = match store.subscribe_revocations().await {
                 Ok(rx) => rx,
                 Err(e) => {
-                    tracing::error!(error = %crate::services::describe(&e), "cannot subscribe to revocations; closing live tunnels and retrying");
+                    tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot subscribe to revocations; closing live tunnels and retrying");
                     self.close_all();
                     tokio::select! {
                         () = stop.cancelled() => return,
@@ -197,9 +204,9 @@ mod tests {
     #[tokio::test]
     async fn events_cancel_matching_tunnels_only() {
         let t = Arc::new(Tunnels::default());
-        let a = t.register("alice", "h1", v('A'));
-        let b = t.register("bob", "h2", v('B'));
-        let a2 = t.register("alice", "h3", v('C'));
+        let a = t.register("alice", "h1", v('A'), "app.example");
+        let b = t.register("bob", "h2", v('B'), "app.example");
+        let a2 = t.register("alice", "h3", v('C'), "app.example");
         assert_eq!(t.len(), 3);
         assert_eq!(
             t.apply(&RevocationEvent::Session {

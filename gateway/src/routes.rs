@@ -13,6 +13,9 @@ use http::uri::Authority;
 pub struct App {
     pub name: Arc<str>,
     pub upstream: Authority,
+    /// Origins besides the app's own whose pages may open WebSockets to it (lowercase,
+    /// `scheme://host[:port]`).
+    pub allowed_origins: Box<[String]>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +53,7 @@ impl Routes {
             entry.apps.push(Arc::new(App {
                 name: Arc::from(a.name.as_str()),
                 upstream,
+                allowed_origins: a.allowed_origins.clone().into_boxed_slice(),
             }));
         }
         Ok(Routes { by_host })
@@ -78,6 +82,7 @@ mod tests {
             upstream: Upstream {
                 authority: "127.0.0.1:9".into(),
             },
+            allowed_origins: Vec::new(),
         }
     }
 

@@ -28,15 +28,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::abuse::AbuseTrace;
 use crate::error::GatewayError;
-use crate::handler::{RequestIds, State};
-use crate::login::LoginCtx;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::PolicyReloader;
+use crate::request_id::RequestIds;
 use crate::revoke::Tunnels;
 use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
+use crate::state::{LoginCtx, State};
 use crate::tls::{self, Reloader};
 use workers::Workers;
 
@@ -169,7 +170,12 @@ impl Gateway {
     /// [`run`]: Gateway::run
     pub async fn bind(config: Arc<Config>, services: Services) -> Result<Gateway, GatewayError> {
         let g = &config.gateway;
-        let (server_config, reloader) = tls::server_config(g.tls_profile, &g.tls_cert, &g.tls_key)?;
+        let metrics = Arc::new(Metrics::default());
+        let (server_config, reloader) = tls::server_config(
+            g.tls_profile,
+            tls::CertFiles::from_config(g),
+            metrics.tls_certificate_expiry.clone(),
+        )?;
         let routes = Routes::new(&config.apps).map_err(GatewayError::Route)?;
         let (https, https_addr) = listen(g.listen, "gateway.listen").await?;
         let (admin, admin_addr) = listen(config.admin.listen, "admin.listen").await?;
@@ -180,7 +186,6 @@ impl Gateway {
             }
             None => (None, None),
         };
-        let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let proxy = Proxy::new(g.upstream_connect_timeout, g.upstream_timeout);
@@ -195,6 +200,7 @@ impl Gateway {
             services,
             health: Arc::new(StoreHealth::default()),
             tunnels: Arc::new(Tunnels::default()),
+            abuse: AbuseTrace::default(),
         });
         let ctx = Arc::new(ServeCtx {
             state,
@@ -272,33 +278,7 @@ impl Gateway {
             )
             .instrument(tracing::info_span!("admin")),
         );
-        ctx.tracker.spawn(
-            reloader
-                .watch(ctx.stop.clone())
-                .instrument(tracing::info_span!("tls_watch")),
-        );
-        let st = &ctx.state;
-        ctx.tracker.spawn(
-            st.health
-                .clone()
-                .probe(st.services.store.clone(), ctx.stop.clone())
-                .instrument(tracing::info_span!("store_probe")),
-        );
-        ctx.tracker.spawn(
-            st.tunnels
-                .clone()
-                .listen(
-                    st.services.store.clone(),
-                    st.services.authenticator.clone(),
-                    ctx.stop.clone(),
-                )
-                .instrument(tracing::info_span!("revocations")),
-        );
-        ctx.tracker.spawn(
-            policy_reloader
-                .watch(ctx.stop.clone())
-                .instrument(tracing::info_span!("policy_watch")),
-        );
+        spawn_background(&ctx, reloader, policy_reloader);
         ctx.tracker.spawn(
             accept_loop(https, ctx.clone(), workers.clone())
                 .instrument(tracing::info_span!("gateway")),
@@ -344,6 +324,38 @@ impl Gateway {
         let _ = tokio::time::timeout(HARD_STOP_WAIT, admin_tracker.wait()).await;
         Ok(DrainReport { drained, remaining })
     }
+}
+
+/// The gateway's background tasks: certificate and policy watchers, the store probe and the
+/// revocation listener, each under the tracker until `ctx.stop`.
+fn spawn_background(ctx: &ServeCtx, reloader: Reloader, policy_reloader: PolicyReloader) {
+    ctx.tracker.spawn(
+        reloader
+            .watch(ctx.stop.clone())
+            .instrument(tracing::info_span!("tls_watch")),
+    );
+    let st = &ctx.state;
+    ctx.tracker.spawn(
+        st.health
+            .clone()
+            .probe(st.services.store.clone(), ctx.stop.clone())
+            .instrument(tracing::info_span!("store_probe")),
+    );
+    ctx.tracker.spawn(
+        st.tunnels
+            .clone()
+            .listen(
+                st.services.store.clone(),
+                st.services.authenticator.clone(),
+                ctx.stop.clone(),
+            )
+            .instrument(tracing::info_span!("revocations")),
+    );
+    ctx.tracker.spawn(
+        policy_reloader
+            .watch(ctx.stop.clone())
+            .instrument(tracing::info_span!("policy_watch")),
+    );
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Workers>) {

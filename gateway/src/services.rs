@@ -100,21 +100,14 @@ impl StoreHealth {
             }
             let r = match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("store unreachable: {}", describe(&e))),
+                Ok(Err(e)) => Err(format!(
+                    "store unreachable: {}",
+                    gatehouse_core::error_chain(&e)
+                )),
                 Err(_) => Err("store unreachable: ping timed out".to_string()),
             };
             self.set(r);
         }
-    }
-}
-
-/// An error and its causes on one line (for logs and `/readyz`; never contains secrets).
-pub(crate) fn describe(e: &dyn std::error::Error) -> String {
-    let chain = crate::tls::source_chain(e);
-    if chain.is_empty() {
-        e.to_string()
-    } else {
-        format!("{e}: {chain}")
     }
 }
 

@@ -1,16 +1,25 @@
 //! TLS termination: Mozilla profiles, the certificate resolver and hot reload.
 //!
 //! Threat: downgrade to weak protocol versions or suites (no forward secrecy, CBC, RSA key
-//! exchange); an outage or a mismatched key after a certificate rotation. Mitigation: only the
-//! Mozilla intermediate (TLS 1.2 ECDHE+AEAD, TLS 1.3) or modern (TLS 1.3) profile is offered;
-//! a new certificate is loaded, checked against its key and only then swapped in atomically —
-//! a broken file is refused with a logged error and the running certificate stays.
+//! exchange); an outage or a mismatched key after a certificate rotation; an expired (or not
+//! yet valid) certificate served, which trains users to click through warnings; an expiry
+//! nobody saw coming. Mitigation: only the Mozilla intermediate (TLS 1.2 ECDHE+AEAD, TLS 1.3)
+//! or modern (TLS 1.3) profile is offered; a new certificate is loaded, checked against its
+//! key and its validity period and only then swapped in atomically — a broken, expired or
+//! not-yet-valid file is refused (at start: no start; at reload: a logged error and the
+//! running certificate stays) unless `gateway.tls_allow_expired` says otherwise, loudly; an
+//! expiry within [`CERT_EXPIRY_WARNING`] is a warning at every load, and the expiry time is
+//! the `gatehouse_tls_certificate_expiry_seconds` metric.
+
+mod validity;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use gatehouse_core::config::TlsProfile;
+use gatehouse_core::config::defaults::CERT_EXPIRY_WARNING;
+use gatehouse_core::config::{GatewayConfig, TlsProfile};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self as provider, cipher_suite as cs, kx_group};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -21,6 +30,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TlsError;
+
+pub use validity::Validity;
 
 /// How often the certificate files' metadata is polled for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -69,6 +80,115 @@ fn profile_versions(profile: TlsProfile) -> &'static [&'static SupportedProtocol
     match profile {
         TlsProfile::Intermediate => INTERMEDIATE_VERSIONS,
         TlsProfile::Modern => MODERN_VERSIONS,
+    }
+}
+
+/// The configured certificate and key files and how strictly to check them.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Serve a certificate outside its validity period (logged as an error at every load).
+    pub allow_expired: bool,
+}
+
+/// A certificate pair that passed every check, and what to warn about.
+#[derive(Debug)]
+pub struct Loaded {
+    pub key: CertifiedKey,
+    pub validity: Validity,
+    pub warning: Option<CertWarning>,
+}
+
+/// What a loaded certificate is worth a log line (and a `check-config` line) for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertWarning {
+    /// Within [`CERT_EXPIRY_WARNING`] of its end of validity.
+    ExpiresSoon(String),
+    /// Outside its validity period, served because of `gateway.tls_allow_expired`.
+    ServedInvalid(String),
+}
+
+impl std::fmt::Display for CertWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertWarning::ExpiresSoon(w) | CertWarning::ServedInvalid(w) => f.write_str(w),
+        }
+    }
+}
+
+fn rfc3339(secs: i64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(validity::system_time(secs))
+}
+
+impl CertFiles {
+    pub fn from_config(g: &GatewayConfig) -> CertFiles {
+        CertFiles {
+            cert: g.tls_cert.clone(),
+            key: g.tls_key.clone(),
+            allow_expired: g.tls_allow_expired,
+        }
+    }
+
+    /// Reads the PEM chain and key, checks that they belong together and that the leaf is
+    /// within its validity period at `now`.
+    pub fn load(&self, provider: &CryptoProvider, now: SystemTime) -> Result<Loaded, TlsError> {
+        for (key, path) in [
+            ("gateway.tls_cert", &self.cert),
+            ("gateway.tls_key", &self.key),
+        ] {
+            if !path.exists() {
+                return Err(TlsError::Missing {
+                    key,
+                    path: path.clone(),
+                });
+            }
+        }
+        let certified = load_certified_key(&self.cert, &self.key, provider)?;
+        let leaf = certified
+            .cert
+            .first()
+            .map(|c| c.as_ref())
+            .unwrap_or_default();
+        let validity = validity::of_der(leaf).ok_or_else(|| TlsError::NoValidity {
+            path: self.cert.clone(),
+        })?;
+        let invalid = if validity.not_yet_valid(now) {
+            Some(TlsError::NotYetValid {
+                path: self.cert.clone(),
+                not_before: rfc3339(validity.not_before).to_string(),
+            })
+        } else if validity.expired(now) {
+            Some(TlsError::Expired {
+                path: self.cert.clone(),
+                not_after: rfc3339(validity.not_after).to_string(),
+            })
+        } else {
+            None
+        };
+        let warning = match invalid {
+            Some(e) if !self.allow_expired => return Err(e),
+            Some(e) => Some(CertWarning::ServedInvalid(format!(
+                "{e}; SERVED ANYWAY because gateway.tls_allow_expired = true: browsers will warn every user"
+            ))),
+            None => {
+                let left = validity.remaining(now);
+                let soon = i64::try_from(CERT_EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+                (left < soon).then(|| {
+                    CertWarning::ExpiresSoon(format!(
+                        "{}: the certificate expires in {} day(s), at {}; install a renewed one",
+                        self.cert.display(),
+                        left / 86_400,
+                        rfc3339(validity.not_after)
+                    ))
+                })
+            }
+        };
+        Ok(Loaded {
+            key: certified,
+            validity,
+            warning,
+        })
     }
 }
 
@@ -153,23 +273,40 @@ pub struct Reloader {
 #[derive(Debug)]
 struct ReloadInner {
     resolver: Arc<CertResolver>,
-    cert: PathBuf,
-    key: PathBuf,
+    files: CertFiles,
     provider: Arc<CryptoProvider>,
+    /// `gatehouse_tls_certificate_expiry_seconds`: the serving certificate's end of validity.
+    expiry: Gauge,
+}
+
+/// Logs a loaded certificate's warning: an error when an invalid period is served anyway,
+/// else a warning (near expiry).
+fn report(loaded: &Loaded) {
+    match &loaded.warning {
+        Some(CertWarning::ServedInvalid(w)) => {
+            tracing::error!(warning = %w, "tls certificate outside its validity period");
+        }
+        Some(CertWarning::ExpiresSoon(w)) => {
+            tracing::warn!(warning = %w, "tls certificate expires soon");
+        }
+        None => {}
+    }
 }
 
 impl Reloader {
-    /// Re-reads the certificate and key. A broken pair is refused (logged) and the running
-    /// certificate stays.
+    /// Re-reads the certificate and key. A broken, expired or not-yet-valid pair is refused
+    /// (logged) and the running certificate stays.
     pub fn reload(&self) {
         let i = &self.inner;
-        match load_certified_key(&i.cert, &i.key, &i.provider) {
-            Ok(ck) => {
-                i.resolver.swap(Arc::new(ck));
-                tracing::info!(cert = %i.cert.display(), "tls certificate reloaded");
+        match i.files.load(&i.provider, SystemTime::now()) {
+            Ok(loaded) => {
+                report(&loaded);
+                i.expiry.set(loaded.validity.not_after);
+                i.resolver.swap(Arc::new(loaded.key));
+                tracing::info!(cert = %i.files.cert.display(), "tls certificate reloaded");
             }
             Err(e) => {
-                tracing::error!(error = %e, cause = %source_chain(&e), "tls certificate reload refused; the running certificate stays");
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "tls certificate reload refused; the running certificate stays");
             }
         }
     }
@@ -180,7 +317,7 @@ impl Reloader {
                 .ok()
                 .and_then(|m| Some((m.modified().ok()?, m.len())))
         };
-        (s(&self.inner.cert), s(&self.inner.key))
+        (s(&self.inner.files.cert), s(&self.inner.files.key))
     }
 
     /// Polls the files' modification time and size; reloads when either changes.
@@ -204,29 +341,19 @@ impl Reloader {
     }
 }
 
-pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
-/// Builds the server config (profile, ALPN, resolver) and its reloader.
+/// Builds the server config (profile, ALPN, resolver) and its reloader; `expiry` is the
+/// metric that follows the serving certificate's end of validity.
 pub fn server_config(
     profile: TlsProfile,
-    cert: &Path,
-    key: &Path,
+    files: CertFiles,
+    expiry: Gauge,
 ) -> Result<(Arc<ServerConfig>, Reloader), TlsError> {
     let provider = Arc::new(profile_provider(profile));
-    let initial = load_certified_key(cert, key, &provider)?;
+    let initial = files.load(&provider, SystemTime::now())?;
+    report(&initial);
+    expiry.set(initial.validity.not_after);
     let resolver = Arc::new(CertResolver {
-        current: RwLock::new(Arc::new(initial)),
+        current: RwLock::new(Arc::new(initial.key)),
     });
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(profile_versions(profile))
@@ -237,9 +364,9 @@ pub fn server_config(
     let reloader = Reloader {
         inner: Arc::new(ReloadInner {
             resolver,
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
+            files,
             provider,
+            expiry,
         }),
     };
     Ok((Arc::new(config), reloader))

@@ -1,6 +1,6 @@
 //! Building blocks of the web login flow under the reserved path `/.gatehouse/`: return-URL
-//! validation, session and login-transaction cookies, CSRF tokens, form parsing, the
-//! server-rendered pages and the signed identity assertion sent to upstreams.
+//! validation, session and login-transaction cookies, CSRF tokens, form parsing and the
+//! signed identity assertion sent to upstreams (the pages are `crate::pages`).
 //!
 //! Threat: every byte here comes from a browser that may be driven by an attacker (forged
 //! cookies, cross-site form posts, open redirects, markup injection, oversized bodies) or
@@ -13,14 +13,14 @@ pub mod assertion;
 pub mod cookie;
 pub mod csrf;
 pub mod form;
-pub mod pages;
 pub mod redirect;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// The reserved prefix served by the gateway itself on every host.
-pub const RESERVED_PREFIX: &str = "/.gatehouse/";
+/// The reserved prefix: `/.gatehouse` and everything under `/.gatehouse/` is answered by
+/// Gatehouse itself on every host, never proxied (see [`is_reserved`]).
+pub const RESERVED_PREFIX: &str = "/.gatehouse";
 /// The user's portal of reachable apps; also where refused return URLs lead.
 pub const PORTAL_PATH: &str = "/.gatehouse/";
 /// Login step 1 (user + password): GET shows the form, POST submits it.
@@ -31,7 +31,8 @@ pub const TOTP_PATH: &str = "/.gatehouse/login/totp";
 pub const ENROL_PATH: &str = "/.gatehouse/enrol";
 /// Logout: POST only (a GET must never end a session: it could be triggered cross-site).
 pub const LOGOUT_PATH: &str = "/.gatehouse/logout";
-/// The one stylesheet (pages carry no inline style, see [`pages::CONTENT_SECURITY_POLICY`]).
+/// The one stylesheet (pages carry no inline style, see
+/// [`crate::pages::CONTENT_SECURITY_POLICY`]).
 pub const STYLE_PATH: &str = "/.gatehouse/static/style.css";
 /// Browser SSO across hosts: the public host mints a one-time ticket (GET), an app host
 /// redeems it (POST).
@@ -40,6 +41,13 @@ pub const HANDOFF_PATH: &str = "/.gatehouse/handoff";
 pub const HANDOFF_JS_PATH: &str = "/.gatehouse/static/handoff.js";
 /// The JWKS upstreams use to verify identity assertions.
 pub const JWKS_PATH: &str = "/.gatehouse/jwks.json";
+
+/// True when the normalised `path` is Gatehouse's own: [`RESERVED_PREFIX`] itself or below
+/// it (`/.gatehousex` is an app's path).
+pub fn is_reserved(path: &str) -> bool {
+    path.strip_prefix(RESERVED_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// The operating system's random generator failed; whatever needed it is refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,4 +80,27 @@ pub(crate) fn is_b64url(text: &str) -> bool {
 /// SHA-256 of `data`, base64url.
 pub(crate) fn sha256_b64url(data: &[u8]) -> String {
     b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_paths() {
+        for (path, reserved) in [
+            ("/.gatehouse", true),
+            ("/.gatehouse/", true),
+            ("/.gatehouse/login", true),
+            (PORTAL_PATH, true),
+            (LOGIN_PATH, true),
+            (JWKS_PATH, true),
+            ("/.gatehousex", false),
+            ("/.gatehouse.css", false),
+            ("/", false),
+            ("/app/.gatehouse/", false),
+        ] {
+            assert_eq!(is_reserved(path), reserved, "{path}");
+        }
+    }
 }

@@ -499,8 +499,18 @@ async fn handoff_carries_the_public_session_to_an_app_host_once() {
         .h1(on_public(Some(&h.cookie), "https://evil.example/"))
         .await;
     assert_eq!(resp.status(), 400);
+    // The app host's session is not a session of the public host: log in there.
+    let (resp, _) = h.h1(on_public(Some(&h.cookie), &next)).await;
+    assert_eq!(resp.status(), 303);
+    assert!(
+        resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/.gatehouse/login?next=%2F.gatehouse%2Fhandoff")
+    );
     // Signed in: a page that posts a one-time ticket to the app host (no secret in a URL).
-    let (resp, page) = h.h1(on_public(Some(&h.cookie), &next)).await;
+    let public_cookie = h.cookie_for(PUBLIC).await;
+    let (resp, page) = h.h1(on_public(Some(&public_cookie), &next)).await;
     assert_eq!(resp.status(), 200);
     let csp = resp.headers()["content-security-policy"].to_str().unwrap();
     assert!(

@@ -211,17 +211,19 @@ async fn upstream_failures_are_502_and_504() {
         ],
     )
     .await;
-    let req = |host: &str| {
+    let req = |host: &str, cookie: &str| {
         Request::get("/")
             .header("host", host)
-            .header("cookie", cookie())
+            .header("cookie", cookie)
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let (resp, _) = h.h1(req("down.gatehouse.localhost")).await;
+    let (down_host, slow_host) = ("down.gatehouse.localhost", "slow.gatehouse.localhost");
+    let (resp, _) = h.h1(req(down_host, &h.cookie_for(down_host).await)).await;
     assert_eq!(resp.status(), 502);
+    let slow_cookie = h.cookie_for(slow_host).await;
     let t = Instant::now();
-    let (resp, _) = h.h1(req("slow.gatehouse.localhost")).await;
+    let (resp, _) = h.h1(req(slow_host, &slow_cookie)).await;
     assert_eq!(resp.status(), 504);
     assert!(t.elapsed() < Duration::from_secs(5));
     let (_, metrics) = h.admin_get("/metrics").await;

@@ -77,7 +77,10 @@ async fn redis_outage_fails_closed_and_service_resumes() {
         .port();
     let redis = Redis::start(port).await;
     let url = url::Url::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let store = Arc::new(RedisStore::connect(&url).await.unwrap());
+    let key = gatehouse_core::store::RecordKey::new(
+        &gatehouse_core::secret::SecretKey::from_bytes([3; 32]),
+    );
+    let store = Arc::new(RedisStore::connect(&url, key).await.unwrap());
     let (up, mut seen) = upstream(None).await;
     let h = start_with("", &[("app", HOST, up)], store).await;
     assert_eq!(h.h1(get("/before")).await.0.status(), 200);

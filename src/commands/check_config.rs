@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use gatehouse_core::error_chain;
+
 use super::{ConfigSource, config_source, load_config};
 
 pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -14,14 +16,27 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    if let Err(e) = gatehouse_gateway::check(&config) {
-        eprintln!("gatehouse: config error: {e}");
-        return Ok(ExitCode::FAILURE);
+    let name = match &source {
+        ConfigSource::File(p) => p.display().to_string(),
+        ConfigSource::QuickStart => "quick-start configuration".to_string(),
+    };
+    // What the config names (certificates, keys) is checked as a start would load it; the
+    // message names the config file too.
+    match gatehouse_gateway::check(&config) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("gatehouse: warning: {name}: {w}");
+            }
+        }
+        Err(e) => {
+            eprintln!("gatehouse: config error: {name}: {}", error_chain(&e));
+            return Ok(ExitCode::FAILURE);
+        }
     }
     if config.bastion.enabled
         && let Err(e) = gatehouse_bastion::check(&config)
     {
-        eprintln!("gatehouse: config error: {}", error_chain(&e));
+        eprintln!("gatehouse: config error: {name}: {}", error_chain(&e));
         return Ok(ExitCode::FAILURE);
     }
     let policy = super::audit::runtime()?.block_on(gatehouse_core::policy::load_index(
@@ -31,19 +46,9 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
     let rules = match policy {
         Ok(index) => index.len(),
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut cur = std::error::Error::source(&e);
-            while let Some(c) = cur {
-                msg.push_str(&format!(": {c}"));
-                cur = c.source();
-            }
-            eprintln!("gatehouse: policy error: {msg}");
+            eprintln!("gatehouse: policy error: {}", error_chain(&e));
             return Ok(ExitCode::FAILURE);
         }
-    };
-    let name = match &source {
-        ConfigSource::File(p) => p.display().to_string(),
-        ConfigSource::QuickStart => "quick-start configuration".to_string(),
     };
     println!(
         "{name}: ok ({} app(s), {} target(s), {rules} policy rule(s))",
@@ -51,15 +56,4 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         config.targets.len()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        msg.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    msg
 }

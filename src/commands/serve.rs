@@ -14,10 +14,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use gatehouse_bastion::Bastion;
 use gatehouse_core::config::{AppConfig, LogFormat, Upstream};
-use gatehouse_core::identity::{NewUser, TotpCipher, Users};
+use gatehouse_core::identity::{NewUser, TotpCipher, Users, generate_password};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_gateway::Gateway;
-use gatehouse_gateway::web::cookie::CookieValue;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -78,8 +77,7 @@ fn ensure_demo_user(config: &gatehouse_core::Config, key: &SecretKey) -> anyhow:
         return Ok(DemoUser::Exists);
     }
     let cipher = TotpCipher::new(key)?;
-    let random = CookieValue::generate().context("generating the demo password")?;
-    let password: String = random.expose().chars().take(DEMO_PASSWORD_LEN).collect();
+    let password = generate_password(DEMO_PASSWORD_LEN).context("generating the demo password")?;
     let enrolment = users
         .add(
             NewUser {
@@ -197,6 +195,7 @@ async fn serve(
             upstream: Upstream {
                 authority: demo.to_string(),
             },
+            allowed_origins: Vec::new(),
         });
     }
     let services = Services::build(&config).await?;

@@ -57,7 +57,7 @@ impl Services {
             })?;
         let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key))
             .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
-        let store = store::open(&config.store)
+        let store = store::open(&config.store, &key)
             .await
             .context("connecting to the store")?;
         let authenticator = Authenticator::from_config(config, &key, store.clone(), audit.clone())

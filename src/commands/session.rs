@@ -25,8 +25,12 @@ fn within(ms: u64, now: u64) -> String {
 
 pub fn run(explicit: Option<&Path>, cmd: SessionCommand) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_source(explicit))?;
+    // Records in the store are authenticated with a key derived from the secret key.
+    let key = SecretKey::load(&config).context("loading the secret key")?;
     runtime()?.block_on(async {
-        let store = store::open(&config.store.clone()).await.context("connecting to the store")?;
+        let store = store::open(&config.store, &key)
+            .await
+            .context("connecting to the store")?;
         if store.is_in_process() {
             println!("{IN_PROCESS}");
             return Ok(match cmd {
@@ -58,7 +62,6 @@ pub fn run(explicit: Option<&Path>, cmd: SessionCommand) -> anyhow::Result<ExitC
                 Ok(ExitCode::SUCCESS)
             }
             SessionCommand::Revoke { user } => {
-                let key = SecretKey::load(&config).context("loading the secret key (audit MAC)")?;
                 let log = open_log(&config, &key)?;
                 let count = store.revoke_user(&user).await.context("revoking sessions")?;
                 log.record(AuditEvent::SessionRevoked { user: user.clone(), count, by: actor() })

@@ -138,7 +138,9 @@ pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode
             users.set_locked(&name, true)?;
             runtime()?.block_on(async {
                 record_admin(&log, "user lock", &name, Outcome::Success).await?;
-                let store = store::open(&config.store).await.context("connecting to the store")?;
+                let store = store::open(&config.store, &key)
+                    .await
+                    .context("connecting to the store")?;
                 if store.is_in_process() {
                     println!("user {name} locked: no new login. Existing sessions of a running memory:// instance end at their idle timeout or with a restart.");
                 } else {

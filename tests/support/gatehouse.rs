@@ -29,6 +29,8 @@ pub struct AppSpec {
     pub host: String,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    /// `allowed_origins` (WebSocket origins besides the app's own).
+    pub allowed_origins: Vec<String>,
 }
 
 impl AppSpec {
@@ -38,7 +40,13 @@ impl AppSpec {
             host: host.to_string(),
             path_prefix: None,
             upstream: upstream.to_string(),
+            allowed_origins: Vec::new(),
         }
+    }
+
+    pub fn allow_origin(mut self, origin: &str) -> AppSpec {
+        self.allowed_origins.push(origin.to_string());
+        self
     }
 
     pub fn prefix(mut self, p: &str) -> AppSpec {
@@ -208,6 +216,14 @@ impl GatehouseSpec {
                 "\n[[apps]]\nname = \"{}\"\nhost = \"{}\"\nupstream = \"{}\"\n",
                 a.name, a.host, a.upstream
             ));
+            if !a.allowed_origins.is_empty() {
+                let list: Vec<String> = a
+                    .allowed_origins
+                    .iter()
+                    .map(|o| format!("\"{o}\""))
+                    .collect();
+                s.push_str(&format!("allowed_origins = [{}]\n", list.join(", ")));
+            }
             if let Some(p) = &a.path_prefix {
                 s.push_str(&format!("path_prefix = \"{p}\"\n"));
             }

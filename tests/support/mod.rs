@@ -15,6 +15,8 @@
 //!   the default user and logs in, so h1/h2 connections carry a session cookie.
 //! - [`identity`]: users via `gatehouse user add`, TOTP codes, the real login flow, the audit
 //!   log as JSON, assertion (JWT) verification against the JWKS.
+//! - [`handoff`]: sessions on several hosts through the real handoff (a session is valid
+//!   only on the host it was issued to).
 //! - [`Redis`]: a real redis-server on a free port (stop/restart for outage tests).
 //! - [`client`]: TLS, HTTP/1.1, HTTP/2 and raw-bytes clients.
 //!
@@ -31,6 +33,7 @@
 
 pub mod client;
 pub mod gatehouse;
+pub mod handoff;
 pub mod identity;
 pub mod pki;
 pub mod redis;

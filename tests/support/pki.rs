@@ -63,6 +63,12 @@ impl Pki {
     /// Issues a new server certificate and key and writes them over the same files (each via a
     /// temp file and rename, so a reader never sees half a file).
     pub fn issue_server(&mut self, common_name: &str, serial: u64) {
+        self.issue_server_valid(common_name, serial, None);
+    }
+
+    /// [`Pki::issue_server`] with a validity period of `(from, to)` days relative to today
+    /// (`None`: rcgen's default, 1975 to 4096).
+    pub fn issue_server_valid(&mut self, common_name: &str, serial: u64, days: Option<(i64, i64)>) {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names).unwrap();
@@ -75,6 +81,20 @@ impl Pki {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
+        if let Some((from, to)) = days {
+            let today = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    / 86_400,
+            )
+            .unwrap();
+            let (y, m, d) = civil_from_days(today + from);
+            params.not_before = rcgen::date_time_ymd(y, m, d);
+            let (y, m, d) = civil_from_days(today + to);
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         write_atomic(&self.key_path, key.serialize_pem().as_bytes());
         write_atomic(&self.cert_path, cert.pem().as_bytes());
@@ -147,6 +167,20 @@ pub fn read_pem_cert(path: &Path) -> CertificateDer<'static> {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::from_pem_file(path)
         .unwrap_or_else(|e| panic!("reading a PEM certificate from {}: {e:?}", path.display()))
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) {

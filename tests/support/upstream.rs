@@ -4,6 +4,7 @@
 //! - `/download/<mib>`: streams `mib` MiB of [`pattern_chunk`] data, never holding it all;
 //! - `/upload`: reads the body frame by frame, answers `{"bytes": n, "sha256": hex}`;
 //! - `/ws`: a WebSocket-style upgrade (101) that echoes every byte afterwards;
+//! - `/set-cookie?c=V&c=W`: answers 200 with one `Set-Cookie` per `c` (percent-decoded);
 //! - anything else: echo — `{"method", "path", "query", "version", "headers": [[name, value]]}`.
 
 use std::convert::Infallible;
@@ -147,7 +148,56 @@ async fn handle(req: Request<Incoming>, st: &State, tx: &watch::Sender<u64>) -> 
     if path == "/ws" {
         return upgrade(req);
     }
+    if path == "/set-cookie" {
+        return set_cookies(req.uri().query().unwrap_or_default());
+    }
     echo(&req)
+}
+
+/// `%XX` and `+` decoding of one query value.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn set_cookies(query: &str) -> Response<RespBody> {
+    let mut b = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain");
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("c=") {
+            b = b.header("set-cookie", percent_decode(v));
+        }
+    }
+    b.body(Full::new(Bytes::from_static(b"cookies set")).boxed())
+        .unwrap()
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<RespBody> {

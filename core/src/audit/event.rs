@@ -286,6 +286,67 @@ pub enum AuditEvent {
         subject: String,
         outcome: Outcome,
     },
+    /// A live web session presented on another host than the one it was issued to (a cookie
+    /// carried to another app host); refused like no session. `session` is the id's hash.
+    SessionHostMismatch {
+        user: String,
+        /// Where it was presented (lowercase, no port).
+        host: String,
+        /// Where it was issued (`None`: not a web session).
+        issued_for: Option<String>,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// A WebSocket upgrade refused because its `Origin` is not the app's own nor one of its
+    /// `allowed_origins` (cross-site WebSocket hijacking); answered 403.
+    WebsocketOriginRefused {
+        user: String,
+        app: String,
+        /// The `Origin` sent (or `multiple` when several were).
+        origin: String,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// An HTTP/2 client broke the protocol the way resource-exhaustion attacks do; its
+    /// connection was closed. Rate-limited: `suppressed` counts the records of this kind
+    /// left out since the last one written.
+    ProtocolAbuse {
+        kind: AbuseKind,
+        client_addr: Option<IpAddr>,
+        suppressed: u64,
+    },
+}
+
+/// The kind of a [`AuditEvent::ProtocolAbuse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbuseKind {
+    /// Streams opened and reset at once, faster than they can be served (CVE-2023-44487).
+    Http2RapidReset,
+    /// A header block split into endless CONTINUATION frames (CVE-2024-27316 and kin).
+    Http2ContinuationFlood,
+    /// More streams than allowed at once, again and again (the refusals piled up).
+    Http2StreamFlood,
+    /// Endless tiny DATA frames.
+    Http2DataFlood,
+    /// Another limit of the HTTP/2 server (PING or SETTINGS floods, an HPACK bomb).
+    Http2Flood,
+    /// Any other protocol violation that made the server close the connection.
+    Http2ProtocolError,
+}
+
+impl AbuseKind {
+    /// The snake_case name (as in the record).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AbuseKind::Http2RapidReset => "http2_rapid_reset",
+            AbuseKind::Http2ContinuationFlood => "http2_continuation_flood",
+            AbuseKind::Http2StreamFlood => "http2_stream_flood",
+            AbuseKind::Http2DataFlood => "http2_data_flood",
+            AbuseKind::Http2Flood => "http2_flood",
+            AbuseKind::Http2ProtocolError => "http2_protocol_error",
+        }
+    }
 }
 
 impl AuditEvent {
@@ -328,6 +389,9 @@ impl AuditEvent {
             AuditEvent::SshRefused { .. } => "ssh_refused",
             AuditEvent::SshHostKeyMismatch { .. } => "ssh_host_key_mismatch",
             AuditEvent::AdminAction { .. } => "admin_action",
+            AuditEvent::SessionHostMismatch { .. } => "session_host_mismatch",
+            AuditEvent::WebsocketOriginRefused { .. } => "websocket_origin_refused",
+            AuditEvent::ProtocolAbuse { .. } => "protocol_abuse",
         }
     }
 }

@@ -16,18 +16,29 @@ pub const ADMIN_LISTEN: &str = "127.0.0.1:9443";
 /// Open client connections accepted at once; further connections wait in the kernel backlog.
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// A request head must be complete this long after the connection became ready for it
-/// (slowloris cut-off; the product promises at most 30 s).
+/// (slowloris cut-off; the product promises at most 30 s: [`MAX_HEADER_TIMEOUT`]).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// The TLS handshake must finish within this deadline.
+pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The TLS handshake must finish within this deadline (at most [`MAX_TLS_HANDSHAKE_TIMEOUT`]:
+/// a longer one lets half-open handshakes hold connection slots).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A keep-alive connection with no request in flight and no bytes moving is closed after this.
+pub const MAX_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A keep-alive connection with no request in flight and no bytes moving is closed after this
+/// (at most [`MAX_IDLE_TIMEOUT`]: idle connections hold slots of `max_connections`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// An upstream must connect and answer (response head) within this deadline: 504 otherwise.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// An upstream must connect and answer (response head) within this deadline: 504 otherwise
+/// (at most [`MAX_UPSTREAM_TIMEOUT`]; streaming bodies are not bound by it).
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connecting to an upstream must succeed within this deadline: 502 otherwise.
+pub const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Connecting to an upstream must succeed within this deadline: 502 otherwise (at most
+/// [`MAX_UPSTREAM_CONNECT_TIMEOUT`]).
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// On SIGTERM, in-flight requests get this long to finish before connections are cut.
+pub const MAX_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// On SIGTERM, in-flight requests get this long to finish before connections are cut (at
+/// most [`MAX_SHUTDOWN_GRACE`]: a supervisor's own kill deadline comes sooner anyway).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
 /// Largest request head accepted (request line + headers); larger gets 431.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most header fields accepted in one request; more gets 431.
@@ -38,10 +49,17 @@ pub const HSTS_MAX_AGE_SECS: u64 = 63_072_000;
 pub const BASTION_LISTEN: &str = "127.0.0.1:2222";
 pub const BASTION_HOST_KEY: &str = "certs/bastion_ed25519";
 pub const STORE_URL: &str = "memory://";
-/// Absolute lifetime of a login session.
+/// Absolute lifetime of a login session (at most [`MAX_SESSION_TTL`]: a stolen session must
+/// end by itself within a week whatever the configuration says).
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// A session unused this long is locked (the user must log in again).
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A session unused this long is locked (the user must log in again); at most
+/// [`MAX_SESSION_IDLE_TIMEOUT`] ("automatic session locking" within a working day).
 pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const MAX_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// A certificate expiring within this is a warning at start and reload (and visible in the
+/// `gatehouse_tls_certificate_expiry_seconds` metric).
+pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 pub const USERS_FILE: &str = "users.toml";
 /// Secret key file name under the data directory (TOTP secrets at rest, audit MAC).
 pub const SECRET_KEY_FILE: &str = "secret.key";

@@ -51,16 +51,19 @@ pub struct GatewayFile {
     pub max_connections: Option<usize>,
     /// Deadline for a complete request head, e.g. `10s` (at most `30s`).
     pub header_timeout: Option<String>,
-    /// Deadline for the TLS handshake (default `10s`).
+    /// Deadline for the TLS handshake (default `10s`, at most `60s`).
     pub tls_handshake_timeout: Option<String>,
-    /// Idle keep-alive connections are closed after this (default `60s`).
+    /// Idle keep-alive connections are closed after this (default `60s`, at most `1h`).
     pub idle_timeout: Option<String>,
-    /// Deadline for an upstream's response head (default `30s`): 504 after it.
+    /// Deadline for an upstream's response head (default `30s`, at most `1h`): 504 after it.
     pub upstream_timeout: Option<String>,
-    /// Deadline for connecting to an upstream (default `5s`): 502 after it.
+    /// Deadline for connecting to an upstream (default `5s`, at most `60s`): 502 after it.
     pub upstream_connect_timeout: Option<String>,
-    /// Grace period for in-flight requests on SIGTERM (default `30s`).
+    /// Grace period for in-flight requests on SIGTERM (default `30s`, at most `1h`).
     pub shutdown_grace: Option<String>,
+    /// Serve a certificate outside its validity period (expired or not yet valid) instead of
+    /// refusing it at start and reload (default false); logged as an error at every load.
+    pub tls_allow_expired: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,9 +87,9 @@ pub struct StoreFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityFile {
-    /// Absolute session lifetime (default `12h`).
+    /// Absolute session lifetime (default `12h`, at most `7d`).
     pub session_ttl: Option<String>,
-    /// Idle timeout after which a session is locked (default `30m`).
+    /// Idle timeout after which a session is locked (default `30m`, at most `24h`).
     pub idle_timeout: Option<String>,
     /// Local users file (default `users.toml`).
     pub users_file: Option<String>,
@@ -129,6 +132,9 @@ pub struct AppFile {
     pub path_prefix: Option<String>,
     /// `http://HOST:PORT` of the upstream.
     pub upstream: Option<String>,
+    /// Origins besides the app's own whose pages may open WebSockets to it, e.g.
+    /// `["https://tools.example.com"]`; any other `Origin` on an upgrade is refused (403).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -124,6 +124,138 @@ fn bad_configs_name_key_and_fix() {
     }
 }
 
+/// Every duration has a documented maximum; listeners never share an address; WebSocket
+/// origins are origins. `None`: valid; `Some(key)`: refused naming that key.
+#[test]
+fn limits_collisions_and_origins_table() {
+    let cases: &[(&str, Option<&str>)] = &[
+        // Durations: the maxima of `defaults`, one past them, absurd values.
+        ("[identity]\nsession_ttl = \"7d\"", None),
+        (
+            "[identity]\nsession_ttl = \"999999999999h\"",
+            Some("identity.session_ttl"),
+        ),
+        (
+            "[identity]\nsession_ttl = \"8d\"",
+            Some("identity.session_ttl"),
+        ),
+        (
+            "[identity]\nsession_ttl = \"7d\"\nidle_timeout = \"24h\"",
+            None,
+        ),
+        (
+            "[identity]\nsession_ttl = \"7d\"\nidle_timeout = \"25h\"",
+            Some("identity.idle_timeout"),
+        ),
+        ("[gateway]\nheader_timeout = \"30s\"", None),
+        (
+            "[gateway]\nheader_timeout = \"31s\"",
+            Some("gateway.header_timeout"),
+        ),
+        (
+            "[gateway]\ntls_handshake_timeout = \"61s\"",
+            Some("gateway.tls_handshake_timeout"),
+        ),
+        ("[gateway]\nidle_timeout = \"1h\"", None),
+        (
+            "[gateway]\nidle_timeout = \"2h\"",
+            Some("gateway.idle_timeout"),
+        ),
+        (
+            "[gateway]\nupstream_timeout = \"1000000h\"",
+            Some("gateway.upstream_timeout"),
+        ),
+        (
+            "[gateway]\nupstream_connect_timeout = \"2m\"",
+            Some("gateway.upstream_connect_timeout"),
+        ),
+        (
+            "[gateway]\nshutdown_grace = \"1d\"",
+            Some("gateway.shutdown_grace"),
+        ),
+        // Listeners: the same port on overlapping addresses collides; port 0 never does.
+        ("[admin]\nlisten = \"127.0.0.1:8443\"", Some("admin.listen")),
+        (
+            "[bastion]\nlisten = \"127.0.0.1:8443\"",
+            Some("bastion.listen"),
+        ),
+        (
+            "[bastion]\nenabled = false\nlisten = \"127.0.0.1:8443\"",
+            None,
+        ),
+        (
+            "[gateway]\nhttp_redirect_listen = \"127.0.0.1:8443\"",
+            Some("gateway.http_redirect_listen"),
+        ),
+        ("[gateway]\nlisten = \"0.0.0.0:9443\"", Some("admin.listen")),
+        ("[gateway]\nlisten = \"[::]:2222\"", Some("bastion.listen")),
+        ("[gateway]\nlisten = \"127.0.0.2:9443\"", None),
+        ("[gateway]\nlisten = \"[::1]:9443\"", None),
+        (
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nhttp_redirect_listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[bastion]\nlisten = \"127.0.0.1:0\"",
+            None,
+        ),
+        // WebSocket origins.
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\nallowed_origins = [\"https://Tools.Example.com\", \"https://a.b:8443\", \"http://localhost:3000\"]",
+            None,
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\nallowed_origins = [\"https://a.b/path\"]",
+            Some("apps[0].allowed_origins"),
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\nallowed_origins = [\"*\"]",
+            Some("apps[0].allowed_origins"),
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\nallowed_origins = [\"tools.example.com\"]",
+            Some("apps[0].allowed_origins"),
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\nallowed_origins = [\"https://u@a.b\"]",
+            Some("apps[0].allowed_origins"),
+        ),
+        (
+            "[[apps]]\nname = \"x\"\nhost = \"x.y\"\nupstream = \"http://a:1\"\nallowed_origins = [\"https://a.b?x\"]",
+            Some("apps[0].allowed_origins"),
+        ),
+        ("[gateway]\ntls_allow_expired = true", None),
+    ];
+    for (text, want) in cases {
+        match (load(text), want) {
+            (Ok(_), None) => {}
+            (Ok(_), Some(key)) => panic!("{text}: accepted, want a refusal naming {key}"),
+            (Err(e), None) => panic!("{text}: refused: {e}"),
+            (Err(e), Some(key)) => {
+                let e = e.to_string();
+                assert!(e.contains(&format!("`{key}`")), "{text}: want {key} in {e}");
+                assert!(e.contains("fix:"), "{text}: no fix in {e}");
+            }
+        }
+    }
+    let valid_origins = cases
+        .iter()
+        .find(|(t, w)| t.contains("Tools.Example.com") && w.is_none())
+        .unwrap();
+    let c = load(valid_origins.0).unwrap();
+    assert_eq!(
+        c.apps[0].allowed_origins,
+        [
+            "https://tools.example.com",
+            "https://a.b:8443",
+            "http://localhost:3000"
+        ]
+    );
+    assert!(
+        load("[gateway]\ntls_allow_expired = true")
+            .unwrap()
+            .gateway
+            .tls_allow_expired
+    );
+    assert!(!load("").unwrap().gateway.tls_allow_expired);
+}
+
 #[test]
 fn secrets_are_not_echoed() {
     let err = load("[store]\nurl = \"redis://:hunter2@h:1/0\"")
@@ -141,12 +273,14 @@ fn routing_prefers_longest_prefix_and_respects_segments() {
             host: "h".into(),
             path_prefix: None,
             upstream: c.apps[0].upstream.clone(),
+            allowed_origins: Vec::new(),
         },
         AppConfig {
             name: "a".into(),
             host: "h".into(),
             path_prefix: Some("/a".into()),
             upstream: c.apps[0].upstream.clone(),
+            allowed_origins: Vec::new(),
         },
     ];
     assert_eq!(route(&apps, "h", "/a/x").unwrap().name, "a");

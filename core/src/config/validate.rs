@@ -6,11 +6,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod apps;
+mod limits;
+mod targets;
+
 use super::defaults as d;
 use super::file::*;
 use super::*;
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     file: &'a Path,
     base: &'a Path,
 }
@@ -71,12 +75,14 @@ impl Ctx<'_> {
         })
     }
 
+    /// A positive duration of at most `max` (every duration has a documented maximum in
+    /// `defaults`: an absurd value, e.g. `999999999999h`, is a typo or an attack).
     fn duration(
         &self,
         key: &str,
         value: Option<String>,
         default: Duration,
-        max: Option<Duration>,
+        max: Duration,
     ) -> Result<Duration, ConfigError> {
         let Some(v) = value else { return Ok(default) };
         let dur = humantime::parse_duration(v.trim()).map_err(|_| {
@@ -93,7 +99,7 @@ impl Ctx<'_> {
                 "give a positive duration",
             ));
         }
-        if let Some(max) = max.filter(|m| dur > *m) {
+        if dur > max {
             return Err(self.err(
                 key,
                 format!(
@@ -107,7 +113,7 @@ impl Ctx<'_> {
     }
 }
 
-fn is_name(s: &str) -> bool {
+pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -115,7 +121,7 @@ fn is_name(s: &str) -> bool {
         && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
 }
 
-fn is_hostname(s: &str) -> bool {
+pub(super) fn is_hostname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {
@@ -149,8 +155,8 @@ pub(super) fn validate(
         model: cx.non_empty_path("policy.model", f.policy.model, d::POLICY_MODEL)?,
         policy: cx.non_empty_path("policy.policy", f.policy.policy, d::POLICY_FILE)?,
     };
-    let apps = apps(&cx, f.apps)?;
-    let targets = targets(&cx, f.targets)?;
+    let apps = apps::apps(&cx, f.apps)?;
+    let targets = targets::targets(&cx, f.targets)?;
     let retention_days = f.audit.retention_days.unwrap_or(d::AUDIT_RETENTION_DAYS);
     if retention_days == 0 {
         return Err(cx.err(
@@ -170,6 +176,7 @@ pub(super) fn validate(
     if !admin_listen.ip().is_loopback() {
         return Err(cx.err("admin.listen", format!("`{admin_listen}` is not a loopback address; metrics and health must not face the network"), "use 127.0.0.1:PORT or [::1]:PORT"));
     }
+    limits::distinct_listeners(&cx, &gateway, &bastion, admin_listen)?;
     let log = LogConfig {
         format: match f.log.format.as_deref() {
             None | Some("human") => LogFormat::Human,
@@ -255,38 +262,39 @@ fn gateway(cx: &Ctx<'_>, g: GatewayFile) -> Result<GatewayConfig, ConfigError> {
             "gateway.header_timeout",
             g.header_timeout,
             d::HEADER_TIMEOUT,
-            Some(Duration::from_secs(30)),
+            d::MAX_HEADER_TIMEOUT,
         )?,
         tls_handshake_timeout: cx.duration(
             "gateway.tls_handshake_timeout",
             g.tls_handshake_timeout,
             d::TLS_HANDSHAKE_TIMEOUT,
-            Some(Duration::from_secs(60)),
+            d::MAX_TLS_HANDSHAKE_TIMEOUT,
         )?,
         idle_timeout: cx.duration(
             "gateway.idle_timeout",
             g.idle_timeout,
             d::IDLE_TIMEOUT,
-            None,
+            d::MAX_IDLE_TIMEOUT,
         )?,
         upstream_timeout: cx.duration(
             "gateway.upstream_timeout",
             g.upstream_timeout,
             d::UPSTREAM_TIMEOUT,
-            None,
+            d::MAX_UPSTREAM_TIMEOUT,
         )?,
         upstream_connect_timeout: cx.duration(
             "gateway.upstream_connect_timeout",
             g.upstream_connect_timeout,
             d::UPSTREAM_CONNECT_TIMEOUT,
-            None,
+            d::MAX_UPSTREAM_CONNECT_TIMEOUT,
         )?,
         shutdown_grace: cx.duration(
             "gateway.shutdown_grace",
             g.shutdown_grace,
             d::SHUTDOWN_GRACE,
-            None,
+            d::MAX_SHUTDOWN_GRACE,
         )?,
+        tls_allow_expired: g.tls_allow_expired.unwrap_or(false),
     })
 }
 
@@ -316,12 +324,17 @@ fn store(cx: &Ctx<'_>, s: StoreFile) -> Result<StoreConfig, ConfigError> {
 }
 
 fn identity(cx: &Ctx<'_>, i: IdentityFile, data_dir: &Path) -> Result<IdentityConfig, ConfigError> {
-    let session_ttl = cx.duration("identity.session_ttl", i.session_ttl, d::SESSION_TTL, None)?;
+    let session_ttl = cx.duration(
+        "identity.session_ttl",
+        i.session_ttl,
+        d::SESSION_TTL,
+        d::MAX_SESSION_TTL,
+    )?;
     let idle_timeout = cx.duration(
         "identity.idle_timeout",
         i.idle_timeout,
         d::SESSION_IDLE_TIMEOUT,
-        None,
+        d::MAX_SESSION_IDLE_TIMEOUT,
     )?;
     if idle_timeout > session_ttl {
         return Err(cx.err(
@@ -405,229 +418,4 @@ fn identity(cx: &Ctx<'_>, i: IdentityFile, data_dir: &Path) -> Result<IdentityCo
         },
         oidc,
     })
-}
-
-fn apps(cx: &Ctx<'_>, list: Vec<AppFile>) -> Result<Vec<AppConfig>, ConfigError> {
-    let mut out: Vec<AppConfig> = Vec::with_capacity(list.len());
-    for (n, a) in list.into_iter().enumerate() {
-        let key = |k: &str| format!("apps[{n}].{k}");
-        let name = a.name.ok_or_else(|| {
-            cx.err(
-                key("name"),
-                "missing",
-                "name the app, e.g. `grafana`; policies refer to it as app:<name>/",
-            )
-        })?;
-        if !is_name(&name) {
-            return Err(cx.err(
-                key("name"),
-                format!("`{name}` is not a valid app name"),
-                "use lowercase letters, digits, `-` and `_`",
-            ));
-        }
-        if out.iter().any(|o| o.name == name) {
-            return Err(cx.err(
-                key("name"),
-                format!("`{name}` is used by another app"),
-                "give every app its own name",
-            ));
-        }
-        let host_raw = a.host.ok_or_else(|| {
-            cx.err(
-                key("host"),
-                "missing",
-                "give the host the app is served on, e.g. `grafana.gatehouse.example.com`",
-            )
-        })?;
-        let host = host_raw.to_ascii_lowercase();
-        if !is_hostname(&host) {
-            return Err(cx.err(
-                key("host"),
-                format!("`{host_raw}` is not a host name"),
-                "write a bare host name without scheme, port or path",
-            ));
-        }
-        let path_prefix = match a.path_prefix {
-            None => None,
-            Some(p) => {
-                let trimmed = p.trim_end_matches('/');
-                if trimmed.is_empty() {
-                    None
-                } else if !trimmed.starts_with('/')
-                    || trimmed.contains("//")
-                    || trimmed.split('/').any(|s| s == "." || s == "..")
-                    || trimmed.bytes().any(|b| {
-                        b == b'%'
-                            || b == b'\\'
-                            || b == b'?'
-                            || b == b'#'
-                            || b.is_ascii_control()
-                            || b == b' '
-                    })
-                {
-                    return Err(cx.err(
-                        key("path_prefix"),
-                        format!("`{p}` is not a plain absolute path"),
-                        "write it as `/grafana`: starts with `/`, no `..`, `%`, `?` or `\\`",
-                    ));
-                } else {
-                    Some(trimmed.to_string())
-                }
-            }
-        };
-        if out
-            .iter()
-            .any(|o| o.host == host && o.path_prefix == path_prefix)
-        {
-            return Err(cx.err(
-                key("host"),
-                format!("`{host}` with this path prefix is already routed to another app"),
-                "give each app its own host or path prefix",
-            ));
-        }
-        let up_raw = a.upstream.ok_or_else(|| {
-            cx.err(
-                key("upstream"),
-                "missing",
-                "give the app's address, e.g. `http://127.0.0.1:3000`",
-            )
-        })?;
-        let upstream = url::Url::parse(&up_raw)
-            .ok()
-            .filter(|u| {
-                u.scheme() == "http"
-                    && u.host_str().is_some()
-                    && (u.path() == "/" || u.path().is_empty())
-                    && u.query().is_none()
-                    && u.username().is_empty()
-                    && u.password().is_none()
-            })
-            .and_then(|u| {
-                let host = u.host_str()?.to_string();
-                let port = u.port_or_known_default()?;
-                Some(Upstream {
-                    authority: format!("{host}:{port}"),
-                })
-            })
-            .ok_or_else(|| {
-                cx.err(
-                    key("upstream"),
-                    format!("`{up_raw}` is not an http://HOST:PORT URL"),
-                    "write it as `http://127.0.0.1:3000`, without path, query or credentials",
-                )
-            })?;
-        out.push(AppConfig {
-            name,
-            host,
-            path_prefix,
-            upstream,
-        });
-    }
-    Ok(out)
-}
-
-fn targets(cx: &Ctx<'_>, list: Vec<TargetFile>) -> Result<Vec<TargetConfig>, ConfigError> {
-    let mut out: Vec<TargetConfig> = Vec::with_capacity(list.len());
-    for (n, t) in list.into_iter().enumerate() {
-        let key = |k: &str| format!("targets[{n}].{k}");
-        let name = t
-            .name
-            .ok_or_else(|| cx.err(key("name"), "missing", "name the target, e.g. `db-prod-1`"))?;
-        if !is_name(&name) {
-            return Err(cx.err(
-                key("name"),
-                format!("`{name}` is not a valid target name"),
-                "use lowercase letters, digits, `-` and `_` (no `@` or `:`)",
-            ));
-        }
-        if out.iter().any(|o| o.name == name) {
-            return Err(cx.err(
-                key("name"),
-                format!("`{name}` is used by another target"),
-                "give every target its own name",
-            ));
-        }
-        let address = t
-            .address
-            .ok_or_else(|| cx.err(key("address"), "missing", "give the target's `HOST:PORT`"))?;
-        let valid_addr = address
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
-        if !valid_addr {
-            return Err(cx.err(
-                key("address"),
-                format!("`{address}` is not HOST:PORT"),
-                "write it as `10.0.0.5:22`",
-            ));
-        }
-        let host_key = t.host_key.ok_or_else(|| {
-            cx.err(
-                key("host_key"),
-                "missing: a target's host key must be pinned",
-                "paste the target's public host key, e.g. from `ssh-keyscan`",
-            )
-        })?;
-        let mut parts = host_key.split_whitespace();
-        let algo_ok = parts.next().is_some_and(|a| {
-            matches!(
-                a,
-                "ssh-ed25519"
-                    | "ecdsa-sha2-nistp256"
-                    | "ecdsa-sha2-nistp384"
-                    | "ecdsa-sha2-nistp521"
-                    | "rsa-sha2-256"
-                    | "rsa-sha2-512"
-                    | "ssh-rsa"
-            )
-        });
-        let blob_ok = parts.next().is_some_and(|b| {
-            b.len() >= 16
-                && b.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=')
-        });
-        if !algo_ok || !blob_ok {
-            return Err(cx.err(key("host_key"), "not an OpenSSH public key line", "write it as `ssh-ed25519 AAAA...` (one line of `ssh-keyscan` output without the host name)"));
-        }
-        let logins = t.logins.unwrap_or_default();
-        if logins.is_empty() {
-            return Err(cx.err(
-                key("logins"),
-                "no login given",
-                "list the accounts staff may use, e.g. `[\"deploy\"]`",
-            ));
-        }
-        for l in &logins {
-            let ok = !l.is_empty()
-                && l.len() <= 32
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-                && !l.starts_with('-');
-            if !ok {
-                return Err(cx.err(
-                    key("logins"),
-                    format!("`{l}` is not a valid login name"),
-                    "use letters, digits, `.`, `-` and `_`",
-                ));
-            }
-        }
-        let credential = t
-            .credential
-            .filter(|c| !c.trim().is_empty())
-            .ok_or_else(|| {
-                cx.err(
-                    key("credential"),
-                    "missing",
-                    "give the path of the bastion's private key for this target",
-                )
-            })?;
-        out.push(TargetConfig {
-            name,
-            address,
-            host_key,
-            logins,
-            credential: cx.path(Some(credential), ""),
-            require_totp: t.require_totp.unwrap_or(true),
-        });
-    }
-    Ok(out)
 }

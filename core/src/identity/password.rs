@@ -3,7 +3,9 @@
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
-use crate::error::IdentityError;
+use base64::Engine as _;
+
+use crate::error::{IdentityError, KeyError};
 
 /// Shortest password accepted (CNIL guidance for a password plus a second factor).
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -74,6 +76,19 @@ pub fn check_password_strength(user: &str, password: &str) -> Result<(), Identit
     Ok(())
 }
 
+/// Longest password [`generate_password`] makes.
+pub const MAX_GENERATED_LEN: usize = 64;
+
+/// A random password of `len` characters (at most [`MAX_GENERATED_LEN`]) from the base64url
+/// alphabet, 6 bits of the system CSPRNG per character (20 characters: 120 bits), for
+/// accounts Gatehouse creates itself, such as the quick-start demo user.
+pub fn generate_password(len: usize) -> Result<String, KeyError> {
+    let mut raw = zeroize::Zeroizing::new([0u8; MAX_GENERATED_LEN]);
+    crate::secret::random_bytes(raw.as_mut_slice())?;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_slice());
+    Ok(text.chars().take(len.min(MAX_GENERATED_LEN)).collect())
+}
+
 /// Hashes a password with argon2id (default parameters, random salt) into a PHC string.
 pub(crate) fn hash_password(password: &str) -> Result<String, IdentityError> {
     Argon2::default()
@@ -103,4 +118,23 @@ pub(crate) fn dummy_hash() -> &'static str {
         // still runs argon2's parser path; it cannot authenticate anyone.
         hash_password(&crate::secret::hex_lower(r)).unwrap_or_default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_are_random_strong_and_of_the_asked_length() {
+        let a = generate_password(20).unwrap();
+        let b = generate_password(20).unwrap();
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, b);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        check_password_strength("demo", &a).unwrap();
+        assert_eq!(generate_password(1000).unwrap().len(), MAX_GENERATED_LEN);
+    }
 }

@@ -1,5 +1,10 @@
 //! Web sessions of an authenticated identity: start, resume (which mints the
 //! `VerifiedIdentity` again from the server-side record), logout.
+//!
+//! Threat: a session cookie taken from one app host (a compromised or careless app, a log,
+//! a proxy) replayed on another app host, where the same user may reach more. Mitigation:
+//! a web session records the one host it was issued to (login or handoff) and resuming it
+//! on any other host is [`AuthError::WrongHost`], refused like no session.
 
 use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
@@ -11,11 +16,32 @@ use crate::error::AuthError;
 use crate::store::{SessionData, SessionKey, SessionToken};
 
 impl Authenticator {
-    /// Starts a server-side session for `id`; the returned token goes into the cookie.
+    /// Starts a server-side web session for `id`, valid on `host` (lowercase, no port) only;
+    /// the returned token goes into the cookie.
     pub async fn start_session(
         &self,
         id: &VerifiedIdentity,
         client: Option<IpAddr>,
+        host: &str,
+    ) -> Result<SessionToken, AuthError> {
+        self.create_session_record(id, client, Some(host)).await
+    }
+
+    /// Starts the server-side record of an SSH connection (listed and revocable like a web
+    /// session); it is bound to no web host, so its token never resumes a web session.
+    pub async fn start_ssh_session(
+        &self,
+        id: &VerifiedIdentity,
+        client: Option<IpAddr>,
+    ) -> Result<SessionToken, AuthError> {
+        self.create_session_record(id, client, None).await
+    }
+
+    async fn create_session_record(
+        &self,
+        id: &VerifiedIdentity,
+        client: Option<IpAddr>,
+        host: Option<&str>,
     ) -> Result<SessionToken, AuthError> {
         let data = SessionData {
             user: id.user.clone(),
@@ -26,19 +52,21 @@ impl Authenticator {
         };
         self.inner
             .store
-            .create_session(data, self.inner.session_ttl, self.inner.idle_timeout)
+            .create_bound_session(data, host, self.inner.session_ttl, self.inner.idle_timeout)
             .await
             .map_err(AuthError::Store)
     }
 
-    /// Resumes a session from its raw token (cookie); refreshes its idle timer. Unknown,
-    /// expired or idle sessions are `AuthError::NoSession`.
+    /// Resumes a session from its raw token (cookie) on `host` (lowercase, no port);
+    /// refreshes its idle timer. Unknown, expired or idle sessions are
+    /// `AuthError::NoSession`, one issued to another host `AuthError::WrongHost`.
     pub async fn resume_session(
         &self,
         token: &str,
+        host: &str,
     ) -> Result<(VerifiedIdentity, String), AuthError> {
         let key = SessionKey::of(token).ok_or(AuthError::NoSession)?;
-        self.resume_session_key(&key).await
+        self.resume_session_key(&key, host).await
     }
 
     /// [`Authenticator::resume_session`] for a token already hashed (a caller that saw the
@@ -46,6 +74,7 @@ impl Authenticator {
     pub async fn resume_session_key(
         &self,
         key: &SessionKey,
+        host: &str,
     ) -> Result<(VerifiedIdentity, String), AuthError> {
         let s = self
             .inner
@@ -54,6 +83,13 @@ impl Authenticator {
             .await
             .map_err(AuthError::Store)?
             .ok_or(AuthError::NoSession)?;
+        if s.host.as_deref() != Some(host) {
+            return Err(AuthError::WrongHost {
+                user: s.data.user,
+                session: s.id_hash,
+                issued_for: s.host,
+            });
+        }
         let auth_time = UNIX_EPOCH + Duration::from_secs(s.data.auth_time);
         Ok((
             VerifiedIdentity::new(s.data.user, s.data.groups, s.data.method, auth_time),

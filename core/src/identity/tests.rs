@@ -225,6 +225,7 @@ struct Fixture {
     cipher: TotpCipher,
     audit_dir: std::path::PathBuf,
     key: SecretKey,
+    store: Arc<dyn Store>,
 }
 
 fn fixture() -> Fixture {
@@ -255,7 +256,7 @@ fn fixture() -> Fixture {
     let auth = Authenticator::new(
         path,
         TotpCipher::new(&key).unwrap(),
-        store,
+        store.clone(),
         audit,
         Duration::from_secs(3600),
         Duration::from_secs(600),
@@ -268,6 +269,7 @@ fn fixture() -> Fixture {
         cipher,
         audit_dir,
         key,
+        store,
     }
 }
 
@@ -309,13 +311,52 @@ async fn password_and_totp_login_then_session() {
         .verify_password_and_totp("alice", PW, &code, Some(addr))
         .await;
     assert!(matches!(again, Err(AuthError::TotpReplayed)), "{again:?}");
-    // Session: start, resume, logout.
-    let tok = f.auth.start_session(&id, Some(addr)).await.unwrap();
-    let (resumed, _) = f.auth.resume_session(tok.expose()).await.unwrap();
+    // Session: start, resume (on its own host only), logout.
+    let tok = f
+        .auth
+        .start_session(&id, Some(addr), "wiki.example")
+        .await
+        .unwrap();
+    let (resumed, _) = f
+        .auth
+        .resume_session(tok.expose(), "wiki.example")
+        .await
+        .unwrap();
     assert_eq!(resumed.user(), "alice");
+    for other in ["admin.example", "wiki.example.evil", "", "WIKI.EXAMPLE"] {
+        let r = f.auth.resume_session(tok.expose(), other).await;
+        assert!(
+            matches!(&r, Err(AuthError::WrongHost { user, issued_for, .. })
+                if user == "alice" && issued_for.as_deref() == Some("wiki.example")),
+            "{other}: {r:?}"
+        );
+    }
+    // A session that is not a web session (SSH) is refused on every host.
+    let ssh = f
+        .store
+        .create_session(
+            crate::store::SessionData {
+                user: "alice".into(),
+                groups: vec![],
+                method: AuthMethod::SshKey,
+                auth_time: 0,
+                client_addr: None,
+            },
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.auth.resume_session(ssh.expose(), "wiki.example").await,
+        Err(AuthError::WrongHost {
+            issued_for: None,
+            ..
+        })
+    ));
     f.auth.logout(tok.expose()).await.unwrap();
     assert!(matches!(
-        f.auth.resume_session(tok.expose()).await,
+        f.auth.resume_session(tok.expose(), "wiki.example").await,
         Err(AuthError::NoSession)
     ));
     let log = audit_text(&f);

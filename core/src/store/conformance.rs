@@ -215,9 +215,12 @@ async fn memory_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_conforms() {
     let server = RedisServer::start();
-    let store = open(&crate::config::StoreConfig::Redis(server.url()))
-        .await
-        .unwrap();
+    let store = open(
+        &crate::config::StoreConfig::Redis(server.url()),
+        &crate::secret::SecretKey::from_bytes([4; 32]),
+    )
+    .await
+    .unwrap();
     assert!(!store.is_in_process());
     suite(store).await;
 }
@@ -225,8 +228,12 @@ async fn redis_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_revocation_reaches_other_instances() {
     let server = RedisServer::start();
-    let a = RedisStore::connect(&server.url()).await.unwrap();
-    let b = RedisStore::connect(&server.url()).await.unwrap();
+    let a = RedisStore::connect(&server.url(), record_key())
+        .await
+        .unwrap();
+    let b = RedisStore::connect(&server.url(), record_key())
+        .await
+        .unwrap();
     let mut rx_b = b.subscribe_revocations().await.unwrap();
     let tok = a.create_session(data("multi"), TTL, IDLE).await.unwrap();
     assert!(
@@ -250,7 +257,9 @@ async fn redis_revocation_reaches_other_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_gives_errors_not_hangs() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let store = RedisStore::connect(&server.url(), record_key())
+        .await
+        .unwrap();
     let tok = store.create_session(data("down"), TTL, IDLE).await.unwrap();
     server.stop();
     let started = std::time::Instant::now();
@@ -272,6 +281,119 @@ async fn redis_down_gives_errors_not_hangs() {
     );
     // A store that cannot connect at all is an error too, under the deadline.
     let started = std::time::Instant::now();
-    assert!(RedisStore::connect(&server.url()).await.is_err());
+    assert!(
+        RedisStore::connect(&server.url(), record_key())
+            .await
+            .is_err()
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn record_key() -> super::RecordKey {
+    super::RecordKey::new(&crate::secret::SecretKey::from_bytes([4; 32]))
+}
+
+/// What a raw Redis client (anyone who can write to the store) does to session and handoff
+/// records: none of it gives a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_records_forged_altered_or_moved_are_no_session() {
+    use ::redis::AsyncCommands;
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), record_key())
+        .await
+        .unwrap();
+    let client = ::redis::Client::open(server.url().as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let victim = store
+        .create_bound_session(data("alice"), Some("wiki.example"), TTL, IDLE)
+        .await
+        .unwrap();
+    let victim_key = format!(
+        "gatehouse:session:{}",
+        session_id_hash(victim.expose()).unwrap()
+    );
+    let sealed: Vec<u8> = raw.get(&victim_key).await.unwrap();
+    assert!(
+        sealed.starts_with(b"v1:"),
+        "records are stored with their MAC"
+    );
+    let json = String::from_utf8(sealed[68..].to_vec()).unwrap();
+    // Forged: a record for `admin` under a token the attacker chose, plain or with a made-up MAC.
+    let attacker = SessionToken::generate().unwrap();
+    let attacker_hash = session_id_hash(attacker.expose()).unwrap();
+    let attacker_key = format!("gatehouse:session:{attacker_hash}");
+    let forged = json
+        .replace(&session_id_hash(victim.expose()).unwrap(), &attacker_hash)
+        .replace("\"alice\"", "\"admin\"");
+    for value in [
+        forged.clone().into_bytes(),
+        format!("v1:{}:{forged}", "0".repeat(64)).into_bytes(),
+        // Moved: the victim's valid record (with its MAC) under the attacker's key.
+        sealed.clone(),
+    ] {
+        let _: () = raw.set(&attacker_key, value).await.unwrap();
+        assert!(
+            store
+                .touch_session(attacker.expose())
+                .await
+                .unwrap()
+                .is_none(),
+            "a record written by hand gave a session"
+        );
+    }
+    // Altered: the victim's own record with another user, the MAC kept.
+    let mut altered = sealed.clone();
+    let at = altered.windows(7).position(|w| w == b"\"alice\"").unwrap();
+    altered[at + 1..at + 6].copy_from_slice(b"admin");
+    let _: () = raw.set(&victim_key, altered).await.unwrap();
+    assert!(
+        store
+            .touch_session(victim.expose())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.list_sessions().await.unwrap().is_empty());
+    // A session dropped from its user's index still ends with a revocation.
+    let hidden = store.create_session(data("dave"), TTL, IDLE).await.unwrap();
+    let _: () = raw
+        .srem(
+            "gatehouse:user-sessions:dave",
+            session_id_hash(hidden.expose()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_user("dave").await.unwrap(), 1);
+    assert!(
+        store
+            .touch_session(hidden.expose())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Another secret key cannot read (or mint) this store's sessions.
+    let tok = store.create_session(data("bob"), TTL, IDLE).await.unwrap();
+    let other = RedisStore::connect(
+        &server.url(),
+        RecordKey::new(&crate::secret::SecretKey::from_bytes([5; 32])),
+    )
+    .await
+    .unwrap();
+    assert!(other.touch_session(tok.expose()).await.unwrap().is_none());
+    assert!(store.touch_session(tok.expose()).await.unwrap().is_some());
+    // Handoff tickets too.
+    let handoff = Handoff {
+        data: data("carol"),
+        audience: "wiki.example".into(),
+    };
+    let _: () = raw
+        .set(
+            "gatehouse:handoff:feed",
+            serde_json::to_vec(&handoff).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(store.take_handoff("feed").await.unwrap().is_none());
+    store.put_handoff("beef", &handoff, TTL).await.unwrap();
+    assert_eq!(store.take_handoff("beef").await.unwrap(), Some(handoff));
 }

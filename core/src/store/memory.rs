@@ -113,9 +113,10 @@ impl MemoryStore {
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
-    async fn create_session(
+    async fn create_bound_session(
         &self,
         data: SessionData,
+        host: Option<&str>,
         ttl: Duration,
         idle: Duration,
     ) -> Result<SessionToken, StoreError> {
@@ -125,6 +126,7 @@ impl Store for MemoryStore {
         let session = Session {
             id_hash: id_hash.clone(),
             data,
+            host: host.map(str::to_ascii_lowercase),
             created_ms: now,
             last_seen_ms: now,
             expires_ms: now.saturating_add(dur_ms(ttl)),

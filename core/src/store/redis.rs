@@ -1,6 +1,9 @@
 //! The Redis store (`redis://`): state shared by every instance. Keys are prefixed
 //! `gatehouse:`; every call runs under [`OP_TIMEOUT`] and becomes a [`StoreError`] when Redis
-//! is slow or down, so callers fail closed instead of hanging.
+//! is slow or down, so callers fail closed instead of hanging. Session and handoff records
+//! carry a MAC checked on every read ([`record`]).
+
+mod record;
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +17,8 @@ use super::{
     SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
+
+pub use record::RecordKey;
 
 /// Deadline of every Redis call.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +53,7 @@ pub struct RedisStore {
     _subscriber: ConnectionManager,
     events: broadcast::Sender<RevocationEvent>,
     failure_script: std::sync::Arc<redis::Script>,
+    records: RecordKey,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -95,8 +101,9 @@ fn decode_push(kind: &PushKind, data: &[Value]) -> Option<RevocationEvent> {
 }
 
 impl RedisStore {
-    /// Connects (under a deadline) and subscribes to the revocation channel.
-    pub async fn connect(url: &url::Url) -> Result<RedisStore, StoreError> {
+    /// Connects (under a deadline) and subscribes to the revocation channel. `records`
+    /// authenticates session and handoff records (every instance must use the same).
+    pub async fn connect(url: &url::Url, records: RecordKey) -> Result<RedisStore, StoreError> {
         let mut info = url
             .as_str()
             .into_connection_info()
@@ -136,6 +143,7 @@ impl RedisStore {
             _subscriber: sub,
             events,
             failure_script: std::sync::Arc::new(redis::Script::new(FAILURE_SCRIPT)),
+            records,
         })
     }
 
@@ -148,18 +156,41 @@ impl RedisStore {
         Ok(())
     }
 
-    fn decode(key: &str, raw: &[u8]) -> Result<Session, StoreError> {
-        serde_json::from_slice(raw).map_err(|_| StoreError::Corrupt {
+    /// The session stored at `key`: `None` when its MAC fails (forged or altered: as if
+    /// absent), an error when a record with a valid MAC does not parse or names another id.
+    fn decode(&self, key: &str, raw: &[u8]) -> Result<Option<Session>, StoreError> {
+        let Some(json) = self.records.open(key, raw) else {
+            return Ok(None);
+        };
+        let s: Session = serde_json::from_slice(json).map_err(|_| StoreError::Corrupt {
             key: key.to_string(),
-        })
+        })?;
+        let named = key
+            .strip_prefix(PREFIX)
+            .and_then(|k| k.strip_prefix("session:"));
+        if named != Some(s.id_hash.as_str()) {
+            return Err(StoreError::Corrupt {
+                key: key.to_string(),
+            });
+        }
+        Ok(Some(s))
+    }
+
+    /// The sealed JSON of `value` for `key`.
+    fn encode(&self, key: &str, value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
+        let json = serde_json::to_vec(value).map_err(|_| StoreError::Corrupt {
+            key: key.to_string(),
+        })?;
+        Ok(self.records.seal(key, &json))
     }
 }
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
-    async fn create_session(
+    async fn create_bound_session(
         &self,
         data: SessionData,
+        host: Option<&str>,
         ttl: Duration,
         idle: Duration,
     ) -> Result<SessionToken, StoreError> {
@@ -170,14 +201,13 @@ impl Store for RedisStore {
         let session = Session {
             id_hash: hash.clone(),
             data,
+            host: host.map(str::to_ascii_lowercase),
             created_ms: now,
             last_seen_ms: now,
             expires_ms: now.saturating_add(dur_ms(ttl)),
             idle_ms: dur_ms(idle),
         };
-        let json = serde_json::to_vec(&session).map_err(|_| StoreError::Corrupt {
-            key: session_key(&hash),
-        })?;
+        let json = self.encode(&session_key(&hash), &session)?;
         let px = dur_ms(idle.min(ttl)).max(1);
         let mut con = self.con.clone();
         let mut pipe = redis::pipe();
@@ -211,7 +241,9 @@ impl Store for RedisStore {
         let mut con = self.con.clone();
         let raw: Option<Vec<u8>> = within("touch_session", con.get(&key)).await?;
         let Some(raw) = raw else { return Ok(None) };
-        let mut s = Self::decode(&key, &raw)?;
+        let Some(mut s) = self.decode(&key, &raw)? else {
+            return Ok(None);
+        };
         let now = now_ms();
         if !s.is_live(now) {
             within("touch_session", con.del::<_, i64>(&key)).await?;
@@ -225,7 +257,7 @@ impl Store for RedisStore {
         }
         s.last_seen_ms = now;
         let px = s.idle_ms.min(s.expires_ms.saturating_sub(now)).max(1);
-        let json = serde_json::to_vec(&s).map_err(|_| StoreError::Corrupt { key: key.clone() })?;
+        let json = self.encode(&key, &s)?;
         // XX: a session deleted meanwhile (logout, revocation) is not brought back.
         let set: Option<String> = within(
             "touch_session",
@@ -286,11 +318,10 @@ impl Store for RedisStore {
             )
             .await?;
             for (k, v) in chunk.iter().zip(vals) {
-                if let Some(v) = v {
-                    let s = Self::decode(k, &v)?;
-                    if s.is_live(now) {
-                        out.push(s);
-                    }
+                if let Some(s) = v.map(|v| self.decode(k, &v)).transpose()?.flatten()
+                    && s.is_live(now)
+                {
+                    out.push(s);
                 }
             }
         }
@@ -306,7 +337,15 @@ impl Store for RedisStore {
     async fn revoke_user(&self, user: &str) -> Result<u64, StoreError> {
         let mut con = self.con.clone();
         let set = user_sessions_key(user);
-        let hashes: Vec<String> = within("revoke_user", con.smembers(&set)).await?;
+        let mut hashes: Vec<String> = within("revoke_user", con.smembers(&set)).await?;
+        // The per-user set is an index, not authenticated: a hash removed from it by someone
+        // who can write to Redis must not keep its session alive past a revocation, so the
+        // authenticated records themselves are searched too (an admin action: a scan is fine).
+        for s in self.list_sessions().await? {
+            if s.data.user == user && !hashes.contains(&s.id_hash) {
+                hashes.push(s.id_hash);
+            }
+        }
         let mut count = 0u64;
         for chunk in hashes.chunks(500) {
             let keys: Vec<String> = chunk.iter().map(|h| session_key(h)).collect();
@@ -386,8 +425,7 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let key = format!("{PREFIX}handoff:{ticket_hash}");
-        let json =
-            serde_json::to_vec(handoff).map_err(|_| StoreError::Corrupt { key: key.clone() })?;
+        let json = self.encode(&key, handoff)?;
         let mut con = self.con.clone();
         let _: () = within(
             "put_handoff",
@@ -411,8 +449,13 @@ impl Store for RedisStore {
             redis::cmd("GETDEL").arg(&key).query_async(&mut con),
         )
         .await?;
-        raw.map(|r| serde_json::from_slice(&r).map_err(|_| StoreError::Corrupt { key }))
-            .transpose()
+        let Some(raw) = raw else { return Ok(None) };
+        let Some(json) = self.records.open(&key, &raw) else {
+            return Ok(None);
+        };
+        serde_json::from_slice(json)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt { key })
     }
 
     async fn subscribe_revocations(

@@ -2,33 +2,29 @@
 
 use std::sync::Arc;
 
-use gatehouse_core::AuthError;
-use gatehouse_core::identity::{LoginOutcome, VerifiedIdentity};
-use http::header::{HeaderValue, RETRY_AFTER};
+use gatehouse_core::identity::LoginOutcome;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::respond::{self, html, see_other, with_cookie};
-use super::unavailable;
+use super::finish::{INTERNAL, STORE_DOWN, auth_failure, finish_login};
 use crate::body::ResBody;
 use crate::conn::ConnShared;
-use crate::handler::{RequestId, State};
+use crate::pages;
+use crate::request_id::RequestId;
+use crate::respond::{self, html, see_other, unavailable, with_cookie};
+use crate::state::State;
 use crate::web::cookie::{self, CookieValue};
 use crate::web::csrf::{check_origin, purpose};
 use crate::web::form::Form;
-use crate::web::pages;
 
 /// The one message for every failed login (never says which factor was wrong).
 pub const LOGIN_FAILED: &str = "Wrong user name, password or code.";
 const ENROL_FAILED: &str =
     "That code is not valid for the new key. Check the time on your device and try the next code.";
-const STORE_DOWN: &str = "Sign-in is unavailable: the session store cannot be reached.";
-const AUDIT_DOWN: &str = "Sign-in is unavailable: the audit log cannot be written.";
-const INTERNAL: &str = "Sign-in is unavailable because of an internal error.";
 
 fn refuse(status: StatusCode, id: RequestId, why: &dyn std::fmt::Display) -> Response<ResBody> {
     tracing::info!(request_id = %id, status = status.as_u16(), reason = %why, "login request refused");
-    crate::pages::error(status, &id.to_string(), false)
+    respond::error(status, id, false)
 }
 
 /// GET `/.gatehouse/login?next=URL`: a new login transaction (cookie) and the form.
@@ -88,49 +84,12 @@ async fn transaction_form(
     Ok((parts.headers, tx, form))
 }
 
-/// Maps an authentication error to its answer; `again` re-renders the form with a message.
-fn auth_failure(
-    e: &AuthError,
-    id: RequestId,
-    again: impl FnOnce() -> pages::Page,
-) -> Response<ResBody> {
-    match e {
-        AuthError::InvalidCredentials
-        | AuthError::InvalidTotp
-        | AuthError::TotpReplayed
-        | AuthError::AccountLocked
-        | AuthError::NoSession => {
-            let mut page = again();
-            page.status = StatusCode::UNAUTHORIZED;
-            html(page)
-        }
-        AuthError::LockedOut { remaining_secs } => {
-            let mut resp = html(pages::locked_out(remaining_secs.div_ceil(60)));
-            if let Ok(v) = HeaderValue::from_str(&remaining_secs.to_string()) {
-                resp.headers_mut().insert(RETRY_AFTER, v);
-            }
-            resp
-        }
-        AuthError::Store(err) => {
-            tracing::error!(request_id = %id, error = %crate::services::describe(err), "login failed: store unavailable");
-            unavailable(STORE_DOWN, id)
-        }
-        AuthError::Audit(err) => {
-            tracing::error!(request_id = %id, error = %crate::services::describe(err), "login refused: audit log unavailable");
-            unavailable(AUDIT_DOWN, id)
-        }
-        AuthError::Identity(err) => {
-            tracing::error!(request_id = %id, error = %crate::services::describe(err), "login failed: identity backend");
-            unavailable(INTERNAL, id)
-        }
-    }
-}
-
 /// POST `/.gatehouse/login`: user, password and code together.
 pub async fn login_submit(
     state: &State,
     conn: &Arc<ConnShared>,
     req: Request<Incoming>,
+    host: &str,
     id: RequestId,
 ) -> Response<ResBody> {
     let (headers, tx, form) = match transaction_form(state, req, purpose::LOGIN, id).await {
@@ -151,7 +110,7 @@ pub async fn login_submit(
         .await;
     match outcome {
         Ok(LoginOutcome::Verified(identity)) => {
-            finish_login(state, &headers, &identity, client, next, id).await
+            finish_login(state, &headers, &identity, client, next, host, id).await
         }
         Ok(LoginOutcome::EnrolmentRequired(proof)) => {
             let (enrolment, secret) = match state.services.authenticator.start_enrolment(&proof) {
@@ -181,43 +140,6 @@ pub async fn login_submit(
     }
 }
 
-/// A verified identity gets a fresh session (the previous one, if any, is deleted: no
-/// fixation) and is sent to `next` or the portal.
-pub(super) async fn finish_login(
-    state: &State,
-    headers: &HeaderMap,
-    identity: &VerifiedIdentity,
-    client: Option<std::net::IpAddr>,
-    next: Option<&str>,
-    id: RequestId,
-) -> Response<ResBody> {
-    if let Some(old) = cookie::session(headers) {
-        state.services.signer.forget_session(&old.hash());
-        if let Err(e) = state.services.store.delete_session(old.expose()).await {
-            tracing::warn!(request_id = %id, error = %crate::services::describe(&e), "could not delete the previous session at login");
-        }
-    }
-    let token = match state
-        .services
-        .authenticator
-        .start_session(identity, client)
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => return auth_failure(&e, id, || pages::login("", None, "", None)),
-    };
-    let Some(value) = CookieValue::parse(token.expose()) else {
-        return unavailable(INTERNAL, id);
-    };
-    tracing::info!(request_id = %id, user = identity.user(), "login succeeded; new session");
-    let target = state.login.redirect.target_or_portal(next);
-    let resp = with_cookie(
-        see_other(target),
-        cookie::set_session(&value, state.login.session_ttl),
-    );
-    with_cookie(resp, cookie::clear_login())
-}
-
 /// GET `/.gatehouse/enrol`: the QR code of the new secret.
 pub fn enrol_form(state: &State, req: &Request<Incoming>) -> Response<ResBody> {
     let Some(tx) = cookie::login(req.headers()) else {
@@ -236,6 +158,7 @@ pub async fn enrol_submit(
     state: &State,
     conn: &Arc<ConnShared>,
     req: Request<Incoming>,
+    host: &str,
     id: RequestId,
 ) -> Response<ResBody> {
     let (headers, tx, form) = match transaction_form(state, req, purpose::ENROL, id).await {
@@ -262,6 +185,7 @@ pub async fn enrol_submit(
                 &identity,
                 Some(conn.peer.ip()),
                 p.next.as_deref(),
+                host,
                 id,
             )
             .await

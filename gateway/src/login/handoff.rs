@@ -15,19 +15,18 @@ use http::header::{CONTENT_SECURITY_POLICY, HeaderValue, ORIGIN};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::respond::{self, html, see_other};
-use super::unavailable;
+use super::finish::{STORE_DOWN, finish_login};
 use crate::authn::{self, AuthnError};
 use crate::body::ResBody;
 use crate::conn::ConnShared;
-use crate::handler::{RequestId, State};
-use crate::web::pages;
-
-const STORE_DOWN: &str = "Sign-in is unavailable: the session store cannot be reached.";
+use crate::pages;
+use crate::request_id::RequestId;
+use crate::respond::{self, html, see_other, unavailable};
+use crate::state::State;
 
 fn refuse(status: StatusCode, id: RequestId, why: &str) -> Response<ResBody> {
     tracing::info!(request_id = %id, status = status.as_u16(), reason = why, "handoff refused");
-    crate::pages::error(status, &id.to_string(), false)
+    respond::error(status, id, false)
 }
 
 /// The link an app host's login page offers (`None` on the public host).
@@ -43,6 +42,16 @@ pub fn sso_url(state: &State, host: &str, next: Option<&str>) -> Option<String> 
         crate::web::HANDOFF_PATH,
         respond::encode(&back)
     ))
+}
+
+/// The login page's URL that comes back to this handoff for `next` afterwards.
+fn login_then(next: &str) -> String {
+    let here = format!(
+        "{}?next={}",
+        crate::web::HANDOFF_PATH,
+        respond::encode(next)
+    );
+    format!("{}?next={}", crate::web::LOGIN_PATH, respond::encode(&here))
 }
 
 /// GET on the public host: mint a ticket for the app host in `next` and post it there.
@@ -88,24 +97,24 @@ pub async fn issue(
         req.headers(),
         &state.services.authenticator,
         &authn::SessionKeys::default(),
+        host,
     )
     .await
     {
         Ok(w) => w,
+        Err(AuthnError::WrongHost(w)) => {
+            let ctx = super::context(conn, id);
+            if let Err(e) = authn::record_wrong_host(&state.services.audit, w, host, ctx).await {
+                tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "handoff: audit log unavailable");
+                return unavailable(super::finish::AUDIT_DOWN, id);
+            }
+            return see_other(&login_then(&next));
+        }
         Err(AuthnError::NoSession { .. }) => {
-            let here = format!(
-                "{}?next={}",
-                crate::web::HANDOFF_PATH,
-                respond::encode(&next)
-            );
-            return see_other(&format!(
-                "{}?next={}",
-                crate::web::LOGIN_PATH,
-                respond::encode(&here)
-            ));
+            return see_other(&login_then(&next));
         }
         Err(AuthnError::Unavailable(e)) => {
-            tracing::error!(request_id = %id, error = %crate::services::describe(&e), "handoff: store unavailable");
+            tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "handoff: store unavailable");
             return unavailable(STORE_DOWN, id);
         }
     };
@@ -117,7 +126,7 @@ pub async fn issue(
     {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!(request_id = %id, error = %crate::services::describe(&e), "handoff: cannot mint a ticket");
+            tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "handoff: cannot mint a ticket");
             return unavailable(STORE_DOWN, id);
         }
     };
@@ -128,10 +137,7 @@ pub async fn issue(
     };
     let action = format!("{origin}{}", crate::web::HANDOFF_PATH);
     let mut resp = html(pages::handoff(&action, ticket.expose(), &path));
-    let csp = format!(
-        "default-src 'none'; style-src 'self'; script-src 'self'; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
-    );
-    if let Ok(v) = HeaderValue::from_str(&csp) {
+    if let Ok(v) = HeaderValue::from_str(&pages::handoff_csp(&origin)) {
         resp.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
     }
     resp
@@ -182,7 +188,7 @@ pub async fn redeem(
         .await
     {
         Ok(identity) => {
-            super::flow::finish_login(state, &parts.headers, &identity, client, next, id).await
+            finish_login(state, &parts.headers, &identity, client, next, host, id).await
         }
         Err(gatehouse_core::AuthError::NoSession) => {
             let login = format!(
@@ -193,7 +199,7 @@ pub async fn redeem(
             see_other(&login)
         }
         Err(e) => {
-            tracing::error!(request_id = %id, error = %crate::services::describe(&e), "handoff: cannot redeem");
+            tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "handoff: cannot redeem");
             unavailable(STORE_DOWN, id)
         }
     }

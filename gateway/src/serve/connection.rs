@@ -6,15 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use gatehouse_core::audit::AbuseKind;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
 
 use super::ServeCtx;
 use super::on_wake::OnWake;
 use crate::conn::{ConnShared, TrackedIo, Tunnel};
 use crate::handler;
+use crate::state::ConnState;
 use crate::upstream::Driver;
 
 /// Counts an open connection in the gauge and the drain report while alive.
@@ -40,6 +43,80 @@ fn idle_tick(idle: Duration) -> Duration {
     (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
+/// The TLS handshake under its deadline; `None` (counted as a failure unless shutdown cut
+/// it) when it fails, times out or shutdown begins.
+async fn handshake(tcp: TcpStream, ctx: &ServeCtx) -> Option<TlsStream<TcpStream>> {
+    // Fallible: a failed handshake hands the socket back, so the failure is counted before
+    // the client sees the connection close.
+    let handshake = tokio::time::timeout(
+        ctx.handshake_timeout,
+        ctx.acceptor.accept(tcp).into_fallible(),
+    );
+    tokio::select! {
+        () = ctx.stop.cancelled() => None,
+        r = handshake => match r {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err((e, tcp))) => {
+                ctx.metrics.tls_handshake_failures.inc();
+                tracing::debug!(error = %e, "tls handshake failed");
+                drop(tcp);
+                None
+            }
+            Err(_) => {
+                ctx.metrics.tls_handshake_failures.inc();
+                tracing::debug!("tls handshake timed out");
+                None
+            }
+        },
+    }
+}
+
+/// The idle and slow-head clock of one connection, advanced every `period`.
+struct Clock {
+    period: Duration,
+    idle_for: Duration,
+}
+
+/// What a tick of the [`Clock`] found.
+enum Tick {
+    Fine,
+    /// An HTTP/1 request head still incomplete after the header timeout: cut.
+    SlowHead,
+    /// Nothing moved and nothing in flight for the idle timeout: close gracefully.
+    Idle,
+}
+
+impl Clock {
+    fn new(ctx: &ServeCtx) -> Clock {
+        Clock {
+            period: idle_tick(ctx.idle_timeout.min(ctx.header_timeout)),
+            idle_for: Duration::ZERO,
+        }
+    }
+
+    fn tick(&mut self, shared: &ConnShared, ctx: &ServeCtx) -> Tick {
+        // Slowloris: a request head (HTTP/1) must be complete within the header timeout of
+        // its first byte, however its bytes trickle in.
+        if shared
+            .head_pending_for()
+            .is_some_and(|d| d >= ctx.header_timeout)
+        {
+            tracing::debug!("request head not complete within the header timeout; closing");
+            return Tick::SlowHead;
+        }
+        if shared.take_activity() || shared.in_flight() > 0 {
+            self.idle_for = Duration::ZERO;
+            return Tick::Fine;
+        }
+        self.idle_for += self.period;
+        if self.idle_for >= ctx.idle_timeout {
+            tracing::debug!("idle timeout; closing");
+            return Tick::Idle;
+        }
+        Tick::Fine
+    }
+}
+
 pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -51,33 +128,13 @@ pub(super) async fn serve(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    // Fallible: a failed handshake hands the socket back, so the failure is counted before
-    // the client sees the connection close.
-    let handshake = tokio::time::timeout(
-        ctx.handshake_timeout,
-        ctx.acceptor.accept(tcp).into_fallible(),
-    );
-    let tls = tokio::select! {
-        () = ctx.stop.cancelled() => return,
-        r = handshake => match r {
-            Ok(Ok(tls)) => tls,
-            Ok(Err((e, tcp))) => {
-                ctx.metrics.tls_handshake_failures.inc();
-                tracing::debug!(error = %e, "tls handshake failed");
-                drop(tcp);
-                return;
-            }
-            Err(_) => {
-                ctx.metrics.tls_handshake_failures.inc();
-                tracing::debug!("tls handshake timed out");
-                return;
-            }
-        },
+    let Some(tls) = handshake(tcp, &ctx).await else {
+        return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let shared = Arc::new(ConnShared::new(peer));
     let io = TokioIo::new(TrackedIo::new(tls, shared.clone(), !h2));
-    let cs = Arc::new(handler::ConnState {
+    let cs = Arc::new(ConnState {
         state: ctx.state.clone(),
         conn: shared.clone(),
     });
@@ -90,14 +147,15 @@ pub(super) async fn serve(
     let first = tokio::time::sleep(ctx.header_timeout);
     tokio::pin!(first);
     let mut first_seen = false;
-    let period = idle_tick(ctx.idle_timeout.min(ctx.header_timeout));
+    let mut clock = Clock::new(&ctx);
+    let period = clock.period;
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     // Polled only when its timer fired, not on each of the task's several wake-ups per request.
     let tick = OnWake::new(std::future::poll_fn(move |cx| {
         interval.poll_tick(cx).map(drop)
     }));
-    let mut idle_for = Duration::ZERO;
     let mut closing = false;
+    let mut abuse = None;
     // The upstream connections requests on this connection opened: polled right after the
     // client side, in this task (see `crate::upstream`).
     let mut upstreams = Driver::default();
@@ -114,6 +172,7 @@ pub(super) async fn serve(
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
+                    abuse = crate::abuse::classify(&*e, &shared.h2_frames);
                 }
                 break;
             }
@@ -133,32 +192,44 @@ pub(super) async fn serve(
                 }
                 first_seen = true;
             }
-            () = &mut tick, if !closing => {
-                // Slowloris: a request head (HTTP/1) must be complete within the header
-                // timeout of its first byte, however its bytes trickle in.
-                if shared.head_pending_for().is_some_and(|d| d >= ctx.header_timeout) {
-                    tracing::debug!("request head not complete within the header timeout; closing");
-                    return;
+            () = &mut tick, if !closing => match clock.tick(&shared, &ctx) {
+                Tick::Fine => {}
+                Tick::SlowHead => return,
+                Tick::Idle => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
                 }
-                if shared.take_activity() || shared.in_flight() > 0 {
-                    idle_for = Duration::ZERO;
-                } else {
-                    idle_for += period;
-                    if idle_for >= ctx.idle_timeout {
-                        tracing::debug!("idle timeout; closing");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
+            },
             () = std::future::poll_fn(|cx| upstreams.poll_drive(cx, &shared.upstreams)) => {}
         }
     }
     // Upstream connections still busy (a WebSocket handing over its connection) finish in
     // the background; idle ones close now.
     ctx.tracker.spawn(upstreams.into_rest(&shared.upstreams));
+    if let Some(kind) = abuse {
+        record_abuse(&ctx, peer, kind).await;
+    }
     if let Some(t) = shared.take_tunnel() {
         tunnel(t, &ctx).await;
+    }
+}
+
+/// The rate-limited audit trace of a connection h2 closed for abuse (see `crate::abuse`).
+async fn record_abuse(ctx: &ServeCtx, peer: SocketAddr, kind: AbuseKind) {
+    let state = &ctx.state;
+    match state
+        .abuse
+        .admit(peer.ip(), kind, std::time::Instant::now())
+    {
+        Some(record) => {
+            tracing::warn!(client.addr = %peer, kind = kind.as_str(), "http/2 protocol abuse; connection closed");
+            if let Err(e) = state.services.audit.record(record).await {
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot record http/2 protocol abuse");
+            }
+        }
+        None => {
+            tracing::debug!(client.addr = %peer, kind = kind.as_str(), "http/2 protocol abuse (trace rate-limited)")
+        }
     }
 }
 

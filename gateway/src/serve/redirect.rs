@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::pages;
+use crate::respond;
 
 const REDIRECT_MAX_CONNECTIONS: usize = 1024;
 
@@ -57,8 +57,8 @@ pub(super) async fn serve(
             let _permit = permit;
             let svc = service_fn(move |req: Request<Incoming>| {
                 let resp = match location(&base, &req) {
-                    Some(loc) => pages::redirect(loc),
-                    None => pages::error(StatusCode::BAD_REQUEST, "-", true),
+                    Some(loc) => respond::redirect(loc),
+                    None => respond::error(StatusCode::BAD_REQUEST, "-", true),
                 };
                 async move { Ok::<_, Infallible>(resp) }
             });

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gatehouse_core::Config;
 use gatehouse_core::audit::{AuditKey, AuditLog};
-use gatehouse_core::identity::{Authenticator, NewUser, TotpCipher, Users};
+use gatehouse_core::identity::{Authenticator, NewUser, TotpCipher, Users, VerifiedIdentity};
 use gatehouse_core::policy::PolicyHandle;
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store::{MemoryStore, Store};
@@ -90,8 +90,10 @@ pub struct Harness {
     pub services: Services,
     pub users: Users,
     pub cipher: TotpCipher,
-    /// `__Host-gatehouse=<session id>` of the logged-in user.
+    /// `__Host-gatehouse=<session id>` of the logged-in user, valid on [`HOST`].
     pub cookie: String,
+    /// The logged-in user's identity (to start sessions on other hosts).
+    pub identity: VerifiedIdentity,
     pub stop: CancellationToken,
     pub run: Option<JoinHandle<Result<DrainReport, GatewayError>>>,
     pub dir: TempDir,
@@ -153,7 +155,7 @@ pub async fn start_with(
     let config = Config::load(&path).unwrap();
     gatehouse_gateway::check(&config).unwrap();
     let (services, users, cipher) = services(&config, store).await;
-    let cookie = login(&services, &users, &cipher).await;
+    let (cookie, identity) = login(&services, &users, &cipher).await;
     COOKIE.with(|c| *c.borrow_mut() = cookie.clone());
     let gw = Gateway::bind(Arc::new(config), services.clone())
         .await
@@ -171,6 +173,7 @@ pub async fn start_with(
         users,
         cipher,
         cookie,
+        identity,
         stop,
         run: Some(run),
         dir,
@@ -220,24 +223,40 @@ pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, User
     (services, users, cipher)
 }
 
-/// Logs `alice` in through the authenticator (password + current code) and returns the
-/// session cookie header value.
-pub async fn login(services: &Services, users: &Users, cipher: &TotpCipher) -> String {
+/// Logs `alice` in through the authenticator (password + current code); returns the session
+/// cookie header value for [`HOST`] and the verified identity (for sessions on other hosts,
+/// [`Harness::cookie_for`]).
+pub async fn login(
+    services: &Services,
+    users: &Users,
+    cipher: &TotpCipher,
+) -> (String, VerifiedIdentity) {
     let code = users.current_totp_code(USER, cipher).unwrap();
     let id = services
         .authenticator
         .verify_password_and_totp(USER, PASSWORD, &code, None)
         .await
         .unwrap();
+    (session_cookie(services, &id, HOST).await, id)
+}
+
+/// A new session of `id` valid on `host`, as a `Cookie` header value.
+pub async fn session_cookie(services: &Services, id: &VerifiedIdentity, host: &str) -> String {
     let token = services
         .authenticator
-        .start_session(&id, None)
+        .start_session(id, None, host)
         .await
         .unwrap();
     format!("__Host-gatehouse={}", token.expose())
 }
 
 impl Harness {
+    /// A session of the logged-in user valid on `host`, as a `Cookie` header value (a
+    /// session is refused on any other host than the one it was issued to).
+    pub async fn cookie_for(&self, host: &str) -> String {
+        session_cookie(&self.services, &self.identity, host).await
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.0.join("certs").join("ca.crt")
     }

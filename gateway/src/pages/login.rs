@@ -1,145 +1,10 @@
-//! The server-rendered pages under `/.gatehouse/`: login, TOTP, enrolment, portal, denied,
-//! unavailable, logged out, locked out.
-//!
-//! Threat: markup injection (XSS) through anything we echo — user and group names from an
-//! SSO provider, app names, the requested path, error texts — which could steal the login
-//! form's credentials or act as the user; clickjacking; loading third-party resources.
-//! Mitigation: every dynamic value goes through [`escape`]; pages have no script, no inline
-//! style, no external resource, and are served with [`CONTENT_SECURITY_POLICY`] (no script
-//! can run even if escaping were missed), `frame-ancestors 'none'`, `nosniff` and
-//! `no-store`. Every form posts to our own paths and carries a hidden `csrf` field.
+//! The forms and notices under `/.gatehouse/`: login, TOTP, enrolment, portal, denied,
+//! unavailable, logged out, locked out, and the handoff page.
 
 use http::StatusCode;
-use http::header::{self, HeaderName, HeaderValue};
-use qrcode::QrCode;
-use qrcode::render::svg;
 
-use super::{ENROL_PATH, LOGIN_PATH, LOGOUT_PATH, PORTAL_PATH, STYLE_PATH, TOTP_PATH};
-
-/// The policy every page is served with: nothing but our stylesheet, `data:` images and
-/// same-origin form posts; never framed.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-/// The stylesheet served at [`STYLE_PATH`](super::STYLE_PATH).
-pub const STYLE_CSS: &str = include_str!("style.css");
-
-/// The CSP header value (see [`CONTENT_SECURITY_POLICY`]).
-pub fn content_security_policy() -> &'static str {
-    CONTENT_SECURITY_POLICY
-}
-
-/// A rendered page and the status it is served with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub status: StatusCode,
-    pub html: String,
-}
-
-/// Headers for every HTML page (add HSTS and any `Set-Cookie`/`Retry-After` beside them).
-pub fn page_headers() -> [(HeaderName, HeaderValue); 6] {
-    [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        ),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-    ]
-}
-
-/// Headers for [`STYLE_CSS`].
-pub fn style_headers() -> [(HeaderName, HeaderValue); 3] {
-    [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/css; charset=utf-8"),
-        ),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        ),
-    ]
-}
-
-/// HTML-escapes text for element content and double- or single-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            // Control characters have no business in a page; show them as U+FFFD.
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Renders `data` (an `otpauth://` URI) as an SVG element for inline use (no XML prolog).
-pub fn qr_svg(data: &str) -> Result<String, qrcode::types::QrError> {
-    let code = QrCode::new(data.as_bytes())?;
-    let image = code
-        .render::<svg::Color<'_>>()
-        .min_dimensions(200, 200)
-        .quiet_zone(true)
-        .build();
-    // The renderer emits an XML prolog, which is not allowed inside HTML.
-    Ok(match image.find("<svg") {
-        Some(i) => image.get(i..).unwrap_or_default().to_string(),
-        None => image,
-    })
-}
-
-fn layout(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"referrer\" content=\"same-origin\">\n\
-         <title>{title} · Gatehouse</title>\n<link rel=\"stylesheet\" href=\"{STYLE_PATH}\">\n</head>\n\
-         <body>\n<main class=\"card\">\n<h1>{title}</h1>\n{body}</main>\n</body>\n</html>\n",
-        title = escape(title),
-    )
-}
-
-fn csrf_field(csrf: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">\n",
-        escape(csrf)
-    )
-}
-
-fn error_box(error: Option<&str>) -> String {
-    error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(e))
-    })
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Page {
-    Page {
-        status,
-        html: layout(title, body),
-    }
-}
+use super::{Page, csrf_field, error_box, escape, page, qr_svg};
+use crate::web::{ENROL_PATH, HANDOFF_JS_PATH, LOGIN_PATH, LOGOUT_PATH, PORTAL_PATH, TOTP_PATH};
 
 /// [`login`] plus, on an app host, a link to continue with the session of the public host
 /// (`sso_url`, an `https://` URL of the gateway's handoff endpoint).
@@ -175,14 +40,10 @@ pub fn handoff(action: &str, ticket: &str, next: &str) -> Page {
         action = escape(action),
         ticket = escape(ticket),
         next = escape(next),
-        js = super::HANDOFF_JS_PATH,
+        js = HANDOFF_JS_PATH,
     );
     page(StatusCode::OK, "Signing you in", &body)
 }
-
-/// The handoff auto-submit script.
-pub const HANDOFF_JS: &str =
-    "\"use strict\";\nvar f = document.getElementById(\"handoff\");\nif (f) { f.submit(); }\n";
 
 /// The login form: user name, password and TOTP code in one form (so an answer never tells
 /// whether the password alone was right). `next` is the return URL (validated again on
@@ -363,6 +224,3 @@ pub fn locked_out(retry_after_minutes: u64) -> Page {
     );
     page(StatusCode::TOO_MANY_REQUESTS, "Temporarily locked", &body)
 }
-
-#[cfg(test)]
-mod tests;

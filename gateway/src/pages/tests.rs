@@ -1,4 +1,7 @@
+use http::header;
+
 use super::*;
+use crate::web::{ENROL_PATH, LOGIN_PATH, LOGOUT_PATH, TOTP_PATH};
 
 const EVIL: &str = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>&amp;";
 
@@ -113,6 +116,8 @@ fn all_pages(v: &str) -> Vec<Page> {
         unavailable(v, v),
         logged_out(),
         locked_out(15),
+        error(StatusCode::NOT_FOUND, v),
+        error(StatusCode::BAD_GATEWAY, v),
     ]
 }
 
@@ -132,7 +137,10 @@ fn every_page_escapes_hostile_values_and_fits_the_csp() {
 fn statuses_and_content() {
     let pages = all_pages("v");
     let statuses: Vec<u16> = pages.iter().map(|p| p.status.as_u16()).collect();
-    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 403, 503, 200, 429]);
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 403, 503, 200, 429, 404, 502]
+    );
 
     let l = login(
         "TOKEN",
@@ -238,10 +246,10 @@ fn qr_svg_is_inline_svg_without_style_or_script() {
 #[test]
 fn headers_and_stylesheet() {
     assert_eq!(
-        content_security_policy(),
+        CONTENT_SECURITY_POLICY,
         "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     );
-    let h = page_headers();
+    let h = security_headers();
     assert!(
         h.iter()
             .any(|(n, v)| n == header::CONTENT_SECURITY_POLICY && v == CONTENT_SECURITY_POLICY)
@@ -255,11 +263,61 @@ fn headers_and_stylesheet() {
             .any(|(n, v)| n == header::X_CONTENT_TYPE_OPTIONS && v == "nosniff")
     );
     assert!(
-        style_headers()
+        h.iter()
+            .any(|(n, v)| n == header::STRICT_TRANSPORT_SECURITY && v == HSTS)
+    );
+    assert!(
+        asset_headers("text/css; charset=utf-8")
             .iter()
             .any(|(n, v)| n == header::CONTENT_TYPE && v == "text/css; charset=utf-8")
     );
     assert!(STYLE_CSS.contains(".card"));
     // The stylesheet loads nothing from elsewhere.
     assert!(!STYLE_CSS.contains("url(") && !STYLE_CSS.contains("@import"));
+}
+
+#[test]
+fn handoff_csp_only_widens_script_and_form_action() {
+    let csp = handoff_csp("https://app.example:8443");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("form-action https://app.example:8443;"),
+        "{csp}"
+    );
+    for kept in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(kept), "{csp} lacks {kept}");
+    }
+}
+
+#[test]
+fn error_page_names_the_status_and_request_id() {
+    let p = error(StatusCode::NOT_FOUND, "abc<");
+    assert_eq!(p.status, 404);
+    assert!(p.html.contains("404 Not Found"), "{}", p.html);
+    assert!(
+        p.html
+            .contains("Request id: <code class=\"request-id\">abc&lt;</code>")
+    );
+}
+
+#[test]
+fn raw_error_is_a_complete_response_with_security_headers() {
+    let raw = String::from_utf8(raw_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+    for line in [
+        "content-type: text/html; charset=utf-8",
+        "strict-transport-security: max-age=63072000; includeSubDomains",
+        "x-content-type-options: nosniff",
+        "x-frame-options: DENY",
+        "connection: close",
+    ] {
+        assert!(head.contains(line), "{head} lacks {line}");
+    }
+    assert!(head.contains(&format!("content-length: {}", body.len())));
+    assert!(body.contains("Request id: <code class=\"request-id\">conn-"));
 }

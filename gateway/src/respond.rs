@@ -1,4 +1,5 @@
-//! Responses of the `/.gatehouse/` endpoints and the bounded form reader.
+//! Responses Gatehouse writes itself (pages, refusals, redirects, assets) with their
+//! security headers, and the bounded form reader of the `/.gatehouse/` endpoints.
 
 use std::time::Duration;
 
@@ -10,39 +11,63 @@ use hyper::body::Incoming;
 
 use crate::body::ResBody;
 use crate::headers::HSTS;
+use crate::pages::{self, Page};
+use crate::request_id::RequestId;
 use crate::web::form::{Form, FormError, MAX_BODY};
-use crate::web::pages::{self, Page};
 
 /// How long a client may take to send a form body.
 pub const FORM_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server-rendered page with the page security headers and HSTS.
+/// The `WWW-Authenticate` challenge every 401 carries (RFC 9110 §15.5.2): a cookie-based
+/// scheme, in the form of the expired draft-broyer-http-cookie-auth, that browsers ignore
+/// (no credentials dialog), naming where to sign in and the session cookie.
+pub const CHALLENGE: HeaderValue = HeaderValue::from_static(
+    "Cookie realm=\"Gatehouse\", form-action=\"/.gatehouse/login\", cookie-name=\"__Host-gatehouse\"",
+);
+
+/// A server-rendered page with the security headers (a 401 also with [`CHALLENGE`]).
 pub fn html(page: Page) -> Response<ResBody> {
-    let mut resp = Response::new(ResBody::page(page.html));
-    *resp.status_mut() = page.status;
-    let h = resp.headers_mut();
-    for (n, v) in pages::page_headers() {
-        h.insert(n, v);
-    }
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static(HSTS),
-    );
+    let mut resp = empty(page.status);
+    resp.headers_mut().insert(header::CONTENT_TYPE, pages::HTML);
+    *resp.body_mut() = ResBody::page(page.html);
     resp
 }
 
-/// A body-less answer (redirects, refusals) with the page security headers.
+/// A body-less answer (redirects, refusals) with the security headers (a 401 also with
+/// [`CHALLENGE`]).
 pub fn empty(status: StatusCode) -> Response<ResBody> {
     let mut resp = Response::new(ResBody::page(Bytes::new()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    for (n, v) in pages::page_headers() {
+    for (n, v) in pages::security_headers() {
         h.insert(n, v);
     }
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static(HSTS),
-    );
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(header::WWW_AUTHENTICATE, CHALLENGE);
+    }
+    resp
+}
+
+/// The error page of `status` for request `id`; `close` asks an HTTP/1 client's connection
+/// to close.
+pub fn error(status: StatusCode, id: impl std::fmt::Display, close: bool) -> Response<ResBody> {
+    let mut resp = html(pages::error(status, &id.to_string()));
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// 503 with the reason (store down, audit failing).
+pub fn unavailable(reason: &str, id: RequestId) -> Response<ResBody> {
+    html(pages::unavailable(reason, &id.to_string()))
+}
+
+/// A permanent redirect (308 keeps the method) with the security headers.
+pub fn redirect(location: HeaderValue) -> Response<ResBody> {
+    let mut resp = empty(StatusCode::PERMANENT_REDIRECT);
+    resp.headers_mut().insert(header::LOCATION, location);
     resp
 }
 
@@ -61,20 +86,13 @@ pub fn with_cookie(mut resp: Response<ResBody>, cookie: HeaderValue) -> Response
     resp
 }
 
-/// A static asset (stylesheet, script) with its own headers.
-pub fn asset(
-    body: &'static str,
-    headers: impl IntoIterator<Item = (http::HeaderName, HeaderValue)>,
-) -> Response<ResBody> {
+/// A static asset (stylesheet, script) of `content_type`.
+pub fn asset(body: &'static str, content_type: &'static str) -> Response<ResBody> {
     let mut resp = Response::new(ResBody::page(Bytes::from_static(body.as_bytes())));
     let h = resp.headers_mut();
-    for (n, v) in headers {
+    for (n, v) in pages::asset_headers(content_type) {
         h.insert(n, v);
     }
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static(HSTS),
-    );
     resp
 }
 
@@ -184,5 +202,30 @@ mod tests {
         assert!(r.headers().contains_key("content-security-policy"));
         let r = with_cookie(r, crate::web::cookie::clear_login());
         assert_eq!(r.headers().get_all("set-cookie").iter().count(), 1);
+    }
+
+    #[test]
+    fn error_pages_carry_security_headers() {
+        let id = crate::request_id::RequestIds::default().next();
+        let r = error(StatusCode::NOT_FOUND, id, false);
+        assert_eq!(r.status(), 404);
+        for name in [
+            "strict-transport-security",
+            "content-security-policy",
+            "x-frame-options",
+            "x-content-type-options",
+            "referrer-policy",
+            "content-type",
+        ] {
+            assert!(r.headers().contains_key(name), "{name}");
+        }
+        assert!(!r.headers().contains_key("connection"));
+        assert_eq!(
+            error(StatusCode::BAD_REQUEST, id, true).headers()["connection"],
+            "close"
+        );
+        let r = redirect(HeaderValue::from_static("https://x.example/"));
+        assert_eq!(r.status(), 308);
+        assert!(r.headers().contains_key("strict-transport-security"));
     }
 }

@@ -1,0 +1,95 @@
+//! The end of every sign-in (password + TOTP, enrolment, handoff): a fresh session, and the
+//! one mapping of authentication errors to answers.
+
+use gatehouse_core::AuthError;
+use gatehouse_core::identity::VerifiedIdentity;
+use http::header::{HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Response, StatusCode};
+
+use crate::body::ResBody;
+use crate::pages;
+use crate::request_id::RequestId;
+use crate::respond::{html, see_other, unavailable, with_cookie};
+use crate::state::State;
+use crate::web::cookie::{self, CookieValue};
+
+pub(super) const STORE_DOWN: &str = "Sign-in is unavailable: the session store cannot be reached.";
+pub(super) const AUDIT_DOWN: &str = "Sign-in is unavailable: the audit log cannot be written.";
+pub(super) const INTERNAL: &str = "Sign-in is unavailable because of an internal error.";
+
+/// Maps an authentication error to its answer; `again` re-renders the form with a message.
+pub(super) fn auth_failure(
+    e: &AuthError,
+    id: RequestId,
+    again: impl FnOnce() -> pages::Page,
+) -> Response<ResBody> {
+    match e {
+        AuthError::InvalidCredentials
+        | AuthError::InvalidTotp
+        | AuthError::TotpReplayed
+        | AuthError::AccountLocked
+        | AuthError::NoSession
+        | AuthError::WrongHost { .. } => {
+            let mut page = again();
+            page.status = StatusCode::UNAUTHORIZED;
+            html(page)
+        }
+        AuthError::LockedOut { remaining_secs } => {
+            let mut resp = html(pages::locked_out(remaining_secs.div_ceil(60)));
+            if let Ok(v) = HeaderValue::from_str(&remaining_secs.to_string()) {
+                resp.headers_mut().insert(RETRY_AFTER, v);
+            }
+            resp
+        }
+        AuthError::Store(err) => {
+            tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(err), "login failed: store unavailable");
+            unavailable(STORE_DOWN, id)
+        }
+        AuthError::Audit(err) => {
+            tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(err), "login refused: audit log unavailable");
+            unavailable(AUDIT_DOWN, id)
+        }
+        AuthError::Identity(err) => {
+            tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(err), "login failed: identity backend");
+            unavailable(INTERNAL, id)
+        }
+    }
+}
+
+/// A verified identity gets a fresh session on `host` (the previous one, if any, is deleted:
+/// no fixation) and is sent to `next` or the portal.
+pub(super) async fn finish_login(
+    state: &State,
+    headers: &HeaderMap,
+    identity: &VerifiedIdentity,
+    client: Option<std::net::IpAddr>,
+    next: Option<&str>,
+    host: &str,
+    id: RequestId,
+) -> Response<ResBody> {
+    if let Some(old) = cookie::session(headers) {
+        state.services.signer.forget_session(&old.hash());
+        if let Err(e) = state.services.store.delete_session(old.expose()).await {
+            tracing::warn!(request_id = %id, error = %gatehouse_core::error_chain(&e), "could not delete the previous session at login");
+        }
+    }
+    let token = match state
+        .services
+        .authenticator
+        .start_session(identity, client, host)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return auth_failure(&e, id, || pages::login("", None, "", None)),
+    };
+    let Some(value) = CookieValue::parse(token.expose()) else {
+        return unavailable(INTERNAL, id);
+    };
+    tracing::info!(request_id = %id, user = identity.user(), "login succeeded; new session");
+    let target = state.login.redirect.target_or_portal(next);
+    let resp = with_cookie(
+        see_other(target),
+        cookie::set_session(&value, state.login.session_ttl),
+    );
+    with_cookie(resp, cookie::clear_login())
+}
