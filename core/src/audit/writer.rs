@@ -22,6 +22,14 @@
 //! is refused, not continued as a new chain over the missing records. A writer that cannot
 //! write within [`CONFIRM_TIMEOUT`] of taking the pen refuses its whole queue.
 //!
+//! Durability: a [`Durability::Synced`] record (session-level: logins, logouts, session
+//! start and end, grants, administrative actions) is also fdatasync'd before
+//! [`AuditLog::record`] returns; per-request access decisions keep the group commit.
+//!
+//! With a signing key ([`AuditOptions`]) the syncer also signs checkpoints of the synced
+//! head (see [`super::checkpoint`]) and keeps the signed head file apart from the log; a log
+//! shorter than that head is refused at open (a cut tail), never chained onto.
+//!
 //! Several processes (the server and a CLI recording an admin action) share a directory
 //! through a lock file: a writer holds it while it appends and the syncer releases it after
 //! each sync, so another process waits at most about one sync interval. A writer that finds
@@ -30,20 +38,27 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
-use super::AuditEvent;
 use super::chain::{self, AuditKey};
+use super::checkpoint::ChainHead;
+use super::event::Durability;
 use super::segment::{
     ChainState, Segment, Tail, io_err, newest_tail, recover, seg_len, write_batch,
 };
+use super::signing::AuditSigner;
+use super::{AuditEvent, head};
+use crate::alert::Alerter;
 use crate::error::AuditError;
 
 mod pen;
+mod sync;
 use pen::{Attempt, Pen, Waiting};
+use sync::{CkptState, SyncState, syncer};
 
 /// Longest time a confirmed record may stay in the page cache before fdatasync.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
@@ -51,8 +66,36 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a caller retries the directory lock while another process holds it.
 const LOCK_RETRY: Duration = Duration::from_millis(2);
-/// How long the idle syncer sleeps between checks for a lock to release.
+/// How long the idle syncer sleeps between checks for a lock to release (and for a due
+/// checkpoint).
 const SYNCER_IDLE: Duration = Duration::from_secs(1);
+/// Longest time between signed checkpoints while records flow.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a log does beyond the HMAC chain: sign checkpoints and keep the signed head apart
+/// from the log, and raise alerts for records with an incident id.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Signs checkpoints and the head file; `None`: neither is written (tests, tools).
+    pub signer: Option<Arc<AuditSigner>>,
+    /// The signed head this log last confirmed, kept apart from the log directory.
+    pub head_file: Option<PathBuf>,
+    /// Longest time between checkpoints while records flow (at most a minute).
+    pub checkpoint_interval: Duration,
+    /// Where alerts of records with an incident id go (always also the log).
+    pub alerter: Alerter,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            signer: None,
+            head_file: None,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+            alerter: Alerter::log_only(),
+        }
+    }
+}
 
 /// What a caller gets once its record is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +114,21 @@ pub struct AuditLog {
 struct Inner {
     dir: PathBuf,
     key: AuditKey,
+    opts: AuditOptions,
     head: Mutex<Head>,
     /// Records waiting for a writer, one queue per thread slot.
     shards: Box<[Shard]>,
     syncer: std::thread::Thread,
+    /// What is on disk; held while syncing (durable callers wait on it).
+    sync: Mutex<SyncState>,
+    /// Next sequence number not yet known to be on disk (read without the lock).
+    synced_next: AtomicU64,
+    /// Next sequence number not yet written (shipping backlog).
+    written_next: AtomicU64,
+    /// Checkpoints and the head file written so far.
+    ckpt: Mutex<CkptState>,
+    /// Woken after every write (shippers).
+    watchers: Mutex<Vec<Arc<Notify>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -122,11 +176,15 @@ struct Head {
     locked: bool,
     /// The newest open segment.
     segment: Option<Segment>,
-    /// What the syncer must fdatasync next (written since its last sync).
-    unsynced: Option<Arc<File>>,
+    /// What the syncer must fdatasync next (written since its last sync), and the head
+    /// that sync makes durable.
+    unsynced: Option<(Arc<File>, ChainHead)>,
     /// Records this log has written so far (the next sequence number it confirmed): a
     /// re-read head behind it means the directory was moved, truncated or replaced.
     written: u64,
+    /// Segments closed by the records written (their last record, the next segment's date):
+    /// each gets a signed `close` checkpoint. Already on disk (synced at roll-over).
+    closes: Vec<(ChainHead, String)>,
 }
 
 static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -156,14 +214,36 @@ fn copy_err(e: &AuditError) -> AuditError {
             problem: problem.clone(),
         },
         AuditError::Busy => AuditError::Busy,
-        AuditError::Closed | AuditError::Encode(_) => AuditError::Closed,
+        AuditError::Broken { path, problem } => AuditError::Broken {
+            path: path.clone(),
+            problem: problem.clone(),
+        },
+        AuditError::CutTail { path, problem } => AuditError::CutTail {
+            path: path.clone(),
+            problem: problem.clone(),
+        },
+        AuditError::Closed | AuditError::Encode(_) | AuditError::Key(_) | AuditError::Query(_) => {
+            AuditError::Closed
+        }
     }
 }
 
 impl AuditLog {
     /// Opens (creating) the log directory, continues the chain from its last record, and
-    /// starts the syncer thread. A last record whose MAC does not verify is refused.
+    /// starts the syncer thread. A last record whose MAC does not verify is refused. No
+    /// checkpoints, no head file, alerts to the log only.
     pub fn open(dir: &Path, key: AuditKey) -> Result<AuditLog, AuditError> {
+        Self::open_with(dir, key, AuditOptions::default())
+    }
+
+    /// [`open`](AuditLog::open) with checkpoints, the head file and alerts. With a signer, a
+    /// log that ends before (or differs at) the head this server last confirmed, or before
+    /// its newest signed checkpoint, is refused with [`AuditError::CutTail`].
+    pub fn open_with(
+        dir: &Path,
+        key: AuditKey,
+        opts: AuditOptions,
+    ) -> Result<AuditLog, AuditError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock_file = OpenOptions::new()
@@ -173,10 +253,20 @@ impl AuditLog {
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         lock_file.lock().map_err(io_err(&lock_path))?;
-        let state = recover(dir, &key);
+        let state = recover(dir, &key).and_then(|st| {
+            if let Some(signer) = &opts.signer {
+                head::check_start(dir, opts.head_file.as_deref(), signer, &st)?;
+            }
+            Ok(st)
+        });
         let _ = lock_file.unlock();
         let state = state?;
         let written = state.next_seq;
+        let durable_head = (state.next_seq > 0).then(|| ChainHead {
+            seq: state.next_seq - 1,
+            hash: state.prev.clone(),
+            date: state.head_date.clone(),
+        });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Weak<Inner>>();
         let thread = std::thread::Builder::new()
             .name("gatehouse-audit".into())
@@ -199,12 +289,61 @@ impl AuditLog {
                 segment: None,
                 unsynced: None,
                 written,
+                closes: Vec::new(),
             }),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             syncer: thread.thread().clone(),
+            sync: Mutex::new(SyncState::new(durable_head)),
+            synced_next: AtomicU64::new(written),
+            written_next: AtomicU64::new(written),
+            ckpt: Mutex::new(CkptState::new()),
+            watchers: Mutex::new(Vec::new()),
+            opts,
         });
+        // The head as found is on disk: the head file starts from it.
+        inner.checkpoint_work(false);
         let _ = ready_tx.send(Arc::downgrade(&inner));
         Ok(AuditLog { inner })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The MAC key (verification, export).
+    pub fn key(&self) -> &AuditKey {
+        &self.inner.key
+    }
+
+    /// The signing key, when this log signs checkpoints.
+    pub fn signer(&self) -> Option<&Arc<AuditSigner>> {
+        self.inner.opts.signer.as_ref()
+    }
+
+    /// Where alerts go.
+    pub fn alerter(&self) -> &Alerter {
+        &self.inner.opts.alerter
+    }
+
+    /// The sequence number the next record written by this process would get at most (the
+    /// records written so far, for backlog gauges).
+    pub fn written(&self) -> u64 {
+        self.inner.written_next.load(Ordering::Acquire)
+    }
+
+    /// A notifier woken after every write to this log (shippers tail the files on it).
+    pub fn watch(&self) -> Arc<Notify> {
+        let n = Arc::new(Notify::new());
+        lock_any(&self.inner.watchers).push(n.clone());
+        n
+    }
+
+    /// Forces what was written to disk, writes a final checkpoint and the head file, and
+    /// hands the directory lock back (graceful shutdown, end of a CLI command). The log
+    /// stays usable.
+    pub fn close(&self) {
+        self.inner.close_now();
     }
 
     /// Appends `event` and returns once it is written (see the module doc for when it is
@@ -217,12 +356,15 @@ impl AuditLog {
     /// [`record`](AuditLog::record) for a caller that keeps the event's fields afterwards.
     pub async fn record_ref(&self, event: &AuditEvent) -> Result<Receipt, AuditError> {
         let incident_id = event.incident_id().map(str::to_string);
-        let kind = event.kind();
         // One allocation sized for a typical record (to_string starts small and regrows).
         let mut buf = Vec::with_capacity(512);
         super::json::write_event(&mut buf, event).map_err(AuditError::Encode)?;
         let json =
             String::from_utf8(buf).map_err(|e| AuditError::Encode(serde::ser::Error::custom(e)))?;
+        // Any record with an incident id raises an alert, whatever its variant.
+        let alerting = (incident_id.is_some()
+            || memchr::memmem::find(json.as_bytes(), b"\"incident_id\":\"").is_some())
+        .then(|| json.clone());
         let shard = self.inner.shard().ok_or(AuditError::Closed)?;
         let (ticket, wait) = {
             let mut q = lock(&shard.0);
@@ -263,11 +405,32 @@ impl AuditLog {
                 }
             }
         };
-        if let Some(id) = &incident_id {
-            tracing::warn!(alert = true, incident_id = %id, event = kind, seq, "security alert");
+        if event.durability() == Durability::Synced {
+            self.sync_to(seq).await?;
+        }
+        if let Some(json) = alerting
+            && let Some(alert) = super::record::alert_of(seq, &json)
+        {
+            self.inner.opts.alerter.raise(alert);
         }
         Ok(Receipt { seq, incident_id })
     }
+
+    /// Returns once record `seq` is on disk (fdatasync).
+    async fn sync_to(&self, seq: u64) -> Result<(), AuditError> {
+        if self.inner.synced_next.load(Ordering::Acquire) > seq {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.sync_through(seq + 1))
+            .await
+            .map_err(|_| AuditError::Closed)?
+    }
+}
+
+/// A mutex's guard, also after a panic elsewhere (the guarded values are plain data).
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A queue's lock, also after a panic elsewhere (a queue is consistent between statements).
@@ -295,6 +458,7 @@ impl Inner {
         &self,
         h: &mut Head,
         chunks: &mut Vec<(String, String)>,
+        closes: &mut Vec<(ChainHead, String)>,
         json: &str,
         size: usize,
     ) -> Result<u64, AuditError> {
@@ -324,6 +488,19 @@ impl Inner {
             st.last_ms = ms;
         }
         let (ts, date) = &st.last_ts;
+        if st.head_date != *date {
+            if st.next_seq > 0 && !st.head_date.is_empty() {
+                closes.push((
+                    ChainHead {
+                        seq: st.next_seq - 1,
+                        hash: st.prev.clone(),
+                        date: st.head_date.clone(),
+                    },
+                    date.clone(),
+                ));
+            }
+            st.head_date.clone_from(date);
+        }
         if chunks.last().is_none_or(|(d, _)| d != date) {
             chunks.push((date.clone(), String::with_capacity(size)));
         }
@@ -400,10 +577,11 @@ impl Inner {
             .map(|r| r.json.len() + chain::LINE_OVERHEAD)
             .sum();
         let mut chunks: Vec<(String, String)> = Vec::new();
+        let mut closes = Vec::new();
         let mut first = None;
         let mut chained = Ok(());
         for r in &records {
-            match self.append(h, &mut chunks, &r.json, size) {
+            match self.append(h, &mut chunks, &mut closes, &r.json, size) {
                 Ok(seq) => {
                     first.get_or_insert(seq);
                 }
@@ -414,6 +592,9 @@ impl Inner {
             }
         }
         let result = chained.and_then(|()| self.commit(h, &chunks));
+        if result.is_ok() {
+            h.closes.append(&mut closes);
+        }
         if result.is_err() {
             // Nothing of the batch is confirmed: re-read the head before the next record.
             h.chain = None;
@@ -466,10 +647,24 @@ impl Inner {
             h.written = h.written.max(st.next_seq);
         }
         let first_dirty = h.unsynced.is_none();
-        h.unsynced = segment.as_ref().map(|s| s.file.clone());
+        h.unsynced = match (&segment, h.chain.as_ref()) {
+            (Some(seg), Some(st)) if st.next_seq > 0 => Some((
+                seg.file.clone(),
+                ChainHead {
+                    seq: st.next_seq - 1,
+                    hash: st.prev.clone(),
+                    date: st.head_date.clone(),
+                },
+            )),
+            _ => None,
+        };
         h.segment = segment;
+        self.written_next.store(h.written, Ordering::Release);
         if first_dirty {
             self.syncer.unpark();
+        }
+        for w in lock_any(&self.watchers).iter() {
+            w.notify_one();
         }
         Ok(())
     }
@@ -531,58 +726,11 @@ impl Inner {
             }
         }
     }
-
-    /// Syncs what was written since the last sync; releases the cross-process lock when
-    /// nobody is writing. Whether anything was synced.
-    fn sync_once(&self) -> bool {
-        let file = self.head().unsynced.take();
-        let synced = match file {
-            Some(f) => {
-                if let Err(e) = f.sync_data() {
-                    // Re-read the head (and reopen the segment) before the next record.
-                    tracing::error!(error = %e, "audit log sync failed; re-reading the log");
-                    let mut h = self.head();
-                    h.chain = None;
-                    h.segment = None;
-                }
-                true
-            }
-            None => false,
-        };
-        // Writes happen under the log's lock: holding it, nobody is writing.
-        release_lock(&mut self.head());
-        synced
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let h = self.head.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = h.unsynced.take() {
-            let _ = f.sync_data();
-        }
-        release_lock(h);
-        self.syncer.unpark();
-    }
 }
 
 fn release_lock(h: &mut Head) {
     if h.locked {
         let _ = h.lock_file.unlock();
         h.locked = false;
-    }
-}
-
-/// The syncer: fdatasync soon after the first write following a sync, then at most every
-/// [`SYNC_INTERVAL`]; hands the cross-process lock back between syncs.
-fn syncer(inner: Weak<Inner>) {
-    loop {
-        std::thread::park_timeout(SYNCER_IDLE);
-        let Some(log) = inner.upgrade() else { return };
-        let synced = log.sync_once();
-        drop(log);
-        if synced {
-            std::thread::sleep(SYNC_INTERVAL);
-        }
     }
 }
