@@ -38,7 +38,13 @@ fn main() {
         .unwrap_or(10_000);
     let dir = std::env::temp_dir().join(format!("gatehouse-audit-bench-{}", std::process::id()));
     let key = AuditKey::new(&SecretKey::from_bytes([9; 32]));
-    let now = gatehouse_core::store::now_ms();
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
     let start = now - 365 * DAY;
     let t = Instant::now();
     let mut b = Backfill::new(&dir, &key).unwrap();

@@ -210,18 +210,20 @@ mod tests {
         Record::parse(&line).unwrap()
     }
 
+    /// (event, user, client, decision, target, app, incident)
+    type Case = (
+        Value,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<Decision>,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
     #[test]
     fn generic_fields_of_every_shape() {
-        // (event, user, client, decision, target, app, incident)
-        let cases: Vec<(
-            Value,
-            Option<&str>,
-            Option<&str>,
-            Option<Decision>,
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 serde_json::json!({"event":"access_denied","user":"bob","object":"app:wiki/admin/x","action":"GET","rule":null,"incident_id":"inc-1","client_addr":"192.0.2.1"}),
                 Some("bob"),

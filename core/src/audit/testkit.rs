@@ -5,8 +5,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::chain::{self, AuditKey, GENESIS};
+use super::checkpoint::{self, ChainHead, Checkpoint, CheckpointKind};
 use super::event::AuditEvent;
+use super::signing::AuditSigner;
 use crate::error::AuditError;
 
 /// Writes a fresh chain into an empty directory, record by record, with given times.
@@ -18,6 +22,8 @@ pub struct Backfill {
     last_ms: u64,
     open: Option<(String, std::io::BufWriter<std::fs::File>)>,
     line: String,
+    /// Signs a `close` checkpoint at each change of day, as a server does.
+    signer: Option<Arc<AuditSigner>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
@@ -45,7 +51,13 @@ impl Backfill {
             last_ms: 0,
             open: None,
             line: String::with_capacity(1024),
+            signer: None,
         })
+    }
+
+    /// Signs `close` checkpoints at each change of day with `signer`, as a server does.
+    pub fn sign_with(&mut self, signer: Arc<AuditSigner>) {
+        self.signer = Some(signer);
     }
 
     /// Appends `event` dated `ms` (unix milliseconds, never before the previous record's).
@@ -58,7 +70,17 @@ impl Backfill {
         self.last_ms = ms;
         let (ts, date) = chain::timestamp(ms);
         if self.open.as_ref().is_none_or(|(d, _)| *d != date) {
+            let closed = self.open.as_ref().map(|(d, _)| d.clone());
             self.flush()?;
+            if let (Some(old), Some(signer)) = (closed, &self.signer) {
+                let head = ChainHead {
+                    seq: self.next_seq - 1,
+                    hash: self.prev.clone(),
+                    date: old,
+                };
+                let cp = Checkpoint::sign(signer, CheckpointKind::Close, &head, Some(&date));
+                checkpoint::append(&self.dir, &cp).map_err(io(&self.dir))?;
+            }
             let path = self.dir.join(chain::segment_name(&date));
             let f = std::fs::OpenOptions::new()
                 .append(true)

@@ -36,7 +36,7 @@ fn the_segment(dir: &Path) -> PathBuf {
     segs[0].clone()
 }
 
-fn lines(p: &Path) -> Vec<String> {
+pub(crate) fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)
         .unwrap()
         .lines()
@@ -44,7 +44,7 @@ fn lines(p: &Path) -> Vec<String> {
         .collect()
 }
 
-fn write_lines(p: &Path, l: &[String]) {
+pub(crate) fn write_lines(p: &Path, l: &[String]) {
     std::fs::write(p, l.iter().map(|s| format!("{s}\n")).collect::<String>()).unwrap();
 }
 
@@ -394,3 +394,7 @@ fn access_context_fields_sit_in_the_event_and_absent_ones_are_left_out() {
         assert!(!bare.contains(absent), "{absent} in {bare}");
     }
 }
+
+mod export;
+mod shipping;
+mod signed;

@@ -150,7 +150,9 @@ pub fn verify_log(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, A
                 return Err(bad_signature(&r.path, 1, key));
             }
             checked += 1;
-            known.insert(r.cp.segment.clone());
+            if let Some(n) = &r.cp.next {
+                known.insert(n.clone());
+            }
             retention = Some(r.cp.clone());
         }
         if let Some(path) = opts.head_file {
@@ -175,6 +177,7 @@ pub fn verify_log(dir: &Path, opts: VerifyOptions<'_>) -> Result<VerifyReport, A
         retention: retention.as_ref().map(|c| (c.seq, c.hash.clone())),
     };
     let mut w = Walker::new(opts.mac, &fixed, &known, dir, start);
+    w.floor_date = retention.as_ref().map(|c| c.segment.clone());
     for (i, path) in segs.iter().enumerate() {
         w.segment(path, i + 1 == segs.len())?;
     }
@@ -235,7 +238,7 @@ fn cut_tail(dir: &Path, segs: &[PathBuf], last: Option<u64>, seq: u64, f: &Fixed
         return broken(
             dir.join(&seg),
             format!(
-                "segment {seg} is missing: {} covers record {seq} in it, and the log ends at {ends}: the newest segment was deleted ({} are gone)",
+                "segment {seg} is missing: {} covers record {seq} in it, and the log ends at {ends}: the newest segment was deleted ({} gone)",
                 f.what,
                 range(from, seq)
             ),
@@ -245,7 +248,7 @@ fn cut_tail(dir: &Path, segs: &[PathBuf], last: Option<u64>, seq: u64, f: &Fixed
     broken(
         at,
         format!(
-            "the log ends at {ends} but {} covers record {seq}: {} were cut from the end",
+            "the log ends at {ends} but {} covers record {seq}: {} cut from the end",
             f.what,
             range(from, seq)
         ),
@@ -359,7 +362,7 @@ pub fn verify_export(dir: &Path, key: &AuditPublicKey) -> Result<VerifyReport, A
             return Err(broken(
                 at,
                 format!(
-                    "the export ends at record {l} but its signed manifest ends at record {}: {} were cut from the end",
+                    "the export ends at record {l} but its signed manifest ends at record {}: {} cut from the end",
                     manifest.last_seq,
                     range(l + 1, manifest.last_seq)
                 ),

@@ -332,6 +332,11 @@ impl AuditLog {
         self.inner.written_next.load(Ordering::Acquire)
     }
 
+    /// The next sequence number not yet known to be on disk.
+    pub fn synced(&self) -> u64 {
+        self.inner.synced_next.load(Ordering::Acquire)
+    }
+
     /// A notifier woken after every write to this log (shippers tail the files on it).
     pub fn watch(&self) -> Arc<Notify> {
         let n = Arc::new(Notify::new());

@@ -239,16 +239,16 @@ pub fn verify_stream(
                 format!("entry says record {} but holds record {}", e.seq, rec.seq),
             ));
         }
-        if let Some((last, hash)) = chains.get(e.instance.as_str()) {
-            if rec.seq != last + 1 || !chain::ct_str_eq(&rec.prev, hash) {
-                return Err(bad(
-                    e,
-                    format!(
-                        "record {} does not follow record {last} in the stream: records are missing or reordered",
-                        rec.seq
-                    ),
-                ));
-            }
+        if let Some((last, hash)) = chains.get(e.instance.as_str())
+            && (rec.seq != last + 1 || !chain::ct_str_eq(&rec.prev, hash))
+        {
+            return Err(bad(
+                e,
+                format!(
+                    "record {} does not follow record {last} in the stream: records are missing or reordered",
+                    rec.seq
+                ),
+            ));
         }
         chains.insert(&e.instance, (rec.seq, chain::line_hash(&e.record)));
         *report.instances.entry(e.instance.clone()).or_default() += 1;

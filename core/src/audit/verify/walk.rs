@@ -37,6 +37,8 @@ pub(super) struct Walker<'a> {
     pub known: &'a BTreeSet<String>,
     pub dir: &'a Path,
     pub start: Start,
+    /// Segments dated up to this one are not expected (removed by retention).
+    pub floor_date: Option<String>,
     pub expected: Option<u64>,
     running: String,
     last_ts: String,
@@ -81,6 +83,7 @@ impl<'a> Walker<'a> {
             known,
             dir,
             start,
+            floor_date: None,
             expected: None,
             running: String::new(),
             last_ts: String::new(),
@@ -106,7 +109,11 @@ impl<'a> Walker<'a> {
     /// Segment files named by checkpoints between the last walked segment and `date`,
     /// missing from the directory.
     fn missing_between(&self, date: &str) -> Vec<String> {
-        let after = self.last_date.clone().unwrap_or_default();
+        let after = self
+            .last_date
+            .clone()
+            .or_else(|| self.floor_date.clone())
+            .unwrap_or_default();
         self.known
             .iter()
             .filter(|d| d.as_str() > after.as_str() && d.as_str() < date)
@@ -310,7 +317,7 @@ impl<'a> Walker<'a> {
                 Some(seg) => AuditError::Broken {
                     path: self.dir.join(seg),
                     problem: format!(
-                        "segment {seg} is missing: {what} are gone (deleted), the log continues only at {}:{n}",
+                        "segment {seg} is missing: {what} gone (deleted), the log continues only at {}:{n}",
                         path.display()
                     ),
                 },
@@ -318,7 +325,7 @@ impl<'a> Walker<'a> {
                     path,
                     n,
                     format!(
-                        "{what} before this record are missing: the oldest records were removed (the log must continue from {from})"
+                        "{what} missing before this record: the oldest records were removed (the log must continue from {from})"
                     ),
                 ),
             });
@@ -368,7 +375,7 @@ impl<'a> Walker<'a> {
                 return AuditError::Broken {
                     path: self.dir.join(seg),
                     problem: format!(
-                        "segment {seg} is missing: {} are gone (deleted) between the segment before it and {}",
+                        "segment {seg} is missing: {} gone (deleted) between the segment before it and {}",
                         range(e, s - 1),
                         path.display()
                     ),
@@ -378,7 +385,7 @@ impl<'a> Walker<'a> {
                 path,
                 n,
                 format!(
-                    "{} are missing before this segment: a segment was deleted or cut",
+                    "{} missing before this segment: a segment was deleted or cut",
                     range(e, s - 1)
                 ),
             );
@@ -392,7 +399,7 @@ impl<'a> Walker<'a> {
                     e.saturating_sub(1)
                 )
             } else {
-                format!("{} were removed before this line", range(e, s - 1))
+                format!("{} removed before this line", range(e, s - 1))
             },
         )
     }
