@@ -160,6 +160,18 @@ impl Alerter {
         &self.metrics
     }
 
+    /// Waits (up to `limit`) until no alert waits for the webhook: before exiting.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.metrics.pending.get() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Logs the alert and queues it for the webhook. Never waits.
     pub fn raise(&self, alert: Alert) {
         tracing::warn!(

@@ -180,7 +180,7 @@ impl Gateway {
             }
             None => (None, None),
         };
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_audit(&services.audit));
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let proxy = Proxy::new(g.upstream_connect_timeout, g.upstream_timeout);

@@ -129,6 +129,8 @@ struct Inner {
     ckpt: Mutex<CkptState>,
     /// Woken after every write (shippers).
     watchers: Mutex<Vec<Arc<Notify>>>,
+    /// Shipping counters, shared by every shipper of this log.
+    ship_metrics: super::ship::ShipMetrics,
 }
 
 impl std::fmt::Debug for Inner {
@@ -298,6 +300,7 @@ impl AuditLog {
             written_next: AtomicU64::new(written),
             ckpt: Mutex::new(CkptState::new()),
             watchers: Mutex::new(Vec::new()),
+            ship_metrics: super::ship::ShipMetrics::default(),
             opts,
         });
         // The head as found is on disk: the head file starts from it.
@@ -330,6 +333,17 @@ impl AuditLog {
     /// records written so far, for backlog gauges).
     pub fn written(&self) -> u64 {
         self.inner.written_next.load(Ordering::Acquire)
+    }
+
+    /// The shipping counters of this log's shippers.
+    pub fn ship_metrics(&self) -> &super::ship::ShipMetrics {
+        &self.inner.ship_metrics
+    }
+
+    /// Registers the audit log's metrics (shipping, alerts) on `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.ship_metrics.register(registry);
+        self.inner.opts.alerter.metrics().register(registry);
     }
 
     /// The next sequence number not yet known to be on disk.
