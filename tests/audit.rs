@@ -139,7 +139,7 @@ impl LogEnv {
 
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         run(
-            &self.dir.path().to_path_buf(),
+            self.dir.path(),
             Some(&self.dir.join("gatehouse.toml")),
             args,
             stdin,

@@ -178,9 +178,11 @@ struct Head {
     locked: bool,
     /// The newest open segment.
     segment: Option<Segment>,
-    /// What the syncer must fdatasync next (written since its last sync), and the head
-    /// that sync makes durable.
-    unsynced: Option<(Arc<File>, ChainHead)>,
+    /// What the syncer must fdatasync next (written since its last sync).
+    unsynced: Option<Arc<File>>,
+    /// The head that sync makes durable: updated in place (no allocation per batch), cloned
+    /// by the syncer.
+    unsynced_head: ChainHead,
     /// Records this log has written so far (the next sequence number it confirmed): a
     /// re-read head behind it means the directory was moved, truncated or replaced.
     written: u64,
@@ -290,6 +292,11 @@ impl AuditLog {
                 locked: false,
                 segment: None,
                 unsynced: None,
+                unsynced_head: ChainHead {
+                    seq: 0,
+                    hash: String::with_capacity(64),
+                    date: String::with_capacity(8),
+                },
                 written,
                 closes: Vec::new(),
             }),
@@ -666,15 +673,19 @@ impl Inner {
             h.written = h.written.max(st.next_seq);
         }
         let first_dirty = h.unsynced.is_none();
-        h.unsynced = match (&segment, h.chain.as_ref()) {
-            (Some(seg), Some(st)) if st.next_seq > 0 => Some((
-                seg.file.clone(),
-                ChainHead {
-                    seq: st.next_seq - 1,
-                    hash: st.prev.clone(),
-                    date: st.head_date.clone(),
-                },
-            )),
+        let Head {
+            chain,
+            unsynced,
+            unsynced_head,
+            ..
+        } = &mut *h;
+        *unsynced = match (&segment, chain.as_ref()) {
+            (Some(seg), Some(st)) if st.next_seq > 0 => {
+                unsynced_head.seq = st.next_seq - 1;
+                unsynced_head.hash.clone_from(&st.prev);
+                unsynced_head.date.clone_from(&st.head_date);
+                Some(seg.file.clone())
+            }
             _ => None,
         };
         h.segment = segment;

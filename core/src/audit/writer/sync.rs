@@ -52,7 +52,10 @@ impl Inner {
     /// failed sync drops the chain head (re-read before the next record).
     fn sync_pending(&self) -> Result<bool, AuditError> {
         let mut st = lock_any(&self.sync);
-        let pending = self.head().unsynced.take();
+        let pending = {
+            let mut h = self.head();
+            h.unsynced.take().map(|f| (f, h.unsynced_head.clone()))
+        };
         let Some((file, head)) = pending else {
             return Ok(false);
         };
