@@ -140,7 +140,10 @@ fn newest_checkpoint(
     // Newest first; only the first that verifies is needed (a day holds ~1,440).
     let mut cps: Vec<Checkpoint> = items.into_iter().map(|f| f.cp).collect();
     cps.sort_by_key(|cp| std::cmp::Reverse(cp.seq));
-    Ok(cps.into_iter().find(|cp| cp.verify(key)).map(|cp| (path, cp)))
+    Ok(cps
+        .into_iter()
+        .find(|cp| cp.verify(key))
+        .map(|cp| (path, cp)))
 }
 
 /// The sequence number at the start of a record line, read without parsing the rest.

@@ -209,7 +209,8 @@ async fn run<S: Sink>(
         if !resumed {
             match sink.resume_after().await {
                 Ok(after) => {
-                    let next = after.map_or(start, |s| s + 1);
+                    let next =
+                        after.map_or_else(|| first_start(&log, labels.sink, start), |s| s + 1);
                     if let Some(t) = tail.as_mut() {
                         t.seek(next);
                     }
@@ -291,6 +292,23 @@ async fn run<S: Sink>(
             }
         }
     }
+}
+
+/// Where a sink that holds nothing of this log starts: where it was first configured (kept
+/// in `.ship-SINK.start` in the log directory, so restarts before the sink ever answered do
+/// not skip the records written meanwhile).
+fn first_start(log: &AuditLog, sink: &str, start: u64) -> u64 {
+    let path = log.dir().join(format!(".ship-{sink}.start"));
+    if let Some(s) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+    {
+        return s;
+    }
+    if let Err(e) = std::fs::write(&path, format!("{start}\n")) {
+        tracing::warn!(sink, error = %e, "audit shipping: cannot note where this sink starts");
+    }
+    start
 }
 
 /// Counts a failure, alerts once per outage, and waits before the next attempt.
