@@ -313,13 +313,32 @@ pub fn audit_options(config: &Config) -> anyhow::Result<AuditOptions> {
     })
 }
 
+/// The audit log of one command: closed (synced, a final checkpoint signed, the head file
+/// written) when the command's handle goes away, on the command's own thread, before the
+/// process exits (the syncer thread may otherwise hold the last reference then).
+pub struct OpenLog(AuditLog);
+
+impl std::ops::Deref for OpenLog {
+    type Target = AuditLog;
+    fn deref(&self) -> &AuditLog {
+        &self.0
+    }
+}
+
+impl Drop for OpenLog {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Opens the audit log of `config` (before an admin action: no log, no action).
-pub fn open_log(config: &Config, key: &SecretKey) -> anyhow::Result<AuditLog> {
+pub fn open_log(config: &Config, key: &SecretKey) -> anyhow::Result<OpenLog> {
     AuditLog::open_with(
         &config.audit.dir,
         AuditKey::new(key),
         audit_options(config)?,
     )
+    .map(OpenLog)
     .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))
 }
 

@@ -388,3 +388,48 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_periodic_checkpoint_is_trusted_only_once_its_signature_checks() {
+    use crate::audit::checkpoint::{ChainHead, Checkpoint};
+    let s = three_days_and_today(2).await;
+    let date = s.segments()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("audit-")
+        .trim_end_matches(".jsonl")
+        .to_string();
+    let wrong = ChainHead {
+        seq: 5,
+        hash: "ab".repeat(32),
+        date,
+    };
+    // A forged periodic checkpoint (another key) that disagrees with the log: named as
+    // forged, not as a change of the records.
+    let other = AuditSigner::generate().unwrap();
+    checkpoint::append(
+        &s.log_dir(),
+        &Checkpoint::sign(&other, CheckpointKind::Minute, &wrong, None),
+    )
+    .unwrap();
+    let p = problem(s.verify());
+    assert!(p.contains("does not verify with the public key"), "{p}");
+    // A genuine one that disagrees: the records up to it were changed.
+    let s = three_days_and_today(2).await;
+    let mut wrong = wrong;
+    wrong.date = s.segments()[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("audit-")
+        .trim_end_matches(".jsonl")
+        .to_string();
+    checkpoint::append(
+        &s.log_dir(),
+        &Checkpoint::sign(&s.signer, CheckpointKind::Minute, &wrong, None),
+    )
+    .unwrap();
+    let p = problem(s.verify());
+    assert!(p.contains("to record 5 were changed"), "{p}");
+}

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::super::chain::{self, AuditKey, BodyIn};
+use super::super::checkpoint::Checkpoint;
 use super::super::head::seq_of;
+use super::super::signing::AuditPublicKey;
 use super::TornTail;
 use crate::error::AuditError;
 
@@ -19,6 +21,10 @@ pub(super) struct Fixed {
     pub hash: String,
     /// Date of the segment holding the record.
     pub segment: String,
+    /// A checkpoint whose signature is checked only if it disagrees with the log (one that
+    /// agrees adds nothing a forger could use; the newest and every segment's close are
+    /// always checked): the checkpoint, its file and line.
+    pub unchecked: Option<(Checkpoint, PathBuf, usize)>,
 }
 
 /// Where the first record must continue from.
@@ -32,6 +38,8 @@ pub(super) enum Start {
 
 pub(super) struct Walker<'a> {
     pub mac: Option<&'a AuditKey>,
+    /// Checks the signatures of checkpoints left unchecked.
+    pub public_key: Option<&'a AuditPublicKey>,
     pub fixed: &'a BTreeMap<u64, Vec<Fixed>>,
     /// Segment dates named by checkpoints (to name a missing one).
     pub known: &'a BTreeSet<String>,
@@ -79,6 +87,7 @@ impl<'a> Walker<'a> {
     ) -> Walker<'a> {
         Walker {
             mac,
+            public_key: None,
             fixed,
             known,
             dir,
@@ -268,6 +277,11 @@ impl<'a> Walker<'a> {
             for f in list {
                 self.fixed_seen += 1;
                 if !chain::ct_str_eq(&f.hash, &self.running) {
+                    if let (Some((cp, cpath, cline)), Some(key)) = (&f.unchecked, self.public_key)
+                        && !cp.verify(key)
+                    {
+                        return Err(super::bad_signature(cpath, *cline, key));
+                    }
                     let from = self.last_fixed.map_or_else(
                         || "the first record".to_string(),
                         |x| format!("record {}", x + 1),
