@@ -248,3 +248,44 @@ async fn retention_at_start_keeps_the_rest_verifiable_and_prunes_old_recordings(
         out_text(&found)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_fails_verification_at_start_up_raises_an_alert() {
+    let up = Upstream::start().await;
+    let hook = Webhook::start().await;
+    let spec = GatehouseSpec {
+        extra_toml: format!("\n[alerts]\nwebhook_url = \"{}\"\n", hook.url()),
+        ..GatehouseSpec::default()
+    }
+    .with_app(AppSpec::new("echo", &host("echo"), &up.url()));
+    let mut gh = Gatehouse::start_signed_in(spec).await;
+    let mut c = gh.h1(&host("echo")).await;
+    for _ in 0..3 {
+        assert_eq!(c.get("/").await.status, 200);
+    }
+    gh.signal("TERM");
+    tokio::task::block_in_place(|| gh.wait_exit(Duration::from_secs(20))).expect("stopped");
+    // An old record is changed (not the tail: the server can chain on, and says so).
+    let seg = segments(&gh).pop().unwrap();
+    let mut l = lines(&seg);
+    l[1] = l[1].replacen("\"user\":\"", "\"user\":\"x", 1);
+    write_lines(&seg, &l);
+    tokio::task::block_in_place(|| gh.restart_blocking());
+    let call = hook
+        .wait_for("audit_verify_failed", Duration::from_secs(20), |c| {
+            c.body["kind"] == "audit_verify_failed"
+        })
+        .await;
+    let id = call.body["incident_id"].as_str().unwrap().to_string();
+    assert!(
+        call.body["detail"]
+            .to_string()
+            .contains("record 1 was changed"),
+        "{:?}",
+        call.body
+    );
+    let rec = gh
+        .expect_audit("audit_alert", |e| e["incident_id"] == id.as_str())
+        .await;
+    assert_eq!(rec["alert"], "audit_verify_failed");
+}

@@ -145,3 +145,30 @@ async fn two_instances_share_the_stream_and_its_copy_finds_a_local_cut() {
         other => panic!("the cut was not found: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_udp_gets_every_record() {
+    let s = Signed::new();
+    let log = s.open().unwrap();
+    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = rx.local_addr().unwrap().to_string();
+    let sink = SyslogSink::new(SyslogTarget::Udp(addr), &s.log_dir());
+    let shipper = Shipper::spawn(&log, sink, 0, ShipMetrics::default());
+    for i in 0..20 {
+        log.record(ev(i)).await.unwrap();
+    }
+    let mut seqs = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while seqs.len() < 20 {
+        let n = tokio::time::timeout(Duration::from_secs(10), rx.recv(&mut buf))
+            .await
+            .expect("udp syslog datagram")
+            .unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        let json = msg.splitn(8, ' ').nth(7).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(json).unwrap();
+        seqs.push(rec["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, (0..20).collect::<Vec<u64>>());
+    assert!(shipper.drain(Duration::from_secs(5)).await);
+}
