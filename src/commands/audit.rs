@@ -94,7 +94,7 @@ fn print_ok(what: &str, r: &VerifyReport) {
     }
     if let Some(t) = &r.torn_tail {
         println!(
-            "  crash: line {} of {} is incomplete: the process stopped while writing it, so that record was never confirmed (not tampering); the server removes it at its next start",
+            "  crash: line {} of {} is incomplete: the process stopped while writing it, so that record was never confirmed (not tampering; on a running server it may also be a record being written right now); the server removes it at its next start",
             t.line,
             t.path.display()
         );
