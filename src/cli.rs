@@ -74,8 +74,70 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole chain: any change, removal or reorder is reported (exit 1).
-    Verify,
+    /// Check the chain: any change, removal (at the tail too), insertion or reorder is
+    /// reported with the record or segment (exit 1). With DIR: an exported copy, checked with
+    /// the public key alone (no config file, no secret).
+    Verify {
+        /// An exported copy (`audit export -o DIR`); without it, the live log.
+        dir: Option<PathBuf>,
+        /// The published public key (PEM); default: the export's own public-key.pem, or the
+        /// live log's `<signing_key_file>.pub`.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// Also compare the live log with its copy in the Redis audit stream (redis:// store).
+        #[arg(long)]
+        stream: bool,
+    },
+    /// Copy the records of a time window, with what an outside auditor needs to verify them
+    /// without any secret (checkpoints, public key, signed manifest, README).
+    Export {
+        /// RFC 3339 time or a duration back from now (`24h`, `90d`).
+        #[arg(long, value_name = "T")]
+        since: String,
+        #[arg(long, value_name = "T")]
+        until: String,
+        /// Directory to create (must be new or empty).
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Audit records matching every filter given, newest last.
+    Search(AuditSearch),
+    /// Print the public key (PEM) that verifies the log's checkpoints and exports.
+    PublicKey,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditSearch {
+    #[arg(long, value_name = "U")]
+    pub user: Option<String>,
+    /// Event kind, e.g. `access_denied`, `login_success`, `lockout`.
+    #[arg(long, value_name = "KIND")]
+    pub event: Option<String>,
+    /// RFC 3339 time or a duration back from now (`24h`, `90d`).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// SSH target.
+    #[arg(long, value_name = "T")]
+    pub target: Option<String>,
+    /// Web app.
+    #[arg(long, value_name = "A")]
+    pub app: Option<String>,
+    /// `allow` or `deny`.
+    #[arg(long, value_name = "D")]
+    pub decision: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub incident_id: Option<String>,
+    /// Client address.
+    #[arg(long, value_name = "ADDR")]
+    pub client: Option<String>,
+    /// Only the newest N records.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// The records themselves, one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,9 @@
 mod listed;
 mod support;
 
+mod audit;
+mod audit_ops;
+mod audit_ship;
 mod bastion;
 mod browser;
 mod check_config;

@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod file;
 mod validate;
+mod validate_audit;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     pub targets: Vec<TargetConfig>,
     pub audit: AuditConfig,
+    pub alerts: AlertsConfig,
     pub recording: RecordingConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -132,11 +134,49 @@ pub struct TargetConfig {
 pub struct AuditConfig {
     pub dir: PathBuf,
     pub retention_days: u32,
+    /// Every record also to syslog.
+    pub syslog: Option<SyslogTarget>,
+    /// Ed25519 key signing checkpoints (`<file>.pub` is its public half).
+    pub signing_key_file: PathBuf,
+    /// The signed head the server last confirmed, kept apart from the log directory.
+    pub head_file: PathBuf,
+    /// Longest time between signed checkpoints while records flow.
+    pub checkpoint_interval: Duration,
+    /// Approximate cap on the Redis stream's length (all instances together).
+    pub stream_max_len: u64,
+}
+
+/// Where syslog copies go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogTarget {
+    /// A local datagram socket, e.g. `/dev/log`.
+    Unix(PathBuf),
+    /// A collector, `HOST:PORT`.
+    Udp(String),
+}
+
+impl std::fmt::Display for SyslogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyslogTarget::Unix(p) => write!(f, "unix://{}", p.display()),
+            SyslogTarget::Udp(a) => write!(f, "udp://{a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertsConfig {
+    /// JSON POST per alert; https, or http on a loopback address.
+    pub webhook_url: Option<url::Url>,
+    /// Extra CA (PEM) trusted for the webhook, besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RecordingConfig {
     pub dir: PathBuf,
+    /// Recordings older than this are removed (default: the audit log's retention).
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,18 @@
 
 use std::path::PathBuf;
 
+/// An error and its causes on one line (for logs; errors never carry secrets).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 /// A configuration file that cannot be used. Every variant names the file; validation errors
 /// also name the key path, the offending value (never a secret) and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +53,10 @@ pub enum KeyError {
     BadFile { path: PathBuf },
     #[error("the system random number generator failed")]
     Random,
+    #[error("{path}: not an ed25519 private key (PKCS#8 PEM `PRIVATE KEY`)")]
+    BadSigningKey { path: PathBuf },
+    #[error("{path}: not an ed25519 public key (PEM `PUBLIC KEY`)")]
+    BadPublicKey { path: PathBuf },
 }
 
 /// Local user administration failed (users file, validation, enrolment).
@@ -223,6 +239,18 @@ pub enum AuditError {
         line: usize,
         problem: String,
     },
+    /// The log does not verify, and the problem is not one line's: a missing segment, a cut
+    /// tail, a checkpoint or export manifest that does not match.
+    #[error("{path}: {problem}")]
+    Broken { path: PathBuf, problem: String },
+    /// The log is shorter than (or differs from) the signed head this server last confirmed:
+    /// records were removed from its end. The server refuses to chain onto it.
+    #[error("{path}: {problem}")]
+    CutTail { path: PathBuf, problem: String },
+    #[error("audit signing key unavailable")]
+    Key(#[source] KeyError),
+    #[error("invalid audit query: {0}")]
+    Query(String),
 }
 
 /// An error and its sources on one line, `error: cause: cause's cause`, for logs, audit

@@ -15,12 +15,15 @@
 //! one and never on each other. (The Redis store is a client connection, not a listener.)
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod audit;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod outbound;
 pub mod policy;
 pub mod recording;
+pub mod recording_retention;
 pub mod secret;
 pub mod store;
 

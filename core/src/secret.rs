@@ -118,7 +118,7 @@ impl SecretKey {
 }
 
 #[cfg(unix)]
-fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), KeyError> {
+pub(crate) fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(KeyError::Permissions {
@@ -129,7 +129,7 @@ fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), KeyError> 
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), KeyError> {
+pub(crate) fn check_private(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), KeyError> {
     Ok(())
 }
 

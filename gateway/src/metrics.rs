@@ -129,6 +129,13 @@ thread_local! {
 }
 
 impl Metrics {
+    /// The gateway's metrics plus the audit log's (shipping backlog and failures, alerts).
+    pub fn with_audit(audit: &gatehouse_core::audit::AuditLog) -> Metrics {
+        let mut m = Metrics::default();
+        audit.register_metrics(&mut m.registry);
+        m
+    }
+
     pub fn request(&self, app: &Arc<str>, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         SERIES.with_borrow_mut(|cache| {

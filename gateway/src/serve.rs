@@ -170,7 +170,7 @@ impl Gateway {
     /// [`run`]: Gateway::run
     pub async fn bind(config: Arc<Config>, services: Services) -> Result<Gateway, GatewayError> {
         let g = &config.gateway;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_audit(&services.audit));
         let (server_config, reloader) = tls::server_config(
             g.tls_profile,
             tls::CertFiles::from_config(g),

@@ -282,6 +282,7 @@ async fn serve(
             Err(e) => tracing::error!(error = %e, "the ssh bastion task failed"),
         }
     }
+    services.audit_services.close().await;
     let report = report?;
     if report.drained {
         tracing::info!("shutdown complete: every connection drained");

@@ -2,11 +2,13 @@
 //! instances: secret key, store, authenticator, policy, audit log, assertion signer and CSRF
 //! key. Anything that cannot be loaded is an error here, before any listener exists.
 
+pub mod audit;
+
 use std::sync::Arc;
 
 use anyhow::Context;
 use gatehouse_core::Config;
-use gatehouse_core::audit::{AuditKey, AuditLog};
+use gatehouse_core::audit::AuditLog;
 use gatehouse_core::identity::{Authenticator, Users};
 use gatehouse_core::policy::PolicyHandle;
 use gatehouse_core::secret::SecretKey;
@@ -26,6 +28,8 @@ pub struct Services {
     pub authenticator: Arc<Authenticator>,
     pub policy: Arc<PolicyHandle>,
     pub audit: Arc<AuditLog>,
+    /// Shipping, alerts and retention around the audit log.
+    pub audit_services: audit::AuditServices,
     pub signer: Arc<AssertionSigner>,
     pub csrf: Arc<CsrfKey>,
 }
@@ -55,8 +59,8 @@ impl Services {
                     config.policy.policy.display()
                 )
             })?;
-        let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key))
-            .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
+        let audit_services = audit::start(config, &key).await?;
+        let audit = audit_services.log.clone();
         let store = store::open(&config.store, &key)
             .await
             .context("connecting to the store")?;
@@ -77,6 +81,7 @@ impl Services {
             authenticator: Arc::new(authenticator),
             policy: Arc::new(policy),
             audit: Arc::new(audit),
+            audit_services,
             signer: Arc::new(signer),
             csrf: Arc::new(csrf),
         })

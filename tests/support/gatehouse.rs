@@ -87,6 +87,12 @@ pub struct GatehouseSpec {
     /// A fixed gateway port, also written into `public_url` (a browser's `Origin` carries
     /// the port, and the login's Origin check compares it); `None`: any free port.
     pub gateway_port: Option<u16>,
+    /// More `[audit]` keys (lines), e.g. `syslog = "unix:///..."`.
+    pub audit_extra: String,
+    /// `[recording] dir` (relative to the temp dir, or absolute).
+    pub recording_dir: String,
+    /// TOML appended at the end (whole sections, e.g. `[alerts]`).
+    pub extra_toml: String,
 }
 
 /// The group of the harness's default user ([`Gatehouse::start_signed_in`]); the default
@@ -142,6 +148,9 @@ impl Default for GatehouseSpec {
             model: None,
             secret_key: random_secret_key(),
             gateway_port: None,
+            audit_extra: String::new(),
+            recording_dir: "data/recordings".into(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -207,8 +216,8 @@ impl GatehouseSpec {
             "\n[policy]\nmodel = \"policies/model.conf\"\npolicy = \"policies/policy.csv\"\n",
         );
         s.push_str(&format!(
-            "\n[audit]\ndir = \"{}\"\n\n[recording]\ndir = \"data/recordings\"\n",
-            self.audit_dir
+            "\n[audit]\ndir = \"{}\"\n{}\n[recording]\ndir = \"{}\"\n",
+            self.audit_dir, self.audit_extra, self.recording_dir
         ));
         s.push_str("\n[log]\nlevel = \"info,gatehouse_gateway=debug\"\n");
         for a in &self.apps {
@@ -228,6 +237,7 @@ impl GatehouseSpec {
                 s.push_str(&format!("path_prefix = \"{p}\"\n"));
             }
         }
+        s.push_str(&self.extra_toml);
         s
     }
 }
@@ -385,6 +395,67 @@ impl Gatehouse {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    fn serve_command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .env("GATEHOUSE_SECRET_KEY", &self.spec.secret_key)
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Starts `serve` again in the same directory, after the process exited or was killed
+    /// (the ports are new; the session cookie is kept).
+    pub fn restart_blocking(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let (child, ready, stdout, stderr) = spawn_until_ready(self.serve_command());
+        self.child = child;
+        self.gateway = ready.gateway;
+        self.admin = ready.admin;
+        self.ready = ready;
+        self.stdout = stdout;
+        self.stderr = stderr;
+        self.exit = None;
+    }
+
+    /// Runs `serve` in the same directory (the process must have exited) and expects it to
+    /// exit without becoming ready within `limit`: its exit code, stdout and stderr.
+    pub fn serve_expecting_refusal(&self, limit: Duration) -> (Option<i32>, String, String) {
+        assert!(self.exit.is_some(), "the first process still runs");
+        let mut child = self
+            .serve_command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning gatehouse serve");
+        let start = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                return (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                );
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "gatehouse serve kept running on a log it should refuse\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {

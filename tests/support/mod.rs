@@ -19,6 +19,7 @@
 //!   only on the host it was issued to).
 //! - [`Redis`]: a real redis-server on a free port (stop/restart for outage tests).
 //! - [`client`]: TLS, HTTP/1.1, HTTP/2 and raw-bytes clients.
+//! - [`Webhook`]: an alert webhook receiver that can be stopped and resumed on its port.
 //!
 //! Each top-level file in `tests/` is its own crate and uses a subset of this module.
 //! Cargo also builds this file as a (test-less) crate of its own, so submodules are named by
@@ -40,6 +41,7 @@ pub mod redis;
 pub mod scenario;
 pub mod tempdir;
 pub mod upstream;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -50,6 +52,7 @@ pub use pki::Pki;
 pub use redis::Redis;
 pub use tempdir::TestDir;
 pub use upstream::Upstream;
+pub use webhook::Webhook;
 
 /// Deadline for anything that should be immediate on loopback (a response, a close).
 pub const QUICK: Duration = Duration::from_secs(10);

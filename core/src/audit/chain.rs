@@ -56,7 +56,7 @@ pub(crate) struct BodyIn {
     pub ts: String,
     pub prev: String,
     #[allow(dead_code)]
-    pub event: serde_json::Value,
+    pub event: serde::de::IgnoredAny,
 }
 
 /// Appends a complete line (without newline) for an event already serialized as JSON:

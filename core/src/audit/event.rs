@@ -161,6 +161,20 @@ pub enum AuditEvent {
         rules: usize,
         error: Option<String>,
     },
+    /// Retention removed whole segments older than `retention_days`; a signed checkpoint of
+    /// the last removed record (`through_seq`) keeps the rest verifiable.
+    AuditRetention {
+        removed: Vec<String>,
+        through_seq: u64,
+        retention_days: u32,
+    },
+    /// The audit machinery itself raised an alert: a log that fails verification at
+    /// start-up, a retention or shipping failure.
+    AuditAlert {
+        alert: String,
+        detail: String,
+        incident_id: String,
+    },
     /// An SSH authentication step (key, second factor, lockout). A refusal at a lockout is an
     /// alert and carries an incident id. The outcome of the login as a whole is the
     /// authenticator's `login_success` / `login_failure`.
@@ -193,9 +207,6 @@ pub enum AuditEvent {
         #[serde(flatten)]
         context: AccessContext,
     },
-    /// A session channel starts on a target (after its `access_allowed`, once its recording
-    /// exists): a shell, an exec (`command` is the command line) or a subsystem (`command` is
-    /// its name).
     SshSessionStart {
         user: String,
         target: String,
@@ -354,7 +365,8 @@ impl AuditEvent {
     pub fn incident_id(&self) -> Option<&str> {
         match self {
             AuditEvent::AccessDenied { incident_id, .. }
-            | AuditEvent::Lockout { incident_id, .. } => Some(incident_id),
+            | AuditEvent::Lockout { incident_id, .. }
+            | AuditEvent::AuditAlert { incident_id, .. } => Some(incident_id),
             AuditEvent::SshAuth {
                 incident_id: Some(id),
                 ..
@@ -378,6 +390,8 @@ impl AuditEvent {
             AuditEvent::AccessAllowed { .. } => "access_allowed",
             AuditEvent::AccessDenied { .. } => "access_denied",
             AuditEvent::PolicyReload { .. } => "policy_reload",
+            AuditEvent::AuditRetention { .. } => "audit_retention",
+            AuditEvent::AuditAlert { .. } => "audit_alert",
             AuditEvent::SshAuth { .. } => "ssh_auth",
             AuditEvent::SshConnectionOpen { .. } => "ssh_connection_open",
             AuditEvent::SshConnectionClose { .. } => "ssh_connection_close",
@@ -392,6 +406,31 @@ impl AuditEvent {
             AuditEvent::SessionHostMismatch { .. } => "session_host_mismatch",
             AuditEvent::WebsocketOriginRefused { .. } => "websocket_origin_refused",
             AuditEvent::ProtocolAbuse { .. } => "protocol_abuse",
+        }
+    }
+}
+
+/// When a record must be on disk relative to the action it records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Confirmed once the kernel holds it (a crash of the process loses nothing); forced to
+    /// disk within [`SYNC_INTERVAL`](super::SYNC_INTERVAL) with the records around it. Per-
+    /// request records: an fsync per proxied request would put a disk flush on its path.
+    GroupCommit,
+    /// On disk (fdatasync) before the action proceeds: session-level records (logins,
+    /// logouts, session start and end, grants, administrative actions, terminations).
+    Synced,
+}
+
+impl AuditEvent {
+    /// Per-request access decisions are group-committed; everything else (session-level
+    /// events, and any event kind added later) is synced before the action proceeds.
+    pub fn durability(&self) -> Durability {
+        match self {
+            AuditEvent::AccessAllowed { .. } | AuditEvent::AccessDenied { .. } => {
+                Durability::GroupCommit
+            }
+            _ => Durability::Synced,
         }
     }
 }

@@ -20,6 +20,9 @@ pub(super) struct ChainState {
     /// Newest segment and its length as of our last write: if another process appended
     /// while we did not hold the lock, the head is re-read.
     pub(super) tail: Option<(PathBuf, u64)>,
+    /// Segment date of the newest record (empty for an empty log): a record of another date
+    /// closes that segment.
+    pub(super) head_date: String,
 }
 
 /// The open newest segment. `Arc` so the syncer can fdatasync it without the lock.
@@ -123,12 +126,17 @@ pub(super) fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditErr
             serde_json::from_str(&body).map_err(|_| tampered("last record is not json"))?;
         let last_ms = chain::parse_timestamp(&parsed.ts).unwrap_or(0);
         let tail = newest_tail(dir).map_err(io_err(dir))?;
+        let head_date = path
+            .file_name()
+            .and_then(|n| chain::segment_date(&n.to_string_lossy()).map(str::to_string))
+            .unwrap_or_default();
         return Ok(ChainState {
             next_seq: parsed.seq + 1,
             prev: chain::line_hash(last),
             last_ms,
             last_ts: (String::new(), String::new()),
             tail,
+            head_date,
         });
     }
     Ok(ChainState {
@@ -137,6 +145,7 @@ pub(super) fn recover(dir: &Path, key: &AuditKey) -> Result<ChainState, AuditErr
         last_ms: 0,
         last_ts: (String::new(), String::new()),
         tail: newest_tail(dir).map_err(io_err(dir))?,
+        head_date: String::new(),
     })
 }
 

@@ -22,6 +22,14 @@
 //! is refused, not continued as a new chain over the missing records. A writer that cannot
 //! write within [`CONFIRM_TIMEOUT`] of taking the pen refuses its whole queue.
 //!
+//! Durability: a [`Durability::Synced`] record (session-level: logins, logouts, session
+//! start and end, grants, administrative actions) is also fdatasync'd before
+//! [`AuditLog::record`] returns; per-request access decisions keep the group commit.
+//!
+//! With a signing key ([`AuditOptions`]) the syncer also signs checkpoints of the synced
+//! head (see [`super::checkpoint`]) and keeps the signed head file apart from the log; a log
+//! shorter than that head is refused at open (a cut tail), never chained onto.
+//!
 //! Several processes (the server and a CLI recording an admin action) share a directory
 //! through a lock file: a writer holds it while it appends and the syncer releases it after
 //! each sync, so another process waits at most about one sync interval. A writer that finds
@@ -30,20 +38,26 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
-use super::AuditEvent;
-use super::chain::{self, AuditKey};
-use super::segment::{
-    ChainState, Segment, Tail, io_err, newest_tail, recover, seg_len, write_batch,
-};
+use super::chain::AuditKey;
+use super::checkpoint::ChainHead;
+use super::event::Durability;
+use super::segment::{ChainState, Segment, io_err, recover};
+use super::signing::AuditSigner;
+use super::{AuditEvent, head};
+use crate::alert::Alerter;
 use crate::error::AuditError;
 
+mod batch;
 mod pen;
-use pen::{Attempt, Pen, Waiting};
+mod sync;
+use pen::{Pen, Waiting};
+use sync::{CkptState, SyncState, syncer};
 
 /// Longest time a confirmed record may stay in the page cache before fdatasync.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
@@ -51,8 +65,36 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a caller retries the directory lock while another process holds it.
 const LOCK_RETRY: Duration = Duration::from_millis(2);
-/// How long the idle syncer sleeps between checks for a lock to release.
+/// How long the idle syncer sleeps between checks for a lock to release (and for a due
+/// checkpoint).
 const SYNCER_IDLE: Duration = Duration::from_secs(1);
+/// Longest time between signed checkpoints while records flow.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a log does beyond the HMAC chain: sign checkpoints and keep the signed head apart
+/// from the log, and raise alerts for records with an incident id.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Signs checkpoints and the head file; `None`: neither is written (tests, tools).
+    pub signer: Option<Arc<AuditSigner>>,
+    /// The signed head this log last confirmed, kept apart from the log directory.
+    pub head_file: Option<PathBuf>,
+    /// Longest time between checkpoints while records flow (at most a minute).
+    pub checkpoint_interval: Duration,
+    /// Where alerts of records with an incident id go (always also the log).
+    pub alerter: Alerter,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            signer: None,
+            head_file: None,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+            alerter: Alerter::log_only(),
+        }
+    }
+}
 
 /// What a caller gets once its record is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +113,23 @@ pub struct AuditLog {
 struct Inner {
     dir: PathBuf,
     key: AuditKey,
+    opts: AuditOptions,
     head: Mutex<Head>,
     /// Records waiting for a writer, one queue per thread slot.
     shards: Box<[Shard]>,
     syncer: std::thread::Thread,
+    /// What is on disk; held while syncing (durable callers wait on it).
+    sync: Mutex<SyncState>,
+    /// Next sequence number not yet known to be on disk (read without the lock).
+    synced_next: AtomicU64,
+    /// Next sequence number not yet written (shipping backlog).
+    written_next: AtomicU64,
+    /// Checkpoints and the head file written so far.
+    ckpt: Mutex<CkptState>,
+    /// Woken after every write (shippers).
+    watchers: Mutex<Vec<Arc<Notify>>>,
+    /// Shipping counters, shared by every shipper of this log.
+    ship_metrics: super::ship::ShipMetrics,
 }
 
 impl std::fmt::Debug for Inner {
@@ -124,9 +179,15 @@ struct Head {
     segment: Option<Segment>,
     /// What the syncer must fdatasync next (written since its last sync).
     unsynced: Option<Arc<File>>,
+    /// The head that sync makes durable: updated in place (no allocation per batch), cloned
+    /// by the syncer.
+    unsynced_head: ChainHead,
     /// Records this log has written so far (the next sequence number it confirmed): a
     /// re-read head behind it means the directory was moved, truncated or replaced.
     written: u64,
+    /// Segments closed by the records written (their last record, the next segment's date):
+    /// each gets a signed `close` checkpoint. Already on disk (synced at roll-over).
+    closes: Vec<(ChainHead, String)>,
 }
 
 static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -139,31 +200,22 @@ thread_local! {
 /// Lock file serialising writers of one log directory across processes.
 const LOCK_FILE: &str = ".audit.lock";
 
-/// A copy of an error for every record of a failed batch (io errors do not clone).
-fn copy_err(e: &AuditError) -> AuditError {
-    match e {
-        AuditError::Io { path, source } => AuditError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), "audit write failed"),
-        },
-        AuditError::Tampered {
-            path,
-            line,
-            problem,
-        } => AuditError::Tampered {
-            path: path.clone(),
-            line: *line,
-            problem: problem.clone(),
-        },
-        AuditError::Busy => AuditError::Busy,
-        AuditError::Closed | AuditError::Encode(_) => AuditError::Closed,
-    }
-}
-
 impl AuditLog {
     /// Opens (creating) the log directory, continues the chain from its last record, and
-    /// starts the syncer thread. A last record whose MAC does not verify is refused.
+    /// starts the syncer thread. A last record whose MAC does not verify is refused. No
+    /// checkpoints, no head file, alerts to the log only.
     pub fn open(dir: &Path, key: AuditKey) -> Result<AuditLog, AuditError> {
+        Self::open_with(dir, key, AuditOptions::default())
+    }
+
+    /// [`open`](AuditLog::open) with checkpoints, the head file and alerts. With a signer, a
+    /// log that ends before (or differs at) the head this server last confirmed, or before
+    /// its newest signed checkpoint, is refused with [`AuditError::CutTail`].
+    pub fn open_with(
+        dir: &Path,
+        key: AuditKey,
+        opts: AuditOptions,
+    ) -> Result<AuditLog, AuditError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock_file = OpenOptions::new()
@@ -173,10 +225,20 @@ impl AuditLog {
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         lock_file.lock().map_err(io_err(&lock_path))?;
-        let state = recover(dir, &key);
+        let state = recover(dir, &key).and_then(|st| {
+            if let Some(signer) = &opts.signer {
+                head::check_start(dir, opts.head_file.as_deref(), signer, &st)?;
+            }
+            Ok(st)
+        });
         let _ = lock_file.unlock();
         let state = state?;
         let written = state.next_seq;
+        let durable_head = (state.next_seq > 0).then(|| ChainHead {
+            seq: state.next_seq - 1,
+            hash: state.prev.clone(),
+            date: state.head_date.clone(),
+        });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Weak<Inner>>();
         let thread = std::thread::Builder::new()
             .name("gatehouse-audit".into())
@@ -198,13 +260,84 @@ impl AuditLog {
                 locked: false,
                 segment: None,
                 unsynced: None,
+                unsynced_head: ChainHead {
+                    seq: 0,
+                    hash: String::with_capacity(64),
+                    date: String::with_capacity(8),
+                },
                 written,
+                closes: Vec::new(),
             }),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             syncer: thread.thread().clone(),
+            sync: Mutex::new(SyncState::new(durable_head)),
+            synced_next: AtomicU64::new(written),
+            written_next: AtomicU64::new(written),
+            ckpt: Mutex::new(CkptState::new()),
+            watchers: Mutex::new(Vec::new()),
+            ship_metrics: super::ship::ShipMetrics::default(),
+            opts,
         });
+        // The head as found is on disk: the head file starts from it.
+        inner.checkpoint_work(false);
         let _ = ready_tx.send(Arc::downgrade(&inner));
         Ok(AuditLog { inner })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The MAC key (verification, export).
+    pub fn key(&self) -> &AuditKey {
+        &self.inner.key
+    }
+
+    /// The signing key, when this log signs checkpoints.
+    pub fn signer(&self) -> Option<&Arc<AuditSigner>> {
+        self.inner.opts.signer.as_ref()
+    }
+
+    /// Where alerts go.
+    pub fn alerter(&self) -> &Alerter {
+        &self.inner.opts.alerter
+    }
+
+    /// The sequence number the next record written by this process would get at most (the
+    /// records written so far, for backlog gauges).
+    pub fn written(&self) -> u64 {
+        self.inner.written_next.load(Ordering::Acquire)
+    }
+
+    /// The shipping counters of this log's shippers.
+    pub fn ship_metrics(&self) -> &super::ship::ShipMetrics {
+        &self.inner.ship_metrics
+    }
+
+    /// Registers the audit log's metrics (shipping, alerts) on `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.ship_metrics.register(registry);
+        self.inner.opts.alerter.metrics().register(registry);
+    }
+
+    /// The next sequence number not yet known to be on disk.
+    pub fn synced(&self) -> u64 {
+        self.inner.synced_next.load(Ordering::Acquire)
+    }
+
+    /// A notifier woken after every write to this log (shippers tail the files on it).
+    pub fn watch(&self) -> Arc<Notify> {
+        let n = Arc::new(Notify::new());
+        lock_any(&self.inner.watchers).push(n.clone());
+        n
+    }
+
+    /// Forces what was written to disk, writes a final checkpoint and the head file, and
+    /// hands the directory lock back (graceful shutdown, end of a CLI command). The log
+    /// stays usable.
+    pub fn close(&self) {
+        self.inner.close_now();
     }
 
     /// Appends `event` and returns once it is written (see the module doc for when it is
@@ -217,12 +350,15 @@ impl AuditLog {
     /// [`record`](AuditLog::record) for a caller that keeps the event's fields afterwards.
     pub async fn record_ref(&self, event: &AuditEvent) -> Result<Receipt, AuditError> {
         let incident_id = event.incident_id().map(str::to_string);
-        let kind = event.kind();
         // One allocation sized for a typical record (to_string starts small and regrows).
         let mut buf = Vec::with_capacity(512);
         super::json::write_event(&mut buf, event).map_err(AuditError::Encode)?;
         let json =
             String::from_utf8(buf).map_err(|e| AuditError::Encode(serde::ser::Error::custom(e)))?;
+        // Any record with an incident id raises an alert, whatever its variant.
+        let alerting = (incident_id.is_some()
+            || memchr::memmem::find(json.as_bytes(), b"\"incident_id\":\"").is_some())
+        .then(|| json.clone());
         let shard = self.inner.shard().ok_or(AuditError::Closed)?;
         let (ticket, wait) = {
             let mut q = lock(&shard.0);
@@ -263,11 +399,32 @@ impl AuditLog {
                 }
             }
         };
-        if let Some(id) = &incident_id {
-            tracing::warn!(alert = true, incident_id = %id, event = kind, seq, "security alert");
+        if event.durability() == Durability::Synced {
+            self.sync_to(seq).await?;
+        }
+        if let Some(json) = alerting
+            && let Some(alert) = super::record::alert_of(seq, &json)
+        {
+            self.inner.opts.alerter.raise(alert);
         }
         Ok(Receipt { seq, incident_id })
     }
+
+    /// Returns once record `seq` is on disk (fdatasync).
+    async fn sync_to(&self, seq: u64) -> Result<(), AuditError> {
+        if self.inner.synced_next.load(Ordering::Acquire) > seq {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.sync_through(seq + 1))
+            .await
+            .map_err(|_| AuditError::Closed)?
+    }
+}
+
+/// A mutex's guard, also after a panic elsewhere (the guarded values are plain data).
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A queue's lock, also after a panic elsewhere (a queue is consistent between statements).
@@ -288,301 +445,11 @@ impl Inner {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    /// Chains one record onto `chunks` (the batch being built; the caller holds the log's
-    /// lock and the directory lock); its sequence number.
-    fn append(
-        &self,
-        h: &mut Head,
-        chunks: &mut Vec<(String, String)>,
-        json: &str,
-        size: usize,
-    ) -> Result<u64, AuditError> {
-        let st = match h.chain.as_mut() {
-            Some(st) => st,
-            None => {
-                let st = recover(&self.dir, &self.key)?;
-                if st.next_seq < h.written {
-                    // Records this server confirmed are gone: never start a new chain over
-                    // them. Refused until the directory is restored or the server restarts.
-                    return Err(AuditError::Tampered {
-                        path: self.dir.clone(),
-                        line: 0,
-                        problem: format!(
-                            "the log holds {} records but this server wrote {}: the directory was moved, truncated or replaced",
-                            st.next_seq, h.written
-                        ),
-                    });
-                }
-                h.chain.insert(st)
-            }
-        };
-        // Timestamps never go backwards within the chain.
-        let ms = crate::store::now_ms().max(st.last_ms);
-        if ms != st.last_ms || st.last_ts.0.is_empty() {
-            st.last_ts = chain::timestamp(ms);
-            st.last_ms = ms;
-        }
-        let (ts, date) = &st.last_ts;
-        if chunks.last().is_none_or(|(d, _)| d != date) {
-            chunks.push((date.clone(), String::with_capacity(size)));
-        }
-        let Some((_, text)) = chunks.last_mut() else {
-            return Err(AuditError::Closed);
-        };
-        let start = text.len();
-        chain::push_line(text, &self.key, st.next_seq, ts, &st.prev, json);
-        chain::set_line_hash(&mut st.prev, text.get(start..).unwrap_or_default());
-        text.push('\n');
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        Ok(seq)
-    }
-
-    /// Takes the cross-process lock if we do not hold it (false: another process holds it),
-    /// and drops the chain head if another process appended since we last held it.
-    fn take_lock(&self, h: &mut Head) -> Result<bool, AuditError> {
-        if h.locked {
-            return Ok(true);
-        }
-        match h.lock_file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(AuditError::Io {
-                    path: self.dir.join(LOCK_FILE),
-                    source: e,
-                });
-            }
-        }
-        h.locked = true;
-        let today = chain::segment_name(&chain::timestamp(crate::store::now_ms()).1);
-        let unchanged = h
-            .chain
-            .as_ref()
-            .and_then(|st| st.tail.as_ref())
-            .is_some_and(|(p, len)| {
-                p.file_name().is_some_and(|n| *n == *today)
-                    && std::fs::metadata(p).is_ok_and(|m| m.len() == *len)
-            });
-        if !unchanged {
-            let current = newest_tail(&self.dir).map_err(io_err(&self.dir))?;
-            if h.chain.as_ref().is_none_or(|st| st.tail != current) {
-                h.chain = None;
-                h.segment = None;
-            }
-        }
-        Ok(true)
-    }
-
-    /// One attempt to write `shard`'s queue: takes the log's lock without waiting for it,
-    /// takes the directory lock, chains every queued record and appends them with one
-    /// write(2) before letting the lock go. The callers of the batch get their outcome; the
-    /// return value carries `own`'s.
-    fn try_write(&self, shard: &Shard, own: u64) -> Result<Attempt, AuditError> {
-        let mut h = match self.head.try_lock() {
-            Ok(h) => h,
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(Attempt::Contended),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        };
-        self.write_locked(&mut h, shard, own)
-    }
-
-    /// [`try_write`](Inner::try_write) with the log's lock held.
-    fn write_locked(&self, h: &mut Head, shard: &Shard, own: u64) -> Result<Attempt, AuditError> {
-        if !self.take_lock(h)? {
-            return Ok(Attempt::DirBusy);
-        }
-        let records = std::mem::take(&mut lock(&shard.0).records);
-        // The batch's text in one allocation: each line is its event plus the chain fields.
-        let size: usize = records
-            .iter()
-            .map(|r| r.json.len() + chain::LINE_OVERHEAD)
-            .sum();
-        let mut chunks: Vec<(String, String)> = Vec::new();
-        let mut first = None;
-        let mut chained = Ok(());
-        for r in &records {
-            match self.append(h, &mut chunks, &r.json, size) {
-                Ok(seq) => {
-                    first.get_or_insert(seq);
-                }
-                Err(e) => {
-                    chained = Err(e);
-                    break;
-                }
-            }
-        }
-        let result = chained.and_then(|()| self.commit(h, &chunks));
-        if result.is_err() {
-            // Nothing of the batch is confirmed: re-read the head before the next record.
-            h.chain = None;
-            h.segment = None;
-            release_lock(h);
-        }
-        let first = first.unwrap_or(0);
-        let mut own_seq = None;
-        for (i, r) in records.into_iter().enumerate() {
-            let seq = first + i as u64;
-            if r.ticket == own {
-                own_seq = Some(seq);
-            } else if let Some(w) = r.waiter {
-                let outcome = match &result {
-                    Ok(()) => Ok(seq),
-                    Err(e) => Err(copy_err(e)),
-                };
-                let _ = w.send(Turn::Done(outcome));
-            }
-        }
-        match (result, own_seq) {
-            (Ok(()), seq) => Ok(Attempt::Wrote(seq.map(Ok))),
-            (Err(e), seq) => {
-                tracing::error!(error = %e, "audit log write failed; refusing the recorded actions");
-                match seq {
-                    Some(_) => Ok(Attempt::Wrote(Some(Err(e)))),
-                    None => Err(e),
-                }
-            }
-        }
-    }
-
-    /// Appends a chained batch to its segment(s) and notes what the syncer must sync.
-    fn commit(&self, h: &mut Head, chunks: &[(String, String)]) -> Result<(), AuditError> {
-        let mut segment = h.segment.take();
-        let len = write_batch(&self.dir, chunks, &mut segment)?;
-        if let Some(st) = h.chain.as_mut()
-            && let Some(seg) = &segment
-        {
-            let len = match len {
-                Tail::Grew(n) => match &st.tail {
-                    Some((p, l)) if *p == seg.path => l + n,
-                    _ => seg_len(seg),
-                },
-                Tail::Is(n) => n,
-            };
-            st.tail = Some((seg.path.clone(), len));
-        }
-        if let Some(st) = h.chain.as_ref() {
-            h.written = h.written.max(st.next_seq);
-        }
-        let first_dirty = h.unsynced.is_none();
-        h.unsynced = segment.as_ref().map(|s| s.file.clone());
-        h.segment = segment;
-        if first_dirty {
-            self.syncer.unpark();
-        }
-        Ok(())
-    }
-
-    /// After a write: puts the pen down when the queue is empty, or hands it to the first
-    /// caller still waiting in it. False when records are queued and nobody waits for them
-    /// (their callers gave up): the holder writes them itself.
-    fn pass_pen(&self, shard: &Shard) -> bool {
-        let mut q = lock(&shard.0);
-        if q.records.is_empty() {
-            q.writing = false;
-            return true;
-        }
-        for r in &mut q.records {
-            if let Some(w) = r.waiter.take()
-                && w.send(Turn::Write).is_ok()
-            {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Refuses every queued record with `e` and puts the pen down (the writer gave up).
-    fn refuse_queue(&self, shard: &Shard, e: &AuditError) {
-        let records = {
-            let mut q = lock(&shard.0);
-            q.writing = false;
-            std::mem::take(&mut q.records)
-        };
-        for r in records {
-            if let Some(w) = r.waiter {
-                let _ = w.send(Turn::Done(Err(copy_err(e))));
-            }
-        }
-    }
-
-    /// Writes the queue now, blocking (a dropped pen); refuses it when the directory lock
-    /// is taken. The pen is put down or handed on.
-    fn write_now(&self, shard: &Shard) {
-        loop {
-            let mut h = self.head();
-            let attempt = self.write_locked(&mut h, shard, u64::MAX);
-            drop(h);
-            match attempt {
-                Ok(Attempt::Wrote(_)) => {
-                    if self.pass_pen(shard) {
-                        return;
-                    }
-                }
-                Ok(Attempt::Contended | Attempt::DirBusy) => {
-                    self.refuse_queue(shard, &AuditError::Busy);
-                    return;
-                }
-                Err(e) => {
-                    self.refuse_queue(shard, &e);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Syncs what was written since the last sync; releases the cross-process lock when
-    /// nobody is writing. Whether anything was synced.
-    fn sync_once(&self) -> bool {
-        let file = self.head().unsynced.take();
-        let synced = match file {
-            Some(f) => {
-                if let Err(e) = f.sync_data() {
-                    // Re-read the head (and reopen the segment) before the next record.
-                    tracing::error!(error = %e, "audit log sync failed; re-reading the log");
-                    let mut h = self.head();
-                    h.chain = None;
-                    h.segment = None;
-                }
-                true
-            }
-            None => false,
-        };
-        // Writes happen under the log's lock: holding it, nobody is writing.
-        release_lock(&mut self.head());
-        synced
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let h = self.head.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = h.unsynced.take() {
-            let _ = f.sync_data();
-        }
-        release_lock(h);
-        self.syncer.unpark();
-    }
 }
 
 fn release_lock(h: &mut Head) {
     if h.locked {
         let _ = h.lock_file.unlock();
         h.locked = false;
-    }
-}
-
-/// The syncer: fdatasync soon after the first write following a sync, then at most every
-/// [`SYNC_INTERVAL`]; hands the cross-process lock back between syncs.
-fn syncer(inner: Weak<Inner>) {
-    loop {
-        std::thread::park_timeout(SYNCER_IDLE);
-        let Some(log) = inner.upgrade() else { return };
-        let synced = log.sync_once();
-        drop(log);
-        if synced {
-            std::thread::sleep(SYNC_INTERVAL);
-        }
     }
 }

@@ -69,4 +69,14 @@ pub const AUDIT_DIR: &str = "data/audit";
 /// Audit retention: a year plus two weeks, so an annual review always has a full year.
 pub const AUDIT_RETENTION_DAYS: u32 = 380;
 pub const RECORDING_DIR: &str = "data/recordings";
+/// Audit signing key file name under the data directory.
+pub const AUDIT_SIGNING_KEY_FILE: &str = "audit-signing.key";
+/// The signed head, under the data directory (apart from the log directory).
+pub const AUDIT_HEAD_FILE: &str = "audit-head.json";
+/// Longest time between signed checkpoints: a cut tail of the log is found offline back to
+/// the newest checkpoint, so this bounds what can go unnoticed without the head file.
+pub const AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// Approximate cap on the shared Redis audit stream (all instances): about a day of a busy
+/// deployment; a SIEM reading it keeps the rest.
+pub const AUDIT_STREAM_MAX_LEN: u64 = 1_000_000;
 pub const OIDC_GROUPS_CLAIM: &str = "groups";

@@ -25,6 +25,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub audit: AuditFile,
     #[serde(default)]
+    pub alerts: AlertsFile,
+    #[serde(default)]
     pub recording: RecordingFile,
     #[serde(default)]
     pub admin: AdminFile,
@@ -156,14 +158,37 @@ pub struct TargetFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFile {
+    /// Directory of the daily segments (default `data/audit`).
     pub dir: Option<String>,
+    /// Whole segments older than this many days are removed (default 380).
     pub retention_days: Option<u32>,
+    /// Every record also to syslog: `unix:///dev/log` or `udp://HOST:PORT`.
+    pub syslog: Option<String>,
+    /// Ed25519 key signing checkpoints; generated (0600) when missing, its public key
+    /// written beside it as `<file>.pub` (default `<data_dir>/audit-signing.key`).
+    pub signing_key_file: Option<String>,
+    /// Longest time between signed checkpoints while records flow (default and maximum
+    /// `60s`).
+    pub checkpoint_interval: Option<String>,
+    /// Approximate cap on the Redis stream `gatehouse:audit:stream` (default 1000000).
+    pub stream_max_len: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    /// One JSON POST per alert, retried; https (plain http only for a loopback address).
+    pub webhook_url: Option<String>,
+    /// Extra CA (PEM) to trust for the webhook besides the public roots.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingFile {
     pub dir: Option<String>,
+    /// Recordings older than this many days are removed (default: `audit.retention_days`).
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

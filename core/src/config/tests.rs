@@ -309,3 +309,86 @@ fn secret_key_file_defaults_under_data_dir() {
     let e = Config::from_toml("[identity]\nsecret_key_file = \" \"", None).unwrap_err();
     assert!(e.to_string().contains("identity.secret_key_file"), "{e}");
 }
+
+#[test]
+fn audit_alerts_and_recording_keys() {
+    use crate::config::SyslogTarget;
+    let c = Config::from_toml(
+        "data_dir = \"d\"",
+        Some(Path::new("/etc/gh/gatehouse.toml")),
+    )
+    .unwrap();
+    assert_eq!(
+        c.audit.signing_key_file,
+        Path::new("/etc/gh/d/audit-signing.key")
+    );
+    assert_eq!(c.audit.head_file, Path::new("/etc/gh/d/audit-head.json"));
+    assert_eq!(
+        c.audit.checkpoint_interval,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(
+        (c.audit.syslog.clone(), c.alerts.webhook_url.clone()),
+        (None, None)
+    );
+    assert_eq!(c.recording.retention_days, 380);
+    let c = load("[audit]\nretention_days = 30\nsyslog = \"udp://siem.example:514\"\n[alerts]\nwebhook_url = \"https://hooks.example.com/g\"\n").unwrap();
+    assert_eq!(
+        c.recording.retention_days, 30,
+        "recordings follow the audit retention"
+    );
+    assert_eq!(
+        c.audit.syslog,
+        Some(SyslogTarget::Udp("siem.example:514".into()))
+    );
+    assert_eq!(
+        c.alerts.webhook_url.unwrap().as_str(),
+        "https://hooks.example.com/g"
+    );
+    let c = load("[audit]\nsyslog = \"unix:///dev/log\"\n[alerts]\nwebhook_url = \"http://127.0.0.1:9000/hook\"\n[recording]\nretention_days = 90").unwrap();
+    assert_eq!(c.audit.syslog, Some(SyslogTarget::Unix("/dev/log".into())));
+    assert!(c.alerts.webhook_url.is_some(), "plain http on loopback");
+    assert_eq!(c.recording.retention_days, 90);
+    // Table: bad value -> the key the error names.
+    let cases = [
+        ("[audit]\nsyslog = \"tcp://h:514\"", "audit.syslog"),
+        ("[audit]\nsyslog = \"udp://h\"", "audit.syslog"),
+        ("[audit]\nsyslog = \"unix://dev/log\"", "audit.syslog"),
+        (
+            "[audit]\ncheckpoint_interval = \"5m\"",
+            "audit.checkpoint_interval",
+        ),
+        (
+            "[audit]\ncheckpoint_interval = \"0s\"",
+            "audit.checkpoint_interval",
+        ),
+        ("[audit]\nstream_max_len = 10", "audit.stream_max_len"),
+        ("[audit]\nsigning_key_file = \"\"", "audit.signing_key_file"),
+        (
+            "[alerts]\nwebhook_url = \"http://hooks.example.com/g\"",
+            "alerts.webhook_url",
+        ),
+        (
+            "[alerts]\nwebhook_url = \"ftp://127.0.0.1/g\"",
+            "alerts.webhook_url",
+        ),
+        (
+            "[alerts]\nwebhook_url = \"not a url\"",
+            "alerts.webhook_url",
+        ),
+        ("[alerts]\nbogus = 1", "unknown field"),
+        (
+            "[recording]\nretention_days = 0",
+            "recording.retention_days",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = load(text).expect_err(text).to_string();
+        assert!(err.contains(needle), "{text}: expected {needle:?} in {err}");
+    }
+    // A webhook URL may carry a token: it is never echoed.
+    let err = load("[alerts]\nwebhook_url = \"https://u:s3cret@hooks.example.com/g?token=t0ken\"")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cret") && !err.contains("t0ken"), "{err}");
+}

@@ -20,7 +20,7 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(
+    pub(super) fn err(
         &self,
         key: impl Into<String>,
         problem: impl Into<String>,
@@ -34,7 +34,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn path(&self, value: Option<String>, default: &str) -> PathBuf {
+    pub(super) fn path(&self, value: Option<String>, default: &str) -> PathBuf {
         let p = PathBuf::from(value.unwrap_or_else(|| default.to_string()));
         if p.is_absolute() {
             p
@@ -43,7 +43,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn non_empty_path(
+    pub(super) fn non_empty_path(
         &self,
         key: &str,
         value: Option<String>,
@@ -77,7 +77,7 @@ impl Ctx<'_> {
 
     /// A positive duration of at most `max` (every duration has a documented maximum in
     /// `defaults`: an absurd value, e.g. `999999999999h`, is a typo or an attack).
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: Option<String>,
@@ -157,21 +157,9 @@ pub(super) fn validate(
     };
     let apps = apps::apps(&cx, f.apps)?;
     let targets = targets::targets(&cx, f.targets)?;
-    let retention_days = f.audit.retention_days.unwrap_or(d::AUDIT_RETENTION_DAYS);
-    if retention_days == 0 {
-        return Err(cx.err(
-            "audit.retention_days",
-            "0 would delete the audit log at once",
-            "give a number of days, e.g. 380",
-        ));
-    }
-    let audit = AuditConfig {
-        dir: cx.non_empty_path("audit.dir", f.audit.dir, d::AUDIT_DIR)?,
-        retention_days,
-    };
-    let recording = RecordingConfig {
-        dir: cx.non_empty_path("recording.dir", f.recording.dir, d::RECORDING_DIR)?,
-    };
+    let audit = super::validate_audit::audit(&cx, f.audit, &data_dir)?;
+    let alerts = super::validate_audit::alerts(&cx, f.alerts)?;
+    let recording = super::validate_audit::recording(&cx, f.recording, audit.retention_days)?;
     let admin_listen = cx.addr("admin.listen", f.admin.listen, d::ADMIN_LISTEN)?;
     if !admin_listen.ip().is_loopback() {
         return Err(cx.err("admin.listen", format!("`{admin_listen}` is not a loopback address; metrics and health must not face the network"), "use 127.0.0.1:PORT or [::1]:PORT"));
@@ -202,6 +190,7 @@ pub(super) fn validate(
         apps,
         targets,
         audit,
+        alerts,
         recording,
         admin: AdminConfig {
             listen: admin_listen,

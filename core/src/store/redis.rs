@@ -100,23 +100,33 @@ fn decode_push(kind: &PushKind, data: &[Value]) -> Option<RevocationEvent> {
     }
 }
 
+/// A client for `url` (RESP3), with the password from [`PASSWORD_ENV`] when set.
+pub(crate) fn client(url: &url::Url) -> Result<redis::Client, StoreError> {
+    let mut info = url
+        .as_str()
+        .into_connection_info()
+        .map_err(StoreError::Connect)?;
+    let mut settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    if let Ok(pw) = std::env::var(PASSWORD_ENV) {
+        settings = settings.set_password(pw);
+    }
+    info = info.set_redis_settings(settings);
+    redis::Client::open(info).map_err(StoreError::Connect)
+}
+
+/// Connection settings of every Redis connection: deadlines, a few retries.
+pub(crate) fn manager_settings() -> ConnectionManagerConfig {
+    manager_config()
+}
+
 impl RedisStore {
     /// Connects (under a deadline) and subscribes to the revocation channel. `records`
     /// authenticates session and handoff records (every instance must use the same).
     pub async fn connect(url: &url::Url, records: RecordKey) -> Result<RedisStore, StoreError> {
-        let mut info = url
-            .as_str()
-            .into_connection_info()
-            .map_err(StoreError::Connect)?;
-        let mut settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        if let Ok(pw) = std::env::var(PASSWORD_ENV) {
-            settings = settings.set_password(pw);
-        }
-        info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(StoreError::Connect)?;
+        let client = client(url)?;
         let (events, _) = broadcast::channel(super::REVOCATION_CHANNEL_CAPACITY);
         let tx = events.clone();
         let sub_config = manager_config()

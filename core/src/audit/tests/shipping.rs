@@ -1,0 +1,174 @@
+//! Shipping: syslog receives every record once, also after an outage; two instances share a
+//! Redis stream, and its copy finds records removed locally.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::ev;
+use super::key;
+use super::signed::Signed;
+use crate::audit::ship::redis::{RedisSink, instance_id, read_stream, verify_stream};
+use crate::audit::ship::syslog::SyslogSink;
+use crate::audit::ship::{ShipMetrics, Shipper};
+use crate::config::SyslogTarget;
+use crate::testutil::{RedisServer, TempDir};
+
+/// Receives datagrams until `want` distinct records arrived (deadline), returning
+/// seq -> how many times it came.
+async fn receive(sock: &tokio::net::UnixDatagram, want: usize, seen: &mut BTreeMap<u64, usize>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 70_000];
+    while seen.len() < want {
+        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {want} records arrived", seen.len()))
+            .unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        // <PRI>1 TS HOST APP PROCID MSGID SD MSG
+        let parts: Vec<&str> = msg.splitn(8, ' ').collect();
+        assert!(parts[0] == "<85>1" || parts[0] == "<84>1", "{msg}");
+        assert_eq!(parts[3], "gatehouse");
+        assert_eq!(parts[6], "-");
+        let rec: serde_json::Value = serde_json::from_str(parts[7]).unwrap();
+        assert_eq!(parts[1], rec["ts"].as_str().unwrap());
+        assert_eq!(parts[5], rec["event"]["event"].as_str().unwrap());
+        *seen.entry(rec["seq"].as_u64().unwrap()).or_default() += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_gets_every_record_once_and_catches_up_after_an_outage() {
+    let s = Signed::new();
+    let log = s.open().unwrap();
+    let sock_dir = TempDir::new("syslog");
+    let path = sock_dir.path().join("log.sock");
+    let mut rx = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let metrics = ShipMetrics::default();
+    let sink = SyslogSink::new(SyslogTarget::Unix(path.clone()), &s.log_dir());
+    let shipper = Shipper::spawn(&log, sink, log.written(), metrics.clone());
+    for i in 0..100 {
+        log.record(ev(i)).await.unwrap();
+    }
+    let mut seen = BTreeMap::new();
+    receive(&rx, 100, &mut seen).await;
+    // The daemon goes away: records are refused by the socket and wait in the log.
+    drop(rx);
+    std::fs::remove_file(&path).unwrap();
+    let start = std::time::Instant::now();
+    for i in 100..150 {
+        log.record(ev(i)).await.unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "shipping slowed the writers"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!shipper.caught_up());
+    rx = tokio::net::UnixDatagram::bind(&path).unwrap();
+    // The outage was recorded as an alert record too (shipped after it).
+    receive(&rx, 151, &mut seen).await;
+    assert!(shipper.drain(Duration::from_secs(10)).await);
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..151).collect::<Vec<u64>>()
+    );
+    assert!(seen.values().all(|&n| n == 1), "duplicates: {seen:?}");
+    let text = std::fs::read_to_string(super::segment_files(&s.log_dir()).pop().unwrap()).unwrap();
+    assert!(text.contains("\"alert\":\"audit_shipping_failed\""));
+    assert!(
+        metrics
+            .failures
+            .get_or_create(&crate::audit::ship::SinkLabels { sink: "syslog" })
+            .get()
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_stream_and_its_copy_finds_a_local_cut() {
+    let redis = RedisServer::start();
+    let a = Signed::new();
+    let b = Signed::new();
+    let la = a.open().unwrap();
+    let lb = b.open().unwrap();
+    let ia = instance_id(&a.log_dir()).unwrap();
+    let ib = instance_id(&b.log_dir()).unwrap();
+    assert_ne!(ia, ib);
+    assert_eq!(instance_id(&a.log_dir()).unwrap(), ia, "stable");
+    let sa = Shipper::spawn(
+        &la,
+        RedisSink::new(&redis.url(), ia.clone(), 100_000).unwrap(),
+        0,
+        ShipMetrics::default(),
+    );
+    let sb = Shipper::spawn(
+        &lb,
+        RedisSink::new(&redis.url(), ib.clone(), 100_000).unwrap(),
+        0,
+        ShipMetrics::default(),
+    );
+    for i in 0..40 {
+        la.record(ev(i)).await.unwrap();
+        lb.record(ev(i)).await.unwrap();
+    }
+    assert!(sa.drain(Duration::from_secs(10)).await && sb.drain(Duration::from_secs(10)).await);
+    let entries = read_stream(&redis.url()).await.unwrap();
+    let report = verify_stream(&entries, &key(), &a.log_dir(), &ia).unwrap();
+    assert_eq!(report.instances.get(&ia), Some(&40));
+    assert_eq!(report.instances.get(&ib), Some(&40));
+    assert_eq!(report.compared, 40);
+    // A retried batch adds nothing twice: ship again from the start.
+    let again = Shipper::spawn(
+        &la,
+        RedisSink::new(&redis.url(), ia.clone(), 100_000).unwrap(),
+        0,
+        ShipMetrics::default(),
+    );
+    la.record(ev(99)).await.unwrap();
+    assert!(again.drain(Duration::from_secs(10)).await && sa.drain(Duration::from_secs(10)).await);
+    assert_eq!(read_stream(&redis.url()).await.unwrap().len(), 81);
+    // Records cut from A's local log are still in the stream, which says so.
+    la.close();
+    drop((la, sa, again));
+    let seg = super::segment_files(&a.log_dir()).pop().unwrap();
+    let mut l = super::lines(&seg);
+    l.truncate(30);
+    super::write_lines(&seg, &l);
+    let entries = read_stream(&redis.url()).await.unwrap();
+    match verify_stream(&entries, &key(), &a.log_dir(), &ia) {
+        Err(crate::error::AuditError::Broken { problem, .. }) => {
+            assert!(
+                problem.contains("11 record(s)") && problem.contains("records 30..40"),
+                "{problem}"
+            )
+        }
+        other => panic!("the cut was not found: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_udp_gets_every_record() {
+    let s = Signed::new();
+    let log = s.open().unwrap();
+    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = rx.local_addr().unwrap().to_string();
+    let sink = SyslogSink::new(SyslogTarget::Udp(addr), &s.log_dir());
+    let shipper = Shipper::spawn(&log, sink, 0, ShipMetrics::default());
+    for i in 0..20 {
+        log.record(ev(i)).await.unwrap();
+    }
+    let mut seqs = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while seqs.len() < 20 {
+        let n = tokio::time::timeout(Duration::from_secs(10), rx.recv(&mut buf))
+            .await
+            .expect("udp syslog datagram")
+            .unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap();
+        let json = msg.splitn(8, ' ').nth(7).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(json).unwrap();
+        seqs.push(rec["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, (0..20).collect::<Vec<u64>>());
+    assert!(shipper.drain(Duration::from_secs(5)).await);
+}
