@@ -51,4 +51,9 @@ pub const AUDIT_DIR: &str = "data/audit";
 /// Audit retention: a year plus two weeks, so an annual review always has a full year.
 pub const AUDIT_RETENTION_DAYS: u32 = 380;
 pub const RECORDING_DIR: &str = "data/recordings";
+/// The claim an SSO provider's groups are read from.
 pub const OIDC_GROUPS_CLAIM: &str = "groups";
+/// The claim an SSO user's policy name is read from.
+pub const OIDC_USERNAME_CLAIM: &str = "preferred_username";
+/// Scopes requested from an SSO provider when `scopes` is not given.
+pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email"];
