@@ -16,7 +16,7 @@ pub mod store;
 
 pub use config::Config;
 pub use error::{
-    AuditError, AuthError, ConfigError, IdentityError, KeyError, PolicyError, StoreError,
+    AuditError, AuthError, ConfigError, IdentityError, KeyError, PolicyError, SsoError, StoreError,
 };
 
 #[cfg(test)]
