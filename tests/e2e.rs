@@ -27,4 +27,6 @@ mod identity;
 mod identity_policy;
 mod identity_redis;
 mod identity_sessions;
+mod oidc_hostile;
+mod oidc_provider;
 mod quickstart;

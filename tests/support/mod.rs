@@ -15,6 +15,10 @@
 //!   the default user and logs in, so h1/h2 connections carry a session cookie.
 //! - [`identity`]: users via `gatehouse user add`, TOTP codes, the real login flow, the audit
 //!   log as JSON, assertion (JWT) verification against the JWKS.
+//! - [`oidc_provider`]: a real OpenID provider (panva's oidc-provider under node) with test
+//!   clients and accounts; [`oidc_browser`] completes its login and consent pages without a
+//!   browser; [`oidc_double`] is a hostile provider that serves the ID tokens a test crafts;
+//!   [`sso`] builds the core's SSO service over a temp dir for tests below the gateway.
 //! - [`Redis`]: a real redis-server on a free port (stop/restart for outage tests).
 //! - [`client`]: TLS, HTTP/1.1, HTTP/2 and raw-bytes clients.
 //!
@@ -32,9 +36,13 @@
 pub mod client;
 pub mod gatehouse;
 pub mod identity;
+pub mod oidc_browser;
+pub mod oidc_double;
+pub mod oidc_provider;
 pub mod pki;
 pub mod redis;
 pub mod scenario;
+pub mod sso;
 pub mod tempdir;
 pub mod upstream;
 
