@@ -29,4 +29,5 @@ mod identity_redis;
 mod identity_sessions;
 mod oidc_hostile;
 mod oidc_provider;
+mod oidc_users;
 mod quickstart;

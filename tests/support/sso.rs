@@ -85,7 +85,8 @@ impl SsoFixture {
         }
         let file = dir.write("gatehouse.toml", &text);
         let config = Config::load(&file).unwrap_or_else(|e| panic!("fixture config: {e}\n{text}"));
-        let key = SecretKey::generate().unwrap();
+        // The key file the CLI reads too, so both write one audit chain.
+        let key = SecretKey::load_or_create_file(&config.identity.secret_key_file).unwrap();
         let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key)).unwrap();
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let auth = Authenticator::from_config(&config, &key, store, audit).unwrap();
@@ -114,6 +115,11 @@ impl SsoFixture {
                 &self.cipher,
             )
             .unwrap();
+    }
+
+    /// The config file (for `gatehouse ... --config`).
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("gatehouse.toml")
     }
 
     pub fn registry_path(&self) -> PathBuf {
