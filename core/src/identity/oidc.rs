@@ -47,7 +47,7 @@ use super::VerifiedIdentity;
 use super::authenticator::{Authenticator, unix_secs};
 use crate::audit::AuditEvent;
 use crate::config::{Config, OidcConfig};
-use crate::error::{OidcHttpError, SsoCheck, SsoError};
+use crate::error::{OidcHttpError, SsoCheck, SsoError, chain};
 
 /// The callback path on the public host, the same for every provider.
 pub const CALLBACK_PATH: &str = "/.gatehouse/oidc/callback";
@@ -434,12 +434,10 @@ impl Sso {
                 (SsoCheck::Code, "the callback has no code".into()),
             ));
         };
-        let d = p.discovered().await.map_err(|source| {
-            Failed::Hard(SsoError::Unavailable {
-                provider: name.to_string(),
-                source,
-            })
-        })?;
+        let d = p
+            .discovered()
+            .await
+            .map_err(|e| refused(name, (SsoCheck::Unreachable, chain(&e))))?;
         let redirect = &self.inner.redirect;
         let tokens = token::exchange(p, d.clone(), redirect, code, &txn.pkce_verifier, &txn.nonce)
             .await

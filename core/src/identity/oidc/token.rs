@@ -215,9 +215,10 @@ fn token_error<RE: std::error::Error + 'static>(
             SsoCheck::Unreachable,
             format!("token endpoint: {}", chain(&e)),
         ),
+        // The path only: serde's message may quote a token.
         RequestTokenError::Parse(e, _) => (
             SsoCheck::Malformed,
-            format!("token response or id token unreadable: {e}"),
+            format!("token response or id token unreadable at `{}`", e.path()),
         ),
         RequestTokenError::Other(s) => (SsoCheck::TokenExchange, s),
     }
