@@ -7,12 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gatehouse_core::Config;
+use gatehouse_core::SsoError;
 use gatehouse_core::audit::{AuditKey, AuditLog};
+use gatehouse_core::error::SsoCheck;
 use gatehouse_core::identity::oidc::{CALLBACK_PATH, Sso, SsoUsers};
+use gatehouse_core::identity::oidc::{SsoCallback, SsoLogin};
 use gatehouse_core::identity::{Authenticator, NewUser, TotpCipher, Users};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store::{MemoryStore, Store};
 use serde_json::Value;
+
+use super::oidc_double::{CLIENT_ID, CLIENT_SECRET, ProviderDouble};
 
 use super::identity::audit_events_in;
 use super::tempdir::TestDir;
@@ -150,4 +155,71 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+// Logins through the hostile double (`super::oidc_double`).
+
+/// The browser binding of logins through the double.
+pub const BROWSER: &str = "the-browser";
+
+/// A fixture with the double as provider `evil` (and `extra` lines in its block).
+pub fn double_fixture(double: &ProviderDouble, extra: &[&str]) -> SsoFixture {
+    let mut c = ProviderConf::new("evil", &double.issuer, CLIENT_ID, CLIENT_SECRET);
+    for line in extra {
+        c = c.with(line);
+    }
+    SsoFixture::new(&[c])
+}
+
+/// One login through the double: start, queue the token `make(nonce)` crafts, call back.
+pub async fn attempt(
+    fx: &SsoFixture,
+    double: &ProviderDouble,
+    make: impl FnOnce(&str) -> String,
+) -> Result<SsoLogin, SsoError> {
+    let start = fx.sso.start_login("evil", BROWSER, None).await.unwrap();
+    let state = query_param(&start.url, "state").unwrap();
+    let nonce = query_param(&start.url, "nonce").unwrap();
+    double.next_id_token(make(&nonce));
+    let cb = SsoCallback::from_query(&format!("state={state}&code=the-code"));
+    fx.sso.finish_login(&cb, Some(BROWSER), None).await
+}
+
+/// `claims` with `edits` applied (a null value removes the claim).
+pub fn with(mut claims: Value, edits: &[(&str, Value)]) -> Value {
+    for (k, v) in edits {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(*k);
+        } else {
+            claims[*k] = v.clone();
+        }
+    }
+    claims
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Asserts `r` was refused by `check`, audited, and registered nobody.
+pub fn refused(fx: &SsoFixture, r: Result<SsoLogin, SsoError>, check: SsoCheck, case: &str) {
+    match r {
+        Err(e) => assert_eq!(e.check(), Some(check), "{case}: {e}"),
+        Ok(l) => panic!("{case}: signed in: {:?}", l.step),
+    }
+    let last = fx
+        .audit_of("sso_failure")
+        .pop()
+        .unwrap_or_else(|| panic!("{case}: no audit"));
+    assert_eq!(last["check"], check.as_str(), "{case}: {last}");
+    assert!(
+        fx.registry().list().is_empty(),
+        "{case}: a user was recorded"
+    );
+    assert!(fx.audit_of("sso_authenticated").is_empty(), "{case}");
+    assert!(fx.audit_of("login_success").is_empty(), "{case}");
 }

@@ -19,6 +19,7 @@
 //! Every refusal is audited (`sso_failure` with the check that failed) before it is
 //! returned; a refusal never leaves a session or a half-recorded user behind.
 
+mod callback;
 mod claims;
 pub mod http;
 mod provider;
@@ -33,8 +34,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use openidconnect::RedirectUrl;
-use serde::{Deserialize, Serialize};
 
+pub use callback::{SsoCallback, SsoLogoutHint};
 pub use claims::{MAX_GROUPS, MAX_NAME_LEN, proves_mfa, valid_sso_name};
 pub use http::{HyperHttp, OidcHttp, UrlPolicy};
 pub use provider::ProviderStatus;
@@ -68,82 +69,6 @@ pub struct SsoRedirect {
 impl std::fmt::Debug for SsoRedirect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SsoRedirect(..)")
-    }
-}
-
-/// The query of a callback request. Build it with [`SsoCallback::from_query`].
-#[derive(Default, Clone, PartialEq, Eq)]
-pub struct SsoCallback {
-    pub state: Option<String>,
-    pub code: Option<String>,
-    pub error: Option<String>,
-    pub error_description: Option<String>,
-    /// RFC 9207 `iss`: when present it must be the transaction's provider's issuer.
-    pub iss: Option<String>,
-}
-
-impl std::fmt::Debug for SsoCallback {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SsoCallback")
-            .field("error", &self.error)
-            .field("iss", &self.iss)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Longest query value read from a callback.
-const MAX_CALLBACK_VALUE: usize = 4096;
-
-impl SsoCallback {
-    /// Parses a callback's query string. A repeated parameter makes it unusable (both
-    /// values are dropped: the transaction check then refuses it).
-    pub fn from_query(query: &str) -> SsoCallback {
-        let mut cb = SsoCallback::default();
-        let mut seen = std::collections::HashSet::new();
-        let mut repeated = std::collections::HashSet::new();
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            if !seen.insert(k.to_string()) {
-                repeated.insert(k.to_string());
-                continue;
-            }
-            if v.len() > MAX_CALLBACK_VALUE {
-                continue;
-            }
-            let slot = match k.as_ref() {
-                "state" => &mut cb.state,
-                "code" => &mut cb.code,
-                "error" => &mut cb.error,
-                "error_description" => &mut cb.error_description,
-                "iss" => &mut cb.iss,
-                _ => continue,
-            };
-            *slot = Some(v.into_owned());
-        }
-        for k in repeated {
-            match k.as_str() {
-                "state" => cb.state = None,
-                "code" => cb.code = None,
-                "iss" => cb.iss = None,
-                _ => {}
-            }
-        }
-        cb
-    }
-}
-
-/// What logout needs to end the session at the provider too: keep it in the server-side
-/// session (never in a cookie). `Debug` hides the token.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SsoLogoutHint {
-    pub provider: String,
-    id_token: String,
-}
-
-impl std::fmt::Debug for SsoLogoutHint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SsoLogoutHint")
-            .field("provider", &self.provider)
-            .finish_non_exhaustive()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The callback parser and messages. The flow itself is tested against a real provider and
 //! a hostile one in the workspace's end-to-end tests (`tests/oidc*.rs`).
 
+use super::callback::MAX_CALLBACK_VALUE;
 use super::*;
 
 #[test]
