@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 # Real components the end-to-end tests start themselves; a missing one is a test failure, so
 # install them all up front.
 PACKAGES=(redis-server openssh-server openssh-client nginx wrk asciinema curl openssl chromium)
-# The browser test drives Chromium with playwright-core from the npm registry.
+# The browser test drives Chromium with playwright-core, and the SSO tests run an OpenID
+# provider (oidc-provider), both from the npm registry.
 command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
@@ -30,6 +31,8 @@ done
 # playwright-core, pinned by tests/browser/package-lock.json (it downloads no browser: the
 # test uses Debian's Chromium).
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+# The SSO tests' OpenID provider: panva's oidc-provider, pinned by tests/oidc/package-lock.json.
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
 export CARGO_TERM_COLOR=never
 # Incremental state is for edit-compile loops; a one-shot run only pays its disk (GBs) for it.

@@ -54,11 +54,12 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List local users (no secrets).
+    /// List local users and the SSO users seen so far, with their provider (no secrets).
     List,
-    /// Lock a user: no new login; with Redis, live sessions are revoked too.
+    /// Lock a local or SSO user: no new login; with Redis, live sessions are revoked too.
     Lock { name: String },
-    /// Replace a user's TOTP secret and print the new enrolment.
+    /// Replace a local user's TOTP secret and print the new enrolment; for an SSO user,
+    /// remove it (a new authenticator is enrolled at its next sign-in).
     TotpReset { name: String },
 }
 

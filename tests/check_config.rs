@@ -274,3 +274,59 @@ fn malformed_policy_files_are_rejected_naming_the_file() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `[[identity.oidc]]` blocks: a good one passes without contacting the provider; a missing
+/// secret variable or an http issuer is refused naming the key and the fix, never the secret.
+#[test]
+fn sso_provider_blocks_are_checked_offline_and_never_echo_the_secret() {
+    let dir = TestDir::new("cfg-oidc");
+    let _pki = support::Pki::new(&dir.join("certs"));
+    good_spec().write_policies(&dir);
+    let block = |issuer: &str| {
+        format!(
+            "{}\n[[identity.oidc]]\nname = \"corp\"\nissuer = \"{issuer}\"\nclient_id = \"gatehouse\"\nclient_secret_env = \"GH_TEST_OIDC_SECRET\"\n",
+            good_spec().to_toml()
+        )
+    };
+    let run = |text: &str, secret: Option<&str>| {
+        let file = dir.write("gatehouse.toml", text);
+        let mut cmd = std::process::Command::new(support::gatehouse::binary());
+        cmd.arg("check-config").arg("--config").arg(&file);
+        cmd.env_remove("GH_TEST_OIDC_SECRET");
+        if let Some(s) = secret {
+            cmd.env("GH_TEST_OIDC_SECRET", s);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // An unresolvable issuer: check-config does not try to reach it.
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(
+        &block("https://idp.invalid/realms/staff"),
+        Some("s3cr3t-zz"),
+    );
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let (code, _out, err) = run(&block("https://idp.invalid"), None);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("identity.oidc[0].client_secret_env")
+            && err.contains("GH_TEST_OIDC_SECRET")
+            && err.contains("fix"),
+        "stderr: {err}"
+    );
+    let (code, out, err) = run(&block("http://idp.example.com"), Some("s3cr3t-zz"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("identity.oidc[0].issuer") && err.contains("http://idp.example.com"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cr3t") && !out.contains("s3cr3t"),
+        "secret echoed: {out}{err}"
+    );
+}

@@ -34,4 +34,8 @@ mod identity;
 mod identity_policy;
 mod identity_redis;
 mod identity_sessions;
+mod oidc_callbacks;
+mod oidc_hostile;
+mod oidc_provider;
+mod oidc_users;
 mod quickstart;

@@ -113,7 +113,7 @@ impl Conn {
             context: self.context(),
         };
         if let Err(e) = self.audit(event).await {
-            tracing::error!(error = %crate::error::chain(&e), "cannot audit a refusal");
+            tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a refusal");
         }
     }
 
@@ -136,7 +136,7 @@ impl Conn {
                 return Err(NotAuthorized);
             }
             Err(e) => {
-                tracing::error!(error = %crate::error::chain(&e), "cannot re-check the user; denying");
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot re-check the user; denying");
                 return Err(NotAuthorized);
             }
         }
@@ -158,7 +158,7 @@ impl Conn {
                 Err(NotAuthorized)
             }
             Err(Refusal::Audit(e)) => {
-                tracing::error!(error = %crate::error::chain(&e), "cannot audit a decision; denying");
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a decision; denying");
                 Err(NotAuthorized)
             }
         }
@@ -177,7 +177,7 @@ impl Conn {
             context: self.context(),
         };
         if let Err(e) = self.audit(event).await {
-            tracing::error!(error = %crate::error::chain(&e), "cannot audit a denial");
+            tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a denial");
         }
     }
 
@@ -225,14 +225,14 @@ impl Conn {
                     context: self.context(),
                 };
                 if let Err(ae) = self.audit(event).await {
-                    tracing::error!(error = %crate::error::chain(&ae), "cannot audit a host-key mismatch");
+                    tracing::error!(error = %gatehouse_core::error_chain(&ae), "cannot audit a host-key mismatch");
                 }
             }
             other => {
-                tracing::warn!(target = %target, error = %crate::error::chain(other), "target unreachable");
+                tracing::warn!(target = %target, error = %gatehouse_core::error_chain(other), "target unreachable");
                 self.refused(
                     SshRefusal::TargetUnreachable,
-                    Some(crate::error::chain(other)),
+                    Some(gatehouse_core::error_chain(other)),
                 )
                 .await;
             }

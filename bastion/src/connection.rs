@@ -230,7 +230,7 @@ async fn close(
         && let Err(e) = services.store().delete_session(token.expose()).await
     {
         // It expires on its own (TTL, idle timeout).
-        tracing::warn!(error = %crate::error::chain(&e), "cannot remove an ended ssh session from the store");
+        tracing::warn!(error = %gatehouse_core::error_chain(&e), "cannot remove an ended ssh session from the store");
     }
     let Some(authn) = conn.auth.get() else { return };
     tracing::info!(user = %authn.user(), reason, "ssh connection closed");
@@ -241,6 +241,6 @@ async fn close(
         context: conn.context(),
     };
     if let Err(e) = conn.audit(event).await {
-        tracing::error!(error = %crate::error::chain(&e), "cannot audit the end of an ssh connection");
+        tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit the end of an ssh connection");
     }
 }

@@ -77,6 +77,3 @@ pub enum HandlerError {
     #[error("the connection task has stopped")]
     TaskGone,
 }
-
-/// An error and its sources on one line (core's formatter).
-pub(crate) use gatehouse_core::error_chain as chain;

@@ -78,7 +78,7 @@ pub(crate) async fn keep_alive(shared: Arc<Shared>, shutdown: CancellationToken)
                     shared.registry.end(&id, "session ended in the store");
                 }
                 Err(e) => {
-                    tracing::warn!(user = %user, error = %crate::error::chain(&e), "cannot touch an ssh session in the store");
+                    tracing::warn!(user = %user, error = %gatehouse_core::error_chain(&e), "cannot touch an ssh session in the store");
                 }
             }
         }

@@ -99,7 +99,7 @@ impl Login {
 
     /// A service the login needs failed: end the connection (fail closed).
     fn fail(&self, what: &str, e: &dyn std::error::Error) {
-        tracing::error!(error = %crate::error::chain(e), "{what} unavailable during ssh authentication; closing");
+        tracing::error!(error = %gatehouse_core::error_chain(e), "{what} unavailable during ssh authentication; closing");
         self.conn.ending.end("authentication unavailable");
     }
 
@@ -281,7 +281,7 @@ impl Login {
         };
         if !registered {
             if let Err(e) = services.store().delete_session(token.expose()).await {
-                tracing::warn!(error = %crate::error::chain(&e), "cannot remove a refused ssh session from the store");
+                tracing::warn!(error = %gatehouse_core::error_chain(&e), "cannot remove a refused ssh session from the store");
             }
             return Auth::reject();
         }

@@ -273,7 +273,7 @@ async fn deliver(
             let failure = match r {
                 Ok(resp) if resp.status.is_success() => None,
                 Ok(resp) => Some(format!("status {}", resp.status.as_u16())),
-                Err(e) => Some(crate::error::chain(&e)),
+                Err(e) => Some(crate::error::error_chain(&e)),
             };
             match failure {
                 None => {

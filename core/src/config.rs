@@ -83,14 +83,42 @@ pub struct IdentityConfig {
     pub oidc: Vec<OidcConfig>,
 }
 
+/// One SSO provider (`[[identity.oidc]]`), validated: its secret is loaded, its CA parsed.
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
+    /// Unique, URL-safe (`[a-z0-9_-]`, at most 64).
     pub name: String,
-    pub issuer: url::Url,
+    /// The issuer exactly as written: discovery and every ID token's `iss` must equal it.
+    pub issuer: String,
+    /// True when the issuer is plain http on a loopback address (tests): only then may the
+    /// provider's endpoints be plain http, and only on loopback.
+    pub insecure_loopback: bool,
     pub client_id: String,
-    /// The environment variable that holds the client secret (read at start, never logged).
-    pub client_secret_env: String,
+    /// Where the client secret came from (named in messages; the secret never is).
+    pub client_secret_source: SecretSource,
+    /// The client secret, read during validation. `Debug` prints `[REDACTED]`.
+    pub client_secret: secrecy::SecretString,
     pub groups_claim: String,
+    pub username_claim: String,
+    pub trust_mfa: bool,
+    /// The CA(s) to trust for this provider; `None`: the built-in web roots.
+    pub ca: Option<CaBundle>,
+    /// Scopes to request; `openid` first.
+    pub scopes: Vec<String>,
+}
+
+/// Where a secret is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Trust anchors read from a PEM file, each one parsed as a trust anchor during validation.
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certs: std::sync::Arc<[rustls_pki_types::CertificateDer<'static>]>,
 }
 
 #[derive(Debug, Clone)]

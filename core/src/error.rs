@@ -3,18 +3,6 @@
 
 use std::path::PathBuf;
 
-/// An error and its causes on one line (for logs; errors never carry secrets).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 /// A configuration file that cannot be used. Every variant names the file; validation errors
 /// also name the key path, the offending value (never a secret) and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +139,8 @@ pub enum StoreError {
     Connect(#[source] redis::RedisError),
     #[error("corrupt record in the store at `{key}`")]
     Corrupt { key: String },
+    #[error("store operation `{op}` refused: value too large")]
+    TooLarge { op: &'static str },
     #[error("the system random number generator failed")]
     Random,
 }
@@ -284,5 +274,226 @@ mod tests {
         let e = Outer(Middle(std::io::Error::other("inner")));
         assert_eq!(error_chain(&e), "outer: middle: inner");
         assert_eq!(error_chain(&std::io::Error::other("alone")), "alone");
+    }
+}
+
+/// An outbound request of the SSO client (discovery, key set, token, userinfo) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcHttpError {
+    #[error(
+        "refused to send a request to `{0}`: not https (plain http only to loopback, and only for a loopback issuer)"
+    )]
+    InsecureUrl(String),
+    #[error("request to `{0}` timed out")]
+    Timeout(String),
+    #[error("request to `{url}` failed")]
+    Transport {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("response from `{url}` is larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("cannot build the request")]
+    Request(#[source] http::Error),
+    #[error("cannot set up TLS for the provider")]
+    Tls(#[source] rustls::Error),
+}
+
+/// A provider's discovery document or key set could not be had: the provider is unavailable
+/// (its login button says so) and local logins are unaffected.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderFetchError {
+    #[error("discovery document could not be fetched or is invalid")]
+    Discovery(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("key set could not be fetched or is invalid")]
+    Jwks(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the provider advertises no asymmetric ID-token signing algorithm")]
+    NoAlgorithm,
+    #[error("the last attempt failed {secs} s ago; next attempt in {retry_secs} s")]
+    BackingOff { secs: u64, retry_secs: u64 },
+}
+
+/// Which check refused an SSO login. Its name goes to the log and to the audit record
+/// (`sso_failure.check`), never to the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsoCheck {
+    /// `state` missing, unknown, expired or already used (tampered, replayed, or no login
+    /// transaction at all: login CSRF).
+    State,
+    /// The callback came from another browser than the one that started the login.
+    Binding,
+    /// The provider answered the authorization request with an error (consent denied, ...).
+    ProviderError,
+    /// The callback carries neither a code nor an error.
+    Code,
+    /// The provider could not be reached at its token or userinfo endpoint.
+    Unreachable,
+    /// The token endpoint refused the code (replayed or expired code, wrong client secret).
+    TokenExchange,
+    /// The token response has no ID token.
+    IdTokenMissing,
+    /// The token response or ID token is not well formed.
+    Malformed,
+    /// `alg` is `none`, symmetric (HS*), or not one the provider advertises.
+    Alg,
+    /// No key with the token's `kid`, also after refetching the key set.
+    Kid,
+    /// Several keys match the token's header.
+    AmbiguousKey,
+    /// The signature does not verify.
+    Signature,
+    /// `iss` (or the callback's `iss` parameter) is not the provider's issuer.
+    Iss,
+    /// `aud` does not contain the client id.
+    Aud,
+    /// Several audiences and `azp` is not the client id (or `azp` names another client).
+    Azp,
+    /// `exp` has passed.
+    Exp,
+    /// `iat` is in the future (beyond the allowed skew) or too far in the past.
+    Iat,
+    /// `nonce` is missing or not the login transaction's.
+    Nonce,
+    /// The token's header uses something unsupported (JWE, `crit`, nested token, `typ`).
+    Unsupported,
+    /// The userinfo response failed or names another subject.
+    Userinfo,
+    /// The name claim is missing or not a valid user name.
+    Name,
+    /// `username_claim = "email"` and `email_verified` is not `true`.
+    EmailVerified,
+    /// The groups claim is not a string or an array of valid group names, or has too many.
+    Groups,
+    /// The name is already a local user's or another SSO user's.
+    NameTaken,
+    /// The SSO user is locked by an administrator.
+    Locked,
+}
+
+impl SsoCheck {
+    /// The name in logs and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SsoCheck::State => "state",
+            SsoCheck::Binding => "binding",
+            SsoCheck::ProviderError => "provider_error",
+            SsoCheck::Code => "code",
+            SsoCheck::Unreachable => "unreachable",
+            SsoCheck::TokenExchange => "token_exchange",
+            SsoCheck::IdTokenMissing => "id_token_missing",
+            SsoCheck::Malformed => "malformed",
+            SsoCheck::Alg => "alg",
+            SsoCheck::Kid => "kid",
+            SsoCheck::AmbiguousKey => "ambiguous_key",
+            SsoCheck::Signature => "signature",
+            SsoCheck::Iss => "iss",
+            SsoCheck::Aud => "aud",
+            SsoCheck::Azp => "azp",
+            SsoCheck::Exp => "exp",
+            SsoCheck::Iat => "iat",
+            SsoCheck::Nonce => "nonce",
+            SsoCheck::Unsupported => "unsupported",
+            SsoCheck::Userinfo => "userinfo",
+            SsoCheck::Name => "name",
+            SsoCheck::EmailVerified => "email_verified",
+            SsoCheck::Groups => "groups",
+            SsoCheck::NameTaken => "name_taken",
+            SsoCheck::Locked => "locked",
+        }
+    }
+}
+
+impl std::fmt::Display for SsoCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An SSO login step failed. Pages show a generic message by [`SsoError::page`]; the check
+/// and reason go to the log and the audit record (already written when this is returned).
+#[derive(Debug, thiserror::Error)]
+pub enum SsoError {
+    #[error("no sso provider named `{0}`")]
+    UnknownProvider(String),
+    #[error("sso provider `{provider}` is unavailable")]
+    Unavailable {
+        provider: String,
+        #[source]
+        source: ProviderFetchError,
+    },
+    #[error("cannot set up the client of sso provider `{provider}`")]
+    Setup {
+        provider: String,
+        #[source]
+        source: OidcHttpError,
+    },
+    #[error("gateway.public_url cannot carry the sso callback path")]
+    Callback,
+    #[error("no browser binding for the sso login (no login-transaction cookie)")]
+    Binding,
+    #[error("sso login refused by check `{check}`: {reason}")]
+    Refused {
+        provider: Option<String>,
+        check: SsoCheck,
+        reason: String,
+    },
+    #[error("session store unavailable")]
+    Store(#[source] StoreError),
+    #[error("audit log unavailable")]
+    Audit(#[source] AuditError),
+    #[error("sso user registry unavailable")]
+    Registry(#[source] IdentityError),
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// What a page may say about an [`SsoError`]: one of a few fixed messages, never the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsoPage {
+    /// The provider cannot be reached: try again later or sign in locally.
+    ProviderUnavailable,
+    /// The user (or the provider) declined: start again.
+    Declined,
+    /// This sign-in link is expired, used, or from another browser: start again.
+    StartAgain,
+    /// The name is taken by another account: ask an administrator.
+    NameTaken,
+    /// The account is locked.
+    Locked,
+    /// Anything else: sign-in failed (the request id leads to the log).
+    Failed,
+    /// Gatehouse itself cannot proceed (store, audit, registry).
+    Internal,
+}
+
+impl SsoError {
+    /// The check that refused the login, when one did.
+    pub fn check(&self) -> Option<SsoCheck> {
+        match self {
+            SsoError::Refused { check, .. } => Some(*check),
+            _ => None,
+        }
+    }
+
+    /// Which fixed message a page shows for this error.
+    pub fn page(&self) -> SsoPage {
+        match self {
+            SsoError::UnknownProvider(_) => SsoPage::Failed,
+            SsoError::Binding => SsoPage::StartAgain,
+            SsoError::Setup { .. } | SsoError::Callback => SsoPage::Internal,
+            SsoError::Unavailable { .. } => SsoPage::ProviderUnavailable,
+            SsoError::Refused { check, .. } => match check {
+                SsoCheck::Unreachable => SsoPage::ProviderUnavailable,
+                SsoCheck::ProviderError => SsoPage::Declined,
+                SsoCheck::State | SsoCheck::Binding | SsoCheck::Code => SsoPage::StartAgain,
+                SsoCheck::NameTaken => SsoPage::NameTaken,
+                SsoCheck::Locked => SsoPage::Locked,
+                _ => SsoPage::Failed,
+            },
+            SsoError::Store(_) | SsoError::Audit(_) | SsoError::Registry(_) | SsoError::Random => {
+                SsoPage::Internal
+            }
+        }
     }
 }

@@ -11,7 +11,9 @@
 mod authenticator;
 mod enrol;
 mod handoff;
+pub mod oidc;
 mod password;
+mod private_file;
 mod sessions;
 mod ssh_login;
 mod sshkey;
@@ -39,6 +41,9 @@ pub enum AuthMethod {
     PasswordTotp,
     /// OIDC single sign-on and a TOTP code (web login).
     OidcTotp,
+    /// OIDC single sign-on whose ID token proves a second factor (`amr`), accepted because
+    /// the provider has `trust_mfa = true` (web login).
+    OidcMfa,
     /// Registered SSH key and a TOTP code (bastion).
     SshKeyTotp,
     /// Registered SSH key alone (bastion, only for targets with `require_totp = false`).
@@ -50,6 +55,7 @@ impl AuthMethod {
         match self {
             AuthMethod::PasswordTotp => "password+totp",
             AuthMethod::OidcTotp => "oidc+totp",
+            AuthMethod::OidcMfa => "oidc+idp-mfa",
             AuthMethod::SshKeyTotp => "ssh-key+totp",
             AuthMethod::SshKey => "ssh-key",
         }

@@ -30,7 +30,7 @@ pub mod store;
 pub use config::Config;
 pub use error::{
     AuditError, AuthError, ConfigError, IdentityError, KeyError, PolicyError, RecordingError,
-    StoreError, error_chain,
+    SsoError, StoreError, error_chain,
 };
 
 #[cfg(test)]

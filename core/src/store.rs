@@ -198,6 +198,24 @@ pub struct Handoff {
 /// How long a handoff ticket lives (it is redeemed by an automatic form post).
 pub const HANDOFF_TTL: Duration = Duration::from_secs(30);
 
+/// What a one-time value ([`Store::put_once`]) is for; each kind has its own key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnceKind {
+    /// An SSO login transaction (state, nonce, PKCE verifier), keyed by the hash of `state`.
+    OidcLogin,
+}
+
+impl OnceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnceKind::OidcLogin => "oidc-login",
+        }
+    }
+}
+
+/// Longest one-time value accepted by [`Store::put_once`].
+pub const MAX_ONCE_BYTES: usize = 8 * 1024;
+
 /// Published when sessions end early, so every instance closes matching live connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -267,6 +285,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Takes a handoff ticket: its payload the first time (atomically, also under races),
     /// `None` when unknown, expired or already taken.
     async fn take_handoff(&self, ticket_hash: &str) -> Result<Option<Handoff>, StoreError>;
+    /// Stores a one-time value of `kind` under `key` (a hash, never a raw secret) for `ttl`,
+    /// replacing any value there. Values longer than [`MAX_ONCE_BYTES`] are refused.
+    async fn put_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Takes a one-time value: its bytes the first time (atomically, also under races and
+    /// across instances), `None` when unknown, expired or already taken.
+    async fn take_once(&self, kind: OnceKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// A receiver of revocation events from every instance (this one included).
     async fn subscribe_revocations(
         &self,

@@ -1,4 +1,5 @@
-//! `gatehouse user add|list|lock|totp-reset`: local users in users.toml.
+//! `gatehouse user add|list|lock|totp-reset`: local users in users.toml, and the SSO users
+//! seen so far (`<data_dir>/sso-users.toml`) for `list`, `lock` and `totp-reset`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use gatehouse_core::audit::Outcome;
+use gatehouse_core::identity::oidc::SsoUsers;
 use gatehouse_core::identity::{Enrolment, NewUser, TotpCipher, Users};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store;
@@ -63,23 +65,57 @@ fn print_enrolment(name: &str, e: &Enrolment) {
     println!("(shown once; it is stored encrypted)");
 }
 
+/// How long ago unix second `then` was, e.g. `3h ago`.
+fn ago(then: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let s = now.saturating_sub(then);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
 pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_source(explicit))?;
     let path = config.identity.users_file.clone();
+    let sso_path = SsoUsers::path_in(&config.data_dir);
     match cmd {
         UserCommand::List => {
             let users = Users::load(&path)?;
+            let sso = SsoUsers::load(&sso_path)?;
             println!(
-                "{:<32} {:<40} {:<7} {:<8}",
-                "NAME", "GROUPS", "LOCKED", "SSH KEYS"
+                "{:<32} {:<40} {:<7} {:<8} {:<12} LAST LOGIN",
+                "NAME", "GROUPS", "LOCKED", "SSH KEYS", "PROVIDER"
             );
             for u in users.list() {
                 println!(
-                    "{:<32} {:<40} {:<7} {:<8}",
+                    "{:<32} {:<40} {:<7} {:<8} {:<12} -",
                     u.name,
                     u.groups.join(","),
-                    if u.locked { "yes" } else { "no" },
-                    u.ssh_keys
+                    yes_no(u.locked),
+                    u.ssh_keys,
+                    "local"
+                );
+            }
+            // SSO users: the groups of their last login (each login reads them afresh).
+            for u in sso.list() {
+                println!(
+                    "{:<32} {:<40} {:<7} {:<8} {:<12} {}",
+                    u.name,
+                    u.groups.join(","),
+                    yes_no(u.locked),
+                    "-",
+                    u.provider,
+                    ago(u.last_login)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -104,7 +140,15 @@ pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode
             let cipher = TotpCipher::new(&key)?;
             let log = open_log(&config, &key)?;
             let password = read_password(&name, password_stdin)?;
+            // The users file's lock first, as SSO logins take it before the registry's: a
+            // name cannot become both a local and an SSO user's.
             let _lock = Users::lock_for_update(&path)?;
+            if let Some(sso) = SsoUsers::load(&sso_path)?.get(&name) {
+                bail!(
+                    "`{name}` is already the name of an SSO user (provider `{}`); pick another name",
+                    sso.provider
+                );
+            }
             let mut users = Users::load(&path)?;
             let enrolment = users
                 .add(
@@ -135,7 +179,16 @@ pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode
             let log = open_log(&config, &key)?;
             let _lock = Users::lock_for_update(&path)?;
             let mut users = Users::load(&path)?;
-            users.set_locked(&name, true)?;
+            if users.get(&name).is_some() {
+                users.set_locked(&name, true)?;
+            } else {
+                let _sso_lock = Users::lock_for_update(&sso_path)?;
+                let mut sso = SsoUsers::load(&sso_path)?;
+                if sso.get(&name).is_none() {
+                    bail!("no such user `{name}` (neither local nor a known SSO user)");
+                }
+                sso.set_locked(&name, true)?;
+            }
             runtime()?.block_on(async {
                 record_admin(&log, "user lock", &name, Outcome::Success).await?;
                 let store = store::open(&config.store, &key)
@@ -157,6 +210,24 @@ pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode
             let log = open_log(&config, &key)?;
             let _lock = Users::lock_for_update(&path)?;
             let mut users = Users::load(&path)?;
+            if users.get(&name).is_none() {
+                let _sso_lock = Users::lock_for_update(&sso_path)?;
+                let mut sso = SsoUsers::load(&sso_path)?;
+                if sso.get(&name).is_none() {
+                    bail!("no such user `{name}` (neither local nor a known SSO user)");
+                }
+                sso.clear_totp(&name)?;
+                runtime()?.block_on(record_admin(
+                    &log,
+                    "user totp-reset",
+                    &name,
+                    Outcome::Success,
+                ))?;
+                println!(
+                    "SSO user {name}: TOTP secret removed; a new authenticator is enrolled at the next sign-in"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let enrolment = users.reset_totp(&name, &cipher)?;
             runtime()?.block_on(record_admin(
                 &log,

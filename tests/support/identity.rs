@@ -359,25 +359,7 @@ impl Gatehouse {
 
     /// Every audit event written so far (the `event` object of each JSON line), oldest first.
     pub fn audit_events(&self) -> Vec<Value> {
-        let dir = self.dir.join(&self.spec.audit_dir);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
-        files.sort();
-        let mut out = Vec::new();
-        for f in files {
-            for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
-                let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-                    panic!("audit line in {} is not JSON ({e}): {line}", f.display())
-                });
-                out.push(match v.get("event") {
-                    Some(ev) if ev.is_object() => ev.clone(),
-                    _ => v,
-                });
-            }
-        }
-        out
+        audit_events_in(&self.dir.join(&self.spec.audit_dir))
     }
 
     /// Waits (polling the files, deadline QUICK) for an audit event of kind `kind` matching
@@ -459,4 +441,27 @@ pub fn verify_assertion(token: &str, jwks: &Value, audience: &str) -> Value {
     let data = decode::<Value>(token, &dk, &v)
         .unwrap_or_else(|e| panic!("assertion does not verify against the JWKS: {e:?}"));
     data.claims
+}
+
+/// Every audit event in the log directory `dir` (the `event` object of each JSON line),
+/// oldest first.
+pub fn audit_events_in(dir: &std::path::Path) -> Vec<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("audit line in {} is not JSON ({e}): {line}", f.display())
+            });
+            out.push(match v.get("event") {
+                Some(ev) if ev.is_object() => ev.clone(),
+                _ => v,
+            });
+        }
+    }
+    out
 }

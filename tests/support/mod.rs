@@ -17,6 +17,10 @@
 //!   log as JSON, assertion (JWT) verification against the JWKS.
 //! - [`handoff`]: sessions on several hosts through the real handoff (a session is valid
 //!   only on the host it was issued to).
+//! - [`oidc_provider`]: a real OpenID provider (panva's oidc-provider under node) with test
+//!   clients and accounts; [`oidc_browser`] completes its login and consent pages without a
+//!   browser; [`oidc_double`] is a hostile provider that serves the ID tokens a test crafts;
+//!   [`sso`] builds the core's SSO service over a temp dir for tests below the gateway.
 //! - [`Redis`]: a real redis-server on a free port (stop/restart for outage tests).
 //! - [`client`]: TLS, HTTP/1.1, HTTP/2 and raw-bytes clients.
 //! - [`Webhook`]: an alert webhook receiver that can be stopped and resumed on its port.
@@ -36,9 +40,13 @@ pub mod client;
 pub mod gatehouse;
 pub mod handoff;
 pub mod identity;
+pub mod oidc_browser;
+pub mod oidc_double;
+pub mod oidc_provider;
 pub mod pki;
 pub mod redis;
 pub mod scenario;
+pub mod sso;
 pub mod tempdir;
 pub mod upstream;
 pub mod webhook;

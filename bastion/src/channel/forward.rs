@@ -57,7 +57,7 @@ impl Names {
         match conn.audit(event).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %crate::error::chain(&e), "cannot audit a forward");
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a forward");
                 false
             }
         }
@@ -102,7 +102,7 @@ pub(crate) async fn run(
     let target = match opened {
         Ok(c) => c,
         Err(e) => {
-            tracing::info!(error = %crate::error::chain(&e), destination = %names.destination, "target could not open the forward");
+            tracing::info!(error = %gatehouse_core::error_chain(&e), destination = %names.destination, "target could not open the forward");
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return;
         }
@@ -126,7 +126,7 @@ pub(crate) async fn run(
         context: conn.context(),
     };
     if let Err(e) = conn.audit(closed).await {
-        tracing::error!(error = %crate::error::chain(&e), "cannot audit a forward end");
+        tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a forward end");
     }
 }
 

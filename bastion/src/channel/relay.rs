@@ -164,7 +164,7 @@ impl Relay<'_> {
                 context: self.conn.context(),
             };
             if let Err(e) = self.conn.audit(event).await {
-                tracing::error!(error = %crate::error::chain(&e), "cannot audit a file transfer; ending the session");
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a file transfer; ending the session");
                 return Err("audit unavailable");
             }
         }

@@ -55,10 +55,10 @@ pub(crate) async fn run(conn: Arc<Conn>, channel: Channel<Msg>, handle: server::
     let (rec, rec_task) = match start_recording(&conn, &req).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %crate::error::chain(&e), "recording unavailable; session refused");
+            tracing::error!(error = %gatehouse_core::error_chain(&e), "recording unavailable; session refused");
             conn.refused(
                 SshRefusal::RecordingUnavailable,
-                Some(crate::error::chain(&e)),
+                Some(gatehouse_core::error_chain(&e)),
             )
             .await;
             let msg = "gatehouse: session refused: the session recording cannot be written\r\n";
@@ -78,7 +78,7 @@ pub(crate) async fn run(conn: Arc<Conn>, channel: Channel<Msg>, handle: server::
         context: conn.context(),
     };
     let outcome = if let Err(e) = conn.audit(started).await {
-        tracing::error!(error = %crate::error::chain(&e), "cannot audit a session start; refusing it");
+        tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a session start; refusing it");
         refuse(
             &handle,
             id,
@@ -186,7 +186,7 @@ async fn open_target(
 /// Finishes the recording and records the end of the session.
 async fn end(conn: &Conn, rec_task: RecordingTask, names: SessionNames, outcome: Outcome) {
     if let Err(e) = rec_task.finish().await {
-        tracing::error!(error = %crate::error::chain(&e), recording = %names.recording_id, "recording incomplete");
+        tracing::error!(error = %gatehouse_core::error_chain(&e), recording = %names.recording_id, "recording incomplete");
     }
     let ended = AuditEvent::SshSessionEnd {
         user: names.user,
@@ -199,6 +199,6 @@ async fn end(conn: &Conn, rec_task: RecordingTask, names: SessionNames, outcome:
         context: conn.context(),
     };
     if let Err(e) = conn.audit(ended).await {
-        tracing::error!(error = %crate::error::chain(&e), "cannot audit a session end");
+        tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a session end");
     }
 }

@@ -297,6 +297,30 @@ pub enum AuditEvent {
         subject: String,
         outcome: Outcome,
     },
+    /// An SSO provider vouched for a user: the first factor of a web login. The login itself
+    /// is the `login_success` that follows the second factor; `second_factor` says which one
+    /// it will be (`totp`, `totp-enrolment`) or why it is skipped (`skipped: ...`, when
+    /// `trust_mfa` is set and the ID token's `amr` proves a second factor).
+    SsoAuthenticated {
+        provider: String,
+        issuer: String,
+        subject: String,
+        user: String,
+        groups: Vec<String>,
+        amr: Vec<String>,
+        second_factor: String,
+        client_addr: Option<IpAddr>,
+    },
+    /// A refused SSO login. `check` names what failed (`state`, `binding`, `iss`, `aud`,
+    /// `azp`, `exp`, `iat`, `nonce`, `alg`, `signature`, `kid`, `email_verified`, `name_taken`,
+    /// ...; see `SsoCheck`), `reason` says more. Neither is shown to the user.
+    SsoFailure {
+        provider: Option<String>,
+        user: Option<String>,
+        check: String,
+        reason: String,
+        client_addr: Option<IpAddr>,
+    },
     /// A live web session presented on another host than the one it was issued to (a cookie
     /// carried to another app host); refused like no session. `session` is the id's hash.
     SessionHostMismatch {
@@ -403,6 +427,8 @@ impl AuditEvent {
             AuditEvent::SshRefused { .. } => "ssh_refused",
             AuditEvent::SshHostKeyMismatch { .. } => "ssh_host_key_mismatch",
             AuditEvent::AdminAction { .. } => "admin_action",
+            AuditEvent::SsoAuthenticated { .. } => "sso_authenticated",
+            AuditEvent::SsoFailure { .. } => "sso_failure",
             AuditEvent::SessionHostMismatch { .. } => "session_host_mismatch",
             AuditEvent::WebsocketOriginRefused { .. } => "websocket_origin_refused",
             AuditEvent::ProtocolAbuse { .. } => "protocol_abuse",

@@ -172,7 +172,7 @@ pub async fn apply(log: &AuditLog, days: u32) -> Result<Option<RetentionReport>,
             super::ship::raise_system(
                 log,
                 "audit_retention_failed",
-                &format!("audit retention failed: {}", crate::error::chain(&e)),
+                &format!("audit retention failed: {}", crate::error::error_chain(&e)),
             )
             .await;
             Err(e)

@@ -118,7 +118,7 @@ pub async fn raise_system(log: &AuditLog, kind: &str, detail: &str) {
             id,
             &format!(
                 "{detail} (not in the audit log: {})",
-                crate::error::chain(&e)
+                crate::error::error_chain(&e)
             ),
         ));
     }
@@ -320,7 +320,7 @@ async fn failed(
     e: &ShipError,
 ) {
     metrics.failures.get_or_create(labels).inc();
-    let why = crate::error::chain(e);
+    let why = crate::error::error_chain(e);
     if health.down_since.is_none() {
         health.down_since = Some(tokio::time::Instant::now());
         tracing::error!(sink = labels.sink, error = %why, "audit shipping failed; records wait in the log and are sent when the sink is back");

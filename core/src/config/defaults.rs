@@ -79,4 +79,9 @@ pub const AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// Approximate cap on the shared Redis audit stream (all instances): about a day of a busy
 /// deployment; a SIEM reading it keeps the rest.
 pub const AUDIT_STREAM_MAX_LEN: u64 = 1_000_000;
+/// The claim an SSO provider's groups are read from.
 pub const OIDC_GROUPS_CLAIM: &str = "groups";
+/// The claim an SSO user's policy name is read from.
+pub const OIDC_USERNAME_CLAIM: &str = "preferred_username";
+/// Scopes requested from an SSO provider when `scopes` is not given.
+pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email"];

@@ -102,16 +102,35 @@ pub struct IdentityFile {
     pub oidc: Vec<OidcFile>,
 }
 
+/// One `[[identity.oidc]]` provider.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcFile {
+    /// The provider's name on the login page and in `gatehouse user list`: lowercase letters,
+    /// digits, `-`, `_` (it appears in URLs), unique.
     pub name: Option<String>,
+    /// The issuer URL exactly as the provider writes it in its tokens' `iss` claim; https
+    /// (plain http only for a loopback address, for tests).
     pub issuer: Option<String>,
+    /// The client id registered at the provider.
     pub client_id: Option<String>,
     /// Name of the environment variable holding the client secret (never the secret itself).
     pub client_secret_env: Option<String>,
-    /// ID-token claim holding the user's groups (default `groups`).
+    /// Or: a file (mode 0600) holding the client secret. Exactly one of the two.
+    pub client_secret_file: Option<String>,
+    /// ID-token or userinfo claim holding the user's groups, an array or a single string
+    /// (default `groups`).
     pub groups_claim: Option<String>,
+    /// Claim whose value is the user's name in policies (default `preferred_username`);
+    /// `email` is used only when the provider says `email_verified: true`.
+    pub username_claim: Option<String>,
+    /// True: a login whose ID token's `amr` proves a second factor skips Gatehouse's TOTP
+    /// step (default false).
+    pub trust_mfa: Option<bool>,
+    /// PEM file of the CA(s) to trust for this provider instead of the built-in roots.
+    pub ca_file: Option<String>,
+    /// Scopes to request (default `["openid", "profile", "email"]`; `openid` is always sent).
+    pub scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,13 +1,13 @@
 //! `FileConfig` -> `Config`. Each refusal names the key path, the bad value (never a secret)
 //! and the fix.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod apps;
 mod limits;
+mod oidc;
 mod targets;
 
 use super::defaults as d;
@@ -332,71 +332,7 @@ fn identity(cx: &Ctx<'_>, i: IdentityFile, data_dir: &Path) -> Result<IdentityCo
             "make the idle timeout shorter than the session lifetime",
         ));
     }
-    let mut oidc = Vec::new();
-    let mut names = HashSet::new();
-    for (n, o) in i.oidc.into_iter().enumerate() {
-        let key = |k: &str| format!("identity.oidc[{n}].{k}");
-        let name = o
-            .name
-            .ok_or_else(|| cx.err(key("name"), "missing", "name the provider, e.g. `corp`"))?;
-        if !is_name(&name) {
-            return Err(cx.err(
-                key("name"),
-                format!("`{name}` is not a valid name"),
-                "use lowercase letters, digits, `-` and `_`",
-            ));
-        }
-        if !names.insert(name.clone()) {
-            return Err(cx.err(
-                key("name"),
-                format!("`{name}` is used twice"),
-                "give every provider its own name",
-            ));
-        }
-        let issuer_raw = o
-            .issuer
-            .ok_or_else(|| cx.err(key("issuer"), "missing", "give the provider's issuer URL"))?;
-        let issuer = url::Url::parse(&issuer_raw)
-            .ok()
-            .filter(|u| {
-                u.scheme() == "https"
-                    || u.host_str()
-                        .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
-            })
-            .ok_or_else(|| {
-                cx.err(
-                    key("issuer"),
-                    format!("`{issuer_raw}` is not an https URL"),
-                    "use the issuer's https URL (plain http only on loopback, for tests)",
-                )
-            })?;
-        let client_id = o.client_id.filter(|c| !c.is_empty()).ok_or_else(|| {
-            cx.err(
-                key("client_id"),
-                "missing",
-                "give the client id registered at the provider",
-            )
-        })?;
-        let client_secret_env = o
-            .client_secret_env
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                cx.err(
-                    key("client_secret_env"),
-                    "missing",
-                    "name the environment variable that holds the client secret",
-                )
-            })?;
-        oidc.push(OidcConfig {
-            name,
-            issuer,
-            client_id,
-            client_secret_env,
-            groups_claim: o
-                .groups_claim
-                .unwrap_or_else(|| d::OIDC_GROUPS_CLAIM.to_string()),
-        });
-    }
+    let oidc = oidc::providers(cx, i.oidc)?;
     Ok(IdentityConfig {
         session_ttl,
         idle_timeout,

@@ -396,34 +396,4 @@ impl Authenticator {
         self.check_totp(user, &totp_secret, code, client).await?;
         self.succeed(user, groups, method, client).await
     }
-
-    /// Web login after OIDC: call only with the user and groups of a validated ID token.
-    /// The TOTP secret comes from the local user of the same name (enrolled with
-    /// `user add`); groups are the claim's plus the local ones.
-    pub async fn verify_totp_after_oidc(
-        &self,
-        user: &str,
-        claim_groups: &[String],
-        code: &str,
-        client: Option<IpAddr>,
-    ) -> Result<VerifiedIdentity, AuthError> {
-        let method = AuthMethod::OidcTotp;
-        let user = safe_name(user);
-        let rec = self
-            .usable_user(user, method, client, "no totp enrolment for sso user")
-            .await?;
-        self.check_totp(user, &rec.totp_secret, code, client)
-            .await?;
-        let mut groups: Vec<String> = claim_groups
-            .iter()
-            .filter(|g| super::validate_group_name(g).is_ok())
-            .cloned()
-            .collect();
-        for g in &rec.groups {
-            if !groups.contains(g) {
-                groups.push(g.clone());
-            }
-        }
-        self.succeed(user, groups, method, client).await
-    }
 }

@@ -38,7 +38,7 @@ impl EnrolmentPending {
 /// A new TOTP secret shown to the user and not yet confirmed. `Debug` hides it.
 #[derive(Clone)]
 pub struct PendingTotp {
-    secret: Zeroizing<Vec<u8>>,
+    pub(super) secret: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PendingTotp {

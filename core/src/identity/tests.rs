@@ -507,28 +507,8 @@ async fn unknown_user_costs_an_argon2_run_too() {
 }
 
 #[tokio::test]
-async fn oidc_user_totp_and_groups() {
+async fn hostile_names_never_reach_the_audit_log() {
     let f = fixture();
-    let claim = vec!["sre".to_string(), "Bad Group".to_string()];
-    let id = f
-        .auth
-        .verify_totp_after_oidc("alice", &claim, &code_at(&f, "alice", 0), None)
-        .await
-        .unwrap();
-    assert_eq!(id.method(), AuthMethod::OidcTotp);
-    assert_eq!(
-        id.groups(),
-        ["sre", "staff"],
-        "claim groups (validated) plus local groups"
-    );
-    let r = f
-        .auth
-        .verify_totp_after_oidc("zed", &claim, "123456", None)
-        .await;
-    assert!(
-        matches!(r, Err(AuthError::InvalidCredentials)),
-        "no enrolment, no login: {r:?}"
-    );
     // A hostile name never reaches the store or the audit log as such.
     let huge = "x".repeat(100_000);
     assert!(

@@ -198,7 +198,54 @@ async fn handoff_taken_once(s: Arc<dyn Store>) {
     assert_eq!(s.take_handoff("cd").await.unwrap(), None, "expired");
 }
 
+async fn once_values_taken_once(s: Arc<dyn Store>) {
+    let key = "ef".repeat(32);
+    s.put_once(
+        OnceKind::OidcLogin,
+        &key,
+        b"{\"v\":1}",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (s, key) = (s.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            s.take_once(OnceKind::OidcLogin, &key).await.unwrap()
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(t.await.unwrap());
+    }
+    assert_eq!(
+        got,
+        vec![b"{\"v\":1}".to_vec()],
+        "exactly one taker gets the value"
+    );
+    assert_eq!(
+        s.take_once(OnceKind::OidcLogin, "nope").await.unwrap(),
+        None
+    );
+    s.put_once(OnceKind::OidcLogin, "gh", b"x", Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        s.take_once(OnceKind::OidcLogin, "gh").await.unwrap(),
+        None,
+        "expired"
+    );
+    let big = vec![b'x'; MAX_ONCE_BYTES + 1];
+    assert!(matches!(
+        s.put_once(OnceKind::OidcLogin, "big", &big, TTL).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+}
+
 async fn suite(s: Arc<dyn Store>) {
+    once_values_taken_once(s.clone()).await;
     handoff_taken_once(s.clone()).await;
     sessions_roundtrip(s.as_ref()).await;
     revoke_user_publishes(s.as_ref()).await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{
-    FailureStatus, Handoff, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData,
-    SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    FailureStatus, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind, RevocationEvent,
+    Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -27,6 +27,8 @@ struct State {
     totp_used: HashMap<(String, u64), u64>,
     /// ticket hash -> (handoff, expiry ms)
     handoffs: HashMap<String, (Handoff, u64)>,
+    /// (kind, key) -> (one-time value, expiry ms)
+    once: HashMap<(OnceKind, String), (Vec<u8>, u64)>,
 }
 
 /// In-process store.
@@ -108,6 +110,7 @@ impl MemoryStore {
         state.locks.retain(|_, end| *end > now);
         state.totp_used.retain(|_, end| *end > now);
         state.handoffs.retain(|_, (_, end)| *end > now);
+        state.once.retain(|_, (_, end)| *end > now);
     }
 }
 
@@ -318,6 +321,32 @@ impl Store for MemoryStore {
         let now = now_ms();
         let taken = self.lock().handoffs.remove(ticket_hash);
         Ok(taken.filter(|(_, end)| *end > now).map(|(h, _)| h))
+    }
+
+    async fn put_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        if value.len() > MAX_ONCE_BYTES {
+            return Err(StoreError::TooLarge { op: "put_once" });
+        }
+        let now = now_ms();
+        let mut st = self.lock();
+        Self::sweep(&mut st, now);
+        st.once.insert(
+            (kind, key.to_string()),
+            (value.to_vec(), now.saturating_add(dur_ms(ttl))),
+        );
+        Ok(())
+    }
+
+    async fn take_once(&self, kind: OnceKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = now_ms();
+        let taken = self.lock().once.remove(&(kind, key.to_string()));
+        Ok(taken.filter(|(_, end)| *end > now).map(|(v, _)| v))
     }
 
     async fn subscribe_revocations(

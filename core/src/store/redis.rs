@@ -13,8 +13,8 @@ use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushKind, Value}
 use tokio::sync::broadcast;
 
 use super::{
-    FailureStatus, Handoff, LockoutKey, LockoutPolicy, RevocationEvent, Session, SessionData,
-    SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    FailureStatus, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind, RevocationEvent,
+    Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -466,6 +466,42 @@ impl Store for RedisStore {
         serde_json::from_slice(json)
             .map(Some)
             .map_err(|_| StoreError::Corrupt { key })
+    }
+
+    async fn put_once(
+        &self,
+        kind: OnceKind,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        if value.len() > MAX_ONCE_BYTES {
+            return Err(StoreError::TooLarge { op: "put_once" });
+        }
+        let k = format!("{PREFIX}once:{}:{key}", kind.as_str());
+        let mut con = self.con.clone();
+        let _: () = within(
+            "put_once",
+            redis::cmd("SET")
+                .arg(&k)
+                .arg(value)
+                .arg("PX")
+                .arg(dur_ms(ttl).max(1))
+                .query_async(&mut con),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_once(&self, kind: OnceKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = format!("{PREFIX}once:{}:{key}", kind.as_str());
+        let mut con = self.con.clone();
+        // GETDEL: exactly one caller gets the value, on any instance.
+        within(
+            "take_once",
+            redis::cmd("GETDEL").arg(&k).query_async(&mut con),
+        )
+        .await
     }
 
     async fn subscribe_revocations(
