@@ -27,4 +27,5 @@ mod identity;
 mod identity_policy;
 mod identity_redis;
 mod identity_sessions;
+mod policy_scale;
 mod quickstart;

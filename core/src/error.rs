@@ -153,6 +153,8 @@ pub enum PolicyError {
         "{path}: the casbin model does not decide like gatehouse's index ({probe}); use the shipped policies/model.conf"
     )]
     ModelMismatch { path: PathBuf, probe: String },
+    #[error("{path}: loading the policy was interrupted")]
+    Interrupted { path: PathBuf },
 }
 
 /// The audit log cannot be written or does not verify.

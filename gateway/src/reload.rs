@@ -27,6 +27,9 @@ pub struct PolicyReloader {
     audit: AuditLog,
     files: [PathBuf; 2],
     seen: Arc<Mutex<[Stamp; 2]>>,
+    /// One reload at a time (SIGHUP and the watcher): a slower, older load never installs
+    /// over a newer one.
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why a reload did not install a new policy.
@@ -53,13 +56,17 @@ impl PolicyReloader {
             audit,
             files,
             seen: Arc::new(Mutex::new(seen)),
+            running: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
     /// Loads the files again; installs them only when valid and audited. Returns the number
-    /// of rules in force.
+    /// of rules in force. The files are read and indexed on a blocking thread: requests are
+    /// decided with the running policy meanwhile.
     pub async fn reload(&self) -> Result<usize, ReloadError> {
+        let _one = self.running.lock().await;
         let [model, file] = &self.files;
+        tracing::info!(policy = %file.display(), "policy reload started; the running policy serves meanwhile");
         match load_index(model, file).await {
             Ok(index) => {
                 let rules = index.len();
@@ -97,9 +104,15 @@ impl PolicyReloader {
         }
     }
 
-    /// True when a file changed since the last look (and remembers the new state).
-    fn changed(&self) -> bool {
-        let now = [stamp(&self.files[0]), stamp(&self.files[1])];
+    /// True when a file changed since the last look (and remembers the new state). The files
+    /// are looked at on a blocking thread (a slow disk never stalls the runtime).
+    async fn changed(&self) -> bool {
+        let files = self.files.clone();
+        let Ok(now) =
+            tokio::task::spawn_blocking(move || [stamp(&files[0]), stamp(&files[1])]).await
+        else {
+            return false;
+        };
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if *seen == now {
             false
@@ -118,7 +131,7 @@ impl PolicyReloader {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if self.changed() {
+            if self.changed().await {
                 let _ = self.reload().await;
             }
         }

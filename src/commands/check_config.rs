@@ -24,10 +24,8 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         eprintln!("gatehouse: config error: {}", error_chain(&e));
         return Ok(ExitCode::FAILURE);
     }
-    let policy = super::audit::runtime()?.block_on(gatehouse_core::policy::load_index(
-        &config.policy.model,
-        &config.policy.policy,
-    ));
+    let policy =
+        gatehouse_core::policy::load_index_blocking(&config.policy.model, &config.policy.policy);
     let rules = match policy {
         Ok(index) => index.len(),
         Err(e) => {

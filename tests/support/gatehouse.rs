@@ -79,6 +79,9 @@ pub struct GatehouseSpec {
     /// A fixed gateway port, also written into `public_url` (a browser's `Origin` carries
     /// the port, and the login's Origin check compares it); `None`: any free port.
     pub gateway_port: Option<u16>,
+    /// `[bastion] enabled` (no targets: for tests of the listener itself); its address is
+    /// [`Gatehouse::bastion_addr`].
+    pub bastion: bool,
 }
 
 /// The group of the harness's default user ([`Gatehouse::start_signed_in`]); the default
@@ -134,6 +137,7 @@ impl Default for GatehouseSpec {
             model: None,
             secret_key: random_secret_key(),
             gateway_port: None,
+            bastion: false,
         }
     }
 }
@@ -188,7 +192,10 @@ impl GatehouseSpec {
             self.shutdown_grace,
             self.tls_handshake_timeout
         ));
-        s.push_str("\n[bastion]\nenabled = false\nlisten = \"127.0.0.1:0\"\n");
+        s.push_str(&format!(
+            "\n[bastion]\nenabled = {}\nlisten = \"127.0.0.1:0\"\n",
+            self.bastion
+        ));
         s.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
         s.push_str(&format!("\n[store]\nurl = \"{}\"\n", self.store_url));
         s.push_str(&format!(
@@ -373,6 +380,15 @@ impl Gatehouse {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("gatehouse.toml")
+    }
+
+    /// The bastion's address from the ready line (`bastion=IP:PORT`), when it is enabled.
+    pub fn bastion_addr(&self) -> Option<SocketAddr> {
+        let out = self.stdout.lock().unwrap();
+        let line = out.lines().find(|l| l.starts_with("gatehouse ready:"))?;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("bastion="))
+            .and_then(|v| v.parse().ok())
     }
 
     pub fn stderr(&self) -> String {

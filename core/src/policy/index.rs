@@ -47,8 +47,12 @@ impl PolicyIndex {
             ..PolicyIndex::default()
         };
         let intern = |s: &str, subjects: &mut HashMap<String, u32>| -> u32 {
+            if let Some(&id) = subjects.get(s) {
+                return id;
+            }
             let n = subjects.len() as u32;
-            *subjects.entry(s.to_string()).or_insert(n)
+            subjects.insert(s.to_string(), n);
+            n
         };
         let mut edges: HashMap<u32, Vec<u32>> = HashMap::new();
         for (m, r) in &parsed.links {
@@ -81,6 +85,10 @@ impl PolicyIndex {
         let count = idx.subjects.len();
         idx.closure = (0..count as u32)
             .map(|start| {
+                if !edges.contains_key(&start) {
+                    // Most subjects (users in no group, groups in no other) link nowhere.
+                    return vec![start];
+                }
                 let mut seen = HashSet::from([start]);
                 let mut queue = VecDeque::from([(start, 0usize)]);
                 while let Some((s, depth)) = queue.pop_front() {
@@ -245,7 +253,8 @@ impl PolicyIndex {
         }
     }
 
-    pub(crate) fn rules(&self) -> &[Rule] {
+    /// The `p` rules in file order.
+    pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
 }
