@@ -27,5 +27,6 @@ mod identity;
 mod identity_policy;
 mod identity_redis;
 mod identity_sessions;
+mod policy_lint;
 mod policy_scale;
 mod quickstart;

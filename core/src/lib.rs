@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod path;
 pub mod policy;
 pub mod secret;
 pub mod store;

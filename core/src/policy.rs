@@ -12,6 +12,7 @@
 //! the check.
 
 mod index;
+mod lint;
 mod load;
 mod parse;
 mod reference;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use index::{Decision, PolicyIndex};
+pub use lint::{GATEHOUSE_OBJECTS, PolicyScope, PolicyWarning, SSH_ACTIONS, WarningKind, lint};
 pub use load::{SAMPLE_RULES, load_index, load_index_blocking};
 pub use parse::{Actions, Effect, Parsed, Rule, parse};
 pub use reference::CasbinReference;

@@ -184,7 +184,13 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let proxy = Proxy::new(g.upstream_connect_timeout, g.upstream_timeout);
-        let policy_reloader = PolicyReloader::new(services.policy.clone(), services.audit.clone());
+        let mut policy_reloader =
+            PolicyReloader::new(services.policy.clone(), services.audit.clone());
+        if config.source.is_some() {
+            // Not for the quick-start: its example policy names apps it does not have.
+            policy_reloader = policy_reloader
+                .with_scope(gatehouse_core::policy::PolicyScope::from_config(&config));
+        }
         let state = Arc::new(State {
             routes,
             proxy,

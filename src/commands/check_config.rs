@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use gatehouse_core::policy::{PolicyScope, lint};
+
 use super::{ConfigSource, config_source, load_config};
 
 pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -26,8 +28,13 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     let policy =
         gatehouse_core::policy::load_index_blocking(&config.policy.model, &config.policy.policy);
-    let rules = match policy {
-        Ok(index) => index.len(),
+    let (rules, warnings) = match policy {
+        // The quick-start's example policy names apps and targets it does not have.
+        Ok(index) if config.source.is_none() => (index.len(), Vec::new()),
+        Ok(index) => (
+            index.len(),
+            lint(&index, &PolicyScope::from_config(&config)),
+        ),
         Err(e) => {
             let mut msg = e.to_string();
             let mut cur = std::error::Error::source(&e);
@@ -43,8 +50,19 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         ConfigSource::File(p) => p.display().to_string(),
         ConfigSource::QuickStart => "quick-start configuration".to_string(),
     };
+    let file = config.policy.policy.display();
+    for w in &warnings {
+        match w.line {
+            Some(line) => eprintln!("gatehouse: policy warning: {file}:{line}: {}", w.message),
+            None => eprintln!("gatehouse: policy warning: {file}: {}", w.message),
+        }
+    }
+    let noted = match warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} policy warning(s)"),
+    };
     println!(
-        "{name}: ok ({} app(s), {} target(s), {rules} policy rule(s))",
+        "{name}: ok ({} app(s), {} target(s), {rules} policy rule(s){noted})",
         config.apps.len(),
         config.targets.len()
     );

@@ -8,7 +8,7 @@ use anyhow::Context;
 use gatehouse_core::Config;
 use gatehouse_core::audit::{AuditKey, AuditLog};
 use gatehouse_core::identity::{Authenticator, Users};
-use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::policy::{self, PolicyHandle};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store::{self, Store};
 use gatehouse_gateway::web::assertion::AssertionSigner;
@@ -55,6 +55,11 @@ impl Services {
                     config.policy.policy.display()
                 )
             })?;
+        if config.source.is_some() {
+            let warnings =
+                policy::lint(&policy.current(), &policy::PolicyScope::from_config(config));
+            gatehouse_gateway::reload::log_warnings(&config.policy.policy, &warnings);
+        }
         let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key))
             .with_context(|| format!("opening the audit log in {}", config.audit.dir.display()))?;
         let store = store::open(&config.store)
