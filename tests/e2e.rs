@@ -20,6 +20,7 @@ mod gateway;
 mod gateway_attacks;
 mod gateway_hygiene;
 mod gateway_lifecycle;
+mod gateway_limits;
 mod gateway_streaming;
 mod gateway_tls;
 mod harness;

@@ -8,6 +8,7 @@
 
 mod admin;
 mod connection;
+mod linger;
 mod on_wake;
 mod redirect;
 mod workers;

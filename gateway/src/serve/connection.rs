@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ServeCtx;
+use super::linger::{self, Returning};
 use super::on_wake::OnWake;
 use crate::conn::{ConnShared, TrackedIo, Tunnel};
 use crate::handler;
@@ -76,14 +77,17 @@ pub(super) async fn serve(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let shared = Arc::new(ConnShared::new(peer));
+    // hyper hands the stream back when done with it, for a graceful close (see `linger`).
+    let (tls, returned) = Returning::new(tls);
     let io = TokioIo::new(TrackedIo::new(tls, shared.clone(), !h2));
     let cs = Arc::new(handler::ConnState {
         state: ctx.state.clone(),
         conn: shared.clone(),
     });
     let svc = service_fn(move |req| handler::handle(cs.clone(), req));
+    // In an `Option` so that it (and the stream hyper holds) can be dropped in place.
     let conn = ctx.builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
+    let mut conn = std::pin::pin!(Some(conn));
 
     // A connection must bring its first request within the header timeout (this also bounds
     // the HTTP/2-preface sniffing, which has no deadline of its own).
@@ -111,7 +115,10 @@ pub(super) async fn serve(
     loop {
         tokio::select! {
             biased;
-            r = conn.as_mut() => {
+            r = std::future::poll_fn(|cx| match conn.as_mut().as_pin_mut() {
+                Some(c) => c.poll(cx),
+                None => std::task::Poll::Pending,
+            }) => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
@@ -123,7 +130,9 @@ pub(super) async fn serve(
             }
             () = &mut stop, if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                if let Some(c) = conn.as_mut().as_pin_mut() {
+                    c.graceful_shutdown();
+                }
             }
             // Polled only until the first request arrives (not on every later wake-up).
             () = &mut first, if !first_seen && shared.served() == 0 => {
@@ -147,18 +156,24 @@ pub(super) async fn serve(
                     if idle_for >= ctx.idle_timeout {
                         tracing::debug!("idle timeout; closing");
                         closing = true;
-                        conn.as_mut().graceful_shutdown();
+                        if let Some(c) = conn.as_mut().as_pin_mut() {
+                            c.graceful_shutdown();
+                        }
                     }
                 }
             }
             () = std::future::poll_fn(|cx| upstreams.poll_drive(cx, &shared.upstreams)) => {}
         }
     }
+    // hyper is done: dropping it gives the stream back (unless a WebSocket took it).
+    conn.set(None);
     // Upstream connections still busy (a WebSocket handing over its connection) finish in
     // the background; idle ones close now.
     ctx.tracker.spawn(upstreams.into_rest(&shared.upstreams));
     if let Some(t) = shared.take_tunnel() {
         tunnel(t, &ctx).await;
+    } else if let Some(tls) = linger::take(&returned) {
+        linger::linger(*tls, &ctx.hard).await;
     }
 }
 
