@@ -67,6 +67,7 @@ async fn a_70_kb_head_in_one_write_always_gets_its_431() {
 
 /// How a connection ended for the client.
 #[derive(Debug)]
+#[allow(dead_code, reason = "the fields are shown in failure messages")]
 enum End {
     /// TLS close_notify, then EOF.
     Clean,
