@@ -1,7 +1,10 @@
-//! Limits that must refuse cleanly: an oversized request head is answered (431) and the
-//! connection closed gracefully (TLS close_notify and FIN), never reset: a reset can destroy
-//! the answer in the client's receive buffer (Windows and BSD stacks discard it; Linux keeps
-//! it, so here the reset itself is what is checked).
+//! Limits that must refuse cleanly:
+//! - an oversized request head is answered (431) and the connection closed gracefully (TLS
+//!   close_notify and FIN), never reset: a reset can destroy the answer in the client's
+//!   receive buffer (Windows and BSD stacks discard it; Linux keeps it, so here the reset
+//!   itself is what is checked);
+//! - hundreds of connections stalled before their first request from one address never keep
+//!   a client from another address out; the refusals are counted and audited.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,11 +13,17 @@
 )]
 
 use std::io::Write as _;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host};
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use crate::support::client::{H1, H1Conn, plain_get};
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Upstream, host, within};
 
 /// How many times the oversized head is sent: a reset lost the answer in a fraction of tries.
 const OVERSIZED_TRIES: usize = 25;
@@ -113,4 +122,133 @@ async fn read_to_end<R: AsyncRead + Unpin>(r: &mut R, limit: Duration) -> (Vec<u
             Ok(Err(e)) => return (bytes, End::Error(e.kind())),
         }
     }
+}
+
+/// Stalled connections from the flooding address (the per-source bound is 32).
+const STALLED: usize = 300;
+const PER_SOURCE: usize = 32;
+
+/// A TCP connection to `to` from the loopback address `from` (any 127/8 address works).
+async fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))?;
+    s.connect(to).await
+}
+
+/// `GET path` on the echo app from `from`, with the signed-in cookie: the status, or the
+/// error that kept it from being asked.
+async fn get_from(gh: &Gatehouse, from: &str, path: &str) -> Result<u16, String> {
+    let tcp = tcp_from(from, gh.gateway)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host("echo")).unwrap();
+    let tls = TlsConnector::from(gh.client_config(&[H1]))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    let mut c = H1Conn::over(tls, &host("echo"))
+        .await
+        .with_cookie(gh.cookie_value());
+    let r = within(QUICK, "a request", c.get(path)).await;
+    Ok(r.status.as_u16())
+}
+
+/// The value of the metric line starting with `series ` (0 when absent).
+async fn metric(gh: &Gatehouse, series: &str) -> u64 {
+    let text = plain_get(gh.admin, "admin", "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls the metric until `pred` holds (the readiness signal that the gateway has dealt with
+/// every connection), within [`QUICK`].
+async fn metric_until(gh: &Gatehouse, series: &str, pred: impl Fn(u64) -> bool) -> u64 {
+    let start = Instant::now();
+    loop {
+        let v = metric(gh, series).await;
+        if pred(v) {
+            return v;
+        }
+        assert!(start.elapsed() < QUICK, "{series} stayed at {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_stalled_connections_from_one_address_never_locks_out_another() {
+    let up = Upstream::start().await;
+    let gh = Gatehouse::start_signed_in(
+        GatehouseSpec {
+            // Long deadlines: the stalled connections stay for the whole test.
+            tls_handshake_timeout: "30s".into(),
+            header_timeout: "30s".into(),
+            // Fewer slots than stalled connections: without a per-source bound, the flood
+            // alone would fill them.
+            max_connections: Some(100),
+            ..GatehouseSpec::default()
+        }
+        .with_app(AppSpec::new("echo", &host("echo"), &up.url())),
+    )
+    .await;
+    assert_eq!(get_from(&gh, "127.0.0.3", "/before").await, Ok(200));
+    // The flood from 127.0.0.2: TLS handshakes that stall (half a record header, or nothing),
+    // and handshaken connections that never send a request.
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        let mut tcp = tcp_from("127.0.0.2", gh.gateway).await.unwrap();
+        if i % 2 == 0 {
+            let _ = tcp.write_all(&[0x16, 0x03, 0x01]).await;
+        }
+        stalled.push(tcp);
+    }
+    let refused = "gatehouse_preauth_refused_total{reason=\"per_source\"}";
+    metric_until(&gh, refused, |v| v == (STALLED - PER_SOURCE) as u64).await;
+    assert_eq!(
+        metric(&gh, "gatehouse_preauth_connections").await,
+        PER_SOURCE as u64
+    );
+    // Another address is served at once; the flooding one is refused before TLS.
+    let t = Instant::now();
+    assert_eq!(get_from(&gh, "127.0.0.3", "/during").await, Ok(200));
+    eprintln!(
+        "served from 127.0.0.3 in {:?} with {STALLED} stalled connections from 127.0.0.2",
+        t.elapsed()
+    );
+    assert!(get_from(&gh, "127.0.0.2", "/flooder").await.is_err());
+    // Audited, rate-limited: a few records summing the refusals, not one per refusal.
+    let want = (STALLED - PER_SOURCE + 1) as u64;
+    let start = Instant::now();
+    let records = loop {
+        let records: Vec<_> = gh
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["event"] == "preauth_refused" && e["client_addr"] == "127.0.0.2")
+            .collect();
+        let sum: u64 = records.iter().filter_map(|e| e["refused"].as_u64()).sum();
+        if sum == want {
+            break records;
+        }
+        assert!(
+            start.elapsed() < QUICK,
+            "audited {sum} of {want} refusals: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(records.len() <= 3, "rate-limited: {records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|e| e["door"] == "https" && e["reason"] == "per_source")
+    );
+    assert!(
+        !gh.audit_events()
+            .iter()
+            .any(|e| e["event"] == "preauth_refused" && e["client_addr"] == "127.0.0.3"),
+        "the other address was never refused"
+    );
+    // The bound is on concurrent stalls, not a ban: once they go, the address is served.
+    drop(stalled);
+    metric_until(&gh, "gatehouse_preauth_connections", |v| v == 0).await;
+    assert_eq!(get_from(&gh, "127.0.0.2", "/after").await, Ok(200));
 }

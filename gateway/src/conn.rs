@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::authn::SessionKeys;
 use crate::deadline::Deadlines;
 use crate::guard::Verdicts;
 use crate::guard::scan::Scanner;
+use crate::preauth::Slot;
 use crate::upstream::Upstreams;
 
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub struct ConnShared {
     pub session_keys: SessionKeys,
     /// When the request head now arriving began (ms since `born`, plus one); 0: none.
     head_since: AtomicU64,
+    /// The pre-authentication slot, given back when the first request arrives.
+    preauth: Mutex<Option<Slot>>,
 }
 
 /// A WebSocket upgrade agreed by both sides, run by the connection task once hyper hands the
@@ -72,13 +75,27 @@ impl ConnShared {
             deadlines: Deadlines::default(),
             session_keys: SessionKeys::default(),
             head_since: AtomicU64::new(0),
+            preauth: Mutex::new(None),
         }
+    }
+
+    /// Holds `slot` until the first request (or the end of the connection).
+    pub fn hold_preauth(&self, slot: Slot) {
+        *self.preauth.lock().unwrap_or_else(PoisonError::into_inner) = Some(slot);
     }
 
     /// Marks a request in flight until the guard (moved into the response body) drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.served.fetch_add(1, Ordering::Relaxed);
+        if self.served.fetch_add(1, Ordering::Relaxed) == 0 {
+            // The first request head is complete: the connection is no longer pre-auth.
+            drop(
+                self.preauth
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(),
+            );
+        }
         InFlight(self.clone())
     }
 

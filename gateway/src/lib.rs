@@ -23,6 +23,7 @@ mod login;
 mod metrics;
 pub mod pages;
 pub mod path;
+mod preauth;
 mod proxy;
 pub mod reload;
 pub mod revoke;

@@ -32,6 +32,11 @@ pub struct AppLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     pub app: Arc<str>,
     pub kind: &'static str,
@@ -53,6 +58,9 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub open_connections: Gauge,
     pub tls_handshake_failures: Counter,
+    /// Connections holding a pre-authentication slot (see `crate::preauth`).
+    pub preauth_connections: Gauge,
+    preauth_refused: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,6 +77,8 @@ impl Default for Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let open_connections = Gauge::default();
         let tls_handshake_failures = Counter::default();
+        let preauth_connections = Gauge::default();
+        let preauth_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by app and status",
@@ -94,6 +104,16 @@ impl Default for Metrics {
             "Failed or timed-out TLS handshakes",
             tls_handshake_failures.clone(),
         );
+        registry.register(
+            "preauth_connections",
+            "Connections that have not yet brought a first request",
+            preauth_connections.clone(),
+        );
+        registry.register(
+            "preauth_refused",
+            "Connections refused at accept: a pre-authentication limit was full, by reason",
+            preauth_refused.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Metrics {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -103,6 +123,8 @@ impl Default for Metrics {
             upstream_errors,
             open_connections,
             tls_handshake_failures,
+            preauth_connections,
+            preauth_refused,
         }
     }
 }
@@ -174,6 +196,13 @@ impl Metrics {
             .inc();
     }
 
+    /// A connection refused at accept (`reason`: `per_source` or `total`).
+    pub fn preauth_refused(&self, reason: &'static str) {
+        self.preauth_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
     /// The text exposition (OpenMetrics).
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -230,6 +259,8 @@ mod tests {
         upstream_errors: Family<UpstreamErrorLabels, Counter>,
         open_connections: Gauge,
         tls_handshake_failures: Counter,
+        preauth_connections: Gauge,
+        preauth_refused: Family<ReasonLabels, Counter>,
     }
 
     fn stock() -> Stock {
@@ -243,6 +274,8 @@ mod tests {
             upstream_errors: Family::default(),
             open_connections: Gauge::default(),
             tls_handshake_failures: Counter::default(),
+            preauth_connections: Gauge::default(),
+            preauth_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -269,6 +302,16 @@ mod tests {
             "tls_handshake_failures",
             "Failed or timed-out TLS handshakes",
             s.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "preauth_connections",
+            "Connections that have not yet brought a first request",
+            s.preauth_connections.clone(),
+        );
+        registry.register(
+            "preauth_refused",
+            "Connections refused at accept: a pre-authentication limit was full, by reason",
+            s.preauth_refused.clone(),
         );
         Stock { registry, ..s }
     }
@@ -327,6 +370,15 @@ mod tests {
         reference.open_connections.inc();
         m.tls_handshake_failures.inc();
         reference.tls_handshake_failures.inc();
+        m.preauth_connections.inc();
+        reference.preauth_connections.inc();
+        m.preauth_refused("per_source");
+        reference
+            .preauth_refused
+            .get_or_create(&ReasonLabels {
+                reason: "per_source",
+            })
+            .inc();
 
         let mut want = String::new();
         prometheus_client::encoding::text::encode(&mut want, &reference.registry).unwrap();

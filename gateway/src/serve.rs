@@ -33,6 +33,7 @@ use crate::error::GatewayError;
 use crate::handler::{RequestIds, State};
 use crate::login::LoginCtx;
 use crate::metrics::Metrics;
+use crate::preauth::Preauth;
 use crate::proxy::Proxy;
 use crate::reload::PolicyReloader;
 use crate::revoke::Tunnels;
@@ -104,6 +105,8 @@ pub(crate) struct ServeCtx {
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
+    /// Bounds on connections before their first request.
+    pub(crate) preauth: Arc<Preauth>,
 }
 
 /// The bound gateway, ready to run.
@@ -203,6 +206,7 @@ impl Gateway {
             health: Arc::new(StoreHealth::default()),
             tunnels: Arc::new(Tunnels::default()),
         });
+        let preauth = Preauth::new(g.max_connections, metrics.preauth_connections.clone());
         let ctx = Arc::new(ServeCtx {
             state,
             acceptor: TlsAcceptor::from(server_config),
@@ -216,6 +220,7 @@ impl Gateway {
             header_timeout: g.header_timeout,
             idle_timeout: g.idle_timeout,
             max_connections: g.max_connections,
+            preauth,
         });
         let workers = Arc::new(Workers::per_core().map_err(GatewayError::Workers)?);
         let bound = Bound {
@@ -307,6 +312,12 @@ impl Gateway {
                 .instrument(tracing::info_span!("policy_watch")),
         );
         ctx.tracker.spawn(
+            ctx.preauth
+                .clone()
+                .audit(ctx.state.services.audit.clone(), ctx.stop.clone())
+                .instrument(tracing::info_span!("preauth_audit")),
+        );
+        ctx.tracker.spawn(
             accept_loop(https, ctx.clone(), workers.clone())
                 .instrument(tracing::info_span!("gateway")),
         );
@@ -371,6 +382,16 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Wor
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
+                // Before any TLS work: a source over its pre-authentication share is closed.
+                let slot = match ctx.preauth.acquire(peer.ip()) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        ctx.metrics.preauth_refused(why.as_str());
+                        tracing::debug!(client.addr = %peer, reason = why.as_str(), "connection refused: pre-authentication limit");
+                        drop(tcp);
+                        continue;
+                    }
+                };
                 // Off this runtime's reactor, onto the worker's.
                 let tcp = match tcp.into_std() {
                     Ok(t) => t,
@@ -383,7 +404,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Wor
                 let conn_ctx = ctx.clone();
                 let task = async move {
                     match tokio::net::TcpStream::from_std(tcp) {
-                        Ok(tcp) => connection::serve(tcp, peer, permit, conn_ctx).await,
+                        Ok(tcp) => connection::serve(tcp, peer, permit, slot, conn_ctx).await,
                         Err(e) => tracing::debug!(error = %e, "cannot register the connection"),
                     }
                 };

@@ -82,6 +82,8 @@ pub struct GatehouseSpec {
     /// `[bastion] enabled` (no targets: for tests of the listener itself); its address is
     /// [`Gatehouse::bastion_addr`].
     pub bastion: bool,
+    /// `[gateway] max_connections` (`None`: the default).
+    pub max_connections: Option<usize>,
 }
 
 /// The group of the harness's default user ([`Gatehouse::start_signed_in`]); the default
@@ -138,6 +140,7 @@ impl Default for GatehouseSpec {
             secret_key: random_secret_key(),
             gateway_port: None,
             bastion: false,
+            max_connections: None,
         }
     }
 }
@@ -181,6 +184,9 @@ impl GatehouseSpec {
         }
         if self.redirect {
             s.push_str("http_redirect_listen = \"127.0.0.1:0\"\n");
+        }
+        if let Some(n) = self.max_connections {
+            s.push_str(&format!("max_connections = {n}\n"));
         }
         s.push_str(&format!(
             "header_timeout = \"{}\"\nidle_timeout = \"{}\"\nupstream_timeout = \"{}\"\n\

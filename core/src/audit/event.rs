@@ -114,6 +114,19 @@ pub enum AuditEvent {
         subject: String,
         outcome: Outcome,
     },
+    /// Connections refused before authentication because a pre-authentication limit was full
+    /// (`reason`: `per_source` or `total`), summed per source over `window_secs`: one record
+    /// per source and window, never one per refusal (a flood must not flood the log).
+    /// `client_addr` is `None` for the sum over sources beyond the window's list (`sources`
+    /// says how many, counted up to 4,096). `door` is `https` (or `ssh`).
+    PreauthRefused {
+        door: String,
+        client_addr: Option<IpAddr>,
+        reason: String,
+        refused: u64,
+        sources: u64,
+        window_secs: u64,
+    },
     /// An SSH bastion event with no dedicated variant: `ssh` is the bastion's own record
     /// (JSON with its own `event` tag). Alerting ones (lockouts, host-key mismatches) carry
     /// an incident id.
@@ -154,6 +167,7 @@ impl AuditEvent {
             AuditEvent::SshSessionEnd { .. } => "ssh_session_end",
             AuditEvent::PortForward { .. } => "port_forward",
             AuditEvent::AdminAction { .. } => "admin_action",
+            AuditEvent::PreauthRefused { .. } => "preauth_refused",
             AuditEvent::Ssh { .. } => "ssh",
         }
     }

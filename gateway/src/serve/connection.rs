@@ -16,6 +16,7 @@ use super::linger::{self, Returning};
 use super::on_wake::OnWake;
 use crate::conn::{ConnShared, TrackedIo, Tunnel};
 use crate::handler;
+use crate::preauth::Slot;
 use crate::upstream::Driver;
 
 /// Counts an open connection in the gauge and the drain report while alive.
@@ -45,6 +46,7 @@ pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
+    preauth: Slot,
     ctx: Arc<ServeCtx>,
 ) {
     let _permit = permit;
@@ -77,6 +79,7 @@ pub(super) async fn serve(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let shared = Arc::new(ConnShared::new(peer));
+    shared.hold_preauth(preauth);
     // hyper hands the stream back when done with it, for a graceful close (see `linger`).
     let (tls, returned) = Returning::new(tls);
     let io = TokioIo::new(TrackedIo::new(tls, shared.clone(), !h2));
