@@ -471,6 +471,9 @@ async fn a_100k_line_policy_loads_and_decides() {
         }
     );
     assert_eq!(h.current().len(), 75_000);
+    // A node where patterns branch or end, not one per byte: at most two per pattern.
+    let nodes = h.current().trie_nodes();
+    assert!(nodes <= 2 * 75_000, "{nodes} trie nodes");
     // (user, object, action, allowed): blocks from the start, the middle and the end.
     let mut table = Vec::new();
     for b in [0usize, 1, 12_345, 24_999] {
