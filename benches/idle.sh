@@ -4,7 +4,8 @@
 # Opens N TLS connections to a release build of `gatehouse serve`; each does a handshake and one
 # HTTP/1.1 request and then stays open and silent. Prints the gateway's resident memory before,
 # with the N connections idle, and after they close, and the growth per connection
-# ((RSS with N idle - RSS before) / N).
+# ((RSS with N idle - RSS before) / N). "Idle" is measured once the gateway has parked them
+# (gatehouse_parked_connections, a few seconds after their last byte; at most 30 s waited).
 #   anon: the request has no session (a 401): the connection holds TLS and HTTP state only.
 #   auth: the request carries a session from a real password + TOTP login and is proxied, so
 #         the connection also keeps its upstream keep-alive connection (two sockets each).
@@ -104,6 +105,8 @@ GH_PID=$!
 PIDS+=("$GH_PID")
 for _ in $(seq 1 400); do grep -q "gatehouse ready" "$WORK/gh.out" 2>/dev/null && break; sleep 0.05; done
 grep -q "gatehouse ready" "$WORK/gh.out" || { echo "gatehouse did not start:" >&2; cat "$WORK/gh.err" >&2; exit 1; }
+ADMIN=$(sed -n 's/.*admin=http:\/\/\([^ ]*\).*/\1/p' "$WORK/gh.out" | head -1)
+metric() { curl -s "http://$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 totp_now() {
   python3 - "$1" <<'PY'
@@ -143,14 +146,19 @@ measure() {
   exec 7>"$fifo"
   for _ in $(seq 1 1200); do grep -q '^ready' "$out" 2>/dev/null && break; sleep 0.1; done
   grep -q '^ready' "$out" || { echo "the client did not open $count connections" >&2; cat "$out" >&2; exit 1; }
-  sleep 2
+  local parked=0
+  for _ in $(seq 1 300); do
+    parked=$(metric gatehouse_parked_connections); parked=${parked:-0}
+    [ "$parked" -ge "$count" ] && break
+    sleep 0.1
+  done
   during=$(rss_kib)
   echo >&7; exec 7>&-
   wait "$client"
   sleep 2
   after=$(rss_kib)
-  awk -v l="$label" -v n="$count" -v b="$before" -v d="$during" -v a="$after" -v s="$(sed 's/^ready [0-9]* //' "$out")" \
-    'BEGIN { printf "%-5s %6d idle connections (%s): RSS %.1f MiB before, %.1f MiB idle, %.1f MiB after close: %.1f KiB per connection\n", l, n, s, b/1024, d/1024, a/1024, (d-b)/n }'
+  awk -v l="$label" -v n="$count" -v b="$before" -v d="$during" -v a="$after" -v p="$parked" -v s="$(sed 's/^ready [0-9]* //' "$out")" \
+    'BEGIN { printf "%-5s %6d idle connections (%s, %d parked): RSS %.1f MiB before, %.1f MiB idle, %.1f MiB after close: %.1f KiB per connection\n", l, n, s, p, b/1024, d/1024, a/1024, (d-b)/n }'
 }
 
 echo "gatehouse $(git describe --always --dirty 2>/dev/null || echo '?'), release build, $(nproc) cores"

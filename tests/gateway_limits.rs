@@ -4,7 +4,9 @@
 //!   receive buffer (Windows and BSD stacks discard it; Linux keeps it, so here the reset
 //!   itself is what is checked);
 //! - hundreds of connections stalled before their first request from one address never keep
-//!   a client from another address out; the refusals are counted and audited.
+//!   a client from another address out; the refusals are counted and audited;
+//! - an idle keep-alive connection is parked (its HTTP state let go) and still serves its
+//!   next request, and still closes at the idle timeout.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -251,4 +253,65 @@ async fn a_flood_of_stalled_connections_from_one_address_never_locks_out_another
     drop(stalled);
     metric_until(&gh, "gatehouse_preauth_connections", |v| v == 0).await;
     assert_eq!(get_from(&gh, "127.0.0.2", "/after").await, Ok(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_parked_and_serves_its_next_request() {
+    let up = Upstream::start().await;
+    let gh = Gatehouse::start_signed_in(GatehouseSpec::default().with_app(AppSpec::new(
+        "echo",
+        &host("echo"),
+        &up.url(),
+    )))
+    .await;
+    let mut c = gh.h1(&host("echo")).await;
+    for round in 0..3 {
+        let r = within(QUICK, "a request", c.get(&format!("/round/{round}"))).await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        // The readiness signal: the gauge counts the parked connection.
+        metric_until(&gh, "gatehouse_parked_connections", |v| v == 1).await;
+    }
+    assert_eq!(up.count(), 3, "every request reached the upstream");
+    let r = within(QUICK, "a request", c.get("/last")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        metric(&gh, "gatehouse_open_connections").await,
+        1,
+        "one connection throughout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_still_closes_at_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let gh = Gatehouse::start_signed_in(
+        GatehouseSpec {
+            idle_timeout: "4s".into(),
+            ..GatehouseSpec::default()
+        }
+        .with_app(AppSpec::new("echo", &host("echo"), &up.url())),
+    )
+    .await;
+    let mut c = gh.raw(&host("echo")).await;
+    let t = Instant::now();
+    c.send(
+        format!(
+            "GET /once HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+            host("echo"),
+            gh.cookie_line()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    metric_until(&gh, "gatehouse_parked_connections", |v| v == 1).await;
+    let out = c.read_until_close(QUICK).await;
+    assert_eq!(out.status(), Some(200), "{}", out.text());
+    assert!(out.closed, "still open after the idle timeout");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(3500),
+        "closed after {waited:?}, before the 4 s idle timeout"
+    );
+    metric_until(&gh, "gatehouse_parked_connections", |v| v == 0).await;
 }

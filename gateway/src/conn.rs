@@ -136,6 +136,11 @@ impl ConnShared {
         self.served.load(Ordering::Relaxed)
     }
 
+    /// True once the connection switched protocols (WebSocket).
+    pub fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
+    }
+
     /// The connection switches protocols (WebSocket): stop HTTP/1 scanning and hand the
     /// tunnel to the connection task.
     pub fn upgrade(&self, tunnel: Tunnel) {

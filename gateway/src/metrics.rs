@@ -60,6 +60,8 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// Connections holding a pre-authentication slot (see `crate::preauth`).
     pub preauth_connections: Gauge,
+    /// Idle HTTP/1 connections parked without hyper (see `serve::connection`).
+    pub parked_connections: Gauge,
     preauth_refused: Family<ReasonLabels, Counter>,
 }
 
@@ -78,6 +80,7 @@ impl Default for Metrics {
         let open_connections = Gauge::default();
         let tls_handshake_failures = Counter::default();
         let preauth_connections = Gauge::default();
+        let parked_connections = Gauge::default();
         let preauth_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -110,6 +113,11 @@ impl Default for Metrics {
             preauth_connections.clone(),
         );
         registry.register(
+            "parked_connections",
+            "Idle keep-alive connections parked without their HTTP state",
+            parked_connections.clone(),
+        );
+        registry.register(
             "preauth_refused",
             "Connections refused at accept: a pre-authentication limit was full, by reason",
             preauth_refused.clone(),
@@ -124,6 +132,7 @@ impl Default for Metrics {
             open_connections,
             tls_handshake_failures,
             preauth_connections,
+            parked_connections,
             preauth_refused,
         }
     }
@@ -260,6 +269,7 @@ mod tests {
         open_connections: Gauge,
         tls_handshake_failures: Counter,
         preauth_connections: Gauge,
+        parked_connections: Gauge,
         preauth_refused: Family<ReasonLabels, Counter>,
     }
 
@@ -275,6 +285,7 @@ mod tests {
             open_connections: Gauge::default(),
             tls_handshake_failures: Counter::default(),
             preauth_connections: Gauge::default(),
+            parked_connections: Gauge::default(),
             preauth_refused: Family::default(),
             registry: Registry::default(),
         };
@@ -307,6 +318,11 @@ mod tests {
             "preauth_connections",
             "Connections that have not yet brought a first request",
             s.preauth_connections.clone(),
+        );
+        registry.register(
+            "parked_connections",
+            "Idle keep-alive connections parked without their HTTP state",
+            s.parked_connections.clone(),
         );
         registry.register(
             "preauth_refused",
@@ -372,6 +388,8 @@ mod tests {
         reference.tls_handshake_failures.inc();
         m.preauth_connections.inc();
         reference.preauth_connections.inc();
+        m.parked_connections.inc();
+        reference.parked_connections.inc();
         m.preauth_refused("per_source");
         reference
             .preauth_refused

@@ -9,10 +9,13 @@
 //! [`LINGER_TIME`] and [`LINGER_BYTES`], before the socket is closed.
 //!
 //! hyper owns the stream while it serves and drops it when done; [`Returning`] hands it back
-//! to the connection task at that drop instead of closing it.
+//! to the connection task at that drop instead of closing it. When the task only wants the
+//! stream back to park an idle connection (see `connection`), [`Slot::park`] makes hyper's
+//! closing shutdown a no-op.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,18 +34,41 @@ pub(crate) const LINGER_BYTES: usize = 512 * 1024;
 const LINGER_BUF: usize = 8 * 1024;
 
 /// Where [`Returning`] puts the stream back.
-pub(crate) type Slot<T> = Arc<Mutex<Option<Box<T>>>>;
+#[derive(Debug)]
+pub(crate) struct Slot<T> {
+    stream: Mutex<Option<Box<T>>>,
+    /// Shutting the stream down does nothing: it is being parked, not closed.
+    parking: AtomicBool,
+}
+
+impl<T> Slot<T> {
+    /// From now on, hyper's shutdown of the stream leaves it open (and hyper ends).
+    pub(crate) fn park(&self) {
+        self.parking.store(true, Ordering::Release);
+    }
+
+    /// Takes the stream back once its user dropped it.
+    pub(crate) fn take(&self) -> Option<Box<T>> {
+        self.stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
 
 /// A stream that, when dropped, puts itself in its slot instead of closing.
 #[derive(Debug)]
 pub(crate) struct Returning<T> {
     inner: Option<T>,
-    slot: Slot<T>,
+    slot: Arc<Slot<T>>,
 }
 
 impl<T> Returning<T> {
-    pub(crate) fn new(inner: T) -> (Returning<T>, Slot<T>) {
-        let slot = Slot::default();
+    pub(crate) fn new(inner: T) -> (Returning<T>, Arc<Slot<T>>) {
+        let slot = Arc::new(Slot {
+            stream: Mutex::new(None),
+            parking: AtomicBool::new(false),
+        });
         (
             Returning {
                 inner: Some(inner),
@@ -62,14 +88,13 @@ impl<T> Returning<T> {
 impl<T> Drop for Returning<T> {
     fn drop(&mut self) {
         if let Some(t) = self.inner.take() {
-            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(t));
+            *self
+                .slot
+                .stream
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(t));
         }
     }
-}
-
-/// Takes the stream back once its user dropped it.
-pub(crate) fn take<T>(slot: &Slot<T>) -> Option<Box<T>> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Returning<T> {
@@ -120,6 +145,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Returning<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.slot.parking.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
         match self.get_mut().inner() {
             Ok(t) => Pin::new(t).poll_shutdown(cx),
             Err(e) => Poll::Ready(Err(e)),
@@ -165,11 +193,25 @@ mod tests {
         let mut got = [0u8; 2];
         b.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"hi");
-        assert!(take(&slot).is_none(), "still in use");
+        assert!(slot.take().is_none(), "still in use");
         drop(r);
-        let mut back = take(&slot).expect("handed back");
+        let mut back = slot.take().expect("handed back");
         back.write_all(b"ok").await.unwrap();
         b.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ok", "the same stream, still open");
+    }
+
+    #[tokio::test]
+    async fn a_parking_stream_is_not_shut_down() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let (mut r, slot) = Returning::new(a);
+        slot.park();
+        r.shutdown().await.unwrap();
+        drop(r);
+        let mut back = slot.take().expect("handed back");
+        back.write_all(b"on").await.unwrap();
+        let mut got = [0u8; 2];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"on", "still open after hyper's shutdown");
     }
 }
