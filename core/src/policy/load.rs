@@ -245,4 +245,118 @@ mod tests {
         let text = std::fs::read_to_string(model).unwrap_or_default();
         assert!(probe(&text, model, SEMANTICS, SEMANTICS_EXTRA).is_ok());
     }
+
+    /// A policy of `lines` lines: per block of four, a group's wildcard allow, a user's exact
+    /// allow, a deny under the group's allow, and the user's membership of the group.
+    fn large_policy(lines: usize) -> String {
+        let mut s = String::with_capacity(lines * 48);
+        for i in 0..lines {
+            let (g, app) = (i / 4 % 500, i / 4 % 50);
+            let b = i / 4;
+            s.push_str(&match i % 4 {
+                0 => format!("p, group:team{g}, app:app{app}/b{b}/*, GET|HEAD, allow\n"),
+                1 => format!("p, user{b}, app:app{app}/x{b}, POST, allow\n"),
+                2 => format!("p, group:team{g}, app:app{app}/b{b}/secret/*, *, deny\n"),
+                _ => format!("g, user{b}, group:team{g}\n"),
+            });
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn a_100k_line_policy_loads_and_decides() {
+        let model = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/model.conf"
+        ));
+        let dir = crate::testutil::TempDir::new("policy-100k");
+        let policy = dir.path().join("policy.csv");
+        std::fs::write(&policy, large_policy(100_000)).unwrap();
+        let t = std::time::Instant::now();
+        let h = crate::policy::PolicyHandle::load(model, &policy)
+            .await
+            .unwrap();
+        // A figure for the README, not an assertion: machines differ.
+        eprintln!(
+            "100,000-line policy loaded in {:?} ({} build)",
+            t.elapsed(),
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        );
+        assert_eq!(h.current().len(), 75_000);
+        // A node where patterns branch or end, not one per byte: at most two per pattern.
+        let nodes = h.current().trie_nodes();
+        assert!(nodes <= 2 * 75_000, "{nodes} trie nodes");
+        // (user, object, action, allowed): blocks from the start, the middle and the end.
+        let mut table = Vec::new();
+        for b in [0usize, 1, 12_345, 24_999] {
+            let app = b % 50;
+            let other_app = (app + 1) % 50;
+            // Shares the group team{b % 500} (a member only if its block exists).
+            let same_group_user = b + 500;
+            table.extend([
+                (
+                    format!("user{b}"),
+                    format!("app:app{app}/b{b}/page"),
+                    "GET",
+                    true,
+                ),
+                (
+                    format!("user{b}"),
+                    format!("app:app{app}/b{b}/page"),
+                    "POST",
+                    false,
+                ),
+                (
+                    format!("user{b}"),
+                    format!("app:app{app}/b{b}/secret/k"),
+                    "GET",
+                    false,
+                ),
+                (
+                    format!("user{b}"),
+                    format!("app:app{app}/x{b}"),
+                    "POST",
+                    true,
+                ),
+                (
+                    format!("user{b}"),
+                    format!("app:app{app}/x{b}/more"),
+                    "POST",
+                    false,
+                ),
+                (
+                    format!("user{b}"),
+                    format!("app:app{other_app}/b{b}/page"),
+                    "GET",
+                    false,
+                ),
+                (
+                    format!("user{same_group_user}"),
+                    format!("app:app{app}/b{b}/page"),
+                    "GET",
+                    same_group_user < 25_000,
+                ),
+                (
+                    format!("user{same_group_user}"),
+                    format!("app:app{app}/x{b}"),
+                    "POST",
+                    false,
+                ),
+                (
+                    format!("nobody{b}"),
+                    format!("app:app{app}/b{b}/page"),
+                    "GET",
+                    false,
+                ),
+            ]);
+        }
+        for (user, object, action, allowed) in &table {
+            let d = h.check(user, &[], object, action);
+            assert_eq!(d.allowed, *allowed, "{user} {object} {action}: {d:?}");
+        }
+    }
 }
