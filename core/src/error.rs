@@ -170,6 +170,8 @@ pub enum PolicyError {
         "{path}: the casbin model does not decide like gatehouse's index ({probe}); use the shipped policies/model.conf"
     )]
     ModelMismatch { path: PathBuf, probe: String },
+    #[error("{path}: loading the policy was interrupted")]
+    Interrupted { path: PathBuf },
 }
 
 /// A session recording cannot be written or read. Writing errors end (or refuse) the session

@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod outbound;
+pub mod path;
 pub mod policy;
 pub mod recording;
 pub mod recording_retention;

@@ -4,12 +4,16 @@
 //! Threats: access beyond need-to-know; a deny silently lost to a typo; a broken reload
 //! opening everything; decisions too slow to run on every request. Mitigations: default deny
 //! and deny-wins; a strict parser that names file and line of any bad line; casbin validates
-//! the model and is probed against the index at load, so the model and the index cannot
-//! disagree; a failed reload keeps the running policy; [`Permit`] has private fields and is
+//! the model and is probed against the index at load (bounded policies, see [`load`]), so
+//! the model and the index cannot disagree; loading runs on a blocking thread, in time linear
+//! in the file, while requests are decided with the policy in force; a failed reload keeps
+//! the running policy; [`Permit`] has private fields and is
 //! minted only by [`PolicyHandle::authorize`], so proxying or opening a target cannot skip
 //! the check.
 
 mod index;
+mod lint;
+mod load;
 mod parse;
 mod reference;
 
@@ -19,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use index::{Decision, PolicyIndex};
+pub use lint::{GATEHOUSE_OBJECTS, PolicyScope, PolicyWarning, SSH_ACTIONS, WarningKind, lint};
+pub use load::{SAMPLE_RULES, load_index, load_index_blocking};
 pub use parse::{Actions, Effect, Parsed, Rule, parse};
 pub use reference::CasbinReference;
 
@@ -27,9 +33,6 @@ use crate::audit::{AuditEvent, AuditLog, new_incident_id};
 use crate::config::PolicyConfig;
 use crate::error::PolicyError;
 use crate::identity::VerifiedIdentity;
-
-/// How many rules are probed against casbin at load time.
-const LOAD_PROBES: usize = 64;
 
 /// Proof that `subject` may perform `action` on `object`, by `rule`. Minted only here, by
 /// [`PolicyHandle::authorize`] and [`PolicyHandle::authorize_audited`]; whatever forwards a
@@ -126,46 +129,6 @@ thread_local! {
     /// would otherwise move between cores on every request. A thread drops a replaced index
     /// at its next decision.
     static IN_FORCE: RefCell<Option<(u64, u64, Arc<PolicyIndex>)>> = const { RefCell::new(None) };
-}
-
-/// Reads, parses, casbin-validates and indexes the two files.
-pub async fn load_index(model: &Path, policy: &Path) -> Result<PolicyIndex, PolicyError> {
-    let text = tokio::fs::read_to_string(policy)
-        .await
-        .map_err(|source| PolicyError::Read {
-            path: policy.to_path_buf(),
-            source,
-        })?;
-    let parsed = parse(&text, policy)?;
-    let reference = CasbinReference::load(model, policy).await?;
-    let index = PolicyIndex::build(parsed);
-    // The index implements the shipped model's semantics; a different model.conf must not
-    // silently decide otherwise. Probe each rule's own request (and a wildcard's rest).
-    for rule in index.rules().iter().take(LOAD_PROBES) {
-        let action = match &rule.actions {
-            Actions::Any => "GET",
-            Actions::OneOf(list) => list.first().map_or("GET", String::as_str),
-        };
-        let object = if rule.wildcard {
-            format!("{}x/y", rule.object)
-        } else {
-            rule.object.clone()
-        };
-        let ours = index
-            .decide([rule.subject.as_str()], &object, action)
-            .allowed;
-        let theirs = reference.enforce(&rule.subject, &object, action)?;
-        if ours != theirs {
-            return Err(PolicyError::ModelMismatch {
-                path: model.to_path_buf(),
-                probe: format!(
-                    "{} {object} {action}: casbin {theirs}, index {ours}",
-                    rule.subject
-                ),
-            });
-        }
-    }
-    Ok(index)
 }
 
 impl PolicyHandle {

@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use crate::deadline::Deadlines;
 use crate::guard::Verdicts;
 use crate::guard::frames::{FrameCounts, FrameReader};
 use crate::guard::scan::Scanner;
+use crate::preauth::Slot;
 use crate::upstream::Upstreams;
 
 #[derive(Debug)]
@@ -46,6 +47,8 @@ pub struct ConnShared {
     head_since: AtomicU64,
     /// HTTP/2: the frames the client sent, by type (to name an attack h2 cut off).
     pub h2_frames: FrameCounts,
+    /// The pre-authentication slot, given back when the first request arrives.
+    preauth: Mutex<Option<Slot>>,
 }
 
 /// A WebSocket upgrade agreed by both sides, run by the connection task once hyper hands the
@@ -76,13 +79,27 @@ impl ConnShared {
             session_keys: SessionKeys::default(),
             head_since: AtomicU64::new(0),
             h2_frames: FrameCounts::default(),
+            preauth: Mutex::new(None),
         }
+    }
+
+    /// Holds `slot` until the first request (or the end of the connection).
+    pub fn hold_preauth(&self, slot: Slot) {
+        *self.preauth.lock().unwrap_or_else(PoisonError::into_inner) = Some(slot);
     }
 
     /// Marks a request in flight until the guard (moved into the response body) drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.served.fetch_add(1, Ordering::Relaxed);
+        if self.served.fetch_add(1, Ordering::Relaxed) == 0 {
+            // The first request head is complete: the connection is no longer pre-auth.
+            drop(
+                self.preauth
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(),
+            );
+        }
         InFlight(self.clone())
     }
 
@@ -121,6 +138,11 @@ impl ConnShared {
 
     pub fn served(&self) -> usize {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// True once the connection switched protocols (WebSocket).
+    pub fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
     }
 
     /// The connection switches protocols (WebSocket): stop HTTP/1 scanning and hand the

@@ -23,6 +23,16 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
+    /// Drops the spare timer (an idle connection holds none).
+    pub fn clear(&self) {
+        drop(
+            self.spare
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
+
     /// `fut`'s output, or `None` when `limit` passed first.
     pub fn within<F: Future>(&self, limit: Duration, fut: F) -> Within<'_, F> {
         let until = Instant::now() + limit;

@@ -6,14 +6,40 @@
 //! and probed before anything changes; a broken file is logged with its error (file and
 //! line), audited as a failed reload, and the running policy stays; a good one is audited
 //! first and only then installed (if the audit cannot be written, the running policy stays).
+//! Lines that can never match or that reach everything are logged as warnings (see
+//! `gatehouse_core::policy::lint`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use gatehouse_core::audit::{AuditEvent, AuditLog};
-use gatehouse_core::policy::{PolicyHandle, load_index};
+use gatehouse_core::policy::{
+    PolicyHandle, PolicyIndex, PolicyScope, PolicyWarning, lint, load_index_blocking,
+};
 use tokio_util::sync::CancellationToken;
+
+/// Warnings logged one by one after a load; the rest are counted (check-config lists all).
+const LOGGED_WARNINGS: usize = 20;
+
+/// Logs a policy's warnings (the first [`LOGGED_WARNINGS`], then how many more).
+pub fn log_warnings(file: &Path, warnings: &[PolicyWarning]) {
+    for w in warnings.iter().take(LOGGED_WARNINGS) {
+        match w.line {
+            Some(line) => {
+                tracing::warn!(policy = %file.display(), line, "policy warning: {}", w.message)
+            }
+            None => tracing::warn!(policy = %file.display(), "policy warning: {}", w.message),
+        }
+    }
+    if let Some(more) = warnings
+        .len()
+        .checked_sub(LOGGED_WARNINGS)
+        .filter(|n| *n > 0)
+    {
+        tracing::warn!(policy = %file.display(), more, "more policy warnings: run `gatehouse check-config` to list them all");
+    }
+}
 
 /// How often the files are checked for changes.
 pub const POLICY_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -27,6 +53,11 @@ pub struct PolicyReloader {
     audit: AuditLog,
     files: [PathBuf; 2],
     seen: Arc<Mutex<[Stamp; 2]>>,
+    /// One reload at a time (SIGHUP and the watcher): a slower, older load never installs
+    /// over a newer one.
+    running: Arc<tokio::sync::Mutex<()>>,
+    /// What warnings are checked against; `None`: no warnings (the quick-start).
+    scope: Option<Arc<PolicyScope>>,
 }
 
 /// Why a reload did not install a new policy.
@@ -53,15 +84,41 @@ impl PolicyReloader {
             audit,
             files,
             seen: Arc::new(Mutex::new(seen)),
+            running: Arc::new(tokio::sync::Mutex::new(())),
+            scope: None,
         }
     }
 
+    /// Warns about lines that cannot match the configured apps and targets at each reload.
+    pub fn with_scope(mut self, scope: PolicyScope) -> PolicyReloader {
+        self.scope = Some(Arc::new(scope));
+        self
+    }
+
+    /// Loads and lints on a blocking thread.
+    async fn load(&self) -> Result<(PolicyIndex, Vec<PolicyWarning>), gatehouse_core::PolicyError> {
+        let [model, file] = self.files.clone();
+        let scope = self.scope.clone();
+        let interrupted = file.clone();
+        tokio::task::spawn_blocking(move || {
+            let index = load_index_blocking(&model, &file)?;
+            let warnings = scope.map(|s| lint(&index, &s)).unwrap_or_default();
+            Ok((index, warnings))
+        })
+        .await
+        .map_err(|_| gatehouse_core::PolicyError::Interrupted { path: interrupted })?
+    }
+
     /// Loads the files again; installs them only when valid and audited. Returns the number
-    /// of rules in force.
+    /// of rules in force. The files are read and indexed on a blocking thread: requests are
+    /// decided with the running policy meanwhile.
     pub async fn reload(&self) -> Result<usize, ReloadError> {
-        let [model, file] = &self.files;
-        match load_index(model, file).await {
-            Ok(index) => {
+        let _one = self.running.lock().await;
+        let file = &self.files[1];
+        tracing::info!(policy = %file.display(), "policy reload started; the running policy serves meanwhile");
+        match self.load().await {
+            Ok((index, warnings)) => {
+                log_warnings(file, &warnings);
                 let rules = index.len();
                 self.audit
                     .record(AuditEvent::PolicyReload {
@@ -97,9 +154,15 @@ impl PolicyReloader {
         }
     }
 
-    /// True when a file changed since the last look (and remembers the new state).
-    fn changed(&self) -> bool {
-        let now = [stamp(&self.files[0]), stamp(&self.files[1])];
+    /// True when a file changed since the last look (and remembers the new state). The files
+    /// are looked at on a blocking thread (a slow disk never stalls the runtime).
+    async fn changed(&self) -> bool {
+        let files = self.files.clone();
+        let Ok(now) =
+            tokio::task::spawn_blocking(move || [stamp(&files[0]), stamp(&files[1])]).await
+        else {
+            return false;
+        };
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if *seen == now {
             false
@@ -118,7 +181,7 @@ impl PolicyReloader {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if self.changed() {
+            if self.changed().await {
                 let _ = self.reload().await;
             }
         }

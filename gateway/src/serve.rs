@@ -8,6 +8,7 @@
 
 mod admin;
 mod connection;
+mod linger;
 mod on_wake;
 mod redirect;
 mod workers;
@@ -31,6 +32,7 @@ use tracing::Instrument;
 use crate::abuse::AbuseTrace;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::preauth::Preauth;
 use crate::proxy::Proxy;
 use crate::reload::PolicyReloader;
 use crate::request_id::RequestIds;
@@ -104,6 +106,8 @@ pub(crate) struct ServeCtx {
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
+    /// Bounds on connections before their first request.
+    pub(crate) preauth: Arc<Preauth>,
 }
 
 /// The bound gateway, ready to run.
@@ -189,7 +193,13 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let proxy = Proxy::new(g.upstream_connect_timeout, g.upstream_timeout);
-        let policy_reloader = PolicyReloader::new(services.policy.clone(), services.audit.clone());
+        let mut policy_reloader =
+            PolicyReloader::new(services.policy.clone(), services.audit.clone());
+        if config.source.is_some() {
+            // Not for the quick-start: its example policy names apps it does not have.
+            policy_reloader = policy_reloader
+                .with_scope(gatehouse_core::policy::PolicyScope::from_config(&config));
+        }
         let state = Arc::new(State {
             routes,
             proxy,
@@ -202,6 +212,7 @@ impl Gateway {
             tunnels: Arc::new(Tunnels::default()),
             abuse: AbuseTrace::default(),
         });
+        let preauth = Preauth::new(g.max_connections, metrics.preauth_connections.clone());
         let ctx = Arc::new(ServeCtx {
             state,
             acceptor: TlsAcceptor::from(server_config),
@@ -215,6 +226,7 @@ impl Gateway {
             header_timeout: g.header_timeout,
             idle_timeout: g.idle_timeout,
             max_connections: g.max_connections,
+            preauth,
         });
         let workers = Arc::new(Workers::per_core().map_err(GatewayError::Workers)?);
         let bound = Bound {
@@ -279,6 +291,12 @@ impl Gateway {
             .instrument(tracing::info_span!("admin")),
         );
         spawn_background(&ctx, reloader, policy_reloader);
+        ctx.tracker.spawn(
+            ctx.preauth
+                .clone()
+                .audit(ctx.state.services.audit.clone(), ctx.stop.clone())
+                .instrument(tracing::info_span!("preauth_audit")),
+        );
         ctx.tracker.spawn(
             accept_loop(https, ctx.clone(), workers.clone())
                 .instrument(tracing::info_span!("gateway")),
@@ -376,6 +394,16 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Wor
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
+                // Before any TLS work: a source over its pre-authentication share is closed.
+                let slot = match ctx.preauth.acquire(peer.ip()) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        ctx.metrics.preauth_refused(why.as_str());
+                        tracing::debug!(client.addr = %peer, reason = why.as_str(), "connection refused: pre-authentication limit");
+                        drop(tcp);
+                        continue;
+                    }
+                };
                 // Off this runtime's reactor, onto the worker's.
                 let tcp = match tcp.into_std() {
                     Ok(t) => t,
@@ -388,7 +416,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Wor
                 let conn_ctx = ctx.clone();
                 let task = async move {
                     match tokio::net::TcpStream::from_std(tcp) {
-                        Ok(tcp) => connection::serve(tcp, peer, permit, conn_ctx).await,
+                        Ok(tcp) => connection::serve(tcp, peer, permit, slot, conn_ctx).await,
                         Err(e) => tracing::debug!(error = %e, "cannot register the connection"),
                     }
                 };

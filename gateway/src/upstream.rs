@@ -176,6 +176,12 @@ impl Upstreams {
         g.idle.push((authority.clone(), sender));
     }
 
+    /// Lets the idle connections go (they close once their driver sees it); later requests
+    /// open new ones. For a client connection that is parked while idle.
+    pub fn release_idle(&self) {
+        self.inner().idle.clear();
+    }
+
     /// Closes the idle connections and hands back those not yet adopted; later requests
     /// get no connection.
     pub fn close(&self) -> Vec<ConnFuture> {

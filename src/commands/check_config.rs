@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use gatehouse_core::error_chain;
+use gatehouse_core::policy::{PolicyScope, lint};
 
 use super::{ConfigSource, config_source, load_config};
 
@@ -39,19 +40,33 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
         eprintln!("gatehouse: config error: {name}: {}", error_chain(&e));
         return Ok(ExitCode::FAILURE);
     }
-    let policy = super::audit::runtime()?.block_on(gatehouse_core::policy::load_index(
-        &config.policy.model,
-        &config.policy.policy,
-    ));
-    let rules = match policy {
-        Ok(index) => index.len(),
+    let policy =
+        gatehouse_core::policy::load_index_blocking(&config.policy.model, &config.policy.policy);
+    let (rules, warnings) = match policy {
+        // The quick-start's example policy names apps and targets it does not have.
+        Ok(index) if config.source.is_none() => (index.len(), Vec::new()),
+        Ok(index) => (
+            index.len(),
+            lint(&index, &PolicyScope::from_config(&config)),
+        ),
         Err(e) => {
             eprintln!("gatehouse: policy error: {}", error_chain(&e));
             return Ok(ExitCode::FAILURE);
         }
     };
+    let file = config.policy.policy.display();
+    for w in &warnings {
+        match w.line {
+            Some(line) => eprintln!("gatehouse: policy warning: {file}:{line}: {}", w.message),
+            None => eprintln!("gatehouse: policy warning: {file}: {}", w.message),
+        }
+    }
+    let noted = match warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} policy warning(s)"),
+    };
     println!(
-        "{name}: ok ({} app(s), {} target(s), {rules} policy rule(s))",
+        "{name}: ok ({} app(s), {} target(s), {rules} policy rule(s){noted})",
         config.apps.len(),
         config.targets.len()
     );

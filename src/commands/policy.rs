@@ -33,6 +33,20 @@ pub fn run(explicit: Option<&Path>, cmd: PolicyCommand) -> anyhow::Result<ExitCo
         .get(&user)
         .map(|u| u.groups.clone())
         .unwrap_or_default();
+    // The object as the gateway decides it: an `app:` path normalised by the same code. A
+    // path the gateway refuses (400) is a deny here too.
+    let (object, normalised) = match gatehouse_core::path::normalize_app_object(&object) {
+        Ok(normal) => {
+            let changed = normal != object;
+            (normal.into_owned(), changed)
+        }
+        Err(e) => {
+            println!(
+                "deny\n  rule: none: the gateway refuses this path before any rule ({e}: 400 Bad Request)"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let d = handle.check(&user, &groups, &object, &action);
     let verdict = if d.allowed { "allow" } else { "deny" };
     match (&d.rule, d.line) {
@@ -41,6 +55,9 @@ pub fn run(explicit: Option<&Path>, cmd: PolicyCommand) -> anyhow::Result<ExitCo
             config.policy.policy.display()
         ),
         _ => println!("{verdict}\n  rule: none matched (default deny)"),
+    }
+    if normalised {
+        println!("  object: {object} (the path as the gateway normalises it)");
     }
     if groups.is_empty() {
         println!("  subjects: {user}");

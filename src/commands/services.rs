@@ -10,7 +10,7 @@ use anyhow::Context;
 use gatehouse_core::Config;
 use gatehouse_core::audit::AuditLog;
 use gatehouse_core::identity::{Authenticator, Users};
-use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::policy::{self, PolicyHandle};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store::{self, Store};
 use gatehouse_gateway::web::assertion::AssertionSigner;
@@ -59,6 +59,11 @@ impl Services {
                     config.policy.policy.display()
                 )
             })?;
+        if config.source.is_some() {
+            let warnings =
+                policy::lint(&policy.current(), &policy::PolicyScope::from_config(config));
+            gatehouse_gateway::reload::log_warnings(&config.policy.policy, &warnings);
+        }
         let audit_services = audit::start(config, &key).await?;
         let audit = audit_services.log.clone();
         let store = store::open(&config.store, &key)

@@ -93,6 +93,11 @@ pub struct GatehouseSpec {
     pub recording_dir: String,
     /// TOML appended at the end (whole sections, e.g. `[alerts]`).
     pub extra_toml: String,
+    /// `[bastion] enabled` (no targets: for tests of the listener itself); its address is
+    /// [`Gatehouse::bastion_addr`].
+    pub bastion: bool,
+    /// `[gateway] max_connections` (`None`: the default).
+    pub max_connections: Option<usize>,
 }
 
 /// The group of the harness's default user ([`Gatehouse::start_signed_in`]); the default
@@ -151,6 +156,8 @@ impl Default for GatehouseSpec {
             audit_extra: String::new(),
             recording_dir: "data/recordings".into(),
             extra_toml: String::new(),
+            bastion: false,
+            max_connections: None,
         }
     }
 }
@@ -195,6 +202,9 @@ impl GatehouseSpec {
         if self.redirect {
             s.push_str("http_redirect_listen = \"127.0.0.1:0\"\n");
         }
+        if let Some(n) = self.max_connections {
+            s.push_str(&format!("max_connections = {n}\n"));
+        }
         s.push_str(&format!(
             "header_timeout = \"{}\"\nidle_timeout = \"{}\"\nupstream_timeout = \"{}\"\n\
              upstream_connect_timeout = \"{}\"\nshutdown_grace = \"{}\"\ntls_handshake_timeout = \"{}\"\n",
@@ -205,7 +215,10 @@ impl GatehouseSpec {
             self.shutdown_grace,
             self.tls_handshake_timeout
         ));
-        s.push_str("\n[bastion]\nenabled = false\nlisten = \"127.0.0.1:0\"\n");
+        s.push_str(&format!(
+            "\n[bastion]\nenabled = {}\nlisten = \"127.0.0.1:0\"\n",
+            self.bastion
+        ));
         s.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
         s.push_str(&format!("\n[store]\nurl = \"{}\"\n", self.store_url));
         s.push_str(&format!(
@@ -460,6 +473,15 @@ impl Gatehouse {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("gatehouse.toml")
+    }
+
+    /// The bastion's address from the ready line (`bastion=IP:PORT`), when it is enabled.
+    pub fn bastion_addr(&self) -> Option<SocketAddr> {
+        let out = self.stdout.lock().unwrap();
+        let line = out.lines().find(|l| l.starts_with("gatehouse ready:"))?;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("bastion="))
+            .and_then(|v| v.parse().ok())
     }
 
     pub fn stderr(&self) -> String {

@@ -297,6 +297,19 @@ pub enum AuditEvent {
         subject: String,
         outcome: Outcome,
     },
+    /// Connections refused before authentication because a pre-authentication limit was full
+    /// (`reason`: `per_source` or `total`), summed per source over `window_secs`: one record
+    /// per source and window, never one per refusal (a flood must not flood the log).
+    /// `client_addr` is `None` for the sum over sources beyond the window's list (`sources`
+    /// says how many, counted up to 4,096). `door` is `https` (or `ssh`).
+    PreauthRefused {
+        door: String,
+        client_addr: Option<IpAddr>,
+        reason: String,
+        refused: u64,
+        sources: u64,
+        window_secs: u64,
+    },
     /// An SSO provider vouched for a user: the first factor of a web login. The login itself
     /// is the `login_success` that follows the second factor; `second_factor` says which one
     /// it will be (`totp`, `totp-enrolment`) or why it is skipped (`skipped: ...`, when
@@ -427,6 +440,7 @@ impl AuditEvent {
             AuditEvent::SshRefused { .. } => "ssh_refused",
             AuditEvent::SshHostKeyMismatch { .. } => "ssh_host_key_mismatch",
             AuditEvent::AdminAction { .. } => "admin_action",
+            AuditEvent::PreauthRefused { .. } => "preauth_refused",
             AuditEvent::SsoAuthenticated { .. } => "sso_authenticated",
             AuditEvent::SsoFailure { .. } => "sso_failure",
             AuditEvent::SessionHostMismatch { .. } => "session_host_mismatch",

@@ -1,23 +1,17 @@
-//! The decision index: one byte trie over object patterns; each node holds the rules whose
-//! pattern ends there, sorted by subject id. A decision walks the object once and looks up
-//! only the request's subjects: cost grows with the object's length, not the rule count.
+//! The decision index: a path-compressed trie over object patterns ([`trie`]); each node
+//! holds the rules whose pattern ends there, sorted by subject id. A decision walks the object
+//! once and looks up only the request's subjects: cost grows with the object's length, not the
+//! rule count. Building it is linear in the policy's size (plus one sort of the patterns).
+
+mod trie;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::parse::{Effect, Parsed, Rule};
+use trie::Trie;
 
 /// casbin's default role manager follows at most this many `g` links.
 const MAX_ROLE_DEPTH: usize = 10;
-
-#[derive(Debug, Default)]
-struct Node {
-    /// (byte, child node), sorted by byte.
-    children: Vec<(u8, u32)>,
-    /// Rules `prefix*` ending here: (subject id, rule id), sorted.
-    wild: Vec<(u32, u32)>,
-    /// Rules matching exactly this object: (subject id, rule id), sorted.
-    exact: Vec<(u32, u32)>,
-}
 
 /// An immutable, indexed policy.
 #[derive(Debug, Default)]
@@ -26,7 +20,7 @@ pub struct PolicyIndex {
     subjects: HashMap<String, u32>,
     /// Subject id -> ids it inherits through `g` links (itself included), sorted.
     closure: Vec<Vec<u32>>,
-    nodes: Vec<Node>,
+    trie: Trie,
 }
 
 /// The outcome of a decision.
@@ -42,45 +36,34 @@ pub struct Decision {
 
 impl PolicyIndex {
     pub fn build(parsed: Parsed) -> PolicyIndex {
-        let mut idx = PolicyIndex {
-            nodes: vec![Node::default()],
-            ..PolicyIndex::default()
-        };
+        let mut subjects: HashMap<String, u32> = HashMap::new();
         let intern = |s: &str, subjects: &mut HashMap<String, u32>| -> u32 {
+            if let Some(&id) = subjects.get(s) {
+                return id;
+            }
             let n = subjects.len() as u32;
-            *subjects.entry(s.to_string()).or_insert(n)
+            subjects.insert(s.to_string(), n);
+            n
         };
         let mut edges: HashMap<u32, Vec<u32>> = HashMap::new();
         for (m, r) in &parsed.links {
-            let a = intern(m, &mut idx.subjects);
-            let b = intern(r, &mut idx.subjects);
+            let a = intern(m, &mut subjects);
+            let b = intern(r, &mut subjects);
             edges.entry(a).or_default().push(b);
         }
-        let mut entries: Vec<(u32, u32, u32, bool)> = Vec::new(); // (node, subj, rule, wild)
-        for (rid, rule) in parsed.rules.iter().enumerate() {
-            let s = intern(&rule.subject, &mut idx.subjects);
-            let mut node = 0u32;
-            for &b in rule.object.as_bytes() {
-                node = idx.child_or_insert(node, b);
-            }
-            entries.push((node, s, rid as u32, rule.wildcard));
-        }
-        for (node, s, r, wild) in entries {
-            if let Some(n) = idx.nodes.get_mut(node as usize) {
-                if wild {
-                    n.wild.push((s, r))
-                } else {
-                    n.exact.push((s, r))
-                }
-            }
-        }
-        for n in &mut idx.nodes {
-            n.wild.sort_unstable();
-            n.exact.sort_unstable();
-        }
-        let count = idx.subjects.len();
-        idx.closure = (0..count as u32)
+        let subject: Vec<u32> = parsed
+            .rules
+            .iter()
+            .map(|rule| intern(&rule.subject, &mut subjects))
+            .collect();
+        let trie = Trie::build(&parsed.rules, &subject);
+        let count = subjects.len();
+        let closure = (0..count as u32)
             .map(|start| {
+                if !edges.contains_key(&start) {
+                    // Most subjects (users in no group, groups in no other) link nowhere.
+                    return vec![start];
+                }
                 let mut seen = HashSet::from([start]);
                 let mut queue = VecDeque::from([(start, 0usize)]);
                 while let Some((s, depth)) = queue.pop_front() {
@@ -98,22 +81,11 @@ impl PolicyIndex {
                 v
             })
             .collect();
-        idx.rules = parsed.rules;
-        idx
-    }
-
-    fn child_or_insert(&mut self, node: u32, b: u8) -> u32 {
-        let next_id = self.nodes.len() as u32;
-        let Some(n) = self.nodes.get_mut(node as usize) else {
-            return 0;
-        };
-        match n.children.binary_search_by_key(&b, |c| c.0) {
-            Ok(i) => n.children.get(i).map_or(0, |c| c.1),
-            Err(i) => {
-                n.children.insert(i, (b, next_id));
-                self.nodes.push(Node::default());
-                next_id
-            }
+        PolicyIndex {
+            rules: parsed.rules,
+            subjects,
+            closure,
+            trie,
         }
     }
 
@@ -214,23 +186,8 @@ impl PolicyIndex {
                     }
                 }
             };
-            let mut node = self.nodes.first();
-            let bytes = object.as_bytes();
-            let mut i = 0;
-            while let Some(n) = node {
-                consider(&n.wild);
-                let Some(&b) = bytes.get(i) else {
-                    consider(&n.exact);
-                    break;
-                };
-                node = n
-                    .children
-                    .binary_search_by_key(&b, |c| c.0)
-                    .ok()
-                    .and_then(|k| n.children.get(k))
-                    .and_then(|c| self.nodes.get(c.1 as usize));
-                i += 1;
-            }
+            self.trie
+                .walk(&self.rules, object.as_bytes(), &mut consider);
         }
         let (allowed, rid) = match (best_deny, best_allow) {
             (Some(d), _) => (false, Some(d)),
@@ -245,7 +202,14 @@ impl PolicyIndex {
         }
     }
 
-    pub(crate) fn rules(&self) -> &[Rule] {
+    /// Nodes of the pattern trie.
+    #[cfg(test)]
+    pub(crate) fn trie_nodes(&self) -> usize {
+        self.trie.len()
+    }
+
+    /// The `p` rules in file order.
+    pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
 }

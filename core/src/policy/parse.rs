@@ -74,9 +74,11 @@ fn valid_action(a: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Parses policy text; `path` names the file in errors.
+/// Parses policy text; `path` names the file in errors. A leading UTF-8 byte-order mark (as
+/// some editors on Windows write) is accepted and ignored.
 pub fn parse(text: &str, path: &Path) -> Result<Parsed, PolicyError> {
     let mut out = Parsed::default();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |problem: String| PolicyError::Line {

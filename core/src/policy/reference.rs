@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use casbin::{CoreApi, DefaultModel, Enforcer, FileAdapter};
+use casbin::{CoreApi, DefaultModel, Enforcer, FileAdapter, StringAdapter};
 
 use crate::error::PolicyError;
 
@@ -37,6 +37,29 @@ impl CasbinReference {
         Ok(CasbinReference {
             enforcer,
             policy: policy.to_path_buf(),
+        })
+    }
+
+    /// casbin over a model and a policy given as text (`model` names the model's file in
+    /// errors). Does no I/O.
+    pub async fn from_text(
+        model_text: &str,
+        model: &Path,
+        policy: &str,
+    ) -> Result<CasbinReference, PolicyError> {
+        let casbin_err = |source| PolicyError::Casbin {
+            path: model.to_path_buf(),
+            source,
+        };
+        let m = DefaultModel::from_str(model_text.trim_start_matches('\u{feff}'))
+            .await
+            .map_err(casbin_err)?;
+        let enforcer = Enforcer::new(m, StringAdapter::new(policy))
+            .await
+            .map_err(casbin_err)?;
+        Ok(CasbinReference {
+            enforcer,
+            policy: model.to_path_buf(),
         })
     }
 

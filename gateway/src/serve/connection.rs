@@ -1,7 +1,9 @@
 //! One client connection: TLS handshake under a deadline, HTTP/1 or HTTP/2 via ALPN, first
 //! request deadline, idle timeout and graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,9 +16,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
 use super::ServeCtx;
+use super::linger::{self, Returning};
 use super::on_wake::OnWake;
 use crate::conn::{ConnShared, TrackedIo, Tunnel};
 use crate::handler;
+use crate::preauth::Slot;
 use crate::state::ConnState;
 use crate::upstream::Driver;
 
@@ -43,9 +47,105 @@ fn idle_tick(idle: Duration) -> Duration {
     (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
-/// The TLS handshake under its deadline; `None` (counted as a failure unless shutdown cut
-/// it) when it fails, times out or shutdown begins.
-async fn handshake(tcp: TcpStream, ctx: &ServeCtx) -> Option<TlsStream<TcpStream>> {
+/// An idle HTTP/1 connection is parked (hyper and its buffers let go) once it has had no
+/// request in flight and no bytes moving for this long (checked at the idle tick).
+pub(crate) const PARK_AFTER: Duration = Duration::from_secs(2);
+
+type Tls = TlsStream<TcpStream>;
+
+pub(super) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    preauth: Slot,
+    ctx: Arc<ServeCtx>,
+) {
+    let _permit = permit;
+    let _open = Open::new(&ctx);
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    // Boxed, as every large phase below: the task keeps only the live one's memory.
+    let Some(tls) = Box::pin(handshake(tcp, &ctx)).await else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let shared = Arc::new(ConnShared::new(peer));
+    shared.hold_preauth(preauth);
+    // The upstream connections requests on this connection opened: polled right after the
+    // client side, in this task (see `crate::upstream`).
+    let mut upstreams = Driver::default();
+    // The shutdown futures are polled only when their tokens wake them, not on each of the
+    // task's several wake-ups per request (a poll takes the token's lock); per-connection
+    // child tokens keep that lock this connection's own, not one shared by every worker.
+    let (hard_token, stop_token) = (ctx.hard.child_token(), ctx.stop.child_token());
+    let hard = OnWake::new(hard_token.cancelled());
+    let stop = OnWake::new(stop_token.cancelled());
+    tokio::pin!(hard, stop);
+    let mut w = Watch {
+        hard,
+        stop,
+        idle_for: Duration::ZERO,
+    };
+    let mut stream = tls;
+    let last = loop {
+        let run = Box::pin(run_hyper(stream, h2, &shared, &ctx, &mut upstreams, &mut w)).await;
+        let tls = match run {
+            Ran::Cut => return,
+            Ran::Closed(tls) => break tls,
+            Ran::Parked(tls) => tls,
+        };
+        // Parked: no hyper, no buffers, no spare timer, no idle upstream connection; the
+        // stream waits for the client's next bytes (or the rest of the idle timeout).
+        let _parked = Parked::new(&ctx);
+        shared.upstreams.release_idle();
+        shared.deadlines.clear();
+        let rest = ctx.idle_timeout.saturating_sub(w.idle_for);
+        let readable = tokio::select! {
+            biased;
+            () = &mut w.hard => return,
+            () = &mut w.stop => false,
+            r = tls.get_ref().0.readable() => r.is_ok(),
+            () = tokio::time::sleep(rest) => {
+                tracing::debug!("idle timeout while parked; closing");
+                false
+            }
+            () = std::future::poll_fn(|cx| upstreams.poll_drive(cx, &shared.upstreams)) => false,
+        };
+        if !readable {
+            break Some(tls);
+        }
+        w.idle_for = Duration::ZERO;
+        stream = tls;
+    };
+    // Upstream connections still busy (a WebSocket handing over its connection) finish in
+    // the background; idle ones close now.
+    ctx.tracker.spawn(upstreams.into_rest(&shared.upstreams));
+    if let Some(t) = shared.take_tunnel() {
+        Box::pin(tunnel(t, &ctx)).await;
+    } else if let Some(tls) = last {
+        Box::pin(linger::linger(tls, &ctx.hard)).await;
+    }
+}
+
+/// Counts a parked connection in the gauge while alive.
+struct Parked<'a>(&'a ServeCtx);
+
+impl<'a> Parked<'a> {
+    fn new(ctx: &'a ServeCtx) -> Self {
+        ctx.metrics.parked_connections.inc();
+        Parked(ctx)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.parked_connections.dec();
+    }
+}
+
+/// The TLS handshake under its deadline; failures are counted.
+async fn handshake(tcp: TcpStream, ctx: &ServeCtx) -> Option<Tls> {
     // Fallible: a failed handshake hands the socket back, so the failure is counted before
     // the client sees the connection close.
     let handshake = tokio::time::timeout(
@@ -71,101 +171,63 @@ async fn handshake(tcp: TcpStream, ctx: &ServeCtx) -> Option<TlsStream<TcpStream
     }
 }
 
-/// The idle and slow-head clock of one connection, advanced every `period`.
-struct Clock {
-    period: Duration,
+/// What outlives one run of hyper over the connection.
+struct Watch<H, S> {
+    hard: Pin<H>,
+    stop: Pin<S>,
+    /// How long no request has been in flight and no byte moved.
     idle_for: Duration,
 }
 
-/// What a tick of the [`Clock`] found.
-enum Tick {
-    Fine,
-    /// An HTTP/1 request head still incomplete after the header timeout: cut.
-    SlowHead,
-    /// Nothing moved and nothing in flight for the idle timeout: close gracefully.
-    Idle,
+/// How a run of hyper ended.
+enum Ran {
+    /// Cut without a graceful close (hard stop, a deadline missed).
+    Cut,
+    /// hyper is done with the connection: close it gracefully (`None`: a WebSocket took it).
+    Closed(Option<Tls>),
+    /// hyper let go of an idle HTTP/1 connection, which stays open.
+    Parked(Tls),
 }
 
-impl Clock {
-    fn new(ctx: &ServeCtx) -> Clock {
-        Clock {
-            period: idle_tick(ctx.idle_timeout.min(ctx.header_timeout)),
-            idle_for: Duration::ZERO,
-        }
-    }
-
-    fn tick(&mut self, shared: &ConnShared, ctx: &ServeCtx) -> Tick {
-        // Slowloris: a request head (HTTP/1) must be complete within the header timeout of
-        // its first byte, however its bytes trickle in.
-        if shared
-            .head_pending_for()
-            .is_some_and(|d| d >= ctx.header_timeout)
-        {
-            tracing::debug!("request head not complete within the header timeout; closing");
-            return Tick::SlowHead;
-        }
-        if shared.take_activity() || shared.in_flight() > 0 {
-            self.idle_for = Duration::ZERO;
-            return Tick::Fine;
-        }
-        self.idle_for += self.period;
-        if self.idle_for >= ctx.idle_timeout {
-            tracing::debug!("idle timeout; closing");
-            return Tick::Idle;
-        }
-        Tick::Fine
-    }
-}
-
-pub(super) async fn serve(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    ctx: Arc<ServeCtx>,
-) {
-    let _permit = permit;
-    let _open = Open::new(&ctx);
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    let Some(tls) = handshake(tcp, &ctx).await else {
-        return;
-    };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    let shared = Arc::new(ConnShared::new(peer));
+/// Serves the connection with hyper until it ends or is parked.
+async fn run_hyper<H, S>(
+    tls: Tls,
+    h2: bool,
+    shared: &Arc<ConnShared>,
+    ctx: &Arc<ServeCtx>,
+    upstreams: &mut Driver,
+    w: &mut Watch<H, S>,
+) -> Ran
+where
+    H: std::ops::DerefMut<Target: Future<Output = ()>>,
+    S: std::ops::DerefMut<Target: Future<Output = ()>>,
+{
+    // hyper hands the stream back when done with it, for a graceful close or to park it.
+    let (tls, returned) = Returning::new(tls);
     let io = TokioIo::new(TrackedIo::new(tls, shared.clone(), !h2));
     let cs = Arc::new(ConnState {
         state: ctx.state.clone(),
         conn: shared.clone(),
     });
     let svc = service_fn(move |req| handler::handle(cs.clone(), req));
-    let conn = ctx.builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
-
+    // Boxed so that dropping it (below) drops hyper and the stream it holds.
+    let mut conn = Box::pin(ctx.builder.serve_connection_with_upgrades(io, svc));
     // A connection must bring its first request within the header timeout (this also bounds
     // the HTTP/2-preface sniffing, which has no deadline of its own).
     let first = tokio::time::sleep(ctx.header_timeout);
     tokio::pin!(first);
-    let mut first_seen = false;
-    let mut clock = Clock::new(&ctx);
-    let period = clock.period;
+    let mut first_seen = shared.served() > 0;
+    let period = idle_tick(ctx.idle_timeout.min(ctx.header_timeout));
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     // Polled only when its timer fired, not on each of the task's several wake-ups per request.
     let tick = OnWake::new(std::future::poll_fn(move |cx| {
         interval.poll_tick(cx).map(drop)
     }));
+    tokio::pin!(tick);
     let mut closing = false;
+    // Set when parking: the number of requests served then.
+    let mut parking: Option<usize> = None;
     let mut abuse = None;
-    // The upstream connections requests on this connection opened: polled right after the
-    // client side, in this task (see `crate::upstream`).
-    let mut upstreams = Driver::default();
-    // The shutdown futures are polled only when their tokens wake them, not on each of the
-    // task's several wake-ups per request (a poll takes the token's lock); per-connection
-    // child tokens keep that lock this connection's own, not one shared by every worker.
-    let (hard_token, stop_token) = (ctx.hard.child_token(), ctx.stop.child_token());
-    let hard = OnWake::new(hard_token.cancelled());
-    let stop = OnWake::new(stop_token.cancelled());
-    tokio::pin!(hard, stop, tick);
     loop {
         tokio::select! {
             biased;
@@ -176,11 +238,11 @@ pub(super) async fn serve(
                 }
                 break;
             }
-            () = &mut hard => {
+            () = w.hard.as_mut() => {
                 tracing::debug!("connection cut at the end of the grace period");
-                return;
+                return Ran::Cut;
             }
-            () = &mut stop, if !closing => {
+            () = w.stop.as_mut(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -188,29 +250,47 @@ pub(super) async fn serve(
             () = &mut first, if !first_seen && shared.served() == 0 => {
                 if shared.served() == 0 {
                     tracing::debug!("no request within the header timeout; closing");
-                    return;
+                    return Ran::Cut;
                 }
                 first_seen = true;
             }
-            () = &mut tick, if !closing => match clock.tick(&shared, &ctx) {
-                Tick::Fine => {}
-                Tick::SlowHead => return,
-                Tick::Idle => {
+            () = &mut tick, if !closing && parking.is_none() => {
+                // Slowloris: a request head (HTTP/1) must be complete within the header
+                // timeout of its first byte, however its bytes trickle in.
+                if shared.head_pending_for().is_some_and(|d| d >= ctx.header_timeout) {
+                    tracing::debug!("request head not complete within the header timeout; closing");
+                    return Ran::Cut;
+                }
+                if shared.take_activity() || shared.in_flight() > 0 {
+                    w.idle_for = Duration::ZERO;
+                    continue;
+                }
+                w.idle_for += period;
+                if w.idle_for >= ctx.idle_timeout {
+                    tracing::debug!("idle timeout; closing");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                } else if w.idle_for >= PARK_AFTER && parkable(h2, shared) {
+                    // hyper closes an idle HTTP/1 connection at once, and its shutdown of
+                    // the stream is made a no-op: the stream comes back open.
+                    parking = Some(shared.served());
+                    returned.park();
+                    conn.as_mut().graceful_shutdown();
                 }
-            },
+            }
             () = std::future::poll_fn(|cx| upstreams.poll_drive(cx, &shared.upstreams)) => {}
         }
     }
-    // Upstream connections still busy (a WebSocket handing over its connection) finish in
-    // the background; idle ones close now.
-    ctx.tracker.spawn(upstreams.into_rest(&shared.upstreams));
+    // hyper is done: dropping it gives the stream back (unless a WebSocket took it).
+    drop(conn);
     if let Some(kind) = abuse {
-        record_abuse(&ctx, peer, kind).await;
+        record_abuse(ctx, shared.peer, kind).await;
     }
-    if let Some(t) = shared.take_tunnel() {
-        tunnel(t, &ctx).await;
+    let tls = returned.take().map(|b| *b);
+    match (tls, parking) {
+        // Parked only if no request slipped in meanwhile (it was told the connection closes).
+        (Some(tls), Some(n)) if n == shared.served() && !closing => Ran::Parked(tls),
+        (tls, _) => Ran::Closed(tls),
     }
 }
 
@@ -231,6 +311,15 @@ async fn record_abuse(ctx: &ServeCtx, peer: SocketAddr, kind: AbuseKind) {
             tracing::debug!(client.addr = %peer, kind = kind.as_str(), "http/2 protocol abuse (trace rate-limited)")
         }
     }
+}
+
+/// An idle HTTP/1 connection between requests (nothing in flight, no head arriving, not a
+/// WebSocket): hyper holds nothing the next request needs.
+fn parkable(h2: bool, shared: &ConnShared) -> bool {
+    !h2 && !shared.upgraded()
+        && shared.served() > 0
+        && shared.in_flight() == 0
+        && shared.head_pending_for().is_none()
 }
 
 /// Runs a WebSocket tunnel the handler agreed to, until either side closes or shutdown.
