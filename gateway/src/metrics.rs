@@ -284,6 +284,7 @@ mod tests {
         upstream_errors: Family<UpstreamErrorLabels, Counter>,
         open_connections: Gauge,
         tls_handshake_failures: Counter,
+        tls_certificate_expiry: Gauge,
         preauth_connections: Gauge,
         parked_connections: Gauge,
         preauth_refused: Family<ReasonLabels, Counter>,
@@ -300,6 +301,7 @@ mod tests {
             upstream_errors: Family::default(),
             open_connections: Gauge::default(),
             tls_handshake_failures: Counter::default(),
+            tls_certificate_expiry: Gauge::default(),
             preauth_connections: Gauge::default(),
             parked_connections: Gauge::default(),
             preauth_refused: Family::default(),
@@ -329,6 +331,11 @@ mod tests {
             "tls_handshake_failures",
             "Failed or timed-out TLS handshakes",
             s.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "End of validity of the served TLS certificate, unix seconds",
+            s.tls_certificate_expiry.clone(),
         );
         registry.register(
             "preauth_connections",
@@ -402,6 +409,8 @@ mod tests {
         reference.open_connections.inc();
         m.tls_handshake_failures.inc();
         reference.tls_handshake_failures.inc();
+        m.tls_certificate_expiry.set(1_900_000_000);
+        reference.tls_certificate_expiry.set(1_900_000_000);
         m.preauth_connections.inc();
         reference.preauth_connections.inc();
         m.parked_connections.inc();
