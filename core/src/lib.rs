@@ -5,8 +5,9 @@
 //! - [`identity`]: users, passwords, TOTP, SSH keys, and the login flows of both doors (web:
 //!   password + TOTP; SSH: `check_ssh_key` then `verify_totp_after_key` or `accept_key_only`),
 //!   which alone mint the `VerifiedIdentity` proof.
-//! - [`store`]: sessions, lockout counters, the TOTP replay cache and revocations, in memory
-//!   or in Redis.
+//! - [`store`]: sessions, login throttling counters, the TOTP replay cache and revocations,
+//!   in memory or in Redis.
+//! - [`preauth`]: both doors' bounds on connections that have not authenticated yet.
 //! - [`policy`]: the casbin policy and the `Permit` proof, minted only by its `authorize*`.
 //! - [`audit`]: the one event vocabulary of both doors and the hash-chained log.
 //! - [`recording`]: session recordings (asciicast writer and reader, recording ids, metadata).
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod outbound;
 pub mod path;
 pub mod policy;
+pub mod preauth;
 pub mod recording;
 pub mod recording_retention;
 pub mod secret;

@@ -22,8 +22,8 @@ use crate::deadline::Deadlines;
 use crate::guard::Verdicts;
 use crate::guard::frames::{FrameCounts, FrameReader};
 use crate::guard::scan::Scanner;
-use crate::preauth::Slot;
 use crate::upstream::Upstreams;
+use gatehouse_core::preauth::Slot;
 
 #[derive(Debug)]
 pub struct ConnShared {

@@ -24,7 +24,6 @@ mod login;
 mod metrics;
 pub mod pages;
 pub mod path;
-mod preauth;
 mod proxy;
 pub mod reload;
 mod request_id;

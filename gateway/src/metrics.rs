@@ -18,6 +18,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
+use gatehouse_core::preauth::PreauthMetrics;
+#[cfg(test)]
+use gatehouse_core::preauth::ReasonLabels;
+
 use sharded::{ShardedCounter, ShardedHistogram};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,11 +33,6 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabels {
     pub app: Arc<str>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,11 +59,13 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     /// End of validity (unix seconds) of the certificate being served.
     pub tls_certificate_expiry: Gauge,
-    /// Connections holding a pre-authentication slot (see `crate::preauth`).
-    pub preauth_connections: Gauge,
+    /// HTTPS connections holding a pre-authentication slot, and those refused at accept (see
+    /// `gatehouse_core::preauth`).
+    pub preauth: PreauthMetrics,
     /// Idle HTTP/1 connections parked without hyper (see `serve::connection`).
     pub parked_connections: Gauge,
-    preauth_refused: Family<ReasonLabels, Counter>,
+    /// The bastion's: SSH connections not yet authenticated, and those refused at accept.
+    pub ssh_preauth: PreauthMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,9 +82,9 @@ impl Default for Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let open_connections = Gauge::default();
         let tls_handshake_failures = Counter::default();
-        let preauth_connections = Gauge::default();
+        let preauth = PreauthMetrics::default();
         let parked_connections = Gauge::default();
-        let preauth_refused = Family::<ReasonLabels, Counter>::default();
+        let ssh_preauth = PreauthMetrics::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by app and status",
@@ -118,7 +119,7 @@ impl Default for Metrics {
         registry.register(
             "preauth_connections",
             "Connections that have not yet brought a first request",
-            preauth_connections.clone(),
+            preauth.connections.clone(),
         );
         registry.register(
             "parked_connections",
@@ -128,7 +129,17 @@ impl Default for Metrics {
         registry.register(
             "preauth_refused",
             "Connections refused at accept: a pre-authentication limit was full, by reason",
-            preauth_refused.clone(),
+            preauth.refused.clone(),
+        );
+        registry.register(
+            "ssh_preauth_connections",
+            "SSH connections that have not yet authenticated",
+            ssh_preauth.connections.clone(),
+        );
+        registry.register(
+            "ssh_preauth_refused",
+            "SSH connections refused at accept: a pre-authentication limit was full, by reason",
+            ssh_preauth.refused.clone(),
         );
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Metrics {
@@ -140,9 +151,9 @@ impl Default for Metrics {
             open_connections,
             tls_handshake_failures,
             tls_certificate_expiry,
-            preauth_connections,
+            preauth,
             parked_connections,
-            preauth_refused,
+            ssh_preauth,
         }
     }
 }
@@ -221,13 +232,6 @@ impl Metrics {
             .inc();
     }
 
-    /// A connection refused at accept (`reason`: `per_source` or `total`).
-    pub fn preauth_refused(&self, reason: &'static str) {
-        self.preauth_refused
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
-    }
-
     /// The text exposition (OpenMetrics).
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -288,6 +292,8 @@ mod tests {
         preauth_connections: Gauge,
         parked_connections: Gauge,
         preauth_refused: Family<ReasonLabels, Counter>,
+        ssh_preauth_connections: Gauge,
+        ssh_preauth_refused: Family<ReasonLabels, Counter>,
     }
 
     fn stock() -> Stock {
@@ -305,6 +311,8 @@ mod tests {
             preauth_connections: Gauge::default(),
             parked_connections: Gauge::default(),
             preauth_refused: Family::default(),
+            ssh_preauth_connections: Gauge::default(),
+            ssh_preauth_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -351,6 +359,16 @@ mod tests {
             "preauth_refused",
             "Connections refused at accept: a pre-authentication limit was full, by reason",
             s.preauth_refused.clone(),
+        );
+        registry.register(
+            "ssh_preauth_connections",
+            "SSH connections that have not yet authenticated",
+            s.ssh_preauth_connections.clone(),
+        );
+        registry.register(
+            "ssh_preauth_refused",
+            "SSH connections refused at accept: a pre-authentication limit was full, by reason",
+            s.ssh_preauth_refused.clone(),
         );
         Stock { registry, ..s }
     }
@@ -411,11 +429,18 @@ mod tests {
         reference.tls_handshake_failures.inc();
         m.tls_certificate_expiry.set(1_900_000_000);
         reference.tls_certificate_expiry.set(1_900_000_000);
-        m.preauth_connections.inc();
+        m.preauth.connections.inc();
         reference.preauth_connections.inc();
+        m.ssh_preauth.connections.inc();
+        reference.ssh_preauth_connections.inc();
         m.parked_connections.inc();
         reference.parked_connections.inc();
-        m.preauth_refused("per_source");
+        m.preauth
+            .refused
+            .get_or_create(&ReasonLabels {
+                reason: "per_source",
+            })
+            .inc();
         reference
             .preauth_refused
             .get_or_create(&ReasonLabels {

@@ -32,7 +32,6 @@ use tracing::Instrument;
 use crate::abuse::AbuseTrace;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::preauth::Preauth;
 use crate::proxy::Proxy;
 use crate::reload::PolicyReloader;
 use crate::request_id::RequestIds;
@@ -41,6 +40,7 @@ use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
 use crate::state::{LoginCtx, State};
 use crate::tls::{self, Reloader};
+use gatehouse_core::preauth::Preauth;
 use workers::Workers;
 
 /// HTTP/2 streams a client may open at once on one connection.
@@ -50,6 +50,13 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// After the grace period, how long cut connections get to unwind.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(2);
+/// Connections one source may have before their first request (see
+/// `gatehouse_core::preauth`). Honest clients spend milliseconds there (a browser opens up to
+/// six connections at once): a whole office behind one NAT address fits.
+const PREAUTH_PER_SOURCE: usize = 32;
+/// Connections all sources together may have before their first request (never more than
+/// half of `gateway.max_connections`).
+const PREAUTH_TOTAL: usize = 1024;
 
 /// The addresses actually bound (port 0 in the config becomes a real port).
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +219,12 @@ impl Gateway {
             tunnels: Arc::new(Tunnels::default()),
             abuse: AbuseTrace::default(),
         });
-        let preauth = Preauth::new(g.max_connections, metrics.preauth_connections.clone());
+        let preauth = Preauth::new(
+            "https",
+            PREAUTH_PER_SOURCE,
+            PREAUTH_TOTAL.min((g.max_connections / 2).max(1)),
+            metrics.preauth.clone(),
+        );
         let ctx = Arc::new(ServeCtx {
             state,
             acceptor: TlsAcceptor::from(server_config),
@@ -254,6 +266,12 @@ impl Gateway {
 
     pub fn bound(&self) -> Bound {
         self.bound
+    }
+
+    /// The bastion's pre-authentication series, exposed on this gateway's admin listener
+    /// (`gatehouse_ssh_preauth_*`): hand them to the bastion's limiter.
+    pub fn ssh_preauth_metrics(&self) -> gatehouse_core::preauth::PreauthMetrics {
+        self.ctx.metrics.ssh_preauth.clone()
     }
 
     /// Reloads the TLS certificate (wire it to SIGHUP); file changes are picked up anyway.
@@ -398,7 +416,6 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Wor
                 let slot = match ctx.preauth.acquire(peer.ip()) {
                     Ok(s) => s,
                     Err(why) => {
-                        ctx.metrics.preauth_refused(why.as_str());
                         tracing::debug!(client.addr = %peer, reason = why.as_str(), "connection refused: pre-authentication limit");
                         drop(tcp);
                         continue;

@@ -20,9 +20,9 @@ use super::linger::{self, Returning};
 use super::on_wake::OnWake;
 use crate::conn::{ConnShared, TrackedIo, Tunnel};
 use crate::handler;
-use crate::preauth::Slot;
 use crate::state::ConnState;
 use crate::upstream::Driver;
+use gatehouse_core::preauth::Slot;
 
 /// Counts an open connection in the gauge and the drain report while alive.
 struct Open<'a>(&'a ServeCtx);

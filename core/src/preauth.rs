@@ -1,17 +1,18 @@
-//! Pre-authentication slots: bounds on connections that have not yet brought a request.
+//! Pre-authentication slots of both doors: bounds on connections that have not yet brought a
+//! request (HTTPS) or finished authenticating (SSH).
 //!
-//! Threat: a client that opens connections and stalls in the TLS handshake or before its
-//! first request holds a connection slot each, for up to the handshake and header deadlines;
-//! from one address, enough of them fill `gateway.max_connections` and lock every other
-//! client out. Mitigation: from accept until its first request head is complete, a connection
-//! holds a pre-authentication slot; one source (an IPv4 address, an IPv6 /64) may hold at
-//! most [`PER_SOURCE`] and all sources together [`TOTAL`] (never more than half of
-//! `max_connections`), so a flood from one source never denies another. A connection over
-//! either bound is closed at accept, before any TLS work; each refusal is counted
-//! (`gatehouse_preauth_refused_total{reason}`) and audited, rate-limited: one
-//! `preauth_refused` record per source and [`AUDIT_WINDOW`] with the count. The deadlines
-//! are the TLS handshake's and the first request's (`gateway.tls_handshake_timeout`,
-//! `gateway.header_timeout`).
+//! Threat: a client that opens connections and stalls in the TLS or SSH handshake, before
+//! its first request or in authentication, holds a slot each until its deadline; from one
+//! address, enough of them fill the door's capacity and lock every other client out.
+//! Mitigation: from accept until it is past that stage, a connection holds a
+//! pre-authentication slot; one source (an IPv4 address, an IPv6 /64) may hold at most
+//! `per_source` and all sources together `total`, so a flood from one source never denies
+//! another. A connection over either bound is closed at accept, before any TLS or SSH work;
+//! each refusal is counted (`gatehouse_preauth_refused_total{reason}` for HTTPS,
+//! `gatehouse_ssh_preauth_refused_total{reason}` for SSH) and audited, rate-limited: one
+//! `preauth_refused` record per door, source and [`AUDIT_WINDOW`] with the count. The
+//! deadlines are each door's (TLS handshake and first request; SSH banner and key exchange,
+//! then authentication).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -19,18 +20,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use gatehouse_core::audit::{AuditEvent, AuditLog};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
-/// Connections one source may have before their first request. Honest clients spend
-/// milliseconds there (a browser opens up to six connections at once): a whole office
-/// behind one NAT address fits.
-pub(crate) const PER_SOURCE: usize = 32;
-/// Connections all sources together may have before their first request.
-pub(crate) const TOTAL: usize = 1024;
+use crate::audit::{AuditEvent, AuditLog};
+
 /// Refusals are summed per source over this window, then audited.
-pub(crate) const AUDIT_WINDOW: Duration = Duration::from_secs(5);
+pub const AUDIT_WINDOW: Duration = Duration::from_secs(5);
 /// Sources audited one by one per window; refusals from further sources are summed into one
 /// record (the list's memory stays bounded under a distributed flood).
 const AUDITED_SOURCES: usize = 64;
@@ -39,7 +38,7 @@ const COUNTED_SOURCES: usize = 4096;
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// Its source already holds [`PER_SOURCE`] slots.
     PerSource,
     /// Every slot is taken.
@@ -47,7 +46,7 @@ pub(crate) enum Refused {
 }
 
 impl Refused {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Refused::PerSource => "per_source",
             Refused::Total => "total",
@@ -55,9 +54,23 @@ impl Refused {
     }
 }
 
-/// The key a source is counted under: an IPv4 address, or an IPv6 address's /64 (one
-/// subscriber gets a whole /64).
-fn source_key(ip: IpAddr) -> IpAddr {
+/// The label of `gatehouse_*preauth_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// A door's pre-authentication series: slots in use and refusals by reason (handles to
+/// series registered by whoever serves the metrics; cheap to clone).
+#[derive(Clone, Debug, Default)]
+pub struct PreauthMetrics {
+    pub connections: Gauge,
+    pub refused: Family<ReasonLabels, Counter>,
+}
+
+/// The key a source is counted under: an IPv4 address (also written IPv4-mapped), or an
+/// IPv6 address's /64 (one subscriber gets a whole /64).
+pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
@@ -67,16 +80,17 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The slots in use.
+/// The slots in use at one door.
 #[derive(Debug)]
-pub(crate) struct Preauth {
+pub struct Preauth {
+    /// `https` or `ssh`: the `door` of its audit records.
+    door: &'static str,
     per_source: usize,
     total: usize,
     in_use: AtomicUsize,
     by_source: Mutex<HashMap<IpAddr, usize>>,
     refusals: Mutex<Refusals>,
-    /// `gatehouse_preauth_connections`.
-    gauge: Gauge,
+    metrics: PreauthMetrics,
 }
 
 /// Refusals since the last audit record.
@@ -89,7 +103,7 @@ struct Refusals {
 
 /// A held slot, given back on drop.
 #[derive(Debug)]
-pub(crate) struct Slot {
+pub struct Slot {
     owner: Arc<Preauth>,
     key: IpAddr,
 }
@@ -108,30 +122,33 @@ impl Drop for Slot {
             }
         }
         self.owner.in_use.fetch_sub(1, Ordering::AcqRel);
-        self.owner.gauge.dec();
+        self.owner.metrics.connections.dec();
     }
 }
 
 impl Preauth {
-    /// Bounds for a gateway accepting `max_connections` at once; `gauge` follows the slots
-    /// in use.
-    pub(crate) fn new(max_connections: usize, gauge: Gauge) -> Arc<Preauth> {
-        Preauth::with_bounds(PER_SOURCE, TOTAL.min((max_connections / 2).max(1)), gauge)
-    }
-
-    pub(crate) fn with_bounds(per_source: usize, total: usize, gauge: Gauge) -> Arc<Preauth> {
+    /// Bounds for `door` (`https`, `ssh`): at most `per_source` slots per source and `total`
+    /// in all (each at least 1); `metrics` follows the slots and counts the refusals.
+    pub fn new(
+        door: &'static str,
+        per_source: usize,
+        total: usize,
+        metrics: PreauthMetrics,
+    ) -> Arc<Preauth> {
         Arc::new(Preauth {
+            door,
             per_source: per_source.max(1),
             total: total.max(1),
             in_use: AtomicUsize::new(0),
             by_source: Mutex::new(HashMap::new()),
             refusals: Mutex::new(Refusals::default()),
-            gauge,
+            metrics,
         })
     }
 
-    /// A slot for a connection from `ip`, or why not (the refusal is noted for the audit).
-    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+    /// A slot for a connection from `ip`, or why not (the refusal is counted and noted for
+    /// the audit).
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
         let key = source_key(ip);
         let refused = {
             let mut map = self
@@ -146,7 +163,7 @@ impl Preauth {
             } else {
                 map.insert(key, held + 1);
                 self.in_use.fetch_add(1, Ordering::AcqRel);
-                self.gauge.inc();
+                self.metrics.connections.inc();
                 None
             }
         };
@@ -156,6 +173,12 @@ impl Preauth {
                 key,
             }),
             Some(why) => {
+                self.metrics
+                    .refused
+                    .get_or_create(&ReasonLabels {
+                        reason: why.as_str(),
+                    })
+                    .inc();
                 self.note(key, why);
                 Err(why)
             }
@@ -163,8 +186,7 @@ impl Preauth {
     }
 
     /// Slots in use now.
-    #[cfg(test)]
-    pub(crate) fn in_use(&self) -> usize {
+    pub fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Acquire)
     }
 
@@ -188,7 +210,7 @@ impl Preauth {
         let r = std::mem::take(&mut *self.refusals.lock().unwrap_or_else(PoisonError::into_inner));
         let window_secs = window.as_secs();
         let record = |client_addr, why: Refused, refused, sources| AuditEvent::PreauthRefused {
-            door: "https".to_string(),
+            door: self.door.to_string(),
             client_addr,
             reason: why.as_str().to_string(),
             refused,
@@ -211,7 +233,7 @@ impl Preauth {
     /// Every [`AUDIT_WINDOW`] until `stop` (and once more then), audits the refusals of the
     /// window and logs them. A record that cannot be written is logged (the refusals
     /// themselves already happened: nothing is let through for it).
-    pub(crate) async fn audit(self: Arc<Self>, audit: AuditLog, stop: CancellationToken) {
+    pub async fn audit(self: Arc<Self>, audit: AuditLog, stop: CancellationToken) {
         let mut tick = tokio::time::interval(AUDIT_WINDOW);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -228,10 +250,10 @@ impl Preauth {
                     ..
                 } = &event
                 {
-                    tracing::warn!(client.addr = ?client_addr, reason = %reason, refused, "connections refused before authentication: pre-authentication limit full");
+                    tracing::warn!(door = self.door, client.addr = ?client_addr, reason = %reason, refused, "connections refused before authentication: pre-authentication limit full");
                 }
                 if let Err(e) = audit.record(event).await {
-                    tracing::error!(error = %gatehouse_core::error_chain(&e), "pre-authentication refusals could not be audited");
+                    tracing::error!(error = %crate::error_chain(&e), "pre-authentication refusals could not be audited");
                 }
             }
             if last {
@@ -251,7 +273,7 @@ mod tests {
 
     #[test]
     fn one_source_cannot_take_another_sources_slots() {
-        let p = Preauth::with_bounds(3, 5, Gauge::default());
+        let p = Preauth::new("https", 3, 5, PreauthMetrics::default());
         let a: Vec<Slot> = (0..3).map(|_| p.acquire(ip("10.0.0.1")).unwrap()).collect();
         assert_eq!(p.acquire(ip("10.0.0.1")).unwrap_err(), Refused::PerSource);
         // An IPv4-mapped address is the same source.
@@ -267,13 +289,20 @@ mod tests {
         let _c = p.acquire(ip("10.0.0.3")).unwrap();
         drop(a);
         assert_eq!(p.in_use(), 2);
-        assert_eq!(p.gauge.get(), 2);
+        assert_eq!(p.metrics.connections.get(), 2);
+        let refused = |r: &'static str| {
+            p.metrics
+                .refused
+                .get_or_create(&ReasonLabels { reason: r })
+                .get()
+        };
+        assert_eq!((refused("per_source"), refused("total")), (2, 1));
         let _a = p.acquire(ip("10.0.0.1")).unwrap();
     }
 
     #[test]
     fn an_ipv6_slash_64_is_one_source() {
-        let p = Preauth::with_bounds(2, 100, Gauge::default());
+        let p = Preauth::new("https", 2, 100, PreauthMetrics::default());
         let _x = p.acquire(ip("2001:db8:1:2::1")).unwrap();
         let _y = p.acquire(ip("2001:db8:1:2:ffff::9")).unwrap();
         assert_eq!(
@@ -285,7 +314,7 @@ mod tests {
 
     #[test]
     fn refusals_are_summed_per_source_and_bounded() {
-        let p = Preauth::with_bounds(1, 1000, Gauge::default());
+        let p = Preauth::new("ssh", 1, 1000, PreauthMetrics::default());
         let mut held = Vec::new();
         for i in 0..(AUDITED_SOURCES + 10) {
             let addr = ip(&format!("10.1.{}.{}", i / 250, i % 250 + 1));
@@ -299,6 +328,7 @@ mod tests {
         let mut total = 0;
         for r in &records {
             let AuditEvent::PreauthRefused {
+                door,
                 client_addr,
                 refused,
                 sources,
@@ -308,7 +338,7 @@ mod tests {
             else {
                 panic!("{r:?}")
             };
-            assert_eq!(reason, "per_source");
+            assert_eq!((door.as_str(), reason.as_str()), ("ssh", "per_source"));
             match client_addr {
                 Some(_) => assert_eq!((*refused, *sources), (3, 1)),
                 None => assert_eq!((*refused, *sources), (30, 10)),
