@@ -35,6 +35,7 @@ mod identity;
 mod identity_policy;
 mod identity_redis;
 mod identity_sessions;
+mod identity_throttle;
 mod oidc_callbacks;
 mod oidc_hostile;
 mod oidc_provider;

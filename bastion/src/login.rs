@@ -8,10 +8,14 @@
 //! another user name or target, a code checked for a user whose key was never verified),
 //! guessing, and logins that leave no trace. Mitigation: only a signed key yields core's
 //! `KeyAccepted`, which the code step consumes by reference; the partial state is bound to
-//! the exact SSH user name it was earned under and any change starts over; lockouts, the
-//! replay cache and failure counts are core's (shared with the web login); every step is
-//! audited with the client address and session id, and a failed audit, store or identity
-//! call ends the connection (fail closed).
+//! the exact SSH user name it was earned under and any change starts over; the login
+//! throttle, the replay cache and failure counts are core's (shared with the web login);
+//! every step is audited with the client address and session id (a throttled or locked-out
+//! refusal says which counter and how long), and a failed audit, store or identity call ends
+//! the connection (fail closed). Honest clients are told what to do in the prompt itself
+//! (OpenSSH shows it, also through `SSH_ASKPASS`): a replayed code is answered with a new
+//! prompt "code already used, wait for the next one" (no guess, nothing counted), and a
+//! prompt during a throttling delay says how long to wait.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -32,6 +36,14 @@ use crate::registry::SessionInfo;
 
 /// Longest TOTP code accepted (digits only).
 const MAX_CODE: usize = 10;
+/// Answers to the code prompt taken on one connection (replays are answered with a new
+/// prompt, not a rejection: this bounds that loop); then the login starts over.
+const MAX_CODE_ANSWERS: u32 = 10;
+/// The prompt's text.
+const PROMPT: &str = "TOTP code: ";
+/// The prompt after a replayed code: it was right but is used up (by another connection in
+/// the same 30 s step, typically), and the next one will do.
+pub(crate) const PROMPT_REPLAYED: &str = "Code already used, wait for the next one. TOTP code: ";
 
 struct Pending {
     /// The exact SSH user name the key was verified under.
@@ -45,6 +57,8 @@ pub(crate) struct Login {
     pending: Option<Pending>,
     /// A slot of the unauthenticated-connection cap, given back once authenticated.
     unauth: Option<OwnedSemaphorePermit>,
+    /// Answers to the code prompt so far.
+    answers: u32,
 }
 
 fn totp_next(partial: bool) -> Auth {
@@ -54,12 +68,35 @@ fn totp_next(partial: bool) -> Auth {
     }
 }
 
-fn prompt() -> Auth {
+fn prompt(text: Cow<'static, str>) -> Auth {
     Auth::Partial {
         name: Cow::Borrowed("Gatehouse"),
         instructions: Cow::Borrowed("Second factor for the bastion."),
-        prompts: Cow::Owned(vec![(Cow::Borrowed("TOTP code: "), false)]),
+        prompts: Cow::Owned(vec![(text, false)]),
     }
+}
+
+/// The audit step and detail of a throttling refusal.
+fn throttled(e: &AuthError) -> Option<(SshAuthStep, String)> {
+    let AuthError::LockedOut {
+        remaining_secs,
+        scope,
+        locked,
+    } = e
+    else {
+        return None;
+    };
+    Some(if *locked {
+        (
+            SshAuthStep::LockedOut,
+            format!("locked out: {}, {remaining_secs} s left", scope.describe()),
+        )
+    } else {
+        (
+            SshAuthStep::Throttled,
+            format!("slowed: {}, retry in {remaining_secs} s", scope.describe()),
+        )
+    })
 }
 
 fn well_formed(r: &TotpResponse) -> bool {
@@ -75,17 +112,24 @@ impl Login {
             conn,
             pending: None,
             unauth: Some(unauth),
+            answers: 0,
         }
     }
 
     /// Records one step; `false` when it could not be recorded (the connection is ending).
     async fn step(&self, sel: &Selection, step: SshAuthStep) -> bool {
+        self.step_with(sel, step, None).await
+    }
+
+    /// [`Login::step`] with what the step found.
+    async fn step_with(&self, sel: &Selection, step: SshAuthStep, detail: Option<String>) -> bool {
         let incident_id = (step == SshAuthStep::LockedOut).then(new_incident_id);
         let event = AuditEvent::SshAuth {
             user: sel.user.clone(),
             target: sel.target.clone(),
             step,
             incident_id,
+            detail,
             context: self.conn.context(),
         };
         match self.conn.audit(event).await {
@@ -106,29 +150,55 @@ impl Login {
     /// Answers a core refusal of a login step: audited; the connection ends when the
     /// refusal is a failure of a service rather than of the user.
     async fn refused(&mut self, sel: &Selection, e: AuthError) -> Auth {
-        let step = match e {
-            AuthError::InvalidCredentials => SshAuthStep::KeyRefused,
-            AuthError::InvalidTotp => SshAuthStep::TotpFailed,
-            AuthError::TotpReplayed => SshAuthStep::TotpReplayed,
-            AuthError::LockedOut { .. } => SshAuthStep::LockedOut,
-            AuthError::AccountLocked => SshAuthStep::AccountLocked,
-            other => {
-                self.fail("identity", &other);
+        let (step, detail) = match &e {
+            AuthError::InvalidCredentials => (SshAuthStep::KeyRefused, None),
+            AuthError::InvalidTotp => (SshAuthStep::TotpFailed, None),
+            AuthError::TotpReplayed => (SshAuthStep::TotpReplayed, None),
+            AuthError::LockedOut { .. } => match throttled(&e) {
+                Some((step, detail)) => (step, Some(detail)),
+                None => (SshAuthStep::LockedOut, None),
+            },
+            AuthError::AccountLocked => (SshAuthStep::AccountLocked, None),
+            _ => {
+                self.fail("identity", &e);
                 return Auth::reject();
             }
         };
-        if !self.step(sel, step).await {
+        if !self.step_with(sel, step, detail).await {
             return Auth::reject();
         }
         match step {
-            // The key stays verified: another code may follow on this connection.
-            SshAuthStep::TotpFailed | SshAuthStep::TotpReplayed if self.pending.is_some() => {
+            // Right but used up: no guess; ask again, saying so (no rejection delay either).
+            SshAuthStep::TotpReplayed if self.pending.is_some() => {
+                prompt(Cow::Borrowed(PROMPT_REPLAYED))
+            }
+            // The key stays verified: another code may follow on this connection (the next
+            // prompt says how long to wait when throttled).
+            SshAuthStep::TotpFailed | SshAuthStep::Throttled if self.pending.is_some() => {
                 totp_next(false)
             }
             _ => {
                 self.pending = None;
                 key_only()
             }
+        }
+    }
+
+    /// The code prompt: saying how long to wait first while the user is throttled here.
+    async fn ask_code(&mut self, sel: &Selection) -> Auth {
+        let authenticator = &self.conn.shared.services.authenticator;
+        let wait = authenticator
+            .throttle_wait(&sel.user, Some(self.conn.client.ip()))
+            .await;
+        match wait {
+            Ok(None) => prompt(Cow::Borrowed(PROMPT)),
+            Ok(Some(w)) => {
+                let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);
+                prompt(Cow::Owned(format!(
+                    "Too many failed attempts: wait {secs} s before the next code. {PROMPT}"
+                )))
+            }
+            Err(e) => self.refused(sel, e).await,
         }
     }
 
@@ -189,10 +259,15 @@ impl Login {
             self.pending = None;
             return key_only();
         };
-        let Some(response) = response else {
-            return prompt();
-        };
         let sel = pending.selection.clone();
+        let Some(response) = response else {
+            return self.ask_code(&sel).await;
+        };
+        self.answers += 1;
+        if self.answers > MAX_CODE_ANSWERS {
+            self.pending = None;
+            return key_only();
+        }
         let authenticator = &self.conn.shared.services.authenticator;
         if !well_formed(&response) {
             if let Err(e) = authenticator.refuse_malformed_totp(&pending.key).await {

@@ -102,8 +102,14 @@ pub enum AuthError {
     TotpReplayed,
     #[error("account is locked by an administrator")]
     AccountLocked,
-    #[error("too many failures: locked out for {remaining_secs} s")]
-    LockedOut { remaining_secs: u64 },
+    /// Too many failures: no guess is taken from this user and address for `remaining_secs`
+    /// (a delay that grows with each failure, or, when `locked`, a lockout).
+    #[error("too many failures ({}): retry in {remaining_secs} s", scope.describe())]
+    LockedOut {
+        remaining_secs: u64,
+        scope: crate::store::Scope,
+        locked: bool,
+    },
     #[error("session unknown, expired or idle")]
     NoSession,
     /// A live session presented on another host than the one it was issued to (a cookie

@@ -2,8 +2,8 @@
 //!
 //! Threats: password guessing, credential stuffing, user enumeration by timing, TOTP replay,
 //! theft of `users.toml`, forged identities passed between modules. Mitigations: argon2id
-//! hashes with a weak-password check; lockout per user and per client address (in the shared
-//! store); argon2 always runs, also for unknown users; constant-time code comparison; a used
+//! hashes with a weak-password check; login throttling per user and client address, per
+//! address and per user (in the shared store; see `throttle`); argon2 always runs, also for unknown users; constant-time code comparison; a used
 //! TOTP step is refused (store `SET NX`); TOTP secrets encrypted at rest (AES-256-GCM, user
 //! name as associated data); [`VerifiedIdentity`] has private fields and is minted only by
 //! [`Authenticator`], so code that needs an authenticated user cannot be handed a made-up one.
@@ -17,17 +17,19 @@ mod private_file;
 mod sessions;
 mod ssh_login;
 mod sshkey;
+mod throttle;
 mod totp;
 mod users;
 
 use std::time::SystemTime;
 
-pub use authenticator::{Authenticator, LockoutPolicy};
+pub use authenticator::Authenticator;
 pub use enrol::{EnrolmentPending, LoginOutcome, PendingTotp};
 pub use handoff::HandoffTicket;
 pub use password::{check_password_strength, generate_password};
 pub use ssh_login::KeyAccepted;
 pub use sshkey::{SshPublicKey, parse_ssh_public_key};
+pub use throttle::{LockoutPolicy, ThrottleRule};
 pub use totp::{Enrolment, TotpCipher};
 pub use users::{NewUser, UserRecord, UserSummary, Users, UsersLock};
 

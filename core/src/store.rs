@@ -4,14 +4,15 @@
 //! Threats: a leaked store dump replaying session cookies; brute force spread over instances;
 //! a TOTP code replayed on another instance; a revoked user keeping a live connection; a hung
 //! store stalling logins. Mitigations: session ids are 256-bit random values returned to the
-//! caller once and stored only as SHA-256(id); counters and the replay cache are shared and
-//! atomic (`INCR`, `SET NX`); revocations are published to every instance; every Redis call
+//! caller once and stored only as SHA-256(id); throttling counters ([`throttle`]) and the
+//! replay cache are shared and atomic (one script, `SET NX`); revocations are published to every instance; every Redis call
 //! runs under a deadline and its failure is a [`StoreError`], on which callers fail closed;
 //! session and handoff records in Redis carry a MAC keyed from the secret key, so writing
 //! to Redis is not enough to mint or alter a session ([`RecordKey`]).
 
 pub mod memory;
 pub mod redis;
+pub mod throttle;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::secret::SecretKey;
 
 pub use memory::MemoryStore;
 pub use redis::{RecordKey, RedisStore};
+pub use throttle::{AttemptKey, Counts, Gate, Schedule, Schedules, Scope, Settle};
 
 /// Capacity of a revocation subscription; a receiver that lags behind gets
 /// `RecvError::Lagged` and must then re-check every live session (fail closed).
@@ -141,52 +143,6 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// What a failure counter is kept for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum LockoutKey {
-    User(String),
-    Addr(IpAddr),
-}
-
-impl LockoutKey {
-    pub fn as_key(&self) -> String {
-        match self {
-            LockoutKey::User(u) => format!("user:{u}"),
-            LockoutKey::Addr(a) => format!("addr:{a}"),
-        }
-    }
-}
-
-/// Lockout rule: `max_failures` within `window` locks the key for `lock_for`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockoutPolicy {
-    pub max_failures: u64,
-    pub window: Duration,
-    pub lock_for: Duration,
-}
-
-impl Default for LockoutPolicy {
-    /// 5 failures in 15 minutes lock for 15 minutes (CNIL: limited attempts).
-    fn default() -> Self {
-        LockoutPolicy {
-            max_failures: 5,
-            window: Duration::from_secs(15 * 60),
-            lock_for: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-/// The outcome of counting one failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FailureStatus {
-    /// Failures in the current window, this one included.
-    pub failures: u64,
-    /// True when this failure reached the limit and locked the key now.
-    pub newly_locked: bool,
-    /// Remaining lock time when the key is locked.
-    pub locked_for: Option<Duration>,
-}
-
 /// A one-time handoff ticket's payload: who, and the one host that may redeem it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handoff {
@@ -263,16 +219,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError>;
     /// Deletes every session of `user`, publishes a revocation event, returns the count.
     async fn revoke_user(&self, user: &str) -> Result<u64, StoreError>;
-    /// Counts a failure for `key`; locks it when the policy's limit is reached.
-    async fn record_failure(
+    /// Whether a login attempt under `key` may run now ([`throttle::decide`] over its three
+    /// counters, at `now_ms`). With `reserve`, an admitted attempt is counted as a failure of
+    /// every counter in the same atomic step (settle it with [`Store::settle_attempt`] when it
+    /// was none); without, nothing changes.
+    async fn attempt_gate(
         &self,
-        key: &LockoutKey,
-        policy: &LockoutPolicy,
-    ) -> Result<FailureStatus, StoreError>;
-    /// Remaining lock time of `key`, `None` when not locked.
-    async fn lockout_remaining(&self, key: &LockoutKey) -> Result<Option<Duration>, StoreError>;
-    /// Forgets the failures of `key` (after a successful login); an active lock stays.
-    async fn clear_failures(&self, key: &LockoutKey) -> Result<(), StoreError>;
+        key: &AttemptKey,
+        schedules: &Schedules,
+        now_ms: u64,
+        reserve: bool,
+    ) -> Result<Gate, StoreError>;
+    /// Takes back an admitted attempt that was no failure (see [`Settle`]).
+    async fn settle_attempt(&self, key: &AttemptKey, how: Settle) -> Result<(), StoreError>;
     /// Marks TOTP step `step` of `user` used: true only the first time, also under races.
     async fn mark_totp_used(&self, user: &str, step: u64) -> Result<bool, StoreError>;
     /// Stores a one-time handoff ticket under the hash of its raw value, for `ttl`.

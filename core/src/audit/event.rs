@@ -41,9 +41,12 @@ pub enum SshAuthStep {
     TotpFailed,
     /// A response that is not a code at all (empty, too long, not digits).
     TotpMalformed,
-    /// A code already used (on either door).
+    /// A code already used (on either door): refused, not counted as a guess.
     TotpReplayed,
-    /// Refused: the user or the client address is locked out (an alert).
+    /// Refused while a throttling delay runs (`detail` says which counter and how long).
+    Throttled,
+    /// Refused: the user at this address, or the address, is locked out (an alert; `detail`
+    /// says which and for how long).
     LockedOut,
     /// Refused: the account is locked by an administrator.
     AccountLocked,
@@ -120,11 +123,25 @@ pub enum AuditEvent {
         reason: String,
         client_addr: Option<IpAddr>,
     },
-    /// A user or address reached the failure limit (an alert).
+    /// A throttling counter reached its lock (an alert): `key` is `user:NAME@ADDRESS` (the
+    /// user at one address) or `addr:ADDRESS` (every user at one address).
     Lockout {
         key: String,
         failures: u64,
         locked_secs: u64,
+        incident_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_addr: Option<IpAddr>,
+    },
+    /// Failures of one user from several addresses reached the alert threshold (an alert):
+    /// each address that failed for the user now waits up to `max_delay_secs` between
+    /// guesses. Not a lockout: addresses that have not failed are not slowed.
+    UserThrottled {
+        user: String,
+        failures: u64,
+        max_delay_secs: u64,
         incident_id: String,
     },
     Logout {
@@ -185,6 +202,10 @@ pub enum AuditEvent {
         step: SshAuthStep,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         incident_id: Option<String>,
+        /// What the step found, where it says more than `step` (a lockout: which counter,
+        /// how many failures, how long).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
         #[serde(flatten)]
         context: AccessContext,
     },
@@ -403,6 +424,7 @@ impl AuditEvent {
         match self {
             AuditEvent::AccessDenied { incident_id, .. }
             | AuditEvent::Lockout { incident_id, .. }
+            | AuditEvent::UserThrottled { incident_id, .. }
             | AuditEvent::AuditAlert { incident_id, .. } => Some(incident_id),
             AuditEvent::SshAuth {
                 incident_id: Some(id),
@@ -422,6 +444,7 @@ impl AuditEvent {
             AuditEvent::LoginFailure { .. } => "login_failure",
             AuditEvent::TotpFailure { .. } => "totp_failure",
             AuditEvent::Lockout { .. } => "lockout",
+            AuditEvent::UserThrottled { .. } => "user_throttled",
             AuditEvent::Logout { .. } => "logout",
             AuditEvent::SessionRevoked { .. } => "session_revoked",
             AuditEvent::AccessAllowed { .. } => "access_allowed",
@@ -508,6 +531,9 @@ mod tests {
                 target: s("db"),
                 step: SshAuthStep::LockedOut,
                 incident_id: Some(new_incident_id()),
+                detail: Some(s(
+                    "locked out: this user at this address (8 failures), 900 s left",
+                )),
                 context: ctx(),
             },
             AuditEvent::SshAuth {
@@ -515,6 +541,7 @@ mod tests {
                 target: s("db"),
                 step: SshAuthStep::TotpReplayed,
                 incident_id: None,
+                detail: None,
                 context: ctx(),
             },
             AuditEvent::SshConnectionOpen {

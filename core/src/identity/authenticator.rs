@@ -1,20 +1,20 @@
-//! `Authenticator`: the only code that mints [`VerifiedIdentity`]. Each attempt checks the
-//! lockouts (user and client address), verifies, counts failures, records the outcome in the
-//! audit log (an audit failure fails the login) and replays no TOTP step.
+//! `Authenticator`: the only code that mints [`VerifiedIdentity`]. Each guess is admitted by
+//! the login throttle (`throttle`: the user at this address, the address, the user), verified,
+//! settled (a failure stays counted), recorded in the audit log (an audit failure fails the
+//! login), and replays no TOTP step.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::throttle::{Attempt, LockoutPolicy};
 use super::{AuthMethod, TotpCipher, Users, VerifiedIdentity, password, totp};
-use crate::audit::{AuditEvent, AuditLog, new_incident_id};
+use crate::audit::{AuditEvent, AuditLog};
 use crate::config::Config;
 use crate::error::{AuthError, IdentityError};
 use crate::secret::SecretKey;
-use crate::store::{LockoutKey, Store};
-
-pub use crate::store::LockoutPolicy;
+use crate::store::{Schedules, Settle, Store};
 
 /// Authenticates users against `users.toml`, the store (lockouts, TOTP replay, sessions)
 /// and the audit log.
@@ -32,6 +32,8 @@ pub(super) struct Inner {
     pub(super) session_ttl: Duration,
     pub(super) idle_timeout: Duration,
     pub(super) lockout: LockoutPolicy,
+    /// `lockout`'s delays, as the store applies them.
+    pub(super) schedules: Schedules,
 }
 
 /// Stands for any syntactically invalid user name in lockout keys and audit records, so an
@@ -79,6 +81,7 @@ impl Authenticator {
                 audit,
                 session_ttl,
                 idle_timeout,
+                schedules: lockout.schedules(),
                 lockout,
             }),
         }
@@ -115,100 +118,43 @@ impl Authenticator {
             .map_err(AuthError::Audit)
     }
 
-    /// Refuses when the user or the address is locked out.
-    pub(super) async fn check_lockout(
-        &self,
-        user: &str,
-        client: Option<IpAddr>,
-        method: AuthMethod,
-    ) -> Result<(), AuthError> {
-        let s = &self.inner.store;
-        let mut remaining = s
-            .lockout_remaining(&LockoutKey::User(user.to_string()))
-            .await
-            .map_err(AuthError::Store)?;
-        if let Some(a) = client {
-            let r = s
-                .lockout_remaining(&LockoutKey::Addr(a))
-                .await
-                .map_err(AuthError::Store)?;
-            remaining = remaining.max(r);
-        }
-        if let Some(r) = remaining {
-            self.audit(AuditEvent::LoginFailure {
-                user: user.to_string(),
-                method: method.as_str().into(),
-                reason: "locked out".into(),
-                client_addr: client,
-            })
-            .await?;
-            return Err(AuthError::LockedOut {
-                remaining_secs: r.as_secs().max(1),
-            });
-        }
-        Ok(())
-    }
-
-    /// Counts a failure for the user and the address; audits new lockouts (alerts).
-    pub(super) async fn count_failure(
-        &self,
-        user: &str,
-        client: Option<IpAddr>,
-    ) -> Result<(), AuthError> {
-        let mut keys = vec![LockoutKey::User(user.to_string())];
-        keys.extend(client.map(LockoutKey::Addr));
-        for k in keys {
-            let st = self
-                .inner
-                .store
-                .record_failure(&k, &self.inner.lockout)
-                .await
-                .map_err(AuthError::Store)?;
-            if st.newly_locked {
-                self.audit(AuditEvent::Lockout {
-                    key: k.as_key(),
-                    failures: st.failures,
-                    locked_secs: st.locked_for.map_or(0, |d| d.as_secs()),
-                    incident_id: new_incident_id(),
-                })
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The record of `user` for a login step by `method`, refused while the user or the
-    /// client is locked out, and (counted and audited) when the user is unknown — `unknown`
-    /// is the audit reason — or its account is locked.
+    /// The record of `user` for a login step by `method` whose guess `attempt` was admitted;
+    /// refused (counted and audited) when the user is unknown — `unknown` is the audit
+    /// reason — or its account is locked.
     pub(super) async fn usable_user(
         &self,
+        attempt: &Attempt,
         user: &str,
         method: AuthMethod,
         client: Option<IpAddr>,
         unknown: &str,
     ) -> Result<super::users::UserRecord, AuthError> {
-        self.check_lockout(user, client, method).await?;
         let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
         let (reason, err) = match users.get(user) {
             Some(rec) if !rec.locked => return Ok(rec.clone()),
             Some(_) => ("account locked", AuthError::AccountLocked),
             None => (unknown, AuthError::InvalidCredentials),
         };
-        match self.fail_login(user, method, reason, client, err).await {
+        match self
+            .fail_login(attempt, user, method, reason, client, err)
+            .await
+        {
             Err(e) => Err(e),
             Ok(_) => Err(AuthError::InvalidCredentials),
         }
     }
 
+    /// A failed guess: it stays counted (alerts at a lock) and is audited.
     pub(super) async fn fail_login(
         &self,
+        attempt: &Attempt,
         user: &str,
         method: AuthMethod,
         reason: &str,
         client: Option<IpAddr>,
         err: AuthError,
     ) -> Result<VerifiedIdentity, AuthError> {
-        self.count_failure(user, client).await?;
+        self.failed(attempt).await?;
         self.audit(AuditEvent::LoginFailure {
             user: user.to_string(),
             method: method.as_str().into(),
@@ -253,13 +199,14 @@ impl Authenticator {
     /// Verifies a TOTP code against the stored secret and burns its step.
     pub(super) async fn check_totp(
         &self,
+        attempt: &Attempt,
         user: &str,
         totp_secret: &str,
         code: &str,
         client: Option<IpAddr>,
     ) -> Result<(), AuthError> {
         if totp_secret.is_empty() {
-            self.count_failure(user, client).await?;
+            self.failed(attempt).await?;
             self.audit(AuditEvent::TotpFailure {
                 user: user.into(),
                 reason: "no totp enrolment".into(),
@@ -273,15 +220,17 @@ impl Authenticator {
             .cipher
             .decrypt(user, totp_secret)
             .map_err(AuthError::Identity)?;
-        self.burn_code(user, &secret, code, client, "invalid code")
+        self.burn_code(attempt, user, &secret, code, client, "invalid code")
             .await
     }
 
     /// Checks `code` against the plain TOTP `secret` and burns its time step, so the code is
-    /// accepted once per user. A wrong or replayed code is counted towards lockout and audited
-    /// (`invalid` is the audit reason for a wrong one).
+    /// accepted once per user. A wrong code stays counted as a failed guess and is audited
+    /// (`invalid` is the audit reason); a replayed one — right, but already used — is
+    /// refused and audited too, but taken back: it is no guess.
     pub(super) async fn burn_code(
         &self,
+        attempt: &Attempt,
         user: &str,
         secret: &[u8],
         code: &str,
@@ -291,7 +240,10 @@ impl Authenticator {
         let now = unix_secs(SystemTime::now());
         let step = totp::check_code(user, secret, code, now).map_err(AuthError::Identity)?;
         let (reason, err) = match step {
-            None => (invalid, AuthError::InvalidTotp),
+            None => {
+                self.failed(attempt).await?;
+                (invalid, AuthError::InvalidTotp)
+            }
             Some(step) => {
                 let fresh = self
                     .inner
@@ -302,10 +254,13 @@ impl Authenticator {
                 if fresh {
                     return Ok(());
                 }
-                ("code replayed", AuthError::TotpReplayed)
+                self.settle(attempt, Settle::NotAGuess).await?;
+                (
+                    "code replayed (refused; not counted as a guess)",
+                    AuthError::TotpReplayed,
+                )
             }
         };
-        self.count_failure(user, client).await?;
         self.audit(AuditEvent::TotpFailure {
             user: user.into(),
             reason: reason.into(),
@@ -315,18 +270,19 @@ impl Authenticator {
         Err(err)
     }
 
+    /// Mints the identity of a login that succeeded, after settling its guess (`attempt`;
+    /// none for a key-only login) and auditing.
     pub(super) async fn succeed(
         &self,
         user: &str,
         groups: Vec<String>,
         method: AuthMethod,
         client: Option<IpAddr>,
+        attempt: Option<&Attempt>,
     ) -> Result<VerifiedIdentity, AuthError> {
-        self.inner
-            .store
-            .clear_failures(&LockoutKey::User(user.to_string()))
-            .await
-            .map_err(AuthError::Store)?;
+        if let Some(a) = attempt {
+            self.settle(a, Settle::Success).await?;
+        }
         self.audit(AuditEvent::LoginSuccess {
             user: user.to_string(),
             method: method.as_str().into(),
@@ -351,11 +307,12 @@ impl Authenticator {
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::PasswordTotp;
         let user = safe_name(user);
-        self.check_lockout(user, client, method).await?;
+        let attempt = self.admit(user, client, method).await?;
         let (groups, totp_secret) = match self.check_password(user, password).await? {
             PasswordCheck::Bad => {
                 return self
                     .fail_login(
+                        &attempt,
                         user,
                         method,
                         "bad user or password",
@@ -367,6 +324,7 @@ impl Authenticator {
             PasswordCheck::Ok { locked: true, .. } => {
                 return self
                     .fail_login(
+                        &attempt,
                         user,
                         method,
                         "account locked",
@@ -385,6 +343,7 @@ impl Authenticator {
             // Not enrolled: the password alone never logs in (see `login_web`).
             return self
                 .fail_login(
+                    &attempt,
                     user,
                     method,
                     "no totp enrolment",
@@ -393,7 +352,9 @@ impl Authenticator {
                 )
                 .await;
         }
-        self.check_totp(user, &totp_secret, code, client).await?;
-        self.succeed(user, groups, method, client).await
+        self.check_totp(&attempt, user, &totp_secret, code, client)
+            .await?;
+        self.succeed(user, groups, method, client, Some(&attempt))
+            .await
     }
 }

@@ -7,7 +7,8 @@
 //! proof of the password only, minted here and accepted only by
 //! [`Authenticator::complete_enrolment`], which requires a valid code for the new secret,
 //! burns its step, stores the secret only if the user still has none, audits, and only then
-//! mints the [`VerifiedIdentity`]. Lockouts count failed enrolment codes like login codes.
+//! mints the [`VerifiedIdentity`]. The login throttle counts failed enrolment codes like
+//! login codes.
 //! (Residual risk: whoever holds the password of a reset account can enrol; resets are
 //! administrative actions and audited.)
 
@@ -19,6 +20,7 @@ use super::authenticator::{Authenticator, PasswordCheck};
 use super::{AuthMethod, Enrolment, Users, VerifiedIdentity, totp};
 use crate::audit::{AuditEvent, Outcome};
 use crate::error::{AuthError, IdentityError};
+use crate::store::Settle;
 
 /// Proof that a user without a TOTP secret gave the right password. Private fields; only
 /// [`Authenticator::login_web`] makes one.
@@ -88,20 +90,25 @@ impl Authenticator {
         client: Option<IpAddr>,
     ) -> Result<LoginOutcome, AuthError> {
         let method = AuthMethod::PasswordTotp;
-        self.check_lockout(user, client, method).await?;
+        let attempt = self.admit(user, client, method).await?;
         match self.check_password(user, password).await? {
             PasswordCheck::Ok {
                 groups,
                 totp_secret,
                 locked: false,
-            } if totp_secret.is_empty() => Ok(LoginOutcome::EnrolmentRequired(EnrolmentPending {
-                user: user.to_string(),
-                groups,
-                client,
-            })),
+            } if totp_secret.is_empty() => {
+                // The right password is no failed guess; the code comes with the enrolment.
+                self.settle(&attempt, Settle::Success).await?;
+                Ok(LoginOutcome::EnrolmentRequired(EnrolmentPending {
+                    user: user.to_string(),
+                    groups,
+                    client,
+                }))
+            }
             PasswordCheck::Ok { .. } => {
                 // Changed between the two reads (enrolled or locked meanwhile): refuse.
                 self.fail_login(
+                    &attempt,
                     user,
                     method,
                     "enrolment state changed",
@@ -113,6 +120,7 @@ impl Authenticator {
             }
             PasswordCheck::Bad => self
                 .fail_login(
+                    &attempt,
                     user,
                     method,
                     "bad user or password",
@@ -144,9 +152,16 @@ impl Authenticator {
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::PasswordTotp;
         let (user, client) = (pending.user.as_str(), pending.client);
-        self.check_lockout(user, client, method).await?;
-        self.burn_code(user, &secret.secret, code, client, "invalid enrolment code")
-            .await?;
+        let attempt = self.admit(user, client, method).await?;
+        self.burn_code(
+            &attempt,
+            user,
+            &secret.secret,
+            code,
+            client,
+            "invalid enrolment code",
+        )
+        .await?;
         let sealed = self
             .inner
             .cipher
@@ -177,7 +192,7 @@ impl Authenticator {
         if !stored {
             return Err(AuthError::InvalidCredentials);
         }
-        self.succeed(user, pending.groups.clone(), method, client)
+        self.succeed(user, pending.groups.clone(), method, client, Some(&attempt))
             .await
     }
 }

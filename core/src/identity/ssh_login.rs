@@ -5,9 +5,10 @@
 //! TOTP code on the other door, or a second factor checked for a user whose key was never
 //! verified. Mitigation: [`Authenticator::check_ssh_key`] is the only way to a
 //! [`KeyAccepted`] (private fields) and the second step takes one, so no code path verifies a
-//! code for a bare user name; lockouts (user and client address), failure counts, the TOTP
-//! replay cache and the audit records are those of [`Authenticator::login_web`]. The bastion
-//! verifies the key's signature itself (russh) before it asks for a [`KeyAccepted`].
+//! code for a bare user name; the login throttle's counters (the user at this address, the
+//! address, the user), the TOTP replay cache and the audit records are those of
+//! [`Authenticator::login_web`]. The bastion verifies the key's signature itself (russh)
+//! before it asks for a [`KeyAccepted`].
 
 use std::net::IpAddr;
 
@@ -33,9 +34,9 @@ impl KeyAccepted {
 
 impl Authenticator {
     /// The bastion's first step: is `key` (an OpenSSH public key line) registered for
-    /// `user`, who is not locked out nor locked? A key that does not match is not counted as
-    /// a failure (clients offer several keys in turn) and not audited here; a lockout and a
-    /// locked account are audited (`login_failure`).
+    /// `user`, who is neither locked nor locked out at `client`? A key that does not match is
+    /// not counted as a failure (clients offer several keys in turn) and not audited here; a
+    /// lockout and a locked account are audited (`login_failure`).
     pub async fn check_ssh_key(
         &self,
         user: &str,
@@ -74,27 +75,33 @@ impl Authenticator {
     }
 
     /// The bastion's second step: a TOTP code after an accepted key. A wrong code keeps the
-    /// key's proof (the client may try another code on the same connection); every failure
-    /// counts towards the lockouts.
+    /// key's proof (the client may try another code on the same connection) and counts as a
+    /// failed guess; a replayed one is refused but not counted.
     pub async fn verify_totp_after_key(
         &self,
         accepted: &KeyAccepted,
         code: &str,
     ) -> Result<VerifiedIdentity, AuthError> {
         let method = AuthMethod::SshKeyTotp;
+        let (user, client) = (accepted.user.as_str(), accepted.client);
+        let attempt = self.admit(user, client, method).await?;
         let rec = self
-            .usable_user(&accepted.user, method, accepted.client, "unknown user")
+            .usable_user(&attempt, user, method, client, "unknown user")
             .await?;
-        self.check_totp(&accepted.user, &rec.totp_secret, code, accepted.client)
+        self.check_totp(&attempt, user, &rec.totp_secret, code, client)
             .await?;
-        self.succeed(&accepted.user, rec.groups, method, accepted.client)
+        self.succeed(user, rec.groups, method, client, Some(&attempt))
             .await
     }
 
     /// Counts a response to the second-factor prompt that is not a code at all (empty, too
-    /// long, not digits) towards the lockouts, and audits it (`totp_failure`).
+    /// long, not digits) as a failed guess, and audits it (`totp_failure`); refused like a
+    /// code while the user is throttled.
     pub async fn refuse_malformed_totp(&self, accepted: &KeyAccepted) -> Result<(), AuthError> {
-        self.count_failure(&accepted.user, accepted.client).await?;
+        let attempt = self
+            .admit(&accepted.user, accepted.client, AuthMethod::SshKeyTotp)
+            .await?;
+        self.failed(&attempt).await?;
         self.audit(AuditEvent::TotpFailure {
             user: accepted.user.clone(),
             reason: "malformed code".into(),
@@ -113,6 +120,7 @@ impl Authenticator {
             accepted.groups,
             AuthMethod::SshKey,
             accepted.client,
+            None,
         )
         .await
     }
@@ -135,7 +143,7 @@ mod tests {
     use crate::audit::{AuditKey, AuditLog};
     use crate::identity::{NewUser, TotpCipher};
     use crate::secret::SecretKey;
-    use crate::store::{LockoutPolicy, MemoryStore, Store};
+    use crate::store::{MemoryStore, Store};
     use crate::testutil::TempDir;
 
     const PW: &str = "correct-Horse-7-battery";
@@ -162,11 +170,7 @@ mod tests {
         }
         let audit = AuditLog::open(&dir.path().join("audit"), AuditKey::new(&key)).unwrap();
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let lockout = LockoutPolicy {
-            max_failures: 3,
-            window: Duration::from_secs(60),
-            lock_for: Duration::from_secs(60),
-        };
+        let lockout = crate::identity::throttle::test_policy();
         let auth = Authenticator::new(
             path,
             TotpCipher::new(&key).unwrap(),

@@ -248,11 +248,7 @@ fn fixture() -> Fixture {
     let audit_dir = dir.path().join("audit");
     let audit = AuditLog::open(&audit_dir, AuditKey::new(&key)).unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let lockout = LockoutPolicy {
-        max_failures: 3,
-        window: Duration::from_secs(60),
-        lock_for: Duration::from_secs(60),
-    };
+    let lockout = crate::identity::throttle::test_policy();
     let auth = Authenticator::new(
         path,
         TotpCipher::new(&key).unwrap(),

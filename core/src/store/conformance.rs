@@ -115,37 +115,164 @@ async fn revoke_user_publishes(s: &dyn Store) {
     assert_eq!(s.revoke_user("rev").await.unwrap(), 0);
 }
 
-async fn lockout(s: &dyn Store) {
-    let policy = LockoutPolicy {
-        max_failures: 3,
+fn schedules() -> Schedules {
+    Schedules {
+        // Two free failures, then 1 s, 2 s, then a 10 s lock.
+        user_at_address: Schedule(vec![0, 0, 1000, 2000, 10_000]),
+        address: Schedule(vec![0, 0, 0, 0, 500]),
+        user: Schedule(vec![0, 0, 0, 0, 3000]),
         window: Duration::from_secs(60),
-        lock_for: Duration::from_millis(800),
-    };
-    let k = LockoutKey::User("mallory".into());
-    let addr: IpAddr = "192.0.2.7".parse().unwrap();
-    assert_eq!(s.lockout_remaining(&k).await.unwrap(), None);
-    let a = s.record_failure(&k, &policy).await.unwrap();
-    assert_eq!((a.failures, a.newly_locked, a.locked_for), (1, false, None));
-    s.record_failure(&k, &policy).await.unwrap();
-    let c = s.record_failure(&k, &policy).await.unwrap();
-    assert!(c.newly_locked);
-    assert!(c.locked_for.unwrap() > Duration::from_millis(500));
-    assert!(s.lockout_remaining(&k).await.unwrap().is_some());
-    // Counting more while locked does not re-lock.
-    assert!(!s.record_failure(&k, &policy).await.unwrap().newly_locked);
-    // Another key is independent.
+    }
+}
+
+fn open_counts(g: Gate) -> Counts {
+    match g {
+        Gate::Open(c) => c,
+        closed => panic!("expected open, got {closed:?}"),
+    }
+}
+
+fn closed(g: Gate) -> (Scope, u64) {
+    match g {
+        Gate::Closed { scope, wait, .. } => (scope, u64::try_from(wait.as_millis()).unwrap()),
+        open => panic!("expected closed, got {open:?}"),
+    }
+}
+
+/// The throttle's counters: reserved with the check (also under races), growing delays from
+/// the last attempt, settled back, and per-user failures that never close an address that
+/// has not failed.
+async fn throttle(s: Arc<dyn Store>) {
+    let sch = schedules();
+    let t0 = now_ms();
+    let a1: IpAddr = "192.0.2.7".parse().unwrap();
+    let k = AttemptKey::new("mallory", Some(a1));
+    // A peek changes nothing.
+    for _ in 0..5 {
+        assert_eq!(
+            open_counts(s.attempt_gate(&k, &sch, t0, false).await.unwrap()),
+            Counts::default()
+        );
+    }
+    let c = open_counts(s.attempt_gate(&k, &sch, t0, true).await.unwrap());
+    assert_eq!((c.user_at_address, c.address, c.user), (1, 1, 1));
+    open_counts(s.attempt_gate(&k, &sch, t0, true).await.unwrap());
+    let c = open_counts(s.attempt_gate(&k, &sch, t0 + 10, true).await.unwrap());
+    assert_eq!(c.user_at_address, 3);
+    // Three failures: 1 s from the last attempt.
     assert_eq!(
-        s.lockout_remaining(&LockoutKey::Addr(addr)).await.unwrap(),
-        None
+        closed(s.attempt_gate(&k, &sch, t0 + 510, true).await.unwrap()),
+        (Scope::UserAtAddress, 500)
     );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(s.lockout_remaining(&k).await.unwrap(), None, "lock expires");
-    // clear_failures resets the window count.
-    let k2 = LockoutKey::Addr(addr);
-    s.record_failure(&k2, &policy).await.unwrap();
-    s.record_failure(&k2, &policy).await.unwrap();
-    s.clear_failures(&k2).await.unwrap();
-    assert_eq!(s.record_failure(&k2, &policy).await.unwrap().failures, 1);
+    let c = open_counts(s.attempt_gate(&k, &sch, t0 + 1010, true).await.unwrap());
+    assert_eq!(c.user_at_address, 4, "a refused attempt is not counted");
+    assert_eq!(
+        closed(s.attempt_gate(&k, &sch, t0 + 1010, true).await.unwrap()),
+        (Scope::UserAtAddress, 2000)
+    );
+    // A success forgets the user's failures here and takes the attempt back elsewhere.
+    s.settle_attempt(&k, Settle::Success).await.unwrap();
+    let c = open_counts(s.attempt_gate(&k, &sch, t0 + 1010, false).await.unwrap());
+    assert_eq!((c.user_at_address, c.address, c.user), (0, 3, 3));
+    // Not a guess: taken back everywhere.
+    let before = open_counts(s.attempt_gate(&k, &sch, t0 + 1010, false).await.unwrap());
+    open_counts(s.attempt_gate(&k, &sch, t0 + 1010, true).await.unwrap());
+    s.settle_attempt(&k, Settle::NotAGuess).await.unwrap();
+    assert_eq!(
+        open_counts(s.attempt_gate(&k, &sch, t0 + 1010, false).await.unwrap()),
+        before
+    );
+    // The address counter, for another user at the same address: 5 failures, then 500 ms.
+    let other = AttemptKey::new("trudy", Some(a1));
+    let c = open_counts(s.attempt_gate(&other, &sch, t0 + 1020, true).await.unwrap());
+    assert_eq!((c.user_at_address, c.address), (1, 4));
+    open_counts(s.attempt_gate(&other, &sch, t0 + 1030, true).await.unwrap());
+    let (scope, _) = closed(s.attempt_gate(&other, &sch, t0 + 1040, true).await.unwrap());
+    assert_eq!(scope, Scope::Address);
+    // The user's failures from many addresses: a fresh address is open...
+    let victim = |ip: &str| AttemptKey::new("victim", Some(ip.parse().unwrap()));
+    for i in 1..=5 {
+        open_counts(
+            s.attempt_gate(&victim(&format!("198.51.100.{i}")), &sch, t0, true)
+                .await
+                .unwrap(),
+        );
+    }
+    let clean = victim("203.0.113.9");
+    let c = open_counts(s.attempt_gate(&clean, &sch, t0 + 1, false).await.unwrap());
+    assert_eq!((c.user_at_address, c.user), (0, 5));
+    // ...and one that failed waits the user's delay from its own last attempt.
+    assert_eq!(
+        closed(
+            s.attempt_gate(&victim("198.51.100.1"), &sch, t0 + 1000, true)
+                .await
+                .unwrap()
+        ),
+        (Scope::User, 2000)
+    );
+    // An IPv6 /64 is one address.
+    let v6 = |ip: &str| AttemptKey::new("sixer", Some(ip.parse().unwrap()));
+    for ip in ["2001:db8::1", "2001:db8::2", "2001:db8::3"] {
+        open_counts(s.attempt_gate(&v6(ip), &sch, t0, true).await.unwrap());
+    }
+    assert_eq!(
+        closed(
+            s.attempt_gate(&v6("2001:db8::ffff"), &sch, t0, true)
+                .await
+                .unwrap()
+        )
+        .0,
+        Scope::UserAtAddress
+    );
+    // Raced: of 16 concurrent attempts at one free counter, only the free ones get through.
+    let raced = AttemptKey::new("racer", Some("192.0.2.99".parse().unwrap()));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (s, k, sch) = (s.clone(), raced.clone(), sch.clone());
+        tasks.push(tokio::spawn(async move {
+            matches!(
+                s.attempt_gate(&k, &sch, t0, true).await.unwrap(),
+                Gate::Open(_)
+            )
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(
+        admitted, 3,
+        "two free failures, then the third waits for the first delay"
+    );
+    // Counters expire with their window (a short one here).
+    let short = Schedules {
+        window: Duration::from_millis(300),
+        user_at_address: Schedule(vec![0, 60_000]),
+        ..schedules()
+    };
+    let gone = AttemptKey::new("gone", Some("192.0.2.55".parse().unwrap()));
+    let t1 = now_ms();
+    open_counts(s.attempt_gate(&gone, &short, t1, true).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = open_counts(
+        s.attempt_gate(&gone, &short, now_ms(), false)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(c, Counts::default(), "forgotten after the window");
+    // A lock outlives the window.
+    open_counts(s.attempt_gate(&gone, &short, now_ms(), true).await.unwrap());
+    open_counts(s.attempt_gate(&gone, &short, now_ms(), true).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        closed(
+            s.attempt_gate(&gone, &short, now_ms(), false)
+                .await
+                .unwrap()
+        )
+        .0,
+        Scope::UserAtAddress
+    );
 }
 
 async fn totp_replay_under_race(s: Arc<dyn Store>) {
@@ -249,7 +376,7 @@ async fn suite(s: Arc<dyn Store>) {
     handoff_taken_once(s.clone()).await;
     sessions_roundtrip(s.as_ref()).await;
     revoke_user_publishes(s.as_ref()).await;
-    lockout(s.as_ref()).await;
+    throttle(s.clone()).await;
     totp_replay_under_race(s.clone()).await;
     idle_and_absolute_expiry(s.as_ref()).await;
 }
@@ -318,7 +445,7 @@ async fn redis_down_gives_errors_not_hangs() {
     assert!(store.ping().await.is_err());
     assert!(
         store
-            .record_failure(&LockoutKey::User("down".into()), &LockoutPolicy::default())
+            .attempt_gate(&AttemptKey::new("down", None), &schedules(), now_ms(), true)
             .await
             .is_err()
     );

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use super::throttle::{self, AttemptKey, Counter, Gate, Schedules, Scope, Settle};
 use super::{
-    FailureStatus, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind, RevocationEvent,
-    Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    Handoff, MAX_ONCE_BYTES, OnceKind, RevocationEvent, Session, SessionData, SessionKey,
+    SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -19,10 +20,8 @@ use crate::error::StoreError;
 struct State {
     /// id hash -> session
     sessions: HashMap<String, Session>,
-    /// key -> (failures, window end ms)
-    failures: HashMap<String, (u64, u64)>,
-    /// key -> lock end ms
-    locks: HashMap<String, u64>,
+    /// throttling counter name -> (counter, expiry ms)
+    counters: HashMap<String, (Counter, u64)>,
     /// (user, step) -> expiry ms
     totp_used: HashMap<(String, u64), u64>,
     /// ticket hash -> (handoff, expiry ms)
@@ -106,8 +105,7 @@ impl MemoryStore {
     /// Drops expired entries (called on writes, so memory stays bounded by live state).
     fn sweep(state: &mut State, now: u64) {
         state.sessions.retain(|_, s| s.is_live(now));
-        state.failures.retain(|_, (_, end)| *end > now);
-        state.locks.retain(|_, end| *end > now);
+        state.counters.retain(|_, (_, end)| *end > now);
         state.totp_used.retain(|_, end| *end > now);
         state.handoffs.retain(|_, (_, end)| *end > now);
         state.once.retain(|_, (_, end)| *end > now);
@@ -239,53 +237,54 @@ impl Store for MemoryStore {
         Ok(count)
     }
 
-    async fn record_failure(
+    async fn attempt_gate(
         &self,
-        key: &LockoutKey,
-        policy: &LockoutPolicy,
-    ) -> Result<FailureStatus, StoreError> {
-        let k = key.as_key();
-        let now = now_ms();
+        key: &AttemptKey,
+        schedules: &Schedules,
+        now_ms: u64,
+        reserve: bool,
+    ) -> Result<Gate, StoreError> {
+        let names = key.names();
         let mut st = self.lock();
-        Self::sweep(&mut st, now);
-        let entry = st
-            .failures
-            .entry(k.clone())
-            .or_insert((0, now.saturating_add(dur_ms(policy.window))));
-        entry.0 = entry.0.saturating_add(1);
-        let failures = entry.0;
-        let already = st.locks.get(&k).copied();
-        let mut newly_locked = false;
-        let lock_end = match already {
-            Some(end) => Some(end),
-            None if failures >= policy.max_failures => {
-                let end = now.saturating_add(dur_ms(policy.lock_for));
-                st.locks.insert(k.clone(), end);
-                st.failures.remove(&k);
-                newly_locked = true;
-                Some(end)
-            }
-            None => None,
+        Self::sweep(&mut st, now_ms);
+        let counters = names
+            .clone()
+            .map(|n| st.counters.get(&n).map(|(c, _)| *c).unwrap_or_default());
+        let gate = throttle::decide(counters, schedules, now_ms);
+        let Gate::Open(mut counts) = gate else {
+            return Ok(gate);
         };
-        Ok(FailureStatus {
-            failures,
-            newly_locked,
-            locked_for: lock_end.map(|end| Duration::from_millis(end.saturating_sub(now))),
-        })
+        if !reserve {
+            return Ok(gate);
+        }
+        let window = schedules.window_ms();
+        for (name, scope) in names.into_iter().zip(Scope::ALL) {
+            let (c, end) = st
+                .counters
+                .entry(name)
+                .or_insert((Counter::default(), now_ms.saturating_add(window)));
+            c.failures = c.failures.saturating_add(1);
+            c.last_ms = now_ms;
+            let cover = throttle::cover_ms(schedules.of(scope), c.failures);
+            *end = (*end).max(now_ms.saturating_add(cover));
+            match scope {
+                Scope::UserAtAddress => counts.user_at_address = c.failures,
+                Scope::Address => counts.address = c.failures,
+                Scope::User => counts.user = c.failures,
+            }
+        }
+        Ok(Gate::Open(counts))
     }
 
-    async fn lockout_remaining(&self, key: &LockoutKey) -> Result<Option<Duration>, StoreError> {
-        let now = now_ms();
-        Ok(self
-            .lock()
-            .locks
-            .get(&key.as_key())
-            .filter(|end| **end > now)
-            .map(|end| Duration::from_millis(end - now)))
-    }
-
-    async fn clear_failures(&self, key: &LockoutKey) -> Result<(), StoreError> {
-        self.lock().failures.remove(&key.as_key());
+    async fn settle_attempt(&self, key: &AttemptKey, how: Settle) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        for (name, scope) in key.names().into_iter().zip(Scope::ALL) {
+            if how == Settle::Success && scope == Scope::UserAtAddress {
+                st.counters.remove(&name);
+            } else if let Some((c, _)) = st.counters.get_mut(&name) {
+                c.failures = c.failures.saturating_sub(1);
+            }
+        }
         Ok(())
     }
 

@@ -12,9 +12,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushKind, Value};
 use tokio::sync::broadcast;
 
+use super::throttle::{AttemptKey, Counts, Gate, Schedules, Scope, Settle};
 use super::{
-    FailureStatus, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind, RevocationEvent,
-    Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    Handoff, MAX_ONCE_BYTES, OnceKind, RevocationEvent, Session, SessionData, SessionKey,
+    SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -31,18 +32,19 @@ pub const PASSWORD_ENV: &str = "GATEHOUSE_REDIS_PASSWORD";
 const PREFIX: &str = "gatehouse:";
 const CHANNEL: &str = "gatehouse:revocations";
 
-/// Counts a failure and locks atomically. KEYS: failure counter, lock.
-/// ARGV: window ms, max failures, lock ms. Returns {failures, newly_locked, lock pttl}.
-const FAILURE_SCRIPT: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local newly = 0
-if n >= tonumber(ARGV[2]) and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-  redis.call('DEL', KEYS[1])
-  newly = 1
+/// The login throttle's gate (see `throttle.lua`).
+const THROTTLE_SCRIPT: &str = include_str!("redis/throttle.lua");
+/// Takes an attempt back. KEYS: the three counters (as for the gate); ARGV: `1` to forget
+/// the first one (a success). Counts never go below zero.
+const SETTLE_SCRIPT: &str = r"
+for i = 1, 3 do
+  if i == 1 and ARGV[1] == '1' then
+    redis.call('DEL', KEYS[1])
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('HINCRBY', KEYS[i], 'n', -1) < 0 then redis.call('HSET', KEYS[i], 'n', 0) end
+  end
 end
-return {n, newly, redis.call('PTTL', KEYS[2])}
+return 1
 ";
 
 /// Redis-backed store.
@@ -52,7 +54,8 @@ pub struct RedisStore {
     /// The subscribed connection: pushes flow while it is alive (as long as the store).
     _subscriber: ConnectionManager,
     events: broadcast::Sender<RevocationEvent>,
-    failure_script: std::sync::Arc<redis::Script>,
+    throttle_script: std::sync::Arc<redis::Script>,
+    settle_script: std::sync::Arc<redis::Script>,
     records: RecordKey,
 }
 
@@ -152,7 +155,8 @@ impl RedisStore {
             con,
             _subscriber: sub,
             events,
-            failure_script: std::sync::Arc::new(redis::Script::new(FAILURE_SCRIPT)),
+            throttle_script: std::sync::Arc::new(redis::Script::new(THROTTLE_SCRIPT)),
+            settle_script: std::sync::Arc::new(redis::Script::new(SETTLE_SCRIPT)),
             records,
         })
     }
@@ -370,45 +374,58 @@ impl Store for RedisStore {
         Ok(count)
     }
 
-    async fn record_failure(
+    async fn attempt_gate(
         &self,
-        key: &LockoutKey,
-        policy: &LockoutPolicy,
-    ) -> Result<FailureStatus, StoreError> {
-        let k = key.as_key();
+        key: &AttemptKey,
+        schedules: &Schedules,
+        now_ms: u64,
+        reserve: bool,
+    ) -> Result<Gate, StoreError> {
         let mut con = self.con.clone();
-        let mut inv = self.failure_script.prepare_invoke();
-        inv.key(format!("{PREFIX}fail:{k}"))
-            .key(format!("{PREFIX}lock:{k}"))
-            .arg(dur_ms(policy.window).max(1))
-            .arg(policy.max_failures)
-            .arg(dur_ms(policy.lock_for).max(1));
-        let (failures, newly, pttl): (u64, u8, i64) =
-            within("record_failure", inv.invoke_async(&mut con)).await?;
-        Ok(FailureStatus {
-            failures,
-            newly_locked: newly == 1,
-            locked_for: u64::try_from(pttl).ok().map(Duration::from_millis),
+        let mut inv = self.throttle_script.prepare_invoke();
+        for name in key.names() {
+            inv.key(format!("{PREFIX}throttle:{name}"));
+        }
+        inv.arg(now_ms)
+            .arg(schedules.window_ms())
+            .arg(u8::from(reserve));
+        for scope in Scope::ALL {
+            let s = &schedules.of(scope).0;
+            inv.arg(s.len());
+            for d in s {
+                inv.arg(*d);
+            }
+        }
+        let (open, scope, wait, ua, a, u): (u8, u8, u64, u64, u64, u64) =
+            within("attempt_gate", inv.invoke_async(&mut con)).await?;
+        let counts = Counts {
+            user_at_address: ua,
+            address: a,
+            user: u,
+        };
+        if open == 1 {
+            return Ok(Gate::Open(counts));
+        }
+        let scope = match scope {
+            2 => Scope::Address,
+            3 => Scope::User,
+            _ => Scope::UserAtAddress,
+        };
+        Ok(Gate::Closed {
+            scope,
+            wait: Duration::from_millis(wait),
+            counts,
         })
     }
 
-    async fn lockout_remaining(&self, key: &LockoutKey) -> Result<Option<Duration>, StoreError> {
+    async fn settle_attempt(&self, key: &AttemptKey, how: Settle) -> Result<(), StoreError> {
         let mut con = self.con.clone();
-        let pttl: i64 = within(
-            "lockout_remaining",
-            con.pttl(format!("{PREFIX}lock:{}", key.as_key())),
-        )
-        .await?;
-        Ok(u64::try_from(pttl).ok().map(Duration::from_millis))
-    }
-
-    async fn clear_failures(&self, key: &LockoutKey) -> Result<(), StoreError> {
-        let mut con = self.con.clone();
-        within(
-            "clear_failures",
-            con.del::<_, i64>(format!("{PREFIX}fail:{}", key.as_key())),
-        )
-        .await?;
+        let mut inv = self.settle_script.prepare_invoke();
+        for name in key.names() {
+            inv.key(format!("{PREFIX}throttle:{name}"));
+        }
+        inv.arg(u8::from(how == Settle::Success));
+        within("settle_attempt", inv.invoke_async::<i64>(&mut con)).await?;
         Ok(())
     }
 

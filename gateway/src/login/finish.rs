@@ -16,6 +16,18 @@ use crate::web::cookie::{self, CookieValue};
 pub(super) const STORE_DOWN: &str = "Sign-in is unavailable: the session store cannot be reached.";
 pub(super) const AUDIT_DOWN: &str = "Sign-in is unavailable: the audit log cannot be written.";
 pub(super) const INTERNAL: &str = "Sign-in is unavailable because of an internal error.";
+/// What the form says after a replayed code: it is no guess (not counted), and the user only
+/// needs the next code (a second `ssh`, or a second tab, within one 30 s step).
+pub const CODE_USED: &str = "Code already used, wait for the next one.";
+
+/// The message of a form re-shown after `e`: a replayed code is named; every other failure
+/// gets `generic` (which never says which factor was wrong).
+pub(super) fn form_message(e: &AuthError, generic: &'static str) -> &'static str {
+    match e {
+        AuthError::TotpReplayed => CODE_USED,
+        _ => generic,
+    }
+}
 
 /// Maps an authentication error to its answer; `again` re-renders the form with a message.
 pub(super) fn auth_failure(
@@ -34,8 +46,12 @@ pub(super) fn auth_failure(
             page.status = StatusCode::UNAUTHORIZED;
             html(page)
         }
-        AuthError::LockedOut { remaining_secs } => {
-            let mut resp = html(pages::locked_out(remaining_secs.div_ceil(60)));
+        AuthError::LockedOut {
+            remaining_secs,
+            locked,
+            ..
+        } => {
+            let mut resp = html(pages::locked_out(*remaining_secs, *locked));
             if let Ok(v) = HeaderValue::from_str(&remaining_secs.to_string()) {
                 resp.headers_mut().insert(RETRY_AFTER, v);
             }

@@ -6,7 +6,7 @@ use gatehouse_core::identity::LoginOutcome;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::finish::{INTERNAL, STORE_DOWN, auth_failure, finish_login};
+use super::finish::{INTERNAL, STORE_DOWN, auth_failure, finish_login, form_message};
 use crate::body::ResBody;
 use crate::conn::ConnShared;
 use crate::pages;
@@ -134,7 +134,7 @@ pub async fn login_submit(
                 .csrf
                 .token(purpose::LOGIN, tx.hash().as_str());
             auth_failure(&e, id, || {
-                pages::login(&csrf, Some(LOGIN_FAILED), user, next)
+                pages::login(&csrf, Some(form_message(&e, LOGIN_FAILED)), user, next)
             })
         }
     }
@@ -193,7 +193,12 @@ pub async fn enrol_submit(
         Err(e) => {
             let csrf = state.services.csrf.token(purpose::ENROL, key.as_str());
             auth_failure(&e, id, || {
-                pages::enrol(&csrf, Some(ENROL_FAILED), &p.otpauth_uri, &p.secret_base32)
+                pages::enrol(
+                    &csrf,
+                    Some(form_message(&e, ENROL_FAILED)),
+                    &p.otpauth_uri,
+                    &p.secret_base32,
+                )
             })
         }
     }

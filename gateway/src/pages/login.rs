@@ -213,14 +213,31 @@ pub fn logged_out() -> Page {
     page(StatusCode::OK, "Signed out", &body)
 }
 
-/// 429 after too many failed attempts (also send `Retry-After`).
-pub fn locked_out(retry_after_minutes: u64) -> Page {
-    let minutes = retry_after_minutes.max(1);
-    let unit = if minutes == 1 { "minute" } else { "minutes" };
+/// 429 after too many failed attempts (also send `Retry-After`): a lockout (`locked`) for
+/// this account at this address, or for this address; else a delay before the next attempt.
+pub fn locked_out(retry_after_secs: u64, locked: bool) -> Page {
+    let wait = if retry_after_secs < 120 {
+        let s = retry_after_secs.max(1);
+        format!("{s} second{}", if s == 1 { "" } else { "s" })
+    } else {
+        let m = retry_after_secs.div_ceil(60);
+        format!("{m} minutes")
+    };
+    let (title, what) = if locked {
+        (
+            "Temporarily locked",
+            "Too many failed attempts: sign-in is locked for this account from this address \
+             (or for this address).",
+        )
+    } else {
+        (
+            "Please wait",
+            "Too many failed attempts: each new attempt must wait a little longer.",
+        )
+    };
     let body = format!(
-        "<p>Too many failed attempts. Sign-in is locked for this account or address.</p>\n\
-         <p>Try again in {minutes} {unit}. If you did not make these attempts, tell your \
+        "<p>{what}</p>\n<p>Try again in {wait}. If you did not make these attempts, tell your \
          security team.</p>\n"
     );
-    page(StatusCode::TOO_MANY_REQUESTS, "Temporarily locked", &body)
+    page(StatusCode::TOO_MANY_REQUESTS, title, &body)
 }

@@ -115,7 +115,8 @@ fn all_pages(v: &str) -> Vec<Page> {
         denied(v, v),
         unavailable(v, v),
         logged_out(),
-        locked_out(15),
+        locked_out(900, true),
+        locked_out(4, false),
         error(StatusCode::NOT_FOUND, v),
         error(StatusCode::BAD_GATEWAY, v),
     ]
@@ -139,7 +140,9 @@ fn statuses_and_content() {
     let statuses: Vec<u16> = pages.iter().map(|p| p.status.as_u16()).collect();
     assert_eq!(
         statuses,
-        [200, 200, 200, 200, 200, 200, 403, 503, 200, 429, 404, 502]
+        [
+            200, 200, 200, 200, 200, 200, 403, 503, 200, 429, 429, 404, 502
+        ]
     );
 
     let l = login(
@@ -174,9 +177,12 @@ fn statuses_and_content() {
     let u = unavailable("The session store is unreachable.", "req-7");
     assert!(u.html.contains("req-7") && u.html.contains("session store"));
 
-    assert!(locked_out(15).html.contains("15 minutes"));
-    assert!(locked_out(1).html.contains("1 minute."));
-    assert!(locked_out(0).html.contains("1 minute."));
+    assert!(locked_out(900, true).html.contains("15 minutes"));
+    assert!(locked_out(899, true).html.contains("locked"));
+    assert!(locked_out(1, false).html.contains("1 second."));
+    assert!(locked_out(0, false).html.contains("1 second."));
+    assert!(locked_out(16, false).html.contains("16 seconds."));
+    assert!(!locked_out(16, false).html.contains("locked"));
 }
 
 #[test]

@@ -180,7 +180,13 @@ impl Sso {
             let id = self
                 .inner
                 .auth
-                .succeed(&pending.user, pending.groups, AuthMethod::OidcMfa, client)
+                .succeed(
+                    &pending.user,
+                    pending.groups,
+                    AuthMethod::OidcMfa,
+                    client,
+                    None,
+                )
                 .await
                 .map_err(hard_auth)?;
             return Ok(SsoStep::Verified(id));
@@ -208,10 +214,11 @@ impl Sso {
         code: &str,
     ) -> Result<VerifiedIdentity, AuthError> {
         let (p, auth, method) = (&pending.0, &self.inner.auth, AuthMethod::OidcTotp);
-        auth.check_lockout(&p.user, p.client, method).await?;
+        let attempt = auth.admit(&p.user, p.client, method).await?;
         let Some(rec) = self.current(p)? else {
             return auth
                 .fail_login(
+                    &attempt,
                     &p.user,
                     method,
                     "sso user locked or name reassigned",
@@ -220,9 +227,9 @@ impl Sso {
                 )
                 .await;
         };
-        auth.check_totp(&p.user, &rec.totp_secret, code, p.client)
+        auth.check_totp(&attempt, &p.user, &rec.totp_secret, code, p.client)
             .await?;
-        auth.succeed(&p.user, p.groups.clone(), method, p.client)
+        auth.succeed(&p.user, p.groups.clone(), method, p.client, Some(&attempt))
             .await
     }
 
@@ -246,8 +253,9 @@ impl Sso {
         code: &str,
     ) -> Result<VerifiedIdentity, AuthError> {
         let (p, auth, method) = (&pending.0, &self.inner.auth, AuthMethod::OidcTotp);
-        auth.check_lockout(&p.user, p.client, method).await?;
+        let attempt = auth.admit(&p.user, p.client, method).await?;
         auth.burn_code(
+            &attempt,
             &p.user,
             &secret.secret,
             code,
@@ -284,7 +292,7 @@ impl Sso {
         if !stored {
             return Err(AuthError::InvalidCredentials);
         }
-        auth.succeed(&p.user, p.groups.clone(), method, p.client)
+        auth.succeed(&p.user, p.groups.clone(), method, p.client, Some(&attempt))
             .await
     }
 }
