@@ -1,9 +1,10 @@
 //! The SSH bastion inside the real `gatehouse serve`: a real `sshd` target on loopback, users
 //! made with the real CLI (`user add --ssh-key`), the real `ssh`/`scp` clients answering TOTP
 //! through keyboard-interactive, the shared store (Redis) for `session list`/`session revoke`,
-//! the login throttle shared with the web login (and an honest second connection within one
-//! TOTP step), one audit log for both doors that
-//! `gatehouse audit verify` checks, and a recording left playable by a `kill -9`.
+//! one audit log for both doors that `gatehouse audit verify` checks, and a recording left
+//! playable by a `kill -9`. Its `Env` also serves bastion_throttle.rs (the login throttle
+//! shared with the web login), bastion_preauth.rs (pre-authentication slots) and
+//! bastion_live.rs (changes to users.toml on live connections).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,7 +13,7 @@
 )]
 
 #[path = "support/sshd.rs"]
-mod sshd;
+pub(crate) mod sshd;
 use crate::support;
 
 use std::net::SocketAddr;
@@ -37,30 +38,32 @@ const POLICY: &str = "p, group:sre, ssh:db-prod-1/root, ssh|sftp, allow\n\
                       p, group:sre, ssh:staging/root, ssh|sftp, allow\n";
 
 /// A `gatehouse serve` with the bastion on, a target sshd and (optionally) Redis.
-struct Env {
+pub(crate) struct Env {
     child: Child,
-    bastion: SocketAddr,
+    pub(crate) bastion: SocketAddr,
     gateway: SocketAddr,
+    /// The admin listener (health, metrics).
+    pub(crate) admin: SocketAddr,
     pki: Pki,
     secret_key: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
-    user_key: PathBuf,
+    pub(crate) user_key: PathBuf,
     _sshd: Sshd,
     _redis: Option<Redis>,
-    dir: TestDir,
+    pub(crate) dir: TestDir,
 }
 
 /// A user made through the CLI.
-struct User {
-    name: String,
+pub(crate) struct User {
+    pub(crate) name: String,
     password: String,
     totp: Totp,
 }
 
 impl User {
     /// The code of the step `offset` steps from now (-1, 0, 1 are accepted; each once).
-    fn code(&self, offset: i64) -> String {
+    pub(crate) fn code(&self, offset: i64) -> String {
         let t = unix_now().saturating_add_signed(offset * 30);
         self.totp.generate(t).to_string()
     }
@@ -75,7 +78,7 @@ fn bastion_in(stdout: &str) -> Option<SocketAddr> {
 }
 
 impl Env {
-    fn start(redis: bool) -> Env {
+    pub(crate) fn start(redis: bool) -> Env {
         let dir = TestDir::new("bastion");
         let redis = redis.then(Redis::start);
         let pki = Pki::new(&dir.join("certs"));
@@ -122,6 +125,7 @@ impl Env {
             child,
             bastion,
             gateway: ready.gateway,
+            admin: ready.admin,
             pki,
             secret_key: spec.secret_key,
             stdout,
@@ -133,7 +137,7 @@ impl Env {
         }
     }
 
-    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    pub(crate) fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(self.dir.join("gatehouse.toml"))
@@ -155,7 +159,7 @@ impl Env {
     }
 
     /// `gatehouse user add NAME --groups G --ssh-key KEY.pub --password-stdin`.
-    fn add_user(&self, name: &str, groups: &str) -> User {
+    pub(crate) fn add_user(&self, name: &str, groups: &str) -> User {
         let password = random_password();
         let key = pub_path(&self.user_key);
         let out = self.cli(
@@ -185,12 +189,12 @@ impl Env {
         }
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(self.dir.path(), self.bastion, &self.user_key)
     }
 
     /// Audit events (the `event` object of each line), oldest first.
-    fn audit(&self) -> Vec<Value> {
+    pub(crate) fn audit(&self) -> Vec<Value> {
         let dir = self.dir.join("data/audit");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -211,7 +215,7 @@ impl Env {
     }
 
     /// Waits (deadline [`QUICK`]) for an audit event matching `pred`.
-    fn expect_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn expect_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let events = self.audit();
@@ -227,7 +231,7 @@ impl Env {
     }
 
     /// The recordings (`.cast`), each as its JSON lines.
-    fn casts(&self) -> Vec<Vec<Value>> {
+    pub(crate) fn casts(&self) -> Vec<Vec<Value>> {
         let dir = self.dir.join("data/recordings");
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).unwrap() {
@@ -245,7 +249,7 @@ impl Env {
     }
 
     /// `POST /.gatehouse/login` with the whole form flow; the response status.
-    async fn web_login(&self, user: &User, code: &str) -> u16 {
+    pub(crate) async fn web_login(&self, user: &User, code: &str) -> u16 {
         let cfg = self.pki.client_config(&[H1], None);
         let mut c = H1Conn::connect(self.gateway, PUBLIC_HOST, cfg.clone()).await;
         let req = c.request("GET", LOGIN_PATH, &[("accept", "text/html")], empty());
@@ -294,13 +298,13 @@ impl Drop for Env {
 }
 
 /// An OpenSSH ControlMaster connection: one TOTP code, several sessions over it.
-struct Master {
+pub(crate) struct Master {
     child: Option<Child>,
     socket: PathBuf,
 }
 
 impl Master {
-    fn open(client: &Client, dest: &str, code: &str) -> Master {
+    pub(crate) fn open(client: &Client, dest: &str, code: &str) -> Master {
         let socket = client.dir.join(format!("mux-{}", std::process::id()));
         let mut c = client.command(
             "ssh",
@@ -351,19 +355,19 @@ impl Master {
                 .is_ok_and(|s| s.success())
     }
 
-    fn opt(&self) -> String {
+    pub(crate) fn opt(&self) -> String {
         format!("ControlPath={}", self.socket.display())
     }
 
     /// Runs `cmd` in a new session over the master (no authentication).
-    fn ssh(&self, client: &Client, cmd: &str) -> Output {
+    pub(crate) fn ssh(&self, client: &Client, cmd: &str) -> Output {
         let mut c = client.command("ssh", None, &["ControlMaster=no", &self.opt()]);
         c.arg("x@127.0.0.1").arg(cmd);
         sshd::run(c, sshd::CLIENT_DEADLINE)
     }
 
     /// Waits for the master process to exit (e.g. after a revocation).
-    fn wait_exit(&mut self, limit: Duration) -> bool {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> bool {
         let Some(child) = self.child.as_mut() else {
             return true;
         };
@@ -566,178 +570,6 @@ async fn ssh_through_the_binary_exec_scp_recording_denial_sessions_and_revocatio
         "audit verify over a mixed web and ssh log: {}{}",
         text(&out.stdout),
         text(&out.stderr)
-    );
-}
-
-/// `ssh` with `code` from source address `from` (`BindAddress`).
-fn ssh_from(client: &Client, from: &str, code: &str, cmd: &str) -> Output {
-    let mut c = client.command("ssh", Some(code), &[&format!("BindAddress={from}")]);
-    c.arg("alice:root@db-prod-1@127.0.0.1").arg(cmd);
-    sshd::run(c, sshd::CLIENT_DEADLINE)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_codes_over_ssh_are_slowed_then_locked_out_at_that_address_only() {
-    let env = tokio::task::spawn_blocking(|| Env::start(false))
-        .await
-        .unwrap();
-    let alice = env.add_user("alice", "sre");
-    let client = env.client();
-    let good: Vec<String> = (-2..=2).map(|o| alice.code(o)).collect();
-    let wrong = (0..1_000_000u32)
-        .map(|n| format!("{:06}", (n * 7919 + 123_457) % 1_000_000))
-        .find(|c| !good.contains(c))
-        .unwrap();
-    let counted = || {
-        env.audit()
-            .iter()
-            .filter(|e| e["event"] == "totp_failure" && e["reason"] == "invalid code")
-            .count()
-    };
-    // Eight counted failures from 127.0.0.1. A code sent while a delay runs is refused
-    // without being counted (the prompt said how long to wait); the web login at the same
-    // address shares the counters.
-    let mut web_checked = false;
-    let deadline = Instant::now() + Duration::from_secs(150);
-    while counted() < 8 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} failures counted",
-            counted()
-        );
-        let before = counted();
-        let out = tokio::task::block_in_place(|| ssh_from(&client, "127.0.0.1", &wrong, "echo no"));
-        assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
-        if counted() == before {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        } else if counted() == 5 && !web_checked {
-            // Five failures: a 4 s delay, over the web too.
-            fresh_totp_window(3).await;
-            let status = env.web_login(&alice, &alice.code(0)).await;
-            assert_eq!(status, 429, "the web login is not slowed by ssh failures");
-            web_checked = true;
-        }
-    }
-    assert!(web_checked);
-    env.expect_audit("ssh_auth throttled", |e| {
-        e["event"] == "ssh_auth"
-            && e["step"] == "throttled"
-            && e["detail"]
-                .as_str()
-                .is_some_and(|d| d.starts_with("slowed: this user at this address"))
-    });
-    env.expect_audit("lockout alert", |e| {
-        e["event"] == "lockout"
-            && e["key"] == "user:alice@127.0.0.1"
-            && e["incident_id"].as_str().is_some()
-    });
-    fresh_totp_window(5).await;
-    tokio::task::block_in_place(|| {
-        // The right code from 127.0.0.1 is refused at the key already, and the record says
-        // it is a lockout (an alert).
-        let out = ssh_from(&client, "127.0.0.1", &alice.code(0), "echo in");
-        assert_eq!(out.status.code(), Some(255));
-        assert!(!text(&out.stdout).contains("in"));
-        let refused = env.expect_audit("ssh_auth locked_out", |e| {
-            e["event"] == "ssh_auth" && e["step"] == "locked_out" && e["user"] == "alice"
-        });
-        assert!(
-            refused["incident_id"]
-                .as_str()
-                .is_some_and(|i| i.starts_with("inc-")),
-            "{refused}"
-        );
-        assert!(
-            refused["detail"]
-                .as_str()
-                .is_some_and(|d| d.starts_with("locked out: this user at this address")),
-            "{refused}"
-        );
-        assert_eq!(refused["client_addr"], "127.0.0.1");
-        // From an address that has not failed, alice logs in.
-        let out = ssh_from(
-            &client,
-            "127.0.0.2",
-            &alice.code(0),
-            "echo in-from-elsewhere",
-        );
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        assert_eq!(text(&out.stdout), "in-from-elsewhere\n");
-    });
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_honest_ssh_connections_in_one_step_both_log_in_and_the_replay_is_not_counted() {
-    let env = tokio::task::spawn_blocking(|| Env::start(false))
-        .await
-        .unwrap();
-    let alice = env.add_user("alice", "sre");
-    let client = env.client();
-    fresh_totp_window(20).await;
-    let step = unix_now() / 30;
-    let (current, next) = (alice.code(0), alice.code(1));
-    tokio::task::block_in_place(|| {
-        let out = client.ssh("alice:root@db-prod-1", Some(&current), "echo first");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        // The second connection types the code on the screen again (OpenSSH asks up to three
-        // times); told that it is used, it answers with the next one.
-        let log = env.dir.join("prompts.log");
-        let askpass = env.dir.join("askpass-honest.sh");
-        std::fs::write(
-            &askpass,
-            format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{log}'\ncase \"$1\" in\n  \
-                 *\"already used\"*) echo '{next}' ;;\n  *) echo '{current}' ;;\nesac\n",
-                log = log.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let mut c = client.command("ssh", Some(&current), &[]);
-        c.env("SSH_ASKPASS", &askpass)
-            .arg("alice:root@db-prod-1@127.0.0.1")
-            .arg("echo second");
-        let out = sshd::run(c, sshd::CLIENT_DEADLINE);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        assert_eq!(text(&out.stdout), "second\n");
-        let prompts = std::fs::read_to_string(&log).unwrap();
-        let lines: Vec<&str> = prompts.lines().collect();
-        assert_eq!(lines.len(), 2, "{prompts}");
-        assert!(lines[0].contains("TOTP code"), "{prompts}");
-        assert!(
-            lines[1].contains("Code already used, wait for the next one."),
-            "{prompts}"
-        );
-    });
-    assert_eq!(
-        unix_now() / 30,
-        step,
-        "the step changed: nothing was replayed"
-    );
-    env.expect_audit("ssh_auth totp_replayed", |e| {
-        e["event"] == "ssh_auth" && e["step"] == "totp_replayed"
-    });
-    let events = env.audit();
-    assert!(
-        events.iter().any(|e| e["event"] == "totp_failure"
-            && e["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("not counted as a guess"))),
-        "the replay is audited"
-    );
-    for e in &events {
-        assert!(
-            e["event"] != "lockout" && e["step"] != "throttled" && e["step"] != "locked_out",
-            "an honest replay tripped the throttle: {e}"
-        );
-    }
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e["event"] == "login_success" && e["method"] == "ssh-key+totp")
-            .count(),
-        2
     );
 }
 

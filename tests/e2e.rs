@@ -16,6 +16,8 @@ mod audit;
 mod audit_ops;
 mod audit_ship;
 mod bastion;
+mod bastion_preauth;
+mod bastion_throttle;
 mod browser;
 mod check_config;
 mod cli;

@@ -1,7 +1,7 @@
 //! The per-connection task: runs the russh session with a [`ConnHandler`] that turns
 //! callbacks into events, answers those events (authentication through [`Login`], channel
-//! opens by spawning channel tasks), enforces the authentication deadline and the maximum
-//! session length, ends the connection on revocation or shutdown, and cleans up (channel
+//! opens by spawning channel tasks), enforces the handshake deadline (banner and key
+//! exchange), the authentication deadline and the maximum session length, ends the connection on revocation or shutdown, and cleans up (channel
 //! tasks, target connection, registry entry, store session, `ssh_connection_close` record).
 
 use std::net::SocketAddr;
@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::audit::AuditEvent;
+use gatehouse_core::preauth::Slot;
 use russh::server::RunningSession;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 mod killable;
@@ -22,7 +23,7 @@ use crate::event::{EVENT_QUEUE, Event};
 use crate::handler::ConnHandler;
 use crate::login::Login;
 use crate::registry::Ending;
-use crate::server::AUTH_DEADLINE;
+use crate::server::{AUTH_DEADLINE, HANDSHAKE_DEADLINE};
 use crate::shared::Shared;
 
 /// How long a closing connection may take to deliver its disconnect message.
@@ -42,12 +43,12 @@ pub(crate) fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An accepted TCP connection: its client, session id and unauthenticated-connection slot.
+/// An accepted TCP connection: its client, session id and pre-authentication slot.
 pub(crate) struct Accepted {
     pub socket: TcpStream,
     pub client: SocketAddr,
     pub id: String,
-    pub unauth: OwnedSemaphorePermit,
+    pub unauth: Slot,
 }
 
 /// Serves one accepted TCP connection until it ends.
@@ -65,12 +66,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, accepted: Accepted, shutdown: Can
         Ending::under(&shutdown),
     ));
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let (kex_done, kex) = oneshot::channel();
     let kill = CancellationToken::new();
     let _ = socket.set_nodelay(true);
     let stream = killable::Killable::new(socket, kill.clone());
+    let accepted_at = tokio::time::Instant::now();
     let running = match tokio::time::timeout(
-        AUTH_DEADLINE,
-        russh::server::run_stream(shared.configs.server.clone(), stream, ConnHandler::new(tx)),
+        HANDSHAKE_DEADLINE,
+        russh::server::run_stream(
+            shared.configs.server.clone(),
+            stream,
+            ConnHandler::new(tx, kex_done),
+        ),
     )
     .await
     {
@@ -86,11 +93,24 @@ pub(crate) async fn serve(shared: Arc<Shared>, accepted: Accepted, shutdown: Can
     };
     let mut running = std::pin::pin!(running);
     let mut login = Login::new(conn.clone(), unauth);
-    let stop = serve_events(&conn, &mut login, &mut events, &mut running).await;
+    let deadlines = Deadlines {
+        kex,
+        kex_by: accepted_at + HANDSHAKE_DEADLINE,
+        auth_by: accepted_at + AUTH_DEADLINE,
+    };
+    let stop = serve_events(&conn, &mut login, &mut events, &mut running, deadlines).await;
     // The handler's pending and future sends fail now: russh is never left waiting on us.
     drop(events);
     drop(login);
     close(&conn, stop, running, kill).await;
+}
+
+/// The deadlines of an unauthenticated connection, counted from its accept.
+struct Deadlines {
+    /// Fires when the key exchange is done (the client asks for authentication).
+    kex: oneshot::Receiver<()>,
+    kex_by: tokio::time::Instant,
+    auth_by: tokio::time::Instant,
 }
 
 /// Answers the handler's events until the session ends, a deadline passes or the connection
@@ -100,14 +120,33 @@ async fn serve_events(
     login: &mut Login,
     events: &mut mpsc::Receiver<Event>,
     running: &mut std::pin::Pin<&mut RunningSession<ConnHandler>>,
+    deadlines: Deadlines,
 ) -> Stop {
-    let auth_deadline = tokio::time::sleep(AUTH_DEADLINE);
+    let Deadlines {
+        mut kex,
+        kex_by,
+        auth_by,
+    } = deadlines;
+    let kex_deadline = tokio::time::sleep_until(kex_by);
+    let auth_deadline = tokio::time::sleep_until(auth_by);
     // Counted from the connection's start (authentication takes at most AUTH_DEADLINE).
     let max_session = tokio::time::sleep(conn.shared.limits.max_session);
-    tokio::pin!(auth_deadline, max_session);
+    tokio::pin!(kex_deadline, auth_deadline, max_session);
     let mut deadline_armed = true;
+    let mut kex_pending = true;
     loop {
         tokio::select! {
+            r = &mut kex, if kex_pending => {
+                kex_pending = false;
+                if r.is_err() {
+                    // The handler is gone without a key exchange: the session is ending.
+                    return Stop::Closed;
+                }
+            }
+            _ = &mut kex_deadline, if kex_pending => {
+                tracing::info!("ssh key exchange not completed in time; closing");
+                return Stop::Ended("key exchange timed out");
+            }
             r = running.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "ssh connection ended with an error");

@@ -26,6 +26,8 @@ const MAX_RESPONSE: usize = 64;
 
 pub(crate) struct ConnHandler {
     tx: mpsc::Sender<Event>,
+    /// Told once the key exchange is done (the client asks for the authentication service).
+    kex_done: Option<oneshot::Sender<()>>,
 }
 
 /// Public keys only: what every refusal offers next.
@@ -37,8 +39,11 @@ pub(crate) fn key_only() -> Auth {
 }
 
 impl ConnHandler {
-    pub fn new(tx: mpsc::Sender<Event>) -> Self {
-        Self { tx }
+    pub fn new(tx: mpsc::Sender<Event>, kex_done: oneshot::Sender<()>) -> Self {
+        Self {
+            tx,
+            kex_done: Some(kex_done),
+        }
     }
 
     async fn tell(&self, event: Event) -> Result<(), HandlerError> {
@@ -80,6 +85,14 @@ fn totp_response(mut response: Response<'_>) -> TotpResponse {
 
 impl Handler for ConnHandler {
     type Error = HandlerError;
+
+    /// Called once the key exchange is done and the client asks for authentication.
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        if let Some(done) = self.kex_done.take() {
+            let _ = done.send(());
+        }
+        Ok(None)
+    }
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(key_only())

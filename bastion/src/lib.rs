@@ -24,7 +24,8 @@
 //! fail closed everywhere — key signature and TOTP bound to one user name, a core permit
 //! required to open anything on a target, pinned target host keys, a recording that must be
 //! writable before a session starts, audit failures refusing the action, strict algorithm
-//! lists, deadlines and caps on unauthenticated connections.
+//! lists, deadlines and caps on unauthenticated connections (per source and in total, so a
+//! flood from one source never locks out another: core's `preauth`).
 //!
 //! It depends on core only, never on the gateway crate, and takes its services (authenticator,
 //! store, policy, audit log) as a [`Services`] value.
@@ -52,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::Config;
+use gatehouse_core::preauth::{Preauth, PreauthMetrics};
 use gatehouse_core::store::RevocationEvent;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
@@ -101,6 +103,17 @@ pub struct Bastion {
     listener: TcpListener,
     shared: Arc<Shared>,
     revocations: broadcast::Receiver<RevocationEvent>,
+    /// Bounds on connections that have not authenticated (per source and in total).
+    preauth: Arc<Preauth>,
+}
+
+fn preauth(metrics: PreauthMetrics) -> Arc<Preauth> {
+    Preauth::new(
+        "ssh",
+        server::PREAUTH_PER_SOURCE,
+        server::PREAUTH_TOTAL,
+        metrics,
+    )
 }
 
 impl Bastion {
@@ -154,14 +167,21 @@ impl Bastion {
             recording_dir,
             limits,
             registry: Registry::default(),
-            unauthenticated: Arc::new(Semaphore::new(server::MAX_UNAUTHENTICATED)),
             connections: Arc::new(Semaphore::new(server::MAX_CONNECTIONS)),
         });
         Ok(Bastion {
             listener,
             shared,
             revocations,
+            preauth: preauth(PreauthMetrics::default()),
         })
+    }
+
+    /// Counts the pre-authentication slots and refusals in `metrics` (series served by
+    /// whoever exposes metrics: the gateway's admin listener).
+    pub fn with_preauth_metrics(mut self, metrics: PreauthMetrics) -> Bastion {
+        self.preauth = preauth(metrics);
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -185,6 +205,12 @@ impl Bastion {
             shutdown.clone(),
         ));
         tracker.spawn(live::keep_alive(shared.clone(), shutdown.clone()));
+        tracker.spawn(
+            self.preauth
+                .clone()
+                .audit(shared.services.audit.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("ssh_preauth_audit")),
+        );
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -198,9 +224,14 @@ impl Bastion {
                     continue;
                 }
             };
-            let Ok(unauth) = shared.unauthenticated.clone().try_acquire_owned() else {
-                tracing::warn!(client.addr = %client, "too many unauthenticated ssh connections; closing");
-                continue;
+            // Before any SSH work: a source over its pre-authentication share is closed (the
+            // limiter counts and audits the refusal).
+            let unauth = match self.preauth.acquire(client.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::debug!(client.addr = %client, reason = why.as_str(), "ssh connection refused: pre-authentication limit");
+                    continue;
+                }
             };
             let id = connection::new_session_id();
             let span = tracing::info_span!("ssh", client.addr = %client, session = %id);

@@ -23,10 +23,10 @@ use std::sync::Arc;
 use gatehouse_core::AuthError;
 use gatehouse_core::audit::{AuditEvent, SshAuthStep, SshRefusal, new_incident_id};
 use gatehouse_core::identity::{KeyAccepted, VerifiedIdentity};
+use gatehouse_core::preauth::Slot;
 use russh::keys::{Algorithm, PublicKey};
 use russh::server::Auth;
 use russh::{MethodKind, MethodSet};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::{Selection, parse_user_name, requires_totp, resolve};
 use crate::conn::{Authenticated, Conn};
@@ -55,8 +55,8 @@ struct Pending {
 pub(crate) struct Login {
     conn: Arc<Conn>,
     pending: Option<Pending>,
-    /// A slot of the unauthenticated-connection cap, given back once authenticated.
-    unauth: Option<OwnedSemaphorePermit>,
+    /// A pre-authentication slot, given back once authenticated.
+    unauth: Option<Slot>,
     /// Answers to the code prompt so far.
     answers: u32,
 }
@@ -107,7 +107,7 @@ fn well_formed(r: &TotpResponse) -> bool {
 }
 
 impl Login {
-    pub fn new(conn: Arc<Conn>, unauth: OwnedSemaphorePermit) -> Login {
+    pub fn new(conn: Arc<Conn>, unauth: Slot) -> Login {
         Login {
             conn,
             pending: None,

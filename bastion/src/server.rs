@@ -5,7 +5,7 @@
 //! server. Mitigation: algorithm lists are set explicitly (curve25519 and the ML-KEM hybrid,
 //! chacha20-poly1305 and AES-GCM, ETM SHA-2 MACs, no compression) with strict key exchange
 //! advertised; attempts per connection are capped, rejections take a constant time, and the
-//! authentication deadline is enforced by the connection task.
+//! handshake and authentication deadlines are enforced by the connection task.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -17,14 +17,24 @@ use russh::{MethodKind, MethodSet, Preferred, cipher, compression, kex, mac};
 
 use crate::error::BastionError;
 
-/// Authentication must complete within this deadline after the connection is accepted.
-pub const AUTH_DEADLINE: Duration = Duration::from_secs(30);
+/// The client's banner and the key exchange must complete within this deadline after the
+/// connection is accepted: an honest client needs well under a second; a stalled one gives
+/// its pre-authentication slot back this soon.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Authentication must complete within this deadline after the connection is accepted (long
+/// enough for a user told that their code was used to wait for the next one).
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(60);
 /// Authentication requests accepted per connection.
 pub const MAX_AUTH_ATTEMPTS: usize = 6;
 /// Every rejection takes this long, whatever failed (no timing oracle, slows guessing).
 pub const AUTH_REJECTION_TIME: Duration = Duration::from_millis(800);
-/// Connections that have not finished authenticating, at once; more are closed at accept.
-pub const MAX_UNAUTHENTICATED: usize = 64;
+/// Connections from one source (an IPv4 address, an IPv6 /64) that have not finished
+/// authenticating, at once; more from that source are closed at accept (see
+/// `gatehouse_core::preauth`). An engineer opens a few at a time; a small office behind
+/// one NAT address fits.
+pub const PREAUTH_PER_SOURCE: usize = 16;
+/// Connections from all sources together that have not finished authenticating.
+pub const PREAUTH_TOTAL: usize = 256;
 /// Authenticated connections at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Channel window (flow control): 2 MiB so a long fat pipe is not throttled. It also bounds

@@ -1,5 +1,6 @@
 //! What every connection shares: the core services, the prepared targets, the russh
-//! configurations, the limits, the live-connection registry and the connection caps.
+//! configurations, the limits, the live-connection registry and the authenticated-connection
+//! cap.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,6 +63,5 @@ pub(crate) struct Shared {
     pub recording_dir: PathBuf,
     pub limits: Limits,
     pub registry: Registry,
-    pub unauthenticated: Arc<Semaphore>,
     pub connections: Arc<Semaphore>,
 }

@@ -141,6 +141,7 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
 async fn start_bastion(
     config: &Arc<gatehouse_core::Config>,
     services: &Services,
+    preauth_metrics: gatehouse_core::preauth::PreauthMetrics,
 ) -> anyhow::Result<Option<Bastion>> {
     if !config.bastion.enabled {
         return Ok(None);
@@ -154,7 +155,7 @@ async fn start_bastion(
                 config.bastion.host_key.display()
             )
         })?;
-    Ok(Some(bastion))
+    Ok(Some(bastion.with_preauth_metrics(preauth_metrics)))
 }
 
 fn init_tracing(format: LogFormat, level: &str) {
@@ -206,7 +207,7 @@ async fn serve(
     };
     let config = Arc::new(config);
     let gateway = Gateway::bind(config.clone(), services.gateway()).await?;
-    let bastion = start_bastion(&config, &services).await?;
+    let bastion = start_bastion(&config, &services, gateway.ssh_preauth_metrics()).await?;
     let bound = gateway.bound();
     let reloader = gateway.reloader();
     let policy_reloader = gateway.policy_reloader();
