@@ -4,18 +4,21 @@
 //! every audit record it causes), and the one target connection its channels share.
 //!
 //! Threat: a channel that opens something without a policy decision, a decision or an
-//! action missing from the audit log, a user locked after login who keeps opening sessions.
+//! action missing from the audit log, a user locked (a group or a key taken away) after
+//! login who keeps opening sessions.
 //! Mitigation: [`Conn::authorize`] is the only way to a [`Permit`] here — it goes through
 //! core's `PolicyHandle::authorize_audited` (allow and deny both audited with this
-//! connection's context) after checking the identity is still active; a target is reached only
-//! with a permit; any audit failure is a refusal.
+//! connection's context) for the identity as `users.toml` has it now (core's `recheck`:
+//! current groups; locked, removed or key removed is refused); a target is reached only with
+//! a permit; any audit failure is a refusal. When the user's record narrows,
+//! [`Conn::recheck_live`] ends the connection if it is no longer allowed.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use gatehouse_core::AuditError;
 use gatehouse_core::audit::{AccessContext, AuditEvent, SshRefusal, new_incident_id};
-use gatehouse_core::identity::VerifiedIdentity;
+use gatehouse_core::identity::{Standing, VerifiedIdentity};
 use gatehouse_core::policy::{Permit, Refusal};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 use tokio_util::task::TaskTracker;
@@ -69,6 +72,18 @@ pub(crate) struct Conn {
     /// Ends the connection (revocation, shutdown, time limit, failure) with a reason.
     pub ending: Ending,
     pub channels: TaskTracker,
+    /// The actions the policy allowed on this connection so far (re-checked when the
+    /// user's record narrows).
+    granted: Mutex<Vec<SshAction>>,
+}
+
+/// The refusal recorded for an identity that is no longer active.
+fn refusal_of(standing: &Standing) -> SshRefusal {
+    match standing {
+        Standing::Removed => SshRefusal::UserRemoved,
+        Standing::KeyRemoved => SshRefusal::SshKeyRemoved,
+        _ => SshRefusal::AccountLocked,
+    }
 }
 
 impl Conn {
@@ -81,6 +96,7 @@ impl Conn {
             target: OnceCell::new(),
             ending,
             channels: TaskTracker::new(),
+            granted: Mutex::new(Vec::new()),
         }
     }
 
@@ -117,9 +133,10 @@ impl Conn {
         }
     }
 
-    /// Asks the policy for `action` on this connection's destination. Allowed and denied are
-    /// both audited (by core) with this connection's context; an unknown target is denied
-    /// here (audited alike), as is an identity no longer active (user locked or removed).
+    /// Asks the policy for `action` on this connection's destination, for the user as
+    /// `users.toml` has it now (groups; a locked or removed user, or a removed key, is
+    /// refused). Allowed and denied are both audited (by core) with this connection's
+    /// context; an unknown target is denied here (audited alike).
     pub async fn authorize(&self, action: SshAction) -> Result<Permit, NotAuthorized> {
         let Some(authn) = self.auth.get() else {
             return Err(NotAuthorized);
@@ -129,22 +146,19 @@ impl Conn {
             self.deny_unknown(authn, action).await;
             return Err(NotAuthorized);
         };
-        match services.authenticator.still_active(&authn.identity) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.refused(SshRefusal::AccountLocked, None).await;
+        let identity = match services.authenticator.recheck(&authn.identity) {
+            Standing::Active(fresh) => fresh,
+            gone => {
+                let detail = gone.reason().map(str::to_string);
+                self.refused(refusal_of(&gone), detail).await;
                 return Err(NotAuthorized);
             }
-            Err(e) => {
-                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot re-check the user; denying");
-                return Err(NotAuthorized);
-            }
-        }
+        };
         let object = dest.object();
         let decision = services
             .policy
             .authorize_audited(
-                &authn.identity,
+                &identity,
                 &object,
                 action.as_str(),
                 self.context(),
@@ -152,7 +166,13 @@ impl Conn {
             )
             .await;
         match decision {
-            Ok(permit) => Ok(permit),
+            Ok(permit) => {
+                let mut granted = self.granted.lock().unwrap_or_else(PoisonError::into_inner);
+                if !granted.contains(&action) {
+                    granted.push(action);
+                }
+                Ok(permit)
+            }
             Err(Refusal::Denied { incident_id, .. }) => {
                 tracing::info!(user = %authn.user(), object = %object, action = action.as_str(), decision = "deny", incident_id = %incident_id, "ssh access denied");
                 Err(NotAuthorized)
@@ -161,6 +181,59 @@ impl Conn {
                 tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a decision; denying");
                 Err(NotAuthorized)
             }
+        }
+    }
+
+    /// Re-checks the connection after its user's record in `users.toml` narrowed: it ends
+    /// (the refusal or the denial audited) when the identity is no longer active, or when an
+    /// action the policy allowed on it earlier is now denied (a group taken away).
+    pub async fn recheck_live(&self) {
+        let Some(authn) = self.auth.get() else {
+            return;
+        };
+        let services = &self.shared.services;
+        let identity = match services.authenticator.recheck(&authn.identity) {
+            Standing::Active(fresh) => fresh,
+            gone => {
+                let reason = gone.reason().unwrap_or("no longer active");
+                tracing::info!(user = %authn.user(), reason, "users.toml changed: ending the ssh connection");
+                self.refused(refusal_of(&gone), Some(reason.to_string()))
+                    .await;
+                self.ending.end(reason);
+                return;
+            }
+        };
+        let Some(dest) = authn.dest.as_ref() else {
+            return;
+        };
+        let object = dest.object();
+        let granted = self
+            .granted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for action in granted {
+            if services
+                .policy
+                .authorize(&identity, &object, action.as_str())
+                .is_ok()
+            {
+                continue;
+            }
+            // Recorded as the denial it now is (an alert), then the connection ends.
+            let _ = services
+                .policy
+                .authorize_audited(
+                    &identity,
+                    &object,
+                    action.as_str(),
+                    self.context(),
+                    &services.audit,
+                )
+                .await;
+            tracing::info!(user = %authn.user(), object = %object, action = action.as_str(), "users.toml changed: access withdrawn; ending the ssh connection");
+            self.ending.end("access withdrawn");
+            return;
         }
     }
 

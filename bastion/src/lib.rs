@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::Config;
+use gatehouse_core::identity::NarrowedUsers;
 use gatehouse_core::preauth::{Preauth, PreauthMetrics};
 use gatehouse_core::store::RevocationEvent;
 use tokio::net::TcpListener;
@@ -103,6 +104,8 @@ pub struct Bastion {
     listener: TcpListener,
     shared: Arc<Shared>,
     revocations: broadcast::Receiver<RevocationEvent>,
+    /// Users whose record in `users.toml` narrowed.
+    user_changes: broadcast::Receiver<NarrowedUsers>,
     /// Bounds on connections that have not authenticated (per source and in total).
     preauth: Arc<Preauth>,
 }
@@ -151,6 +154,7 @@ impl Bastion {
             .subscribe_revocations()
             .await
             .map_err(BastionError::Revocations)?;
+        let user_changes = services.authenticator.users().subscribe();
         let addr = config.bastion.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -173,6 +177,7 @@ impl Bastion {
             listener,
             shared,
             revocations,
+            user_changes,
             preauth: preauth(PreauthMetrics::default()),
         })
     }
@@ -205,6 +210,21 @@ impl Bastion {
             shutdown.clone(),
         ));
         tracker.spawn(live::keep_alive(shared.clone(), shutdown.clone()));
+        tracker.spawn(live::user_changes(
+            shared.clone(),
+            self.user_changes,
+            shutdown.clone(),
+        ));
+        // Follows users.toml (also run by the gateway on the same authenticator: the second
+        // watcher finds nothing new and does nothing).
+        tracker.spawn(
+            shared
+                .services
+                .authenticator
+                .clone()
+                .watch_users(shutdown.clone())
+                .instrument(tracing::info_span!("users_watch")),
+        );
         tracker.spawn(
             self.preauth
                 .clone()

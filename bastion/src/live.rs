@@ -1,15 +1,20 @@
-//! Keeps the bastion's live connections in step with the shared store: a revocation
-//! published by any instance (`gatehouse session revoke`, `user lock`) ends the user's
-//! connections here, and every live connection's store session is touched so `session list`
-//! shows it as active; one the store no longer has ends.
+//! Keeps the bastion's live connections in step with the shared store and `users.toml`: a
+//! revocation published by any instance (`gatehouse session revoke`, `user lock`, a user
+//! locked or removed in `users.toml`) ends the user's connections here; a user whose record
+//! narrowed (a group or an SSH key taken away) has each live connection re-checked; and
+//! every live connection's store session is touched so `session list` shows it as active;
+//! one the store no longer has ends.
 //!
-//! Threat: a revoked or expired session keeping a live SSH connection. Mitigation: the feed
-//! is subscribed before the bastion accepts anything; a lagging or closed feed ends every
-//! connection (fail closed), as does a store session that disappeared.
+//! Threat: a revoked or expired session, or a withdrawn key or group, keeping a live SSH
+//! connection. Mitigation: both feeds are subscribed before the bastion accepts anything; a
+//! lagging or closed revocation feed ends every connection (fail closed), a lagging
+//! `users.toml` feed re-checks every connection, and a store session that disappeared ends
+//! its connection.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_core::identity::NarrowedUsers;
 use gatehouse_core::store::RevocationEvent;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +60,32 @@ pub(crate) async fn revocations(
                 shutdown.cancelled().await;
                 return;
             }
+        }
+    }
+}
+
+/// Re-checks the live connections of users whose record in `users.toml` narrowed.
+pub(crate) async fn user_changes(
+    shared: Arc<Shared>,
+    mut feed: broadcast::Receiver<NarrowedUsers>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let changed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = feed.recv() => ev,
+        };
+        let conns = match changed {
+            Ok(users) => shared.registry.connections_of(Some(&users)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "users.toml changes missed; re-checking every ssh connection");
+                shared.registry.connections_of(None)
+            }
+            // The authenticator (and its copy of users.toml) is gone: shutting down.
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        for conn in conns {
+            conn.recheck_live().await;
         }
     }
 }

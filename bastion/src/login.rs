@@ -347,7 +347,7 @@ impl Login {
         // Registered before it counts as authenticated: a revocation from now on reaches it.
         let registered = recorded.is_ok() && {
             let registry = &conn.shared.registry;
-            registry.insert(info.clone(), conn.ending.clone(), token.clone());
+            registry.insert(info.clone(), conn, token.clone());
             let set = conn.auth.set(authn).is_ok();
             if !set {
                 registry.remove(&conn.id);

@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::SystemTime;
 
 use gatehouse_core::store::SessionToken;
 use tokio_util::sync::CancellationToken;
+
+use crate::conn::Conn;
 
 /// A snapshot of one live connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,8 @@ struct Entry {
     ending: Ending,
     /// The connection's session in the shared store (listed, touched, deleted at the end).
     token: SessionToken,
+    /// The connection itself, to re-check when its user's record narrows.
+    conn: Weak<Conn>,
 }
 
 /// The table of live connections; cheap to clone.
@@ -82,15 +86,25 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn insert(&self, info: SessionInfo, ending: Ending, token: SessionToken) {
+    pub(crate) fn insert(&self, info: SessionInfo, conn: &Arc<Conn>, token: SessionToken) {
         self.table().insert(
             info.id.clone(),
             Entry {
                 info,
-                ending,
+                ending: conn.ending.clone(),
                 token,
+                conn: Arc::downgrade(conn),
             },
         );
+    }
+
+    /// The live connections of the users in `users` (of every user with `None`).
+    pub(crate) fn connections_of(&self, users: Option<&[String]>) -> Vec<Arc<Conn>> {
+        self.table()
+            .values()
+            .filter(|e| users.is_none_or(|u| u.contains(&e.info.user)))
+            .filter_map(|e| e.conn.upgrade())
+            .collect()
     }
 
     /// Removes a connection; its store session token, to delete.

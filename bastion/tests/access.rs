@@ -467,7 +467,7 @@ async fn an_audit_log_that_cannot_be_written_refuses_logins_and_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_locked_after_login_opens_no_new_session_on_the_live_connection() {
+async fn a_user_locked_after_login_loses_the_live_connection() {
     let env = Env::start("locked").await;
     let sock = env.tmp.path().join("mux.sock");
     let dest = format!("{}@127.0.0.1", env.dest("root@staging"));
@@ -487,25 +487,25 @@ async fn a_user_locked_after_login_opens_no_new_session_on_the_live_connection()
         harness::run_with_deadline(c, Duration::from_secs(30))
     };
     assert_eq!(text(&over_master("echo before").stdout), "before\n");
+    // Locked in users.toml: the bastion reads it again, revokes the user's sessions and the
+    // live connection ends; the master opens nothing more.
     gatehouse_core::identity::Users::load(&env.users_file)
         .unwrap()
         .set_locked(&env.user, true)
         .unwrap();
-    let out = over_master("echo after");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("access denied"));
-    assert!(!text(&out.stdout).contains("after"));
     env.wait_event(WAIT, |e| {
-        matches!(
-            e,
-            AuditEvent::SshRefused {
-                reason: SshRefusal::AccountLocked,
-                ..
-            }
-        )
+        matches!(e, AuditEvent::SessionRevoked { by, .. } if by == "account locked in users.toml")
     })
     .await
-    .expect("refusal audited");
+    .expect("revocation audited");
+    env.wait_event(WAIT, |e| {
+        matches!(e, AuditEvent::SshConnectionClose { reason, .. } if reason == "revoked" || reason == "account locked")
+    })
+    .await
+    .expect("the live connection ended");
+    let out = over_master("echo after");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("after"));
     let mut exit = env.client("ssh", &env.user_key, None);
     exit.arg("-S").arg(&sock).args(["-O", "exit"]).arg(&dest);
     let _ = harness::run_with_deadline(exit, Duration::from_secs(30));

@@ -9,8 +9,10 @@
 //! [`Authenticator`], so code that needs an authenticated user cannot be handed a made-up one.
 
 mod authenticator;
+mod directory;
 mod enrol;
 mod handoff;
+mod live;
 pub mod oidc;
 mod password;
 mod private_file;
@@ -24,6 +26,8 @@ mod users;
 use std::time::SystemTime;
 
 pub use authenticator::Authenticator;
+pub use live::Standing;
+pub use directory::{NarrowedUsers, USERS_POLL_INTERVAL, UsersCache};
 pub use enrol::{EnrolmentPending, LoginOutcome, PendingTotp};
 pub use handoff::HandoffTicket;
 pub use password::{check_password_strength, generate_password};
@@ -53,6 +57,15 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// True for a local user's login (users.toml decides its groups, keys and lock); false
+    /// for SSO, whose groups come from the provider at login.
+    pub fn is_local(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::PasswordTotp | AuthMethod::SshKeyTotp | AuthMethod::SshKey
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::PasswordTotp => "password+totp",
@@ -72,6 +85,9 @@ pub struct VerifiedIdentity {
     groups: Vec<String>,
     method: AuthMethod,
     auth_time: SystemTime,
+    /// The SSH key (its blob) a bastion login was made with: when it is removed from
+    /// `users.toml`, the identity is no longer active.
+    ssh_key: Option<Vec<u8>>,
 }
 
 impl VerifiedIdentity {
@@ -86,7 +102,14 @@ impl VerifiedIdentity {
             groups,
             method,
             auth_time,
+            ssh_key: None,
         }
+    }
+
+    /// The same identity, made with the SSH key `blob`.
+    pub(crate) fn with_ssh_key(mut self, blob: Vec<u8>) -> Self {
+        self.ssh_key = Some(blob);
+        self
     }
 
     /// The user name (the policy subject).

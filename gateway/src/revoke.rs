@@ -1,20 +1,23 @@
 //! Revocation of live connections: every open WebSocket tunnel is registered with its user,
 //! session hash and session token; a revocation event from the store (any instance) closes
-//! the matching tunnels.
+//! the matching tunnels, and so does a change to `users.toml` that narrows the user's access
+//! (a group or key taken away; a lock or removal is revoked through the store).
 //!
-//! Threat: a revoked or logged-out user keeping a live WebSocket (plain requests are refused
-//! at their next session touch anyway). Mitigation: tunnels watch a per-tunnel cancellation
-//! token; the listener task cancels on `User`/`Session` events, and when it lagged behind
-//! (events lost) it re-checks every tunnel's session in the store and closes those that are
-//! gone or cannot be checked (fail closed). If the subscription itself breaks, all tunnels
-//! are closed and the subscription is retried.
+//! Threat: a revoked or logged-out user, or one removed from a group, keeping a live
+//! WebSocket (plain requests are re-checked at their next session touch anyway).
+//! Mitigation: tunnels watch a per-tunnel cancellation token; the listener task cancels on
+//! `User`/`Session` events and on users whose record narrowed (the client reconnects and is
+//! authorized again), and when it lagged behind (events lost) it re-checks every tunnel's
+//! session in the store and closes those that are gone or cannot be checked (fail closed);
+//! lost `users.toml` changes close every tunnel. If the subscription itself breaks, all
+//! tunnels are closed and the subscription is retried.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use gatehouse_core::identity::Authenticator;
+use gatehouse_core::identity::{Authenticator, NarrowedUsers};
 use gatehouse_core::store::{RevocationEvent, Store};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -118,6 +121,28 @@ impl Tunnels {
         n
     }
 
+    /// Closes the tunnels of users whose record in `users.toml` narrowed (all of them when
+    /// changes were lost).
+    fn narrowed(&self, users: Result<NarrowedUsers, RecvError>) {
+        match users {
+            Ok(users) => {
+                let mut n = 0;
+                for user in users.iter() {
+                    n += self.apply(&RevocationEvent::User { user: user.clone() });
+                }
+                if n > 0 {
+                    tracing::info!(closed = n, "users.toml narrowed access: closed live tunnels");
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "users.toml changes lost; closing every live tunnel");
+                self.close_all();
+            }
+            // The authenticator is gone: shutting down.
+            Err(RecvError::Closed) => {}
+        }
+    }
+
     fn close_all(&self) {
         for e in self.lock().values() {
             e.cancel.cancel();
@@ -149,6 +174,7 @@ impl Tunnels {
         auth: Authenticator,
         stop: CancellationToken,
     ) {
+        let mut narrowed = auth.users().subscribe();
         loop {
             let mut rx = match store.subscribe_revocations().await {
                 Ok(rx) => rx,
@@ -165,6 +191,10 @@ impl Tunnels {
                 let ev = tokio::select! {
                     () = stop.cancelled() => return,
                     ev = rx.recv() => ev,
+                    users = narrowed.recv() => {
+                        self.narrowed(users);
+                        continue;
+                    }
                 };
                 match ev {
                     Ok(ev) => {

@@ -392,6 +392,15 @@ fn spawn_background(ctx: &ServeCtx, reloader: Reloader, policy_reloader: PolicyR
             .watch(ctx.stop.clone())
             .instrument(tracing::info_span!("policy_watch")),
     );
+    // Follows users.toml (the bastion runs the same watcher on the same authenticator: the
+    // second one finds nothing new and does nothing).
+    ctx.tracker.spawn(
+        st.services
+            .authenticator
+            .clone()
+            .watch_users(ctx.stop.clone())
+            .instrument(tracing::info_span!("users_watch")),
+    );
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ServeCtx>, workers: Arc<Workers>) {

@@ -406,6 +406,8 @@ async fn user_without_totp_enrols_with_a_first_code() {
     let path = h.dir.0.join("data/users.toml");
     let mut users = gatehouse_core::identity::Users::load(&path).unwrap();
     users.clear_totp(OTHER).unwrap();
+    // What the watcher does within a second of the change.
+    h.services.authenticator.reload_users().await.unwrap();
     // The password alone never logs in: it leads to the enrolment page.
     let (cookie, csrf) = login_page(&h, "/after").await;
     let body = format!(

@@ -1,5 +1,6 @@
 //! `gatehouse serve`: validate, load the shared services, bind, announce, serve until
-//! SIGTERM/SIGINT, drain. SIGHUP reloads the TLS certificate and the policy.
+//! SIGTERM/SIGINT, drain. SIGHUP reloads the TLS certificate, the policy and the users file
+//! (all three are also reloaded when their files change).
 //!
 //! Readiness: once every listener is bound, one line starting with `gatehouse ready:` is
 //! printed on stdout with the bound addresses (tests and supervisors wait on it).
@@ -211,6 +212,7 @@ async fn serve(
     let bound = gateway.bound();
     let reloader = gateway.reloader();
     let policy_reloader = gateway.policy_reloader();
+    let authenticator = (*services.authenticator).clone();
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -222,10 +224,13 @@ async fn serve(
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: draining"); stop.cancel(); break; }
                 _ = sigint.recv() => { tracing::info!("SIGINT: draining"); stop.cancel(); break; }
                 _ = sighup.recv() => {
-                    tracing::info!("SIGHUP: reloading certificates and policy");
+                    tracing::info!("SIGHUP: reloading certificates, policy and users");
                     reloader.reload();
                     // Errors are logged and audited by the reloader; the running policy stays.
                     let _ = policy_reloader.reload().await;
+                    if let Err(e) = authenticator.reload_users().await {
+                        tracing::error!(error = %gatehouse_core::error_chain(&e), "users file does not load; the running copy stays");
+                    }
                 }
             }
         }

@@ -179,7 +179,8 @@ pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode
             let log = open_log(&config, &key)?;
             let _lock = Users::lock_for_update(&path)?;
             let mut users = Users::load(&path)?;
-            if users.get(&name).is_some() {
+            let local = users.get(&name).is_some();
+            if local {
                 users.set_locked(&name, true)?;
             } else {
                 let _sso_lock = Users::lock_for_update(&sso_path)?;
@@ -194,7 +195,9 @@ pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode
                 let store = store::open(&config.store, &key)
                     .await
                     .context("connecting to the store")?;
-                if store.is_in_process() {
+                if store.is_in_process() && local {
+                    println!("user {name} locked: no new login. The running instance ends the user's sessions as soon as it reads users.toml again (within seconds).");
+                } else if store.is_in_process() {
                     println!("user {name} locked: no new login. Existing sessions of a running memory:// instance end at their idle timeout or with a restart.");
                 } else {
                     let n = store.revoke_user(&name).await.context("revoking sessions")?;

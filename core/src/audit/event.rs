@@ -95,6 +95,10 @@ pub enum SshRefusal {
     TargetUnreachable,
     /// The account was locked after the login: no new session on the live connection.
     AccountLocked,
+    /// The user was removed from `users.toml` after the login.
+    UserRemoved,
+    /// The SSH key the connection logged in with was removed from `users.toml`.
+    SshKeyRemoved,
     /// Every authenticated-connection slot is taken.
     NoConnectionSlot,
     /// The shared session store refused to register the connection.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::throttle::{Attempt, LockoutPolicy};
-use super::{AuthMethod, TotpCipher, Users, VerifiedIdentity, password, totp};
+use super::{AuthMethod, TotpCipher, UsersCache, VerifiedIdentity, password, totp};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::Config;
 use crate::error::{AuthError, IdentityError};
@@ -26,6 +26,8 @@ pub struct Authenticator {
 #[derive(Debug)]
 pub(super) struct Inner {
     pub(super) users_file: PathBuf,
+    /// `users_file` as last read (reloaded when it changes: [`Authenticator::watch_users`]).
+    pub(super) users: Arc<UsersCache>,
     pub(super) cipher: TotpCipher,
     pub(super) store: Arc<dyn Store>,
     pub(super) audit: AuditLog,
@@ -75,6 +77,7 @@ impl Authenticator {
     ) -> Authenticator {
         Authenticator {
             inner: Arc::new(Inner {
+                users: Arc::new(UsersCache::load_or_empty(&users_file)),
                 users_file,
                 cipher,
                 store,
@@ -109,6 +112,11 @@ impl Authenticator {
         &self.inner.store
     }
 
+    /// The local users as this process knows them.
+    pub fn users(&self) -> &Arc<UsersCache> {
+        &self.inner.users
+    }
+
     pub(super) async fn audit(&self, ev: AuditEvent) -> Result<(), AuthError> {
         self.inner
             .audit
@@ -129,9 +137,8 @@ impl Authenticator {
         client: Option<IpAddr>,
         unknown: &str,
     ) -> Result<super::users::UserRecord, AuthError> {
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        let (reason, err) = match users.get(user) {
-            Some(rec) if !rec.locked => return Ok(rec.clone()),
+        let (reason, err) = match self.inner.users.with_user(user, |r| r.cloned()) {
+            Some(rec) if !rec.locked => return Ok(rec),
             Some(_) => ("account locked", AuthError::AccountLocked),
             None => (unknown, AuthError::InvalidCredentials),
         };
@@ -165,35 +172,35 @@ impl Authenticator {
         Err(err)
     }
 
-    /// Loads users and checks the password on a blocking thread; argon2 runs for unknown
-    /// users too (against a dummy hash) so timing does not reveal who exists.
+    /// Checks the password on a blocking thread; argon2 runs for unknown users too (against
+    /// a dummy hash) so timing does not reveal who exists.
     pub(super) async fn check_password(
         &self,
         user: &str,
         password: &str,
     ) -> Result<PasswordCheck, AuthError> {
-        let path = self.inner.users_file.clone();
-        let user = user.to_string();
+        let rec = self
+            .inner
+            .users
+            .with_user(user, |r| r.cloned())
+            .filter(|_| super::validate_user_name(user).is_ok());
         let password = zeroize::Zeroizing::new(password.to_string());
         tokio::task::spawn_blocking(move || {
-            let users = Users::load(&path)?;
-            let rec = users
-                .get(&user)
-                .filter(|_| super::validate_user_name(&user).is_ok());
-            let hash = rec.map_or(password::dummy_hash(), |r| r.password_hash.as_str());
+            let hash = rec
+                .as_ref()
+                .map_or(password::dummy_hash(), |r| r.password_hash.as_str());
             let ok = password::verify_password(&password, hash);
-            Ok(match rec {
+            match rec {
                 Some(r) if ok => PasswordCheck::Ok {
-                    groups: r.groups.clone(),
-                    totp_secret: r.totp_secret.clone(),
+                    groups: r.groups,
+                    totp_secret: r.totp_secret,
                     locked: r.locked,
                 },
                 _ => PasswordCheck::Bad,
-            })
+            }
         })
         .await
-        .map_err(|_| AuthError::Identity(IdentityError::Hash))?
-        .map_err(AuthError::Identity)
+        .map_err(|_| AuthError::Identity(IdentityError::Hash))
     }
 
     /// Verifies a TOTP code against the stored secret and burns its step.
@@ -308,6 +315,7 @@ impl Authenticator {
         let method = AuthMethod::PasswordTotp;
         let user = safe_name(user);
         let attempt = self.admit(user, client, method).await?;
+        self.refresh_users().await;
         let (groups, totp_secret) = match self.check_password(user, password).await? {
             PasswordCheck::Bad => {
                 return self

@@ -69,12 +69,13 @@ impl Authenticator {
         client: Option<IpAddr>,
     ) -> Result<LoginOutcome, AuthError> {
         let valid = super::validate_user_name(user).is_ok();
+        self.refresh_users().await;
         if valid {
-            let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-            if let Some(rec) = users.get(user)
-                && rec.totp_secret.is_empty()
-                && !rec.locked
-            {
+            let enrolling = self
+                .inner
+                .users
+                .with_user(user, |r| r.is_some_and(|r| r.totp_secret.is_empty() && !r.locked));
+            if enrolling {
                 return self.password_for_enrolment(user, password, client).await;
             }
         }
@@ -177,6 +178,9 @@ impl Authenticator {
         .await
         .map_err(|_| AuthError::Identity(IdentityError::Hash))?
         .map_err(AuthError::Identity)?;
+        if let Err(e) = self.inner.users.reload(true).await {
+            tracing::error!(error = %crate::error_chain(&e), "users file does not load after an enrolment");
+        }
         let outcome = if stored {
             Outcome::Success
         } else {

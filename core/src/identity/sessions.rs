@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::VerifiedIdentity;
+use super::{Standing, VerifiedIdentity};
 use super::authenticator::{Authenticator, unix_secs};
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
@@ -58,8 +58,9 @@ impl Authenticator {
     }
 
     /// Resumes a session from its raw token (cookie) on `host` (lowercase, no port);
-    /// refreshes its idle timer. Unknown, expired or idle sessions are
-    /// `AuthError::NoSession`, one issued to another host `AuthError::WrongHost`.
+    /// refreshes its idle timer. Unknown, expired or idle sessions, and those of a local user
+    /// now locked or removed, are `AuthError::NoSession`; one issued to another host
+    /// `AuthError::WrongHost`. A local user's groups are those of `users.toml` now.
     pub async fn resume_session(
         &self,
         token: &str,
@@ -91,10 +92,12 @@ impl Authenticator {
             });
         }
         let auth_time = UNIX_EPOCH + Duration::from_secs(s.data.auth_time);
-        Ok((
-            VerifiedIdentity::new(s.data.user, s.data.groups, s.data.method, auth_time),
-            s.id_hash,
-        ))
+        let id = VerifiedIdentity::new(s.data.user, s.data.groups, s.data.method, auth_time);
+        // A local user's groups and lock are users.toml's now, not the login's.
+        match self.recheck(&id) {
+            Standing::Active(fresh) => Ok((fresh, s.id_hash)),
+            _ => Err(AuthError::NoSession),
+        }
     }
 
     /// Ends a session (logout) and records it.

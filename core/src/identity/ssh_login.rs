@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 
 use super::authenticator::safe_name;
-use super::{AuthMethod, Authenticator, Users, VerifiedIdentity, sshkey};
+use super::{AuthMethod, Authenticator, VerifiedIdentity, sshkey};
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
 
@@ -24,6 +24,8 @@ pub struct KeyAccepted {
     user: String,
     groups: Vec<String>,
     client: Option<IpAddr>,
+    /// The key's blob (the identity carries it: removing the key ends what it opened).
+    key: Vec<u8>,
 }
 
 impl KeyAccepted {
@@ -47,8 +49,12 @@ impl Authenticator {
             sshkey::parse_ssh_public_key(key).map_err(|_| AuthError::InvalidCredentials)?;
         let user = safe_name(user);
         self.check_lockout(user, client, AuthMethod::SshKey).await?;
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        let rec = users.get(user).ok_or(AuthError::InvalidCredentials)?;
+        self.refresh_users().await;
+        let rec = self
+            .inner
+            .users
+            .with_user(user, |r| r.cloned())
+            .ok_or(AuthError::InvalidCredentials)?;
         let matched = rec
             .ssh_keys
             .iter()
@@ -69,8 +75,9 @@ impl Authenticator {
         }
         Ok(KeyAccepted {
             user: user.to_string(),
-            groups: rec.groups.clone(),
+            groups: rec.groups,
             client,
+            key: offered.blob,
         })
     }
 
@@ -90,8 +97,10 @@ impl Authenticator {
             .await?;
         self.check_totp(&attempt, user, &rec.totp_secret, code, client)
             .await?;
-        self.succeed(user, rec.groups, method, client, Some(&attempt))
-            .await
+        let id = self
+            .succeed(user, rec.groups, method, client, Some(&attempt))
+            .await?;
+        Ok(id.with_ssh_key(accepted.key.clone()))
     }
 
     /// Counts a response to the second-factor prompt that is not a code at all (empty, too
@@ -115,21 +124,16 @@ impl Authenticator {
         &self,
         accepted: KeyAccepted,
     ) -> Result<VerifiedIdentity, AuthError> {
-        self.succeed(
-            &accepted.user,
-            accepted.groups,
-            AuthMethod::SshKey,
-            accepted.client,
-            None,
-        )
-        .await
-    }
-
-    /// Whether an identity authenticated earlier may still act: its user exists and is not
-    /// locked (a long-lived connection opening a new session after `user lock`).
-    pub fn still_active(&self, id: &VerifiedIdentity) -> Result<bool, AuthError> {
-        let users = Users::load(&self.inner.users_file).map_err(AuthError::Identity)?;
-        Ok(users.get(id.user()).is_some_and(|u| !u.locked))
+        let id = self
+            .succeed(
+                &accepted.user,
+                accepted.groups,
+                AuthMethod::SshKey,
+                accepted.client,
+                None,
+            )
+            .await?;
+        Ok(id.with_ssh_key(accepted.key))
     }
 }
 
@@ -141,6 +145,7 @@ mod tests {
 
     use super::*;
     use crate::audit::{AuditKey, AuditLog};
+    use crate::identity::Standing;
     use crate::identity::{NewUser, TotpCipher};
     use crate::secret::SecretKey;
     use crate::store::{MemoryStore, Store};
@@ -245,7 +250,7 @@ mod tests {
         let key = auth.check_ssh_key("alice", ED25519, None).await.unwrap();
         let id = auth.accept_key_only(key).await.unwrap();
         assert_eq!(id.method(), AuthMethod::SshKey);
-        assert!(auth.still_active(&id).unwrap());
+        assert!(matches!(auth.recheck(&id), Standing::Active(_)));
         let log = std::fs::read_dir(dir.path().join("audit"))
             .unwrap()
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -264,6 +269,8 @@ mod tests {
             .await
             .unwrap();
         users.set_locked("alice", true).unwrap();
+        // What the watcher does when the file changes.
+        assert_eq!(&*auth.reload_users().await.unwrap(), ["alice".to_string()]);
         assert!(matches!(
             auth.check_ssh_key("alice", ED25519, None).await,
             Err(AuthError::AccountLocked)
@@ -275,6 +282,31 @@ mod tests {
             Err(AuthError::AccountLocked)
         ));
         // A connection authenticated before the lock is no longer active.
-        assert!(!auth.still_active(&live).unwrap());
+        assert_eq!(auth.recheck(&live), Standing::Locked);
+    }
+
+    #[tokio::test]
+    async fn live_identities_follow_users_toml_groups_and_keys() {
+        let dir = TempDir::new("ssh-login-recheck");
+        let (auth, mut users, cipher) = fixture(&dir);
+        let accepted = auth.check_ssh_key("bob", ED25519, None).await.unwrap();
+        let code = users.current_totp_code("bob", &cipher).unwrap();
+        let live = auth.verify_totp_after_key(&accepted, &code).await.unwrap();
+        // A group taken away: the live identity has the groups of now.
+        users.edit("bob", |u| u.groups = vec!["staff".into()]).unwrap();
+        auth.reload_users().await.unwrap();
+        let Standing::Active(fresh) = auth.recheck(&live) else {
+            panic!("bob is still active")
+        };
+        assert_eq!(fresh.groups(), ["staff".to_string()]);
+        assert_eq!(fresh.user(), "bob");
+        // The key it logged in with removed: no longer active.
+        users.edit("bob", |u| u.ssh_keys.clear()).unwrap();
+        auth.reload_users().await.unwrap();
+        assert_eq!(auth.recheck(&live), Standing::KeyRemoved);
+        // Removed altogether.
+        users.remove_for_test("bob").unwrap();
+        auth.reload_users().await.unwrap();
+        assert_eq!(auth.recheck(&live), Standing::Removed);
     }
 }

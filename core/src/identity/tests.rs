@@ -417,6 +417,7 @@ async fn unknown_user_same_error_and_bad_totp() {
 async fn locked_account_refused() {
     let mut f = fixture();
     f.users.set_locked("alice", true).unwrap();
+    f.auth.reload_users().await.unwrap();
     let r = f
         .auth
         .verify_password_and_totp("alice", PW, &code_at(&f, "alice", 0), None)

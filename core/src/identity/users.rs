@@ -149,6 +149,42 @@ impl Users {
         &self.path
     }
 
+    /// No users (what a file that does not load leaves a running process with).
+    pub(crate) fn empty(path: &Path) -> Users {
+        Users {
+            path: path.to_path_buf(),
+            users: Vec::new(),
+        }
+    }
+
+    pub(crate) fn records(&self) -> &[UserRecord] {
+        &self.users
+    }
+
+    /// Changes one user's record with `f` and saves (tests standing in for an administrator
+    /// editing the file).
+    #[cfg(test)]
+    pub(crate) fn edit(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut UserRecord),
+    ) -> Result<(), IdentityError> {
+        let u = self
+            .users
+            .iter_mut()
+            .find(|u| u.name == name)
+            .ok_or_else(|| IdentityError::NoSuchUser(name.to_string()))?;
+        f(u);
+        self.save()
+    }
+
+    /// Removes a user and saves (tests).
+    #[cfg(test)]
+    pub(crate) fn remove_for_test(&mut self, name: &str) -> Result<(), IdentityError> {
+        self.users.retain(|u| u.name != name);
+        self.save()
+    }
+
     pub fn get(&self, name: &str) -> Option<&UserRecord> {
         self.users.iter().find(|u| u.name == name)
     }
