@@ -15,7 +15,9 @@
 //! name is formed.
 
 mod cast;
+pub mod echo;
 mod reader;
+pub mod typed;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
