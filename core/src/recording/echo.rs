@@ -98,7 +98,7 @@ enum Esc {
     /// OSC, DCS, SOS, PM, APC: until BEL or ESC \.
     String,
     /// ESC inside a string (a possible ST).
-    StringEsc,
+    StrEscape,
     /// ESC followed by intermediates (0x20..=0x2f): until a final byte.
     Intermediate,
     /// SS3 (`ESC O`): one more character.
@@ -136,11 +136,11 @@ fn step(esc: &mut Esc, c: char) -> bool {
             if c == '\u{7}' {
                 *esc = Esc::Ground;
             } else if c == '\u{1b}' {
-                *esc = Esc::StringEsc;
+                *esc = Esc::StrEscape;
             }
             false
         }
-        Esc::StringEsc => {
+        Esc::StrEscape => {
             *esc = if c == '\\' { Esc::Ground } else { Esc::String };
             false
         }

@@ -13,7 +13,8 @@ fn commands(steps: &[(&str, &str)]) -> Vec<String> {
 
 #[test]
 fn the_command_is_the_line_as_the_terminal_showed_it() {
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "plain",
             vec![("ls -la\r", "ls -la\r\ntotal 0\r\nroot@db:~# ")],

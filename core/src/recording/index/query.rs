@@ -1,0 +1,278 @@
+//! Searching the index: the query type of `gatehouse recordings list` and of the reviewer
+//! console's session list, and the per-session timelines (commands, files).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, Row, params};
+use serde::Serialize;
+
+use super::{CommandSource, RecordingIndex, index_err};
+use crate::audit::{FileProtocol, TransferDirection};
+use crate::recording::cast::FileTransfer;
+use crate::recording::{RecordingError, RecordingId, RecordingKind, RecordingMeta, unix_ms};
+
+/// What to look for; every given filter must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub user: Option<String>,
+    /// SSH target name.
+    pub target: Option<String>,
+    /// Web app name (any app the web session used).
+    pub app: Option<String>,
+    /// Sessions still running at or after this time.
+    pub since: Option<SystemTime>,
+    /// Sessions started at or before this time.
+    pub until: Option<SystemTime>,
+    /// A command containing this text (case-insensitive) was typed or executed.
+    pub command: Option<String>,
+    /// A file whose path contains this text (case-insensitive) was transferred.
+    pub file: Option<String>,
+    pub kind: Option<RecordingKind>,
+    /// The SSH connection's session id or the web session's id hash.
+    pub session: Option<String>,
+    /// Only sessions still live (no end yet).
+    pub live: bool,
+    /// At most this many (the newest), still returned oldest first.
+    pub limit: Option<usize>,
+}
+
+/// A command of a session, for the console's clickable timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandEntry {
+    /// Seconds from the start of the recording.
+    pub time: f64,
+    pub source: &'static str,
+    pub text: String,
+}
+
+/// A file transfer of a session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileEntry {
+    pub time: f64,
+    #[serde(flatten)]
+    pub transfer: FileTransfer,
+}
+
+fn ms(t: SystemTime) -> i64 {
+    unix_ms(t) as i64
+}
+
+fn time_of(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// An FTS5 phrase matching `text` as a substring (trigram tokenizer).
+fn phrase(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+/// The clause finding sessions with a row of `table` whose `col` contains `text`.
+fn contains_clause(table: &str, col: &str, text: &str, args: &mut Vec<Box<dyn ToSql>>) -> String {
+    if text.chars().count() >= 3 {
+        args.push(Box::new(phrase(text)));
+        format!(
+            "s.rid IN (SELECT t.rid FROM {table} t WHERE t.rowid IN \
+             (SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH ?{}))",
+            args.len()
+        )
+    } else {
+        args.push(Box::new(text.to_lowercase()));
+        format!(
+            "s.rid IN (SELECT t.rid FROM {table} t WHERE instr(lower(t.{col}), ?{}) > 0)",
+            args.len()
+        )
+    }
+}
+
+fn meta_of(row: &Row<'_>) -> rusqlite::Result<Option<RecordingMeta>> {
+    let id: String = row.get(0)?;
+    let kind: String = row.get(1)?;
+    let Ok(id) = RecordingId::parse(&id) else {
+        return Ok(None);
+    };
+    let kind = match kind.as_str() {
+        "web" => RecordingKind::Web,
+        _ => RecordingKind::Ssh,
+    };
+    let apps: Option<String> = row.get(11)?;
+    Ok(Some(RecordingMeta {
+        id,
+        kind,
+        user: row.get(2)?,
+        target: row.get(3)?,
+        app: row.get(5)?,
+        started_at: time_of(row.get(9)?),
+        ended_at: row.get::<_, Option<i64>>(10)?.map(time_of),
+        login: row.get(4)?,
+        session: row.get(6)?,
+        request: row.get(7)?,
+        command: row.get(8)?,
+        apps: apps
+            .map(|a| a.split('\u{1f}').map(str::to_string).collect())
+            .unwrap_or_default(),
+    }))
+}
+
+const COLUMNS: &str = "s.id, s.kind, s.user, s.target, s.login, s.app, s.session, s.request, \
+    s.command, s.started_ms, s.ended_ms, \
+    (SELECT group_concat(a.app, char(31)) FROM apps a WHERE a.rid = s.rid)";
+
+impl RecordingIndex {
+    /// The sessions matching `q`, oldest first.
+    pub fn search(&self, q: &Query) -> Result<Vec<RecordingMeta>, RecordingError> {
+        search_on(&self.read()?, q)
+    }
+
+    /// One session.
+    pub fn get(&self, id: &RecordingId) -> Result<Option<RecordingMeta>, RecordingError> {
+        let conn = self.read()?;
+        let sql = format!("SELECT {COLUMNS} FROM sessions s WHERE s.id = ?1");
+        let mut st = conn.prepare(&sql).map_err(index_err("cannot prepare"))?;
+        let mut rows = st
+            .query(params![id.as_str()])
+            .map_err(index_err("cannot query"))?;
+        match rows.next().map_err(index_err("cannot read a row"))? {
+            Some(r) => meta_of(r).map_err(index_err("cannot read a row")),
+            None => Ok(None),
+        }
+    }
+
+    /// The commands of a session, in order.
+    pub fn commands(&self, id: &RecordingId) -> Result<Vec<CommandEntry>, RecordingError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare(
+                "SELECT c.at_ms, c.source, c.text FROM commands c JOIN sessions s ON s.rid = c.rid \
+                 WHERE s.id = ?1 ORDER BY c.at_ms, c.cid",
+            )
+            .map_err(index_err("cannot prepare"))?;
+        let rows = st
+            .query_map(params![id.as_str()], |r| {
+                let source: String = r.get(1)?;
+                Ok(CommandEntry {
+                    time: r.get::<_, i64>(0)? as f64 / 1000.0,
+                    source: CommandSource::parse(&source).as_str(),
+                    text: r.get(2)?,
+                })
+            })
+            .map_err(index_err("cannot query"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(index_err("cannot read a row"))
+    }
+
+    /// The file transfers of a session, in order.
+    pub fn files(&self, id: &RecordingId) -> Result<Vec<FileEntry>, RecordingError> {
+        let conn = self.read()?;
+        let mut st = conn
+            .prepare(
+                "SELECT f.at_ms, f.protocol, f.direction, f.bytes, f.path FROM files f \
+                 JOIN sessions s ON s.rid = f.rid WHERE s.id = ?1 ORDER BY f.at_ms, f.fid",
+            )
+            .map_err(index_err("cannot prepare"))?;
+        let rows = st
+            .query_map(params![id.as_str()], |r| {
+                let protocol: String = r.get(1)?;
+                let direction: String = r.get(2)?;
+                Ok(FileEntry {
+                    time: r.get::<_, i64>(0)? as f64 / 1000.0,
+                    transfer: FileTransfer {
+                        protocol: if protocol == "scp" {
+                            FileProtocol::Scp
+                        } else {
+                            FileProtocol::Sftp
+                        },
+                        direction: if direction == "upload" {
+                            TransferDirection::Upload
+                        } else {
+                            TransferDirection::Download
+                        },
+                        bytes: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        path: r.get(4)?,
+                    },
+                })
+            })
+            .map_err(index_err("cannot query"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(index_err("cannot read a row"))
+    }
+}
+
+pub(super) fn search_on(
+    conn: &Connection,
+    q: &Query,
+) -> Result<Vec<RecordingMeta>, RecordingError> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    let eq = |col: &str,
+              v: &Option<String>,
+              clauses: &mut Vec<String>,
+              args: &mut Vec<Box<dyn ToSql>>| {
+        if let Some(v) = v {
+            args.push(Box::new(v.clone()));
+            clauses.push(format!("{col} = ?{}", args.len()));
+        }
+    };
+    eq("s.user", &q.user, &mut clauses, &mut args);
+    eq("s.target", &q.target, &mut clauses, &mut args);
+    eq("s.session", &q.session, &mut clauses, &mut args);
+    eq(
+        "s.kind",
+        &q.kind.map(|k| k.as_str().to_string()),
+        &mut clauses,
+        &mut args,
+    );
+    if let Some(app) = &q.app {
+        args.push(Box::new(app.clone()));
+        clauses.push(format!(
+            "s.rid IN (SELECT a.rid FROM apps a WHERE a.app = ?{})",
+            args.len()
+        ));
+    }
+    if let Some(t) = q.since {
+        args.push(Box::new(ms(t)));
+        clauses.push(format!(
+            "(s.ended_ms IS NULL OR s.ended_ms >= ?{})",
+            args.len()
+        ));
+    }
+    if let Some(t) = q.until {
+        args.push(Box::new(ms(t)));
+        clauses.push(format!("s.started_ms <= ?{}", args.len()));
+    }
+    if q.live {
+        clauses.push("s.ended_ms IS NULL".into());
+    }
+    if let Some(c) = &q.command {
+        clauses.push(contains_clause("commands", "text", c, &mut args));
+    }
+    if let Some(f) = &q.file {
+        clauses.push(contains_clause("files", "path", f, &mut args));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = match q.limit {
+        Some(n) => format!(
+            "SELECT * FROM (SELECT {COLUMNS}, s.rid FROM sessions s {filter} \
+             ORDER BY s.started_ms DESC, s.rid DESC LIMIT {n}) ORDER BY 10, 13"
+        ),
+        None => format!("SELECT {COLUMNS} FROM sessions s {filter} ORDER BY s.started_ms, s.rid"),
+    };
+    let mut st = conn
+        .prepare(&sql)
+        .map_err(index_err("cannot prepare a search"))?;
+    let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
+    let rows = st
+        .query_map(refs.as_slice(), meta_of)
+        .map_err(index_err("cannot search"))?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Some(m) = r.map_err(index_err("cannot read a row"))? {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
