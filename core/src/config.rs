@@ -132,6 +132,10 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct RecordingConfig {
     pub dir: PathBuf,
+    /// Recordings encrypted at rest with a key derived from the secret key.
+    pub encrypt: bool,
+    /// Cap (bytes, each direction) on sessions without a terminal; `None`: in full.
+    pub stream_cap: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

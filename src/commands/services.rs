@@ -9,6 +9,7 @@ use gatehouse_core::Config;
 use gatehouse_core::audit::{AuditKey, AuditLog};
 use gatehouse_core::identity::{Authenticator, Users};
 use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::recording::{RecordingKey, Recordings, RecordingsOptions};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store::{self, Store};
 use gatehouse_gateway::web::assertion::AssertionSigner;
@@ -26,6 +27,9 @@ pub struct Services {
     pub authenticator: Arc<Authenticator>,
     pub policy: Arc<PolicyHandle>,
     pub audit: Arc<AuditLog>,
+    /// The recordings directory, its index and live feeds (the console of part 2 and the
+    /// gateway's web-session entries use the same one).
+    pub recordings: Recordings,
     pub signer: Arc<AssertionSigner>,
     pub csrf: Arc<CsrfKey>,
 }
@@ -71,12 +75,14 @@ impl Services {
             })?;
         let csrf =
             CsrfKey::from_bytes(&key.derive(CSRF_KEY_LABEL)).context("deriving the csrf key")?;
+        let recordings = open_recordings(config, &key, true)?;
         Ok(Services {
             key: Arc::new(key),
             store,
             authenticator: Arc::new(authenticator),
             policy: Arc::new(policy),
             audit: Arc::new(audit),
+            recordings,
             signer: Arc::new(signer),
             csrf: Arc::new(csrf),
         })
@@ -88,6 +94,7 @@ impl Services {
             authenticator: (*self.authenticator).clone(),
             policy: self.policy.clone(),
             audit: (*self.audit).clone(),
+            recordings: self.recordings.clone(),
         }
     }
 
@@ -102,4 +109,26 @@ impl Services {
             csrf: (*self.csrf).clone(),
         }
     }
+}
+
+/// Opens the recordings directory of `config` (its index rebuilt if lost or broken):
+/// `writer` for the server, which writes recordings and the index; the CLI only reads. The
+/// key decrypts recordings written with `encrypt = true` (and encrypts new ones when set).
+pub fn open_recordings(
+    config: &Config,
+    key: &SecretKey,
+    writer: bool,
+) -> anyhow::Result<Recordings> {
+    // The key reads whatever was written encrypted, whatever the setting is now.
+    let options = RecordingsOptions {
+        key: Some(RecordingKey::new(key)),
+        encrypt: config.recording.encrypt,
+        stream_cap: config.recording.stream_cap,
+    };
+    Recordings::open(&config.recording.dir, options, writer).with_context(|| {
+        format!(
+            "opening the recordings in {}",
+            config.recording.dir.display()
+        )
+    })
 }

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 
-pub use query::{CommandEntry, FileEntry, Query};
+pub use query::{CommandEntry, FileEntry, Query, parse_when};
 pub use rebuild::RebuildReport;
 
 use super::cast::FileTransfer;

@@ -28,8 +28,10 @@ use super::{RecordingError, RecordingId, RecordingKind, RecordingMeta};
 /// How recordings are written.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingsOptions {
-    /// Encrypt recordings at rest with this key (`[recording] encrypt = true`).
+    /// The key of encrypted recordings (reading them, and writing new ones when `encrypt`).
     pub key: Option<RecordingKey>,
+    /// Encrypt new recordings (`[recording] encrypt = true`); needs `key`.
+    pub encrypt: bool,
     /// Cap on each direction of a session without a terminal (`[recording] stream_cap`);
     /// `None`: recorded in full. Sessions with a terminal are never capped.
     pub stream_cap: Option<u64>,
@@ -195,8 +197,9 @@ impl Recordings {
         &self.inner.live
     }
 
+    /// Whether new recordings are encrypted.
     pub fn encrypted(&self) -> bool {
-        self.inner.options.key.is_some()
+        self.inner.options.encrypt
     }
 
     pub(super) fn web_lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -228,8 +231,13 @@ impl Recordings {
         let mut line = serde_json::to_vec(&header).map_err(RecordingError::Encode)?;
         line.push(b'\n');
         let gzip = matches!(mode, Mode::Stream { .. });
-        let (sink, format) =
-            Sink::create(&dir, &meta.id, gzip, self.inner.options.key.as_ref(), &line).await?;
+        let key = self
+            .inner
+            .options
+            .key
+            .as_ref()
+            .filter(|_| self.inner.options.encrypt);
+        let (sink, format) = Sink::create(&dir, &meta.id, gzip, key, &line).await?;
         let sidecar = Sidecar {
             meta: meta.clone(),
             format: Some(format),

@@ -77,6 +77,7 @@ fn store(dir: &std::path::Path, key: Option<RecordingKey>, cap: Option<u64>) -> 
     Recordings::open(
         dir,
         RecordingsOptions {
+            encrypt: key.is_some(),
             key,
             stream_cap: cap,
         },

@@ -37,6 +37,42 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
+/// Parses a time given on a command line or in a console filter: RFC 3339
+/// (`2026-03-01T12:00:00Z`, with an offset, or a bare date meaning its midnight UTC) or a
+/// duration back from `now` (`24h`, `90d`, `15m`).
+pub fn parse_when(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "`{text}` is not an RFC 3339 time (2026-03-01T12:00:00Z) or a duration back from now (24h, 90d)"
+        )
+    };
+    if let Ok(d) = humantime::parse_duration(t) {
+        return now.checked_sub(d).ok_or_else(bad);
+    }
+    if t.len() == 10 {
+        return humantime::parse_rfc3339(&format!("{t}T00:00:00Z")).map_err(|_| bad());
+    }
+    // An offset (`+02:00`) is applied by hand: humantime reads UTC only.
+    if let Some(i) = t.len().checked_sub(6)
+        && let Some(off) = t.get(i..)
+        && (off.starts_with('+') || off.starts_with('-'))
+        && off.as_bytes().get(3) == Some(&b':')
+    {
+        let h: u64 = off.get(1..3).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let m: u64 = off.get(4..6).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let base =
+            humantime::parse_rfc3339_weak(t.get(..i).unwrap_or_default()).map_err(|_| bad())?;
+        let shift = Duration::from_secs(h * 3600 + m * 60);
+        return if off.starts_with('-') {
+            base.checked_add(shift).ok_or_else(bad)
+        } else {
+            base.checked_sub(shift).ok_or_else(bad)
+        };
+    }
+    humantime::parse_rfc3339_weak(t.trim_end_matches(['Z', 'z'])).map_err(|_| bad())
+}
+
 /// A command of a session, for the console's clickable timeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CommandEntry {
@@ -275,4 +311,25 @@ pub(super) fn search_on(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_a_duration_back() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at =
+            |s: &str| parse_when(s, now).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs());
+        assert_eq!(at("24h"), Ok(1_800_000_000 - 86_400));
+        assert_eq!(at("90d"), Ok(1_800_000_000 - 90 * 86_400));
+        assert_eq!(at("2026-03-01T12:00:00Z"), Ok(1_772_366_400));
+        assert_eq!(at("2026-03-01T14:00:00+02:00"), Ok(1_772_366_400));
+        assert_eq!(at("2026-03-01T10:00:00-02:00"), Ok(1_772_366_400));
+        assert_eq!(at("2026-03-01"), Ok(1_772_323_200));
+        for bad in ["yesterday", "", "2026-13-01", "12:00"] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -86,7 +86,7 @@ pub fn rebuild(
         dir,
         RecordingsOptions {
             key: key.cloned(),
-            stream_cap: None,
+            ..RecordingsOptions::default()
         },
     );
     let tx = conn
