@@ -28,3 +28,4 @@ mod identity_policy;
 mod identity_redis;
 mod identity_sessions;
 mod quickstart;
+mod recordings;

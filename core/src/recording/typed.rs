@@ -24,6 +24,10 @@ pub const MAX_COMMAND: usize = 4096;
 /// Most Enters waiting for their line feed (a paste of many lines); beyond, they are
 /// counted no more.
 const MAX_PENDING_ENTERS: u32 = 100_000;
+/// Enters still waiting this long (seconds) after the last one was typed are forgotten when
+/// the next key comes: their lines never came back as expected (a program that changed its
+/// prompt, input the terminal discarded).
+const STALE_ENTERS: f64 = 5.0;
 /// Largest terminal the tracker keeps (a hostile size request must not allocate without
 /// bound).
 pub const MAX_SIZE: usize = 1000;
@@ -48,9 +52,12 @@ struct LineState {
     /// The first of them was typed with no other Enter pending (interactive typing): its
     /// line feed submits whatever line the cursor is on. The others (a pasted script, keys
     /// typed ahead) submit only a line that starts with the prompt, so the output of the
-    /// commands between them is not taken for commands; with no prompt (a program reading
-    /// lines), every line feed submits.
+    /// commands between them is not taken for commands; with no prompt (lines pasted into a
+    /// program reading its input: data, not commands), each line feed takes one Enter and
+    /// records nothing.
     direct: bool,
+    /// When the last Enter was typed.
+    last_enter: f64,
     /// The prompt: the line's text left of the cursor when its first key was typed.
     prompt: Option<String>,
     found: Vec<String>,
@@ -78,9 +85,21 @@ impl CommandTracker {
 
     /// Keys typed (as they were judged shown back or not: only the Enters and the moment of
     /// the first key of a line matter here, never the characters).
-    pub fn input(&mut self, data: &[u8]) {
+    pub fn input(&mut self, at: f64, data: &[u8]) {
         if data.is_empty() {
             return;
+        }
+        // Ctrl-C flushes what was typed ahead, Ctrl-D ends the program reading it; Enters
+        // long unanswered are void too.
+        if data.iter().any(|b| *b == 0x03 || *b == 0x04) {
+            // The next line starts afresh (its prompt is taken at its first key).
+            self.state.enters = 0;
+            self.state.prompt = None;
+            return;
+        }
+        if self.state.enters > 0 && at - self.state.last_enter > STALE_ENTERS {
+            self.state.enters = 0;
+            self.state.prompt = None;
         }
         if self.state.prompt.is_none() {
             self.state.prompt = Some(left_of_cursor(&self.vt));
@@ -94,6 +113,7 @@ impl CommandTracker {
                 if self.state.enters == 0 {
                     self.state.direct = true;
                 }
+                self.state.last_enter = at;
                 self.state.enters = (self.state.enters + 1).min(MAX_PENDING_ENTERS);
             }
             prev = b;
@@ -131,13 +151,14 @@ impl Observer for Submits<'_> {
         let line = logical_line(vt);
         let prompt = self.state.prompt.as_deref().unwrap_or("").trim_end();
         let rest = line.strip_prefix(prompt);
-        if !self.state.direct && !prompt.is_empty() && rest.is_none() {
+        let direct = std::mem::take(&mut self.state.direct);
+        if !direct && !prompt.is_empty() && rest.is_none() {
             // Output between the lines of a paste: not a submitted line.
             return;
         }
-        self.state.direct = false;
         self.state.enters -= 1;
-        if vt.active_screen_kind() == ScreenKind::Primary {
+        let data_line = !direct && prompt.is_empty();
+        if vt.active_screen_kind() == ScreenKind::Primary && !data_line {
             let command = rest.unwrap_or(&line).trim();
             if !command.is_empty() && !masked(command) {
                 self.state

@@ -176,7 +176,7 @@ impl Writer {
             Ev::Input(data) => match self.mode {
                 Mode::Terminal { .. } => {
                     if let Some(t) = state.tracker.as_mut() {
-                        t.input(&data);
+                        t.input(at, &data);
                     }
                     let v = self.judge.input(at, data);
                     self.verdicts(&state, v)?;

@@ -26,7 +26,8 @@ pub struct Query {
     pub until: Option<SystemTime>,
     /// A command containing this text (case-insensitive) was typed or executed.
     pub command: Option<String>,
-    /// A file whose path contains this text (case-insensitive) was transferred.
+    /// A file whose path contains this text (case-insensitive) was transferred (for legacy
+    /// SCP also: the path in its exec command).
     pub file: Option<String>,
     pub kind: Option<RecordingKind>,
     /// The SSH connection's session id or the web session's id hash.
@@ -283,7 +284,14 @@ pub(super) fn search_on(
         clauses.push(contains_clause("commands", "text", c, &mut args));
     }
     if let Some(f) = &q.file {
-        clauses.push(contains_clause("files", "path", f, &mut args));
+        // Legacy SCP names the file by its source name in the protocol and by its place on
+        // the target in the exec command (`scp -t /srv/x.csv`): both count.
+        let files = contains_clause("files", "path", f, &mut args);
+        args.push(Box::new(f.to_lowercase()));
+        clauses.push(format!(
+            "({files} OR (s.request = 'scp' AND instr(lower(s.command), ?{}) > 0))",
+            args.len()
+        ));
     }
     let filter = if clauses.is_empty() {
         String::new()

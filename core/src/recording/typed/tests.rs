@@ -4,8 +4,8 @@ use super::*;
 fn commands(steps: &[(&str, &str)]) -> Vec<String> {
     let mut t = CommandTracker::new(40, 10).unwrap();
     let mut found = t.output("root@db:~# ");
-    for (keys, shown) in steps {
-        t.input(keys.as_bytes());
+    for (i, (keys, shown)) in steps.iter().enumerate() {
+        t.input(i as f64 * 0.1, keys.as_bytes());
         found.extend(t.output(shown));
     }
     found
@@ -102,6 +102,16 @@ fn the_command_is_the_line_as_the_terminal_showed_it() {
             vec!["echo one", "echo two"],
         ),
         (
+            "lines pasted into a program reading its input are data, not commands",
+            vec![
+                ("cat > notes\r", "cat > notes\r\n"),
+                ("one\ntwo\nthree\n", "one\r\ntwo\r\nthree\r\n"),
+                ("\x04", "root@db:~# "),
+                ("id\r", "id\r\nuid=0\r\n"),
+            ],
+            vec!["cat > notes", "one", "id"],
+        ),
+        (
             "nothing from a full-screen program",
             vec![
                 ("vi x\r", "vi x\r\n\x1b[?1049h\x1b[H~\r\n~\r\n"),
@@ -121,14 +131,14 @@ fn the_command_is_the_line_as_the_terminal_showed_it() {
 fn after_screens_of_output_the_command_is_still_found() {
     let mut t = CommandTracker::new(80, 24).unwrap();
     t.output("$ ");
-    t.input(b"cat big\r");
+    t.input(0.0, b"cat big\r");
     t.output("cat big\r\n");
     let block = "x".repeat(79) + "\r\n";
     for _ in 0..30_000 {
         assert!(t.output(&block).is_empty());
     }
     t.output("$ ");
-    t.input(b"echo after\r");
+    t.input(1.0, b"echo after\r");
     assert_eq!(t.output("echo after\r\nafter\r\n$ "), ["echo after"]);
 }
 
