@@ -37,7 +37,9 @@ pub use cast::{
     FileTransfer, Header, Kept, Mode, RECORDING_QUEUE, Recorder, RecordingTask, StreamDirection,
 };
 pub use crypt::RecordingKey;
-pub use index::{CommandEntry, CommandSource, FileEntry, Query, RecordingIndex, parse_when};
+pub use index::{
+    CommandEntry, CommandSource, FileEntry, IndexedSession, Query, RecordingIndex, parse_when,
+};
 pub use live::{LiveEvent, LiveHub, LiveSnapshot};
 pub use reader::{Cast, CastEvent, CastReader, EventCode, MAX_LINE, read_cast};
 pub use screens::{Keyframe, screens};

@@ -91,6 +91,15 @@ pub(super) enum Op {
     Flush(oneshot::Sender<()>),
 }
 
+/// A session with what it ran and moved, for [`RecordingIndex::insert_sessions`].
+#[derive(Debug, Clone)]
+pub struct IndexedSession {
+    pub sidecar: Sidecar,
+    /// Milliseconds from the start, source, text.
+    pub commands: Vec<(u64, CommandSource, String)>,
+    pub files: Vec<(u64, FileTransfer)>,
+}
+
 /// The index of a recordings directory.
 #[derive(Debug, Clone)]
 pub struct RecordingIndex {
@@ -195,6 +204,49 @@ impl RecordingIndex {
             .map_err(index_err("cannot begin a transaction"))?;
         for s in sessions {
             schema::upsert(&tx, s)?;
+        }
+        tx.commit().map_err(index_err("cannot commit"))
+    }
+
+    /// Adds whole sessions with their commands and files in one transaction (imports, and
+    /// the search benchmark's 100,000 generated sessions).
+    pub fn insert_sessions(&self, sessions: &[IndexedSession]) -> Result<(), RecordingError> {
+        let mut conn = open_rw(&self.path)?;
+        schema::tune(&conn)?;
+        let tx = conn
+            .transaction()
+            .map_err(index_err("cannot begin a transaction"))?;
+        for s in sessions {
+            schema::upsert(&tx, &s.sidecar)?;
+            for (at_ms, source, text) in &s.commands {
+                rebuild::add_command(&tx, &s.sidecar.meta.id, *at_ms, *source, text)?;
+            }
+            for (at_ms, t) in &s.files {
+                schema::add_file(&tx, &s.sidecar.meta.id, *at_ms, t)?;
+            }
+        }
+        tx.commit().map_err(index_err("cannot commit"))
+    }
+
+    /// Removes sessions whose recordings are gone (retention pruning calls this with the ids
+    /// it removed; a rebuild would drop them too).
+    pub fn forget(&self, ids: &[RecordingId]) -> Result<(), RecordingError> {
+        let mut conn = open_rw(&self.path)?;
+        let tx = conn
+            .transaction()
+            .map_err(index_err("cannot begin a transaction"))?;
+        for id in ids {
+            for table in ["commands", "files", "apps"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE rid IN (SELECT rid FROM sessions WHERE id = ?1)"
+                    ),
+                    params![id.as_str()],
+                )
+                .map_err(index_err("cannot forget a session"))?;
+            }
+            tx.execute("DELETE FROM sessions WHERE id = ?1", params![id.as_str()])
+                .map_err(index_err("cannot forget a session"))?;
         }
         tx.commit().map_err(index_err("cannot commit"))
     }

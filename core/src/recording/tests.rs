@@ -578,3 +578,98 @@ fn an_overlong_line_is_refused_without_holding_it() {
         Err(RecordingError::Malformed { line: 2, .. })
     ));
 }
+
+#[test]
+fn searches_by_time_range_include_live_sessions_and_keep_the_newest_under_a_limit() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let dir = TempDir::new("rec-query");
+    let rec = Recordings::open(dir.path(), RecordingsOptions::default(), false).unwrap();
+    let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let h = |n: u64| t0 + Duration::from_secs(n * 3600);
+    // (start hour, end hour or live, command)
+    let rows = [
+        (0, Some(1), "ls"),
+        (2, Some(30), "long job"),
+        (5, None, "still live"),
+        (40, Some(41), "ls -la"),
+    ];
+    let sessions: Vec<IndexedSession> = rows
+        .iter()
+        .map(|(s, e, c)| {
+            let mut m = meta();
+            m.started_at = h(*s);
+            m.ended_at = e.map(h);
+            IndexedSession {
+                sidecar: Sidecar {
+                    meta: m,
+                    format: Some(Format::Plain),
+                    pty: true,
+                    cut: false,
+                },
+                commands: vec![(0, CommandSource::Typed, c.to_string())],
+                files: vec![],
+            }
+        })
+        .collect();
+    rec.index().insert_sessions(&sessions).unwrap();
+    let ids = |q: Query| -> Vec<String> {
+        rec.index()
+            .search(&q)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.command_of(&sessions))
+            .collect()
+    };
+    let at = |since: u64, until: u64| Query {
+        since: Some(h(since)),
+        until: Some(h(until)),
+        ..Query::default()
+    };
+    assert_eq!(
+        ids(at(20, 25)),
+        ["long job", "still live"],
+        "overlapping, live included"
+    );
+    assert_eq!(ids(at(35, 45)), ["still live", "ls -la"]);
+    assert_eq!(
+        ids(Query {
+            live: true,
+            ..Query::default()
+        }),
+        ["still live"]
+    );
+    assert_eq!(
+        ids(Query {
+            limit: Some(2),
+            ..Query::default()
+        }),
+        ["still live", "ls -la"],
+        "the newest, oldest first"
+    );
+    assert_eq!(
+        ids(Query {
+            command: Some("ls".into()),
+            ..Query::default()
+        }),
+        ["ls", "ls -la"],
+        "short text: a scan"
+    );
+    assert_eq!(
+        ids(Query {
+            command: Some("LONG J".into()),
+            ..Query::default()
+        }),
+        ["long job"]
+    );
+}
+
+impl RecordingMeta {
+    /// Test helper: the command of the generated session with this id.
+    fn command_of(&self, sessions: &[IndexedSession]) -> String {
+        sessions
+            .iter()
+            .find(|s| s.sidecar.meta.id == self.id)
+            .map(|s| s.commands[0].2.clone())
+            .unwrap()
+    }
+}

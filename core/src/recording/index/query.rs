@@ -99,26 +99,41 @@ fn time_of(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// An FTS5 phrase matching `text` as a substring (trigram tokenizer).
-fn phrase(text: &str) -> String {
-    format!("\"{}\"", text.replace('"', "\"\""))
+/// An FTS5 query for rows holding trigrams that cover `text` (every third one, and the
+/// last): a superset of the rows containing it, confirmed by a substring test. Fewer terms
+/// than every trigram: each costs a posting list, and common ones are long.
+fn trigrams(text: &str) -> String {
+    let chars: Vec<char> = text.to_lowercase().chars().collect();
+    let n = chars.len().saturating_sub(2);
+    let mut starts: Vec<usize> = (0..n).step_by(3).collect();
+    if n > 0 && starts.last() != Some(&(n - 1)) {
+        starts.push(n - 1);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut terms = Vec::new();
+    for i in starts {
+        let t: String = chars.iter().skip(i).take(3).collect();
+        if seen.insert(t.clone()) {
+            terms.push(format!("\"{}\"", t.replace('"', "\"\"")));
+        }
+    }
+    terms.join(" AND ")
 }
 
-/// The clause finding sessions with a row of `table` whose `col` contains `text`.
-fn contains_clause(table: &str, col: &str, text: &str, args: &mut Vec<Box<dyn ToSql>>) -> String {
+/// The rids of sessions with a row of `table` whose `col` contains `text` (case-insensitive).
+fn contains_rids(table: &str, col: &str, text: &str, args: &mut Vec<Box<dyn ToSql>>) -> String {
+    args.push(Box::new(text.to_lowercase()));
+    let needle = args.len();
     if text.chars().count() >= 3 {
-        args.push(Box::new(phrase(text)));
+        args.push(Box::new(trigrams(text)));
         format!(
-            "s.rid IN (SELECT t.rid FROM {table} t WHERE t.rowid IN \
-             (SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH ?{}))",
+            "SELECT t.rid FROM {table} t WHERE t.rowid IN \
+             (SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH ?{}) \
+             AND instr(lower(t.{col}), ?{needle}) > 0",
             args.len()
         )
     } else {
-        args.push(Box::new(text.to_lowercase()));
-        format!(
-            "s.rid IN (SELECT t.rid FROM {table} t WHERE instr(lower(t.{col}), ?{}) > 0)",
-            args.len()
-        )
+        format!("SELECT t.rid FROM {table} t WHERE instr(lower(t.{col}), ?{needle}) > 0")
     }
 }
 
@@ -235,90 +250,167 @@ impl RecordingIndex {
     }
 }
 
-pub(super) fn search_on(
-    conn: &Connection,
-    q: &Query,
-) -> Result<Vec<RecordingMeta>, RecordingError> {
-    let mut clauses: Vec<String> = Vec::new();
-    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-    let eq = |col: &str,
-              v: &Option<String>,
-              clauses: &mut Vec<String>,
-              args: &mut Vec<Box<dyn ToSql>>| {
-        if let Some(v) = v {
-            args.push(Box::new(v.clone()));
-            clauses.push(format!("{col} = ?{}", args.len()));
-        }
-    };
-    eq("s.user", &q.user, &mut clauses, &mut args);
-    eq("s.target", &q.target, &mut clauses, &mut args);
-    eq("s.session", &q.session, &mut clauses, &mut args);
-    eq(
-        "s.kind",
-        &q.kind.map(|k| k.as_str().to_string()),
-        &mut clauses,
-        &mut args,
-    );
-    if let Some(app) = &q.app {
-        args.push(Box::new(app.clone()));
-        clauses.push(format!(
-            "s.rid IN (SELECT a.rid FROM apps a WHERE a.app = ?{})",
-            args.len()
-        ));
+/// Sessions narrower than this (by user, target, time...) are checked command by command
+/// instead of through the trigram index, which is faster when the text is common.
+const SCAN_BELOW: i64 = 20_000;
+
+struct Sql {
+    clauses: Vec<String>,
+    args: Vec<Box<dyn ToSql>>,
+}
+
+impl Sql {
+    fn arg(&mut self, v: impl ToSql + 'static) -> usize {
+        self.args.push(Box::new(v));
+        self.args.len()
     }
-    if let Some(t) = q.since {
-        args.push(Box::new(ms(t)));
-        clauses.push(format!(
-            "(s.ended_ms IS NULL OR s.ended_ms >= ?{})",
-            args.len()
+
+    fn filter(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    fn refs(&self) -> Vec<&dyn ToSql> {
+        self.args.iter().map(|a| a.as_ref()).collect()
+    }
+}
+
+/// The filters on the sessions themselves; `live`: the live part of a `since` search.
+fn base(conn: &Connection, q: &Query, live: bool) -> Result<Sql, RecordingError> {
+    let mut sql = Sql {
+        clauses: Vec::new(),
+        args: Vec::new(),
+    };
+    for (col, v) in [
+        ("s.user", &q.user),
+        ("s.target", &q.target),
+        ("s.session", &q.session),
+    ] {
+        if let Some(v) = v {
+            let i = sql.arg(v.clone());
+            sql.clauses.push(format!("{col} = ?{i}"));
+        }
+    }
+    if let Some(k) = q.kind {
+        let i = sql.arg(k.as_str());
+        sql.clauses.push(format!("s.kind = ?{i}"));
+    }
+    if let Some(app) = &q.app {
+        let i = sql.arg(app.clone());
+        sql.clauses.push(format!(
+            "s.rid IN (SELECT a.rid FROM apps a WHERE a.app = ?{i})"
         ));
     }
     if let Some(t) = q.until {
-        args.push(Box::new(ms(t)));
-        clauses.push(format!("s.started_ms <= ?{}", args.len()));
+        let i = sql.arg(ms(t));
+        sql.clauses.push(format!("s.started_ms <= ?{i}"));
     }
-    if q.live {
-        clauses.push("s.ended_ms IS NULL".into());
+    if live || q.live {
+        sql.clauses.push("s.ended_ms IS NULL".into());
+    } else if let Some(t) = q.since {
+        // A session that ended after `since` started at most the longest session's length
+        // before it: a range of the start index, not a scan.
+        let longest: i64 = conn
+            .query_row("SELECT v FROM stats WHERE k = 'longest_ms'", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or(0);
+        let lo = sql.arg(ms(t).saturating_sub(longest));
+        let since = sql.arg(ms(t));
+        sql.clauses
+            .push(format!("s.started_ms >= ?{lo} AND s.ended_ms >= ?{since}"));
     }
+    Ok(sql)
+}
+
+/// Adds the command and file filters: through the trigram index, or session by session
+/// when the other filters leave few sessions.
+fn text_filters(conn: &Connection, q: &Query, sql: &mut Sql) -> Result<(), RecordingError> {
+    if q.command.is_none() && q.file.is_none() {
+        return Ok(());
+    }
+    let count: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM sessions s {}", sql.filter()),
+            sql.refs().as_slice(),
+            |r| r.get(0),
+        )
+        .map_err(index_err("cannot count sessions"))?;
+    let scan = count < SCAN_BELOW && !sql.clauses.is_empty();
     if let Some(c) = &q.command {
-        clauses.push(contains_clause("commands", "text", c, &mut args));
+        if scan {
+            let i = sql.arg(c.to_lowercase());
+            sql.clauses.push(format!(
+                "EXISTS (SELECT 1 FROM commands c WHERE c.rid = s.rid AND instr(lower(c.text), ?{i}) > 0)"
+            ));
+        } else {
+            let rids = contains_rids("commands", "text", c, &mut sql.args);
+            sql.clauses.push(format!("s.rid IN ({rids})"));
+        }
     }
     if let Some(f) = &q.file {
         // Legacy SCP names the file by its source name in the protocol and by its place on
         // the target in the exec command (`scp -t /srv/x.csv`): both count.
-        let files = contains_clause("files", "path", f, &mut args);
-        args.push(Box::new(f.to_lowercase()));
-        clauses.push(format!(
-            "({files} OR (s.request = 'scp' AND instr(lower(s.command), ?{}) > 0))",
-            args.len()
+        let rids = contains_rids("files", "path", f, &mut sql.args);
+        let i = sql.arg(f.to_lowercase());
+        sql.clauses.push(format!(
+            "s.rid IN ({rids} UNION SELECT rid FROM sessions WHERE request = 'scp' \
+             AND instr(lower(command), ?{i}) > 0)"
         ));
     }
-    let filter = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    let sql = match q.limit {
-        Some(n) => format!(
-            "SELECT * FROM (SELECT {COLUMNS}, s.rid FROM sessions s {filter} \
-             ORDER BY s.started_ms DESC, s.rid DESC LIMIT {n}) ORDER BY 10, 13"
-        ),
-        None => format!("SELECT {COLUMNS} FROM sessions s {filter} ORDER BY s.started_ms, s.rid"),
-    };
+    Ok(())
+}
+
+fn run(
+    conn: &Connection,
+    q: &Query,
+    live: bool,
+) -> Result<Vec<(i64, i64, RecordingMeta)>, RecordingError> {
+    let mut sql = base(conn, q, live)?;
+    text_filters(conn, q, &mut sql)?;
+    let limit = q.limit.map(|n| format!("LIMIT {n}")).unwrap_or_default();
+    let text = format!(
+        "SELECT {COLUMNS}, s.rid FROM sessions s {} ORDER BY s.started_ms DESC, s.rid DESC {limit}",
+        sql.filter()
+    );
     let mut st = conn
-        .prepare(&sql)
+        .prepare(&text)
         .map_err(index_err("cannot prepare a search"))?;
-    let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
     let rows = st
-        .query_map(refs.as_slice(), meta_of)
+        .query_map(sql.refs().as_slice(), |r| {
+            Ok((r.get::<_, i64>(9)?, r.get::<_, i64>(12)?, meta_of(r)?))
+        })
         .map_err(index_err("cannot search"))?;
     let mut out = Vec::new();
     for r in rows {
-        if let Some(m) = r.map_err(index_err("cannot read a row"))? {
-            out.push(m);
+        let (started, rid, meta) = r.map_err(index_err("cannot read a row"))?;
+        if let Some(m) = meta {
+            out.push((started, rid, m));
         }
     }
     Ok(out)
+}
+
+pub(super) fn search_on(
+    conn: &Connection,
+    q: &Query,
+) -> Result<Vec<RecordingMeta>, RecordingError> {
+    let mut found = run(conn, q, false)?;
+    if q.since.is_some() && !q.live {
+        // Sessions still live at `since` or after, whenever they started.
+        found.extend(run(conn, q, true)?);
+        found.sort_by_key(|f| std::cmp::Reverse((f.0, f.1)));
+        found.dedup_by_key(|f| f.1);
+    }
+    if let Some(n) = q.limit {
+        found.truncate(n);
+    }
+    // Oldest first.
+    found.reverse();
+    Ok(found.into_iter().map(|(_, _, m)| m).collect())
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ pub fn rebuild(
     Ok(report)
 }
 
-fn add_command(
+pub(super) fn add_command(
     tx: &rusqlite::Transaction<'_>,
     id: &RecordingId,
     at_ms: u64,

@@ -2,7 +2,9 @@
 //!
 //! `sessions` holds one row per recording (SSH channel or web session); `apps` the web apps a
 //! web session used; `commands` and `files` what was typed or run and what moved, each with
-//! an FTS5 trigram table over its text (external content, kept in step by triggers).
+//! an FTS5 trigram table over its text (external content, kept in step by triggers;
+//! `detail=none`: a third of the size, candidates found by their trigrams and confirmed by a
+//! substring test); `stats` the longest session, which bounds time-range searches.
 
 use std::path::Path;
 
@@ -14,7 +16,7 @@ use crate::recording::sidecar::Sidecar;
 use crate::recording::{RecordingError, RecordingId, unix_ms};
 
 /// Bumped whenever the tables change: an index of another version is rebuilt.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const TABLES: &str = "
 CREATE TABLE sessions(
@@ -37,6 +39,9 @@ CREATE INDEX sessions_started ON sessions(started_ms);
 CREATE INDEX sessions_user ON sessions(user, started_ms);
 CREATE INDEX sessions_target ON sessions(target, started_ms);
 CREATE INDEX sessions_session ON sessions(session);
+CREATE INDEX sessions_request ON sessions(request);
+CREATE INDEX sessions_live ON sessions(started_ms) WHERE ended_ms IS NULL;
+CREATE TABLE stats(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE apps(rid INTEGER NOT NULL, app TEXT NOT NULL, PRIMARY KEY(rid, app)) WITHOUT ROWID;
 CREATE INDEX apps_app ON apps(app, rid);
 CREATE TABLE commands(
@@ -48,7 +53,7 @@ CREATE TABLE commands(
 );
 CREATE INDEX commands_rid ON commands(rid, at_ms);
 CREATE VIRTUAL TABLE commands_fts USING fts5(
-    text, content='commands', content_rowid='cid', tokenize='trigram'
+    text, content='commands', content_rowid='cid', tokenize='trigram', detail='none'
 );
 CREATE TRIGGER commands_ai AFTER INSERT ON commands BEGIN
     INSERT INTO commands_fts(rowid, text) VALUES (new.cid, new.text);
@@ -67,7 +72,7 @@ CREATE TABLE files(
 );
 CREATE INDEX files_rid ON files(rid, at_ms);
 CREATE VIRTUAL TABLE files_fts USING fts5(
-    path, content='files', content_rowid='fid', tokenize='trigram'
+    path, content='files', content_rowid='fid', tokenize='trigram', detail='none'
 );
 CREATE TRIGGER files_ai AFTER INSERT ON files BEGIN
     INSERT INTO files_fts(rowid, path) VALUES (new.fid, new.path);
@@ -144,6 +149,15 @@ pub fn upsert(tx: &Transaction<'_>, s: &Sidecar) -> Result<(), RecordingError> {
         ],
     )
     .map_err(index_err("cannot add a session"))?;
+    if let Some(end) = m.ended_at {
+        let len = unix_ms(end).saturating_sub(unix_ms(m.started_at)) as i64;
+        tx.execute(
+            "INSERT INTO stats(k, v) VALUES ('longest_ms', ?1) \
+             ON CONFLICT(k) DO UPDATE SET v = max(v, excluded.v)",
+            params![len],
+        )
+        .map_err(index_err("cannot update the longest session"))?;
+    }
     for app in m.apps.iter().chain(m.app.iter()) {
         tx.execute(
             "INSERT OR IGNORE INTO apps(rid, app) SELECT rid, ?2 FROM sessions WHERE id = ?1",
