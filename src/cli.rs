@@ -37,6 +37,9 @@ pub enum Command {
     /// Live web and SSH sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Recorded SSH and web sessions: list, replay, export (every read is audited).
+    #[command(subcommand)]
+    Recordings(RecordingsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,4 +150,49 @@ pub enum SessionCommand {
     List,
     /// End every session of USER on every instance, live connections included.
     Revoke { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// Recorded sessions, oldest first; nothing found prints nothing (exit 0).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// SSH target name.
+        #[arg(long)]
+        target: Option<String>,
+        /// Web app name.
+        #[arg(long)]
+        app: Option<String>,
+        /// Sessions still running at or after this time: RFC 3339 or a duration back (`24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Sessions started at or before this time: RFC 3339 or a duration back.
+        #[arg(long)]
+        until: Option<String>,
+        /// Sessions in which a command containing TEXT was typed or executed.
+        #[arg(long, value_name = "TEXT")]
+        command: Option<String>,
+        /// Sessions in which a file whose path contains NAME was transferred.
+        #[arg(long, value_name = "NAME")]
+        file: Option<String>,
+        /// JSON lines: id, kind, user, target or app, started_at, ended_at (null while live).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replays an SSH session in this terminal (idle gaps capped at 2 s); a web session's
+    /// requests are printed.
+    Play {
+        id: String,
+        /// Playback speed (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Writes a plain asciicast v2 file (SSH, decrypted) or the requests as JSON lines (web).
+    Export {
+        id: String,
+        /// Output file (default: stdout).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check_config;
 pub mod policy;
+pub mod recordings;
 pub mod serve;
 pub mod services;
 pub mod session;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Policy(c) => commands::policy::run(cli.config.as_deref(), c),
         cli::Command::Audit(c) => commands::audit::run(cli.config.as_deref(), c),
         cli::Command::Session(c) => commands::session::run(cli.config.as_deref(), c),
+        cli::Command::Recordings(c) => commands::recordings::run(cli.config.as_deref(), c),
     };
     match result {
         Ok(code) => code,

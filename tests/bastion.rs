@@ -11,7 +11,7 @@
 )]
 
 #[path = "support/sshd.rs"]
-mod sshd;
+pub(crate) mod sshd;
 use crate::support;
 
 use std::net::SocketAddr;
@@ -36,8 +36,8 @@ const POLICY: &str = "p, group:sre, ssh:db-prod-1/root, ssh|sftp, allow\n\
                       p, group:sre, ssh:staging/root, ssh|sftp, allow\n";
 
 /// A `gatehouse serve` with the bastion on, a target sshd and (optionally) Redis.
-struct Env {
-    child: Child,
+pub(crate) struct Env {
+    pub(crate) child: Child,
     bastion: SocketAddr,
     gateway: SocketAddr,
     pki: Pki,
@@ -47,11 +47,11 @@ struct Env {
     user_key: PathBuf,
     _sshd: Sshd,
     _redis: Option<Redis>,
-    dir: TestDir,
+    pub(crate) dir: TestDir,
 }
 
 /// A user made through the CLI.
-struct User {
+pub(crate) struct User {
     name: String,
     password: String,
     totp: Totp,
@@ -74,7 +74,12 @@ fn bastion_in(stdout: &str) -> Option<SocketAddr> {
 }
 
 impl Env {
-    fn start(redis: bool) -> Env {
+    pub(crate) fn start(redis: bool) -> Env {
+        Self::start_with(redis, "")
+    }
+
+    /// [`Env::start`] with extra `[recording]` keys (e.g. `encrypt = true`).
+    pub(crate) fn start_with(redis: bool, recording: &str) -> Env {
         let dir = TestDir::new("bastion");
         let redis = redis.then(Redis::start);
         let pki = Pki::new(&dir.join("certs"));
@@ -88,7 +93,10 @@ impl Env {
             policy_csv: Some(POLICY.to_string()),
             ..GatehouseSpec::default()
         };
+        let rec = "[recording]\ndir = \"data/recordings\"\n";
         let toml = spec.to_toml();
+        assert!(toml.contains(rec), "harness config changed:\n{toml}");
+        let toml = toml.replace(rec, &format!("{rec}{recording}\n"));
         let off = "[bastion]\nenabled = false\n";
         assert!(toml.contains(off), "harness config changed:\n{toml}");
         let mut toml = toml.replace(off, "[bastion]\nhost_key = \"certs/bastion_ed25519\"\n");
@@ -132,7 +140,7 @@ impl Env {
         }
     }
 
-    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    pub(crate) fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(self.dir.join("gatehouse.toml"))
@@ -154,7 +162,7 @@ impl Env {
     }
 
     /// `gatehouse user add NAME --groups G --ssh-key KEY.pub --password-stdin`.
-    fn add_user(&self, name: &str, groups: &str) -> User {
+    pub(crate) fn add_user(&self, name: &str, groups: &str) -> User {
         let password = random_password();
         let key = pub_path(&self.user_key);
         let out = self.cli(
@@ -184,12 +192,12 @@ impl Env {
         }
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(self.dir.path(), self.bastion, &self.user_key)
     }
 
     /// Audit events (the `event` object of each line), oldest first.
-    fn audit(&self) -> Vec<Value> {
+    pub(crate) fn audit(&self) -> Vec<Value> {
         let dir = self.dir.join("data/audit");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -210,7 +218,7 @@ impl Env {
     }
 
     /// Waits (deadline [`QUICK`]) for an audit event matching `pred`.
-    fn expect_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn expect_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let events = self.audit();
@@ -225,20 +233,32 @@ impl Env {
         }
     }
 
-    /// The recordings (`.cast`), each as its JSON lines.
+    /// The recordings (any format, read through core's reader), each as its JSON lines.
     fn casts(&self) -> Vec<Vec<Value>> {
+        use gatehouse_core::recording::{RecordingId, RecordingKey, Recordings, RecordingsOptions};
         let dir = self.dir.join("data/recordings");
+        let key = gatehouse_core::secret::SecretKey::from_base64(&self.secret_key).unwrap();
+        let rec = Recordings::open(
+            &dir,
+            RecordingsOptions {
+                key: Some(RecordingKey::new(&key)),
+                ..RecordingsOptions::default()
+            },
+            false,
+        )
+        .unwrap();
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "cast") {
-                let lines = std::fs::read_to_string(&p)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).expect("every cast line is JSON"))
-                    .collect();
-                out.push(lines);
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".meta.json") else {
+                continue;
+            };
+            let mut o = rec.open_cast(&RecordingId::parse(id).unwrap()).unwrap();
+            let mut lines = vec![serde_json::to_value(o.reader.header()).unwrap()];
+            while let Some(e) = o.reader.next_event().unwrap() {
+                lines.push(serde_json::json!([e.time, e.code.as_str(), e.data]));
             }
+            out.push(lines);
         }
         out
     }

@@ -205,6 +205,10 @@ pub struct RecordingConfig {
     pub dir: PathBuf,
     /// Recordings older than this are removed (default: the audit log's retention).
     pub retention_days: u32,
+    /// Recordings encrypted at rest with a key derived from the secret key.
+    pub encrypt: bool,
+    /// Cap (bytes, each direction) on sessions without a terminal; `None`: in full.
+    pub stream_cap: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

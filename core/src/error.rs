@@ -208,6 +208,30 @@ pub enum RecordingError {
     ReadCast(#[source] std::io::Error),
     #[error("recording line {line}: {problem}")]
     Malformed { line: usize, problem: String },
+    #[error("no recording with id {0}")]
+    NotFound(String),
+    #[error("recording {0} is encrypted and no secret key was given")]
+    NoKey(String),
+    #[error("{path}: cannot read recording metadata")]
+    Sidecar {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot create the recordings directory")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recordings index: {what}")]
+    Index {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("recordings index: {0}")]
+    IndexState(String),
 }
 
 /// The audit log cannot be written or does not verify.

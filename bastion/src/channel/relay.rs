@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gatehouse_core::audit::AuditEvent;
-use gatehouse_core::recording::Recorder;
+use gatehouse_core::audit::{AuditEvent, new_incident_id};
+use gatehouse_core::recording::{FileTransfer, Kept, Recorder, RecordingError};
 use russh::client;
 use russh::server::{self, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
@@ -144,6 +144,33 @@ impl Relay<'_> {
         reason
     }
 
+    /// What became of recorded bytes: a cap reached is audited as an alert (and the
+    /// session ends if that record cannot be written); a recording failure ends it.
+    async fn kept(&self, kept: Result<Kept, RecordingError>) -> Result<(), &'static str> {
+        let kept = kept.map_err(|_| "recording failed")?;
+        let Kept::CapReached { direction, cap } = kept else {
+            return Ok(());
+        };
+        let n = self.names;
+        let incident_id = new_incident_id();
+        tracing::warn!(user = %n.user, target = %n.target, recording = %n.recording_id, direction = direction.as_str(), cap, incident_id = %incident_id, "recording cap reached: the rest of this direction is not recorded");
+        let event = AuditEvent::RecordingCapped {
+            user: n.user.clone(),
+            target: n.target.clone(),
+            login: n.login.clone(),
+            recording_id: n.recording_id.clone(),
+            direction: direction.as_str().to_string(),
+            cap_bytes: cap,
+            incident_id,
+            context: self.conn.context(),
+        };
+        if let Err(e) = self.conn.audit(event).await {
+            tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a recording cap; ending the session");
+            return Err("audit unavailable");
+        }
+        Ok(())
+    }
+
     /// Records what an observer saw; `Err` names why the session must end.
     async fn observed(&self, seen: Vec<Seen>) -> Result<(), &'static str> {
         for s in seen {
@@ -151,6 +178,15 @@ impl Relay<'_> {
                 return Err("recording failed");
             }
             let Some(t) = s.transfer else { continue };
+            let transfer = FileTransfer {
+                protocol: t.protocol,
+                direction: t.direction,
+                path: t.path.clone(),
+                bytes: t.bytes,
+            };
+            if self.rec.transfer(transfer).await.is_err() {
+                return Err("recording failed");
+            }
             let n = self.names;
             let event = AuditEvent::SshFileTransfer {
                 user: n.user.clone(),
@@ -183,10 +219,7 @@ impl Relay<'_> {
                 Some(ChannelMsg::Data { data }) => {
                     activity.touch();
                     let kept = if self.observer.is_plain() {
-                        self.rec
-                            .input(data.clone())
-                            .await
-                            .map_err(|_| "recording failed")
+                        self.kept(self.rec.input(data.clone()).await).await
                     } else {
                         self.observed(self.observer.client_bytes(&data)).await
                     };
@@ -285,10 +318,7 @@ impl Relay<'_> {
             ChannelMsg::Data { data } => {
                 activity.touch();
                 if self.observer.is_plain() {
-                    self.rec
-                        .output(data.clone())
-                        .await
-                        .map_err(|_| "recording failed")?;
+                    self.kept(self.rec.output(data.clone()).await).await?;
                 } else {
                     self.observed(self.observer.target_bytes(&data)).await?;
                 }
@@ -297,10 +327,7 @@ impl Relay<'_> {
             ChannelMsg::ExtendedData { data, ext } => {
                 activity.touch();
                 if self.observer.is_plain() {
-                    self.rec
-                        .output(data.clone())
-                        .await
-                        .map_err(|_| "recording failed")?;
+                    self.kept(self.rec.output(data.clone()).await).await?;
                 }
                 ctx.extended_data_bytes(ext, data)
                     .await

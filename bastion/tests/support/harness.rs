@@ -16,6 +16,7 @@ use gatehouse_bastion::{Bastion, Limits, Registry, Services};
 use gatehouse_core::audit::{AuditEvent, AuditKey, AuditLog};
 use gatehouse_core::identity::{Authenticator, LockoutPolicy, NewUser, TotpCipher, Users};
 use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::recording::{RecordingKey, Recordings, RecordingsOptions};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store::{MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -228,6 +229,7 @@ async fn core_services(
     user: &str,
     user_pub: &str,
     port_forward: bool,
+    recordings: &Path,
 ) -> (Services, TotpCipher, Arc<dyn Store>) {
     let key = SecretKey::from_bytes(SECRET);
     let cipher = TotpCipher::new(&key).unwrap();
@@ -259,10 +261,20 @@ async fn core_services(
         Duration::from_secs(600),
         LockoutPolicy::default(),
     );
+    let recordings = Recordings::open(
+        recordings,
+        RecordingsOptions {
+            key: Some(RecordingKey::new(&key)),
+            ..RecordingsOptions::default()
+        },
+        true,
+    )
+    .unwrap();
     let services = Services {
         authenticator,
         policy: Arc::new(policy),
         audit,
+        recordings,
     };
     (services, cipher, store)
 }
@@ -319,7 +331,7 @@ impl Env {
 
         let user = format!("u{}", tag.replace('_', "-"));
         let (services, cipher, store) =
-            core_services(&dir, &user, &user_pub, opts.port_forward).await;
+            core_services(&dir, &user, &user_pub, opts.port_forward, &recordings).await;
         let bastion = Bastion::bind_with_limits(config, services, opts.limits)
             .await
             .expect("bastion binds");
@@ -479,12 +491,19 @@ impl Env {
         format!("{}:{rest}", self.user)
     }
 
+    /// The recording files (`.cast`, `.cast.gz`, `.cast.enc`), sorted.
     pub fn cast_files(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&self.recordings)
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "cast"))
+                    .filter(|p| {
+                        let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        [".cast", ".cast.gz", ".cast.enc"]
+                            .iter()
+                            .any(|x| n.ends_with(x))
+                            && !n.starts_with('.')
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -492,14 +511,32 @@ impl Env {
         v
     }
 
+    /// A recording's events as plain asciicast lines (decompressed, decrypted), read through
+    /// core's reader by the id in the file name.
+    pub fn cast_lines(&self, path: &Path) -> Vec<serde_json::Value> {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let id = gatehouse_core::recording::RecordingId::parse(&name[..32]).unwrap();
+        let rec = Recordings::open(
+            &self.recordings,
+            RecordingsOptions {
+                key: Some(RecordingKey::new(&SecretKey::from_bytes(SECRET))),
+                ..RecordingsOptions::default()
+            },
+            false,
+        )
+        .unwrap();
+        let mut o = rec.open_cast(&id).unwrap();
+        let mut lines = vec![serde_json::to_value(o.reader.header()).unwrap()];
+        while let Some(e) = o.reader.next_event().unwrap() {
+            lines.push(serde_json::json!([e.time, e.code.as_str(), e.data]));
+        }
+        lines
+    }
+
     /// The recording whose header title contains `needle` (waits for it to be complete).
     pub fn cast_with_title(&self, needle: &str) -> (PathBuf, Vec<serde_json::Value>) {
         for p in self.cast_files() {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let lines: Vec<serde_json::Value> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("every cast line is JSON"))
-                .collect();
+            let lines = self.cast_lines(&p);
             if lines
                 .first()
                 .and_then(|h| h["title"].as_str())

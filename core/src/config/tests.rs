@@ -107,6 +107,14 @@ fn bad_configs_name_key_and_fix() {
             "targets[0].logins",
         ),
         ("[audit]\nretention_days = 0", "audit.retention_days"),
+        ("[recording]\nstream_cap = \"0\"", "recording.stream_cap"),
+        ("[recording]\nstream_cap = \"lots\"", "recording.stream_cap"),
+        ("[recording]\nstream_cap = \"5PB\"", "recording.stream_cap"),
+        (
+            "[recording]\nstream_cap = \"99999999999TiB\"",
+            "recording.stream_cap",
+        ),
+        ("[recording]\nencrypt = \"yes\"", "invalid type"),
         (
             "[identity]\nidle_timeout = \"13h\"",
             "identity.idle_timeout",
@@ -254,6 +262,27 @@ fn limits_collisions_and_origins_table() {
             .tls_allow_expired
     );
     assert!(!load("").unwrap().gateway.tls_allow_expired);
+}
+
+#[test]
+fn recording_settings_default_to_in_full_and_clear() {
+    let c = load(GOOD).unwrap();
+    assert!(!c.recording.encrypt);
+    assert_eq!(c.recording.stream_cap, None);
+    for (cap, bytes) in [
+        ("1048576", 1u64 << 20),
+        ("64KiB", 64 << 10),
+        ("512MiB", 512 << 20),
+        ("2 GiB", 2 << 30),
+        ("3g", 3 << 30),
+    ] {
+        let c = load(&format!(
+            "{GOOD}\n[recording]\nencrypt = true\nstream_cap = \"{cap}\""
+        ))
+        .unwrap();
+        assert!(c.recording.encrypt);
+        assert_eq!(c.recording.stream_cap, Some(bytes), "{cap}");
+    }
 }
 
 #[test]
