@@ -377,14 +377,17 @@ impl Sso {
         };
         let found = claims::extract(&p.cfg, &tokens.claims, userinfo.as_ref())
             .map_err(|r| refused(name, r))?;
-        let step = self.admit(p, &tokens.subject, found, client).await?;
+        let logout = SsoLogoutHint {
+            provider: name.to_string(),
+            id_token: tokens.id_token,
+        };
+        let step = self
+            .admit(p, &tokens.subject, found, logout.clone(), client)
+            .await?;
         Ok(SsoLogin {
             step,
             return_to: txn.return_to,
-            logout: SsoLogoutHint {
-                provider: name.to_string(),
-                id_token: tokens.id_token,
-            },
+            logout,
         })
     }
 

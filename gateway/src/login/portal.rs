@@ -130,7 +130,7 @@ pub async fn logout(state: &State, req: Request<Incoming>, id: RequestId) -> Res
         return unavailable(STORE_DOWN, id);
     }
     match state.services.authenticator.logout(session.expose()).await {
-        Ok(()) => {
+        Ok(_) => {
             state.services.signer.forget_session(&hash);
             with_cookie(html(pages::logged_out()), cookie::clear_session())
         }
