@@ -1,5 +1,5 @@
 //! Every page Gatehouse renders itself: the forms and notices under `/.gatehouse/`
-//! ([`login`]), and the error pages of refused or failed requests ([`error`]), with the one
+//! ([`login`], and the SSO ones in [`sso`]), and the error pages of refused or failed requests ([`error`]), with the one
 //! HTML escaper, the one Content-Security-Policy and the one set of security headers they
 //! are all served with. Pure rendering: text and header values, no response or body type
 //! (those are `crate::respond`'s).
@@ -15,6 +15,7 @@
 
 mod error;
 mod login;
+mod sso;
 
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
@@ -26,6 +27,7 @@ use crate::web::STYLE_PATH;
 
 pub use error::{error, raw_error};
 pub use login::*;
+pub use sso::*;
 
 /// The policy every page is served with: nothing but our stylesheet, `data:` images and
 /// same-origin form posts; never framed. (The handoff page alone widens `form-action` and

@@ -17,6 +17,7 @@ use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
 
 pub use login::LoginCtx;
+pub use pending::{EnrolProof, PendingEnrolment, PendingSsoTotp};
 
 /// Everything the handler reads; built once at bind.
 #[derive(Debug)]
