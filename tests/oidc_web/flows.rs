@@ -277,7 +277,7 @@ async fn a_provider_down_at_start_is_shown_unavailable_and_works_once_back() {
     )
     .await;
     let html = login_page_until(&gh, Duration::from_secs(20), "corp unavailable", |h| {
-        h.contains("disabled>Sign in with corp <strong class=\"status\">unavailable</strong>")
+        h.contains("disabled>Sign in with corp <strong class=\"status\">— unavailable</strong>")
     })
     .await;
     assert!(!html.contains("/.gatehouse/oidc/start"), "{html}");

@@ -1,6 +1,5 @@
 //! The portal (apps the user may reach) and logout.
 
-use http::header::{CONTENT_SECURITY_POLICY, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -120,8 +119,9 @@ fn provider_logout(end_session_url: &str) -> Option<Response<ResBody>> {
     action.set_query(None);
     let origin = url.origin().ascii_serialization();
     let mut resp = html(pages::provider_logout(action.as_str(), &fields));
-    let csp = HeaderValue::from_str(&pages::handoff_csp(&origin)).ok()?;
-    resp.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
+    for (name, value) in pages::cross_origin_form_headers(&origin)? {
+        resp.headers_mut().insert(name, value);
+    }
     Some(resp)
 }
 

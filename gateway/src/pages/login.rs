@@ -47,8 +47,8 @@ pub fn sign_in(
 }
 
 /// The handoff page: a form posting a one-time ticket to an app host, submitted by
-/// `handoff.js` (a button as fallback). Serve it with a CSP whose `form-action` names that
-/// host and whose `script-src` is `'self'`.
+/// `handoff.js` (a button as fallback). Serve it with
+/// [`super::cross_origin_form_headers`] of that host's origin.
 pub fn handoff(action: &str, ticket: &str, next: &str) -> Page {
     let body = format!(
         "<p>Taking you to the application…</p>\n\
@@ -62,7 +62,7 @@ pub fn handoff(action: &str, ticket: &str, next: &str) -> Page {
         next = escape(next),
         js = HANDOFF_JS_PATH,
     );
-    page(StatusCode::OK, "Signing you in", &body)
+    super::cross_origin_form_page("Signing you in", &body)
 }
 
 /// The login form: user name, password and TOTP code in one form (so an answer never tells

@@ -39,7 +39,7 @@ pub(super) fn provider_buttons(providers: &[ProviderButton]) -> String {
                 ),
                 None => format!(
                     "<li><button type=\"button\" class=\"provider\" disabled>Sign in with {name} \
-                     <strong class=\"status\">unavailable</strong></button></li>\n"
+                     <strong class=\"status\">— unavailable</strong></button></li>\n"
                 ),
             }
         })
@@ -121,7 +121,7 @@ pub fn sso_failure(kind: SsoPage, request_id: &str) -> Page {
 /// After logout, the browser goes on to the provider's logout (`action`, its
 /// `end_session_endpoint`) with `fields` (`id_token_hint`, `client_id`,
 /// `post_logout_redirect_uri`) in a POST form submitted by `handoff.js` (a button as
-/// fallback). Serve it with [`super::handoff_csp`] of the endpoint's origin.
+/// fallback). Serve it with [`super::cross_origin_form_headers`] of the endpoint's origin.
 pub fn provider_logout(action: &str, fields: &[(String, String)]) -> Page {
     let inputs: String = fields
         .iter()
@@ -140,5 +140,5 @@ pub fn provider_logout(action: &str, fields: &[(String, String)]) -> Page {
          <script src=\"{HANDOFF_JS_PATH}\"></script>\n",
         action = escape(action),
     );
-    page(StatusCode::OK, "Signing out", &body)
+    super::cross_origin_form_page("Signing out", &body)
 }

@@ -301,6 +301,39 @@ fn headers_and_stylesheet() {
 }
 
 #[test]
+fn pages_posting_to_another_origin_keep_their_origin_header() {
+    // Under `same-origin`, a browser posts a cross-origin form with `Origin: null`, which
+    // the app host's handoff refuses: these pages send the origin alone instead.
+    for p in [
+        handoff("https://wiki.example/.gatehouse/handoff", "T", "/"),
+        provider_logout("https://idp.example/logout", &[]),
+    ] {
+        assert!(
+            p.html
+                .contains("<meta name=\"referrer\" content=\"strict-origin\">"),
+            "{}",
+            p.html
+        );
+    }
+    assert!(
+        login("c", None, "", None)
+            .html
+            .contains("content=\"same-origin\"")
+    );
+    let h = cross_origin_form_headers("https://wiki.example").unwrap();
+    assert!(
+        h.iter()
+            .any(|(n, v)| n == header::REFERRER_POLICY && v == "strict-origin")
+    );
+    assert!(h.iter().any(|(n, v)| {
+        n == header::CONTENT_SECURITY_POLICY
+            && v.to_str()
+                .unwrap()
+                .contains("form-action https://wiki.example;")
+    }));
+}
+
+#[test]
 fn handoff_csp_only_widens_script_and_form_action() {
     let csp = handoff_csp("https://app.example:8443");
     assert!(csp.contains("script-src 'self'"), "{csp}");
@@ -360,7 +393,7 @@ fn the_login_page_offers_each_provider_beside_the_local_form() {
     // Unavailable: a disabled button that says so, and no link.
     assert!(
         providers.contains(
-            "disabled>Sign in with corp <strong class=\"status\">unavailable</strong></button>"
+            "disabled>Sign in with corp <strong class=\"status\">— unavailable</strong></button>"
         ),
         "{h}"
     );
