@@ -4,6 +4,7 @@
 
 mod login;
 mod pending;
+mod throttle;
 
 use std::sync::Arc;
 

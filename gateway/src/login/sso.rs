@@ -13,8 +13,10 @@
 //! the login and again after it; every refusal is audited (by the core, or here for a
 //! provider unreachable at the start) and ends on a fixed page with the request id, the
 //! login cookie cleared and no session; the TOTP step redeems a core proof kept under the
-//! same cookie; the providers are refreshed in the background (never awaited before
-//! serving), and a provider that is down only disables its button.
+//! same cookie; an address gets a bounded number of starts and callbacks per minute
+//! (`SsoThrottle` in `state`: no store or audit flood); the providers are refreshed in the
+//! background (never awaited before serving), and a provider that is down only disables
+//! its button.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +127,21 @@ fn failed(e: &SsoError, id: RequestId) -> Response<ResBody> {
     )
 }
 
+/// 429 for an address past its SSO budget (`SsoThrottle` in `state`); nothing stored
+/// or audited.
+fn throttled(state: &State, conn: &ConnShared, id: RequestId) -> Option<Response<ResBody>> {
+    if state.login.sso_throttle.allow(conn.peer.ip()) {
+        return None;
+    }
+    tracing::info!(request_id = %id, client.addr = %conn.peer.ip(), "sso request refused: too many from this address");
+    let mut resp = respond::error(StatusCode::TOO_MANY_REQUESTS, id, false);
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("60"),
+    );
+    Some(resp)
+}
+
 fn not_here(id: RequestId, why: &str) -> Response<ResBody> {
     tracing::info!(request_id = %id, reason = why, "sso request refused");
     respond::error(StatusCode::NOT_FOUND, id, false)
@@ -141,6 +158,9 @@ pub async fn start(
 ) -> Response<ResBody> {
     if host != state.login.public_host {
         return not_here(id, "sso logins start on the public host");
+    }
+    if let Some(resp) = throttled(state, conn, id) {
+        return resp;
     }
     let Ok(query) = Form::parse(req.uri().query().unwrap_or_default().as_bytes()) else {
         return respond::error(StatusCode::BAD_REQUEST, id, false);
@@ -207,6 +227,9 @@ pub async fn callback(
 ) -> Response<ResBody> {
     if host != state.login.public_host {
         return not_here(id, "the sso callback is on the public host");
+    }
+    if let Some(resp) = throttled(state, conn, id) {
+        return resp;
     }
     if let Err(why) = state.health.check() {
         tracing::warn!(request_id = %id, reason = %why, "sso callback refused: store down");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use gatehouse_core::Config;
 
 use super::pending::{Pending, PendingEnrolment, PendingSsoTotp};
+use super::throttle::SsoThrottle;
 use crate::web::cookie;
 use crate::web::redirect::RedirectPolicy;
 
@@ -24,6 +25,8 @@ pub struct LoginCtx {
     pub pending: Pending<PendingEnrolment>,
     /// SSO logins waiting for the user's TOTP code.
     pub sso_totp: Pending<PendingSsoTotp>,
+    /// Each address's budget of SSO starts and callbacks.
+    pub sso_throttle: SsoThrottle,
     /// Where a provider sends the browser after its logout (same-site: the public host's
     /// signed-out page; register it at the provider).
     pub post_logout_uri: String,
@@ -81,6 +84,7 @@ impl LoginCtx {
             session_ttl: config.identity.session_ttl,
             pending: Pending::new(cookie::LOGIN_MAX_AGE),
             sso_totp: Pending::new(cookie::LOGIN_MAX_AGE),
+            sso_throttle: SsoThrottle::default(),
             post_logout_uri: config
                 .gateway
                 .public_url
