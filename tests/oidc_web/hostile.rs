@@ -187,3 +187,19 @@ async fn a_replayed_code_and_a_declined_consent_end_on_a_clear_page() {
     refused_as(&gh, "provider_error");
     assert!(audit_of(&gh, "login_success").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_providers_the_sso_routes_do_not_exist() {
+    let gh = Gatehouse::start(crate::support::GatehouseSpec::default()).await;
+    let mut web = Web::new(&gh);
+    for path in [
+        format!("{CALLBACK_PATH}?state=x&code=y"),
+        "/.gatehouse/oidc/start?provider=corp".to_string(),
+    ] {
+        let r = web.get(PUBLIC, &path).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    let login = web.get(PUBLIC, "/.gatehouse/login").await;
+    assert!(!login.text().contains("providers"), "{}", login.text());
+    assert!(sso_failures(&gh).is_empty());
+}

@@ -106,11 +106,9 @@ fn portal_apps(state: &State, user: &str, groups: &[String]) -> Vec<PortalApp> {
 /// form, so the ID token stays out of URLs; `None` for a URL that is not https (or http to
 /// loopback, the test provider's).
 fn provider_logout(end_session_url: &str) -> Option<Response<ResBody>> {
-    let url = url::Url::parse(end_session_url).ok()?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
-    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
-        return None;
-    }
+    let url = url::Url::parse(end_session_url)
+        .ok()
+        .filter(gatehouse_core::outbound::url_allowed)?;
     let fields: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))

@@ -156,8 +156,11 @@ pub async fn start(
     host: &str,
     id: RequestId,
 ) -> Response<ResBody> {
-    if host != state.login.public_host {
-        return not_here(id, "sso logins start on the public host");
+    if host != state.login.public_host || state.services.sso.is_empty() {
+        return not_here(
+            id,
+            "sso logins start on the public host, with a provider configured",
+        );
     }
     if let Some(resp) = throttled(state, conn, id) {
         return resp;
@@ -225,8 +228,11 @@ pub async fn callback(
     host: &str,
     id: RequestId,
 ) -> Response<ResBody> {
-    if host != state.login.public_host {
-        return not_here(id, "the sso callback is on the public host");
+    if host != state.login.public_host || state.services.sso.is_empty() {
+        return not_here(
+            id,
+            "the sso callback is on the public host, with a provider configured",
+        );
     }
     if let Some(resp) = throttled(state, conn, id) {
         return resp;
