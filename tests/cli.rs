@@ -381,6 +381,8 @@ async fn session_list_and_revoke_with_redis() {
         method: AuthMethod::PasswordTotp,
         auth_time: 0,
         client_addr: Some("192.0.2.1".parse().unwrap()),
+        login_id: None,
+        sso_logout: None,
     };
     let ttl = Duration::from_secs(3600);
     let a1 = store

@@ -39,6 +39,7 @@ mod oidc_callbacks;
 mod oidc_hostile;
 mod oidc_provider;
 mod oidc_users;
+mod oidc_web;
 mod policy_lint;
 mod policy_scale;
 mod quickstart;

@@ -303,26 +303,46 @@ mod tests {
     }
 }
 
-/// An outbound request of the SSO client (discovery, key set, token, userinfo) failed.
+/// An outbound call (alert webhook, SSO discovery, key set, token or userinfo endpoint)
+/// failed. URLs in messages are redacted to scheme, host and port (a path or query may hold
+/// a code or a token).
 #[derive(Debug, thiserror::Error)]
-pub enum OidcHttpError {
-    #[error(
-        "refused to send a request to `{0}`: not https (plain http only to loopback, and only for a loopback issuer)"
-    )]
-    InsecureUrl(String),
-    #[error("request to `{0}` timed out")]
-    Timeout(String),
-    #[error("request to `{url}` failed")]
-    Transport {
+pub enum OutboundError {
+    #[error("refused to call `{0}`: not https (plain http only to a loopback host, where allowed)")]
+    Scheme(String),
+    #[error("invalid request")]
+    Request(#[source] http::Error),
+    #[error("the call to `{url}` did not finish within {after:?}")]
+    Timeout {
         url: String,
+        after: std::time::Duration,
+    },
+    #[error("the call to `{url}` failed")]
+    Call {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("reading the response of `{url}` failed or it is larger than {limit} bytes")]
+    Body {
+        url: String,
+        limit: usize,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("response from `{url}` is larger than {limit} bytes")]
-    TooLarge { url: String, limit: usize },
-    #[error("cannot build the request")]
-    Request(#[source] http::Error),
-    #[error("cannot set up TLS for the provider")]
+    #[error("{path}: cannot read the CA file")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{path}: no usable CA certificate in the file")]
+    CaCert {
+        path: PathBuf,
+        #[source]
+        source: Option<rustls::Error>,
+    },
+    #[error("cannot set up TLS")]
     Tls(#[source] rustls::Error),
 }
 
@@ -452,7 +472,7 @@ pub enum SsoError {
     Setup {
         provider: String,
         #[source]
-        source: OidcHttpError,
+        source: OutboundError,
     },
     #[error("gateway.public_url cannot carry the sso callback path")]
     Callback,

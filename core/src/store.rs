@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::identity::AuthMethod;
+use crate::identity::oidc::SsoLogoutHint;
 use crate::secret::SecretKey;
 
 pub use memory::MemoryStore;
@@ -42,6 +43,16 @@ pub struct SessionData {
     /// When the user authenticated, unix seconds.
     pub auth_time: u64,
     pub client_addr: Option<IpAddr>,
+    /// The sign-in this session comes from: the session started at login and every session
+    /// handed off from it (app hosts) share it, so logout ends them together
+    /// ([`Store::end_login`]). `None` in records written before it existed (logout then
+    /// ends that one session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_id: Option<String>,
+    /// What ending the SSO session at the provider needs (its ID token, for
+    /// `id_token_hint`); `None` for other logins. Server-side only, never in a cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_logout: Option<SsoLogoutHint>,
 }
 
 /// A live session as stored (times in unix milliseconds).
@@ -259,6 +270,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn touch_session_key(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
     /// Deletes a session (logout) and publishes its revocation; true when it existed.
     async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError>;
+    /// Ends every session of `user` that comes from sign-in `login_id`
+    /// ([`SessionData::login_id`]: the login's own session and those handed off from it),
+    /// publishing a revocation for each; returns their hashes.
+    async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError>;
     /// Live sessions of every user.
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError>;
     /// Deletes every session of `user`, publishes a revocation event, returns the count.

@@ -1,6 +1,7 @@
 //! The shared services, built once per process so the gateway and the bastion use the same
-//! instances: secret key, store, authenticator, policy, audit log, assertion signer and CSRF
-//! key. Anything that cannot be loaded is an error here, before any listener exists.
+//! instances: secret key, store, authenticator, policy, audit log, assertion signer, CSRF
+//! key and the SSO providers. Anything that cannot be loaded is an error here, before any
+//! listener exists.
 
 pub mod audit;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use gatehouse_core::Config;
 use gatehouse_core::audit::AuditLog;
+use gatehouse_core::identity::oidc::Sso;
 use gatehouse_core::identity::{Authenticator, Users};
 use gatehouse_core::policy::{self, PolicyHandle};
 use gatehouse_core::recording::{RecordingKey, Recordings, RecordingsOptions};
@@ -36,6 +38,8 @@ pub struct Services {
     pub recordings: Recordings,
     pub signer: Arc<AssertionSigner>,
     pub csrf: Arc<CsrfKey>,
+    /// The SSO providers (fetched lazily: a provider that is down never stops the start).
+    pub sso: Sso,
 }
 
 impl Services {
@@ -85,6 +89,8 @@ impl Services {
         let csrf =
             CsrfKey::from_bytes(&key.derive(CSRF_KEY_LABEL)).context("deriving the csrf key")?;
         let recordings = open_recordings(config, &key, true)?;
+        let sso = Sso::new(config, authenticator.clone())
+            .context("setting up the sso providers ([[identity.oidc]])")?;
         Ok(Services {
             key: Arc::new(key),
             store,
@@ -95,6 +101,7 @@ impl Services {
             recordings,
             signer: Arc::new(signer),
             csrf: Arc::new(csrf),
+            sso,
         })
     }
 
@@ -117,6 +124,7 @@ impl Services {
             audit: (*self.audit).clone(),
             signer: self.signer.clone(),
             csrf: (*self.csrf).clone(),
+            sso: self.sso.clone(),
         }
     }
 }

@@ -203,6 +203,28 @@ impl Store for MemoryStore {
         Ok(existed)
     }
 
+    async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {
+        let ended: Vec<String> = {
+            let mut st = self.lock();
+            let hashes: Vec<String> = st
+                .sessions
+                .values()
+                .filter(|s| s.data.user == user && s.data.login_id.as_deref() == Some(login_id))
+                .map(|s| s.id_hash.clone())
+                .collect();
+            for h in &hashes {
+                st.sessions.remove(h);
+            }
+            hashes
+        };
+        // After the removal: a copy taken before it is then never used again.
+        self.ended.fetch_add(1, Ordering::AcqRel);
+        for h in &ended {
+            self.publish(RevocationEvent::Session { id_hash: h.clone() });
+        }
+        Ok(ended)
+    }
+
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
         let now = now_ms();
         let mut list: Vec<Session> = self

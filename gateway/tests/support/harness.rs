@@ -210,6 +210,7 @@ pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, User
     let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key)).unwrap();
     let authenticator =
         Authenticator::from_config(config, &key, store.clone(), audit.clone()).unwrap();
+    let sso = gatehouse_core::identity::oidc::Sso::new(config, authenticator.clone()).unwrap();
     let services = Services {
         store,
         authenticator,
@@ -219,6 +220,7 @@ pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, User
             AssertionSigner::load_or_create(&config.data_dir, &config.gateway.public_url).unwrap(),
         ),
         csrf: CsrfKey::generate().unwrap(),
+        sso,
     };
     (services, users, cipher)
 }
