@@ -6,6 +6,11 @@
 //! - `/ws`: a WebSocket-style upgrade (101) that echoes every byte afterwards;
 //! - `/set-cookie?c=V&c=W`: answers 200 with one `Set-Cookie` per `c` (percent-decoded);
 //! - anything else: echo — `{"method", "path", "query", "version", "headers": [[name, value]]}`.
+//!
+//! [`recording`] holds the upstreams that report each request (or connection) over a channel
+//! instead: a test that must see what passed reads it there.
+
+pub mod recording;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -113,11 +118,7 @@ impl Drop for Upstream {
     }
 }
 
-/// Reserves a loopback port with nothing listening on it (for "upstream down").
-pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+pub use crate::net::closed_port;
 
 async fn handle(req: Request<Incoming>, st: &State, tx: &watch::Sender<u64>) -> Response<RespBody> {
     let target = req.uri().path_and_query().map_or_else(
