@@ -71,6 +71,7 @@ impl AccountSpec {
         }
     }
 
+    #[allow(clippy::should_implement_trait)] // named after the `sub` claim it sets
     pub fn sub(mut self, sub: &str) -> AccountSpec {
         self.sub = Some(sub.into());
         self

@@ -30,6 +30,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::net::serve_http1;
+
 /// Size of one streamed chunk of the download endpoint.
 pub const CHUNK: usize = 64 * 1024;
 pub const MIB: u64 = 1024 * 1024;
@@ -57,26 +59,12 @@ impl Upstream {
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let st = st.clone();
-                        let tx = tx.clone();
-                        async move { Ok::<_, Infallible>(handle(req, &st, &tx).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
+        let svc = hyper::service::service_fn(move |req| {
+            let st = st.clone();
+            let tx = tx.clone();
+            async move { Ok::<_, Infallible>(handle(req, &st, &tx).await) }
         });
+        let task = tokio::spawn(serve_http1(listener, svc));
         Upstream {
             addr,
             state,

@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
+use crate::net::serve_http1;
+
 /// What an upstream saw.
 #[derive(Debug)]
 pub struct Seen {
@@ -32,69 +34,58 @@ pub async fn upstream(gate: Option<Arc<Notify>>) -> (SocketAddr, mpsc::Unbounded
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let tx = tx.clone();
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |mut req: Request<Incoming>| {
-                    let tx = tx.clone();
-                    let gate = gate.clone();
-                    async move {
-                        if req
-                            .headers()
-                            .get("upgrade")
-                            .is_some_and(|v| v == "websocket")
-                        {
-                            let on = hyper::upgrade::on(&mut req);
-                            tokio::spawn(async move {
-                                let mut io = TokioIo::new(on.await.unwrap());
-                                let mut buf = [0u8; 1024];
-                                loop {
-                                    let n = io.read(&mut buf).await.unwrap_or(0);
-                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            });
-                            let resp = Response::builder()
-                                .status(101)
-                                .header("upgrade", "websocket")
-                                .header("connection", "Upgrade")
-                                .body(Full::new(Bytes::new()))
-                                .unwrap();
-                            return Ok::<_, Infallible>(resp);
-                        }
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let _ = tx.send(Seen {
-                            method: parts.method,
-                            uri: parts.uri,
-                            version: parts.version,
-                            headers: parts.headers,
-                            body,
-                        });
-                        if let Some(g) = gate {
-                            g.notified().await;
-                        }
-                        Ok(Response::new(Full::new(Bytes::from_static(b"upstream ok"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
+    let svc = service_fn(move |req| answer(req, tx.clone(), gate.clone()));
+    tokio::spawn(serve_http1(listener, svc));
     (addr, rx)
+}
+
+/// One request: the WebSocket echo, or the request reported and answered (after the gate).
+async fn answer(
+    mut req: Request<Incoming>,
+    tx: mpsc::UnboundedSender<Seen>,
+    gate: Option<Arc<Notify>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v == "websocket")
+    {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let mut io = TokioIo::new(on.await.unwrap());
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = io.read(&mut buf).await.unwrap_or(0);
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        return Ok(resp);
+    }
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let _ = tx.send(Seen {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    });
+    if let Some(g) = gate {
+        g.notified().await;
+    }
+    Ok(Response::new(Full::new(Bytes::from_static(b"upstream ok"))))
 }
 
 /// An upstream that accepts connections and never answers; reports each accepted connection.
