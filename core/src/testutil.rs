@@ -21,10 +21,31 @@ impl Rng {
 /// The test kit's temp dir (removed on drop) under core's old name.
 pub use gatehouse_testkit::tempdir::TestDir as TempDir;
 
-/// The test kit's redis-server (a missing binary is a test failure, never a skip).
-pub use gatehouse_testkit::redis::Redis as RedisServer;
+/// The test kit's redis-server (a missing binary is a test failure, never a skip), with its
+/// URL as core's config type.
+pub struct RedisServer(gatehouse_testkit::Redis);
 
-/// `redis://127.0.0.1:PORT/0` of `server`, as core's config type.
-pub fn redis_url(server: &RedisServer) -> url::Url {
-    url::Url::parse(&server.url()).unwrap()
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer(gatehouse_testkit::Redis::start())
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> url::Url {
+        url::Url::parse(&self.0.url()).unwrap()
+    }
+}
+
+impl std::ops::Deref for RedisServer {
+    type Target = gatehouse_testkit::Redis;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RedisServer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::testutil::{RedisServer, redis_url};
+use crate::testutil::RedisServer;
 
 pub(super) fn data(user: &str) -> SessionData {
     SessionData {
@@ -263,7 +263,7 @@ async fn memory_store_conforms() {
 async fn redis_store_conforms() {
     let server = RedisServer::start();
     let store = open(
-        &crate::config::StoreConfig::Redis(redis_url(&server)),
+        &crate::config::StoreConfig::Redis(server.url()),
         &crate::secret::SecretKey::from_bytes([4; 32]),
     )
     .await
@@ -275,10 +275,10 @@ async fn redis_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_revocation_reaches_other_instances() {
     let server = RedisServer::start();
-    let a = RedisStore::connect(&redis_url(&server), record_key())
+    let a = RedisStore::connect(&server.url(), record_key())
         .await
         .unwrap();
-    let b = RedisStore::connect(&redis_url(&server), record_key())
+    let b = RedisStore::connect(&server.url(), record_key())
         .await
         .unwrap();
     let mut rx_b = b.subscribe_revocations().await.unwrap();
@@ -304,7 +304,7 @@ async fn redis_revocation_reaches_other_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_gives_errors_not_hangs() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(&redis_url(&server), record_key())
+    let store = RedisStore::connect(&server.url(), record_key())
         .await
         .unwrap();
     let tok = store.create_session(data("down"), TTL, IDLE).await.unwrap();
@@ -329,7 +329,7 @@ async fn redis_down_gives_errors_not_hangs() {
     // A store that cannot connect at all is an error too, under the deadline.
     let started = std::time::Instant::now();
     assert!(
-        RedisStore::connect(&redis_url(&server), record_key())
+        RedisStore::connect(&server.url(), record_key())
             .await
             .is_err()
     );
@@ -346,10 +346,10 @@ fn record_key() -> super::RecordKey {
 async fn redis_records_forged_altered_or_moved_are_no_session() {
     use ::redis::AsyncCommands;
     let server = RedisServer::start();
-    let store = RedisStore::connect(&redis_url(&server), record_key())
+    let store = RedisStore::connect(&server.url(), record_key())
         .await
         .unwrap();
-    let client = ::redis::Client::open(redis_url(&server).as_str()).unwrap();
+    let client = ::redis::Client::open(server.url().as_str()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let victim = store
         .create_bound_session(data("alice"), Some("wiki.example"), TTL, IDLE)
@@ -421,7 +421,7 @@ async fn redis_records_forged_altered_or_moved_are_no_session() {
     // Another secret key cannot read (or mint) this store's sessions.
     let tok = store.create_session(data("bob"), TTL, IDLE).await.unwrap();
     let other = RedisStore::connect(
-        &redis_url(&server),
+        &server.url(),
         RecordKey::new(&crate::secret::SecretKey::from_bytes([5; 32])),
     )
     .await

@@ -11,7 +11,7 @@ use crate::audit::ship::redis::{RedisSink, instance_id, read_stream, verify_stre
 use crate::audit::ship::syslog::SyslogSink;
 use crate::audit::ship::{ShipMetrics, Shipper};
 use crate::config::SyslogTarget;
-use crate::testutil::{RedisServer, TempDir, redis_url};
+use crate::testutil::{RedisServer, TempDir};
 
 /// Receives datagrams until `want` distinct records arrived (deadline), returning
 /// seq -> how many times it came.
@@ -97,13 +97,13 @@ async fn two_instances_share_the_stream_and_its_copy_finds_a_local_cut() {
     assert_eq!(instance_id(&a.log_dir()).unwrap(), ia, "stable");
     let sa = Shipper::spawn(
         &la,
-        RedisSink::new(&redis_url(&redis), ia.clone(), 100_000).unwrap(),
+        RedisSink::new(&redis.url(), ia.clone(), 100_000).unwrap(),
         0,
         ShipMetrics::default(),
     );
     let sb = Shipper::spawn(
         &lb,
-        RedisSink::new(&redis_url(&redis), ib.clone(), 100_000).unwrap(),
+        RedisSink::new(&redis.url(), ib.clone(), 100_000).unwrap(),
         0,
         ShipMetrics::default(),
     );
@@ -112,7 +112,7 @@ async fn two_instances_share_the_stream_and_its_copy_finds_a_local_cut() {
         lb.record(ev(i)).await.unwrap();
     }
     assert!(sa.drain(Duration::from_secs(10)).await && sb.drain(Duration::from_secs(10)).await);
-    let entries = read_stream(&redis_url(&redis)).await.unwrap();
+    let entries = read_stream(&redis.url()).await.unwrap();
     let report = verify_stream(&entries, &key(), &a.log_dir(), &ia).unwrap();
     assert_eq!(report.instances.get(&ia), Some(&40));
     assert_eq!(report.instances.get(&ib), Some(&40));
@@ -120,13 +120,13 @@ async fn two_instances_share_the_stream_and_its_copy_finds_a_local_cut() {
     // A retried batch adds nothing twice: ship again from the start.
     let again = Shipper::spawn(
         &la,
-        RedisSink::new(&redis_url(&redis), ia.clone(), 100_000).unwrap(),
+        RedisSink::new(&redis.url(), ia.clone(), 100_000).unwrap(),
         0,
         ShipMetrics::default(),
     );
     la.record(ev(99)).await.unwrap();
     assert!(again.drain(Duration::from_secs(10)).await && sa.drain(Duration::from_secs(10)).await);
-    assert_eq!(read_stream(&redis_url(&redis)).await.unwrap().len(), 81);
+    assert_eq!(read_stream(&redis.url()).await.unwrap().len(), 81);
     // Records cut from A's local log are still in the stream, which says so.
     la.close();
     drop((la, sa, again));
@@ -134,7 +134,7 @@ async fn two_instances_share_the_stream_and_its_copy_finds_a_local_cut() {
     let mut l = super::lines(&seg);
     l.truncate(30);
     super::write_lines(&seg, &l);
-    let entries = read_stream(&redis_url(&redis)).await.unwrap();
+    let entries = read_stream(&redis.url()).await.unwrap();
     match verify_stream(&entries, &key(), &a.log_dir(), &ia) {
         Err(crate::error::AuditError::Broken { problem, .. }) => {
             assert!(
