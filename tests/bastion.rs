@@ -10,9 +10,8 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/sshd.rs"]
-pub(crate) mod sshd;
 use crate::support;
+pub(crate) use crate::support::sshd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::client::{H1, H1Conn, empty, full};
-use crate::support::gatehouse::{GatehouseSpec, binary, spawn_until_ready};
+use crate::support::gatehouse::{GatehouseSpec, binary, serve_command, spawn_until_ready};
 use crate::support::identity::{
     LOGIN_COOKIE, LOGIN_PATH, PUBLIC_HOST, csrf_in, form, fresh_totp_window, otpauth_in,
     random_password, set_cookie, totp_from_base32, unix_now,
@@ -65,14 +64,6 @@ impl User {
     }
 }
 
-/// The bastion's address from `gatehouse ready: ... bastion=IP:PORT`.
-fn bastion_in(stdout: &str) -> Option<SocketAddr> {
-    let line = stdout.lines().find(|l| l.starts_with("gatehouse ready:"))?;
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("bastion="))
-        .and_then(|v| v.parse().ok())
-}
-
 impl Env {
     pub(crate) fn start(redis: bool) -> Env {
         Self::start_with(redis, "")
@@ -112,16 +103,11 @@ impl Env {
         toml.push_str(&target("db-prod-1", true));
         toml.push_str(&target("staging", false));
         toml.push_str(&target("denied", true));
-        let config = dir.write("gatehouse.toml", toml);
+        dir.write("gatehouse.toml", toml);
         spec.write_policies(&dir);
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("GATEHOUSE_SECRET_KEY", &spec.secret_key)
-            .current_dir(dir.path());
+        let cmd = serve_command(Path::new(binary()), dir.path(), &spec.secret_key);
         let (child, ready, stdout, stderr) = spawn_until_ready(cmd);
-        let bastion = bastion_in(&stdout.lock().unwrap()).unwrap_or_else(|| {
+        let bastion = ready.bastion.unwrap_or_else(|| {
             panic!("no bastion= on the ready line:\n{}", stdout.lock().unwrap())
         });
         sshd::wait_ssh_banner(bastion, sshd::BANNER_DEADLINE, "bastion");
@@ -141,24 +127,13 @@ impl Env {
     }
 
     pub(crate) fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(self.dir.join("gatehouse.toml"))
-            .args(args)
-            .env("GATEHOUSE_SECRET_KEY", &self.secret_key)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the gatehouse CLI");
-        {
-            let mut pipe = child.stdin.take().unwrap();
-            if let Some(t) = stdin {
-                std::io::Write::write_all(&mut pipe, t.as_bytes()).unwrap();
-            }
-        }
-        child.wait_with_output().unwrap()
+        support::gatehouse::cli(
+            Path::new(binary()),
+            self.dir.path(),
+            &self.secret_key,
+            args,
+            stdin,
+        )
     }
 
     /// `gatehouse user add NAME --groups G --ssh-key KEY.pub --password-stdin`.
@@ -198,23 +173,7 @@ impl Env {
 
     /// Audit events (the `event` object of each line), oldest first.
     pub(crate) fn audit(&self) -> Vec<Value> {
-        let dir = self.dir.join("data/audit");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
-        files.sort();
-        let mut out = Vec::new();
-        for f in files {
-            for line in std::fs::read_to_string(&f).unwrap().lines() {
-                let v: Value = serde_json::from_str(line).unwrap();
-                out.push(match v.get("event") {
-                    Some(e) if e.is_object() => e.clone(),
-                    _ => v,
-                });
-            }
-        }
-        out
+        support::audit::audit_events_in(&self.dir.join("data/audit"))
     }
 
     /// Waits (deadline [`QUICK`]) for an audit event matching `pred`.

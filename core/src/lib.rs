@@ -34,5 +34,7 @@ pub use error::{
     SsoError, StoreError, error_chain,
 };
 
+/// Unit-test helpers: a deterministic PRNG, and the shared test kit's temp dirs and
+/// redis-server (`gatehouse-testkit`, a dev-dependency that depends on no gatehouse crate).
 #[cfg(test)]
 mod testutil;
