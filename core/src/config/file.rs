@@ -29,6 +29,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub recording: RecordingFile,
     #[serde(default)]
+    pub grants: GrantsFile,
+    #[serde(default)]
     pub admin: AdminFile,
     #[serde(default)]
     pub log: LogFile,
@@ -208,6 +210,14 @@ pub struct RecordingFile {
     pub dir: Option<String>,
     /// Recordings older than this many days are removed (default: `audit.retention_days`).
     pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsFile {
+    /// Longest just-in-time grant `gatehouse grant add --for` accepts (default `7d`, at most
+    /// `90d`); a longer request is refused, never shortened.
+    pub max_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,8 +30,11 @@ pub struct Decision {
     /// The deciding line as written: the winning deny, else the first matching allow;
     /// `None` when nothing matched (default deny).
     pub rule: Option<String>,
-    /// Its line number in the policy file.
+    /// Its line number in the policy file (`None` for a grant's own line).
     pub line: Option<usize>,
+    /// The just-in-time grant without which this would not be allowed (see
+    /// [`super::grants`]); `None` when the policy file alone decided.
+    pub grant: Option<std::sync::Arc<crate::store::Grant>>,
 }
 
 impl PolicyIndex {
@@ -199,6 +202,7 @@ impl PolicyIndex {
             allowed,
             rule: rule.map(|r| r.text.clone()),
             line: rule.map(|r| r.line),
+            grant: None,
         }
     }
 
