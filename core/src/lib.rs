@@ -22,6 +22,7 @@
 pub mod alert;
 pub mod audit;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod grant;
 pub mod identity;
@@ -30,6 +31,7 @@ pub mod path;
 pub mod policy;
 pub mod recording;
 pub mod recording_retention;
+pub mod review;
 pub mod secret;
 pub mod store;
 

@@ -30,7 +30,7 @@ pub use lint::{GATEHOUSE_OBJECTS, PolicyScope, PolicyWarning, SSH_ACTIONS, Warni
 pub use load::{SAMPLE_RULES, load_index, load_index_blocking};
 pub use parse::{Actions, Effect, Parsed, Rule, parse};
 pub use reference::CasbinReference;
-pub use watch::{GrantWatch, Lapse, LapseReason};
+pub use watch::{GrantWatch, Lapse, LapseReason, lapsed};
 
 pub use crate::audit::AccessContext;
 use crate::audit::{AuditEvent, AuditLog, new_incident_id};

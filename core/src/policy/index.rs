@@ -206,6 +206,30 @@ impl PolicyIndex {
         }
     }
 
+    /// Subject names by id (for reviews, with [`PolicyIndex::reached_ids`]).
+    pub fn subject_names(&self) -> Vec<&str> {
+        let mut names = vec![""; self.subjects.len()];
+        for (name, &id) in &self.subjects {
+            if let Some(slot) = names.get_mut(id as usize) {
+                *slot = name;
+            }
+        }
+        names
+    }
+
+    /// The subject ids a user reaches: itself, its groups (plain names) and what they
+    /// inherit through `g` lines; sorted.
+    pub fn reached_ids(&self, user: &str, groups: &[String]) -> Vec<u32> {
+        let mut ids = Vec::new();
+        self.extend_ids(&mut ids, user);
+        for g in groups {
+            self.extend_ids(&mut ids, &format!("{}{g}", crate::identity::GROUP_PREFIX));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Nodes of the pattern trie.
     #[cfg(test)]
     pub(crate) fn trie_nodes(&self) -> usize {

@@ -24,6 +24,15 @@ pub enum LapseReason {
 }
 
 impl LapseReason {
+    /// How the session's end record names it.
+    pub fn session_end(self) -> &'static str {
+        match self {
+            LapseReason::Expired => "access grant expired",
+            LapseReason::Revoked => "access grant revoked",
+            LapseReason::Denied => "access grant overridden by a deny rule",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LapseReason::Expired => "expired",
@@ -38,6 +47,9 @@ impl LapseReason {
 pub struct Lapse {
     pub grant: Arc<Grant>,
     pub reason: LapseReason,
+    /// What the ended session was allowed: its object and action.
+    pub object: String,
+    pub action: String,
 }
 
 impl Lapse {
@@ -127,9 +139,19 @@ impl GrantWatch {
                     return Lapse {
                         grant: self.grant.clone(),
                         reason,
+                        object: self.object.clone(),
+                        action: self.action.clone(),
                     };
                 }
             }
         }
+    }
+}
+
+/// [`GrantWatch::lapsed`] of `watch`, or never when there is nothing to watch.
+pub async fn lapsed(watch: Option<GrantWatch>) -> Lapse {
+    match watch {
+        Some(mut w) => w.lapsed().await,
+        None => std::future::pending().await,
     }
 }
