@@ -11,7 +11,7 @@
 )]
 
 #[path = "support/sshd.rs"]
-mod sshd;
+pub(crate) mod sshd;
 use crate::support;
 
 use std::net::SocketAddr;

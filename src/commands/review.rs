@@ -121,7 +121,10 @@ fn via(r: &Row) -> String {
         (Kind::Policy, Some(line)) if r.via.starts_with("group:") => {
             format!("{} (line {line})", r.via)
         }
-        (Kind::Grant, _) => format!("grant {}", r.via),
+        (Kind::Grant, _) => match r.status.as_deref() {
+            Some("live") | None => format!("grant {}", r.via),
+            Some(status) => format!("grant {} ({status})", r.via),
+        },
         _ => r.via.clone(),
     }
 }
