@@ -372,3 +372,90 @@ async fn a_grant_made_through_one_instance_takes_effect_on_another_and_so_does_i
     b.expect_audit("access_denied", |e| e["object"] == "app:payroll/report")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_memory_the_cli_reaches_sessions_and_a_granted_websocket_ends_with_its_grant() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let gh = Gatehouse::start(spec("memory://".into(), &up)).await;
+    let dave = gh.create_user("dave", &["contractors"]).await;
+    let cookie = gh.login(&host("payroll"), &dave).await;
+    let id = ok(
+        &gh,
+        &[
+            "grant",
+            "add",
+            "dave",
+            "app:payroll/*",
+            "--for",
+            "1h",
+            "--reason",
+            "INC-2",
+        ],
+    );
+    let id = id.trim().to_string();
+
+    // A WebSocket the grant alone allows, echoing.
+    let mut c = h1_with(&gh, &host("payroll"), &cookie).await;
+    let req = c.request(
+        "GET",
+        "/ws",
+        &[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        empty(),
+    );
+    let resp = within(QUICK, "upgrade", c.send_head(req)).await.unwrap();
+    assert_eq!(resp.status(), 101, "{:?}", resp.headers());
+    let upgraded = within(QUICK, "upgraded", hyper::upgrade::on(resp))
+        .await
+        .unwrap();
+    let mut ws = hyper_util::rt::TokioIo::new(upgraded);
+    ws.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    within(QUICK, "ws echo", ws.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back, b"ping");
+
+    // The sessions of the memory:// server, through its control socket.
+    let listed = ok(&gh, &["session", "list"]);
+    assert!(
+        listed.contains("dave ") && listed.contains("1 live session(s)"),
+        "{listed}"
+    );
+
+    // Revoking the grant closes the WebSocket it allowed, on record.
+    ok(&gh, &["grant", "revoke", &id]);
+    let mut buf = [0u8; 64];
+    let closed = within(QUICK, "websocket closed with its grant", async {
+        loop {
+            match ws.read(&mut buf).await {
+                Ok(0) | Err(_) => break true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed);
+    let ended = gh
+        .expect_audit("grant_session_ended", |e| e["grant_id"] == id.as_str())
+        .await;
+    assert_eq!(
+        (ended["user"].as_str(), ended["ended"].as_str()),
+        (Some("dave"), Some("revoked"))
+    );
+    assert_eq!(ended["object"], "app:payroll/ws");
+
+    // `user lock` ends the session at once too.
+    let out = ok(&gh, &["user", "lock", "dave"]);
+    assert!(out.contains("1 live session(s) revoked"), "{out}");
+    assert_eq!(get(&gh, &cookie, "GET", "/report").await, 401);
+    gh.expect_audit("session_revoked", |e| e["user"] == "dave")
+        .await;
+    let listed = ok(&gh, &["session", "list"]);
+    assert!(listed.contains("0 live session(s)"), "{listed}");
+}
