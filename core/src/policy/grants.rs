@@ -104,6 +104,8 @@ impl GrantSet {
     }
 
     /// Decides with the policy and `user`'s grants live at `now_ms` (see the module docs).
+    /// The policy alone is decided first: a deny there ends it, as does an allow when no
+    /// granted group could add a deny.
     pub(super) fn decide(
         &self,
         index: &PolicyIndex,
@@ -113,58 +115,57 @@ impl GrantSet {
         object: &str,
         action: &str,
     ) -> Decision {
-        let mine: Vec<&Live> = self
-            .by_user
-            .get(user)
-            .map(|v| v.iter().filter(|l| l.grant.is_live(now_ms)).collect())
-            .unwrap_or_default();
+        let base = index.decide_identity(user, groups, object, action);
+        if !base.allowed && base.rule.is_some() {
+            // An explicit deny of the policy wins over any grant.
+            return base;
+        }
+        let mine = self.by_user.get(user).map_or(&[][..], Vec::as_slice);
         let joined: Vec<(&Live, &str)> = mine
             .iter()
+            .filter(|l| l.grant.is_live(now_ms))
             .filter_map(|l| match &l.gives {
-                Gives::Group(name) => Some((*l, name.as_str())),
+                Gives::Group(name) => Some((l, name.as_str())),
                 Gives::Object { .. } => None,
             })
             .collect();
-        let with = |extra: &[&str]| {
-            let mut all = groups.to_vec();
-            all.extend(extra.iter().map(|s| s.to_string()));
-            index.decide_identity(user, &all, object, action)
-        };
-        let names: Vec<&str> = joined.iter().map(|(_, n)| *n).collect();
-        let d = if names.is_empty() {
-            index.decide_identity(user, groups, object, action)
-        } else {
-            with(&names)
-        };
-        if !d.allowed && d.rule.is_some() {
-            // An explicit deny (of the policy, also through a granted group) wins.
-            return d;
-        }
-        if d.allowed {
-            if names.is_empty() {
+        if !joined.is_empty() {
+            let names: Vec<&str> = joined.iter().map(|(_, n)| *n).collect();
+            let d = index.decide_identity_with(user, groups, &names, object, action);
+            if !d.allowed && d.rule.is_some() {
+                // A granted group's deny lines apply too.
                 return d;
             }
-            let base = index.decide_identity(user, groups, object, action);
             if base.allowed {
                 return base;
             }
-            // Allowed only through a granted group: name the grant that does it.
-            for (live, name) in &joined {
-                let one = with(&[name]);
-                if one.allowed {
+            if d.allowed {
+                // Allowed only through a granted group: name the grant that does it.
+                if let [(live, _)] = joined.as_slice() {
                     return Decision {
                         grant: Some(live.grant.clone()),
-                        ..one
+                        ..d
                     };
                 }
+                for (live, name) in &joined {
+                    let one = index.decide_identity_with(user, groups, &[name], object, action);
+                    if one.allowed {
+                        return Decision {
+                            grant: Some(live.grant.clone()),
+                            ..one
+                        };
+                    }
+                }
+                return d;
             }
-            return d;
+        } else if base.allowed {
+            return base;
         }
-        // Nothing in the policy decided: an object grant may allow. Of several, the one that
-        // lasts longest.
+        // Nothing in the policy allows: an object grant may. Of several, the one that lasts
+        // longest.
         let best = mine
             .iter()
-            .filter(|l| matches_object(&l.gives, object, action))
+            .filter(|l| l.grant.is_live(now_ms) && matches_object(&l.gives, object, action))
             .max_by_key(|l| l.grant.expires_ms);
         match best {
             Some(l) => Decision {
@@ -173,7 +174,7 @@ impl GrantSet {
                 line: None,
                 grant: Some(l.grant.clone()),
             },
-            None => d,
+            None => base,
         }
     }
 }

@@ -133,10 +133,27 @@ impl PolicyIndex {
         object: &str,
         action: &str,
     ) -> Decision {
+        self.decide_identity_with(user, groups, &[], object, action)
+    }
+
+    /// [`decide_identity`](PolicyIndex::decide_identity) with `extra` groups besides the
+    /// user's own (those of its live group grants).
+    pub(crate) fn decide_identity_with(
+        &self,
+        user: &str,
+        groups: &[String],
+        extra: &[&str],
+        object: &str,
+        action: &str,
+    ) -> Decision {
         let mut ids: Vec<u32> = Vec::new();
         self.extend_ids(&mut ids, user);
         let mut key = String::with_capacity(64);
-        for g in groups {
+        for g in groups
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+        {
             key.clear();
             key.push_str(crate::identity::GROUP_PREFIX);
             key.push_str(g);
