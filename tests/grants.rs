@@ -204,6 +204,12 @@ async fn a_denied_user_is_granted_an_app_with_a_reason_and_refused_after_revocat
     assert!(out.contains(&format!("revoked {id}")), "{out}");
     assert_eq!(status("GET", "/report").await, 403);
     assert_eq!(up.count(), seen + 1, "nothing more reached the upstream");
+    let denials = || {
+        gh.count_audit("access_denied", |e| {
+            e["object"] == "app:payroll/report" && e["action"] == "GET" && e["rule"].is_null()
+        })
+    };
+    assert_eq!(denials(), 2, "before the grant and after its revocation");
     gh.expect_audit("grant_revoked", |e| {
         e["grant_id"] == id.as_str() && e["user"] == "dave"
     })

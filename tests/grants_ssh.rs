@@ -227,6 +227,12 @@ async fn an_expiring_grant_ends_the_live_ssh_session_and_forward_it_allowed() {
         .await;
     gh.expect_audit("grant_expired", |e| e["grant_id"] == id.as_str())
         .await;
+    // Refused before the grant and after its expiry, both on record.
+    assert_eq!(
+        gh.count_audit("access_denied", |e| e["user"] == "dave"
+            && e["object"] == "ssh:staging/root"),
+        2
+    );
     let started = gh
         .expect_audit("access_allowed", |e| e["action"] == "ssh")
         .await;

@@ -1,5 +1,5 @@
-//! Shared state of all instances: sessions, lockout counters, the TOTP replay cache and the
-//! revocation channel. `memory://` serves one instance; `redis://` shares it between many.
+//! Shared state of all instances: sessions, lockout counters, the TOTP replay cache,
+//! just-in-time grants ([`grants`]) and the revocation channel. `memory://` serves one instance; `redis://` shares it between many.
 //!
 //! Threats: a leaked store dump replaying session cookies; brute force spread over instances;
 //! a TOTP code replayed on another instance; a revoked user keeping a live connection; a hung
