@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod control;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
         cli::Command::Audit(c) => commands::audit::run(cli.config.as_deref(), c),
         cli::Command::Session(c) => commands::session::run(cli.config.as_deref(), c),
         cli::Command::Recordings(c) => commands::recordings::run(cli.config.as_deref(), c),
+        cli::Command::Grant(c) => commands::grant::run(cli.config.as_deref(), c),
+        cli::Command::AccessReview(c) => commands::review::run(cli.config.as_deref(), c),
     };
     match result {
         Ok(code) => code,

@@ -65,6 +65,8 @@ pub fn day_events(day: u64) -> Vec<AuditEvent> {
                 object: format!("app:wiki/page-{day}-{i}"),
                 action: "GET".into(),
                 rule: "p, group:staff, app:wiki/*, GET, allow".into(),
+                grant_id: None,
+                grant_reason: None,
                 context: AccessContext::default(),
             },
         })

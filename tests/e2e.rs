@@ -12,6 +12,7 @@
 mod listed;
 mod support;
 
+mod access_review;
 mod audit;
 mod audit_ops;
 mod audit_ship;
@@ -30,6 +31,8 @@ mod gateway_limits;
 mod gateway_store_forgery;
 mod gateway_streaming;
 mod gateway_tls;
+mod grants;
+mod grants_ssh;
 mod harness;
 mod identity;
 mod identity_policy;

@@ -174,6 +174,44 @@ pub enum PolicyError {
     Interrupted { path: PathBuf },
 }
 
+/// A just-in-time grant that cannot be made, found or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("invalid user `{0}`: a user name (a-z 0-9 . _ - + @, at most 128)")]
+    InvalidUser(String),
+    #[error("invalid grant object `{object}`: {problem}")]
+    InvalidObject {
+        object: String,
+        problem: &'static str,
+    },
+    #[error(
+        "invalid action `{0}`: `*` or names like GET|HEAD or ssh|sftp (letters, digits, `-`, `_`)"
+    )]
+    InvalidAction(String),
+    #[error("a group grant takes no --action: the group's own policy lines say what it may do")]
+    ActionOnGroup,
+    #[error("a grant needs a reason: say why (--reason TEXT, not empty)")]
+    EmptyReason,
+    #[error("the reason is too long ({len} characters, at most {max})")]
+    ReasonTooLong { len: usize, max: usize },
+    #[error("the reason holds control characters; write it on one line of plain text")]
+    ReasonControl,
+    #[error("a grant needs a positive duration (--for 4h)")]
+    ZeroDuration,
+    #[error(
+        "a grant of {asked} is longer than the allowed maximum of {max} (`[grants] max_duration`); ask for at most {max}"
+    )]
+    TooLong { asked: String, max: String },
+    #[error("no live grant `{0}` (unknown, expired or already revoked)")]
+    NotFound(String),
+    #[error("grant store unavailable")]
+    Store(#[source] StoreError),
+    #[error("audit log unavailable")]
+    Audit(#[source] AuditError),
+    #[error("the running server's grants did not refresh in time")]
+    Refresh,
+}
+
 /// A session recording cannot be written or read. Writing errors end (or refuse) the session
 /// being recorded.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
-//! Shared state of all instances: sessions, lockout counters, the TOTP replay cache and the
-//! revocation channel. `memory://` serves one instance; `redis://` shares it between many.
+//! Shared state of all instances: sessions, lockout counters, the TOTP replay cache,
+//! just-in-time grants ([`grants`]) and the revocation channel. `memory://` serves one instance; `redis://` shares it between many.
 //!
 //! Threats: a leaked store dump replaying session cookies; brute force spread over instances;
 //! a TOTP code replayed on another instance; a revoked user keeping a live connection; a hung
@@ -10,6 +10,7 @@
 //! session and handoff records in Redis carry a MAC keyed from the secret key, so writing
 //! to Redis is not enough to mint or alter a session ([`RecordKey`]).
 
+pub mod grants;
 pub mod memory;
 pub mod redis;
 
@@ -26,6 +27,7 @@ use crate::identity::AuthMethod;
 use crate::identity::oidc::SsoLogoutHint;
 use crate::secret::SecretKey;
 
+pub use grants::Grant;
 pub use memory::MemoryStore;
 pub use redis::{RecordKey, RedisStore};
 
@@ -235,6 +237,12 @@ pub enum RevocationEvent {
     User { user: String },
     /// One session ended (logout); the hash of its id.
     Session { id_hash: String },
+    /// The grants changed (one added or revoked): every instance refreshes its copy, and
+    /// drops `revoked` from it at once.
+    Grants {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revoked: Option<String>,
+    },
 }
 
 /// The shared store. Every method may fail with [`StoreError`]; callers fail closed.
@@ -312,6 +320,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Takes a one-time value: its bytes the first time (atomically, also under races and
     /// across instances), `None` when unknown, expired or already taken.
     async fn take_once(&self, kind: OnceKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a just-in-time grant, bumps the grants generation and publishes
+    /// [`RevocationEvent::Grants`]. Validation is the caller's (`crate::grant`).
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError>;
+    /// The live grants (expired ones are never returned), oldest first.
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError>;
+    /// Removes a grant, bumps the generation and publishes its revocation; the grant when
+    /// it was live, `None` when unknown or expired.
+    async fn revoke_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+    /// A number that changes whenever the grants do (an instance polls it to catch a missed
+    /// event); cheap.
+    async fn grants_generation(&self) -> Result<u64, StoreError>;
     /// A receiver of revocation events from every instance (this one included).
     async fn subscribe_revocations(
         &self,

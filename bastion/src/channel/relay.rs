@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gatehouse_core::audit::{AuditEvent, new_incident_id};
+use gatehouse_core::policy::{GrantWatch, lapsed};
 use gatehouse_core::recording::{FileTransfer, Kept, Recorder, RecordingError};
 use russh::client;
 use russh::server::{self, Msg};
@@ -88,13 +89,14 @@ impl Relay<'_> {
         crx: ChannelReadHalf,
         ctx: ChannelWriteHalf<Msg>,
         target: Channel<client::Msg>,
+        grant: Option<GrantWatch>,
     ) -> Outcome {
         let (trx, ttx) = target.split();
         let activity = Activity::new();
         let exit = Mutex::new(Outcome::default());
         let up = self.up(crx, &ttx, &activity);
         let down = self.down(trx, &ctx, &activity, &exit);
-        let reason = self.supervise(up, down, &ctx, &activity).await;
+        let reason = self.supervise(up, down, &ctx, &activity, grant).await;
         let _ = ttx.close().await;
         let _ = ctx.close().await;
         let mut outcome = exit.into_inner().unwrap_or_default();
@@ -108,13 +110,15 @@ impl Relay<'_> {
         down: impl Future<Output = &'static str>,
         ctx: &ChannelWriteHalf<Msg>,
         activity: &Activity,
+        grant: Option<GrantWatch>,
     ) -> &'static str {
-        tokio::pin!(up, down);
+        let grant_lapsed = lapsed(grant);
+        tokio::pin!(up, down, grant_lapsed);
         let idle = self.conn.shared.limits.idle_timeout;
         let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
         let rec_failed = self.rec.failed();
         let mut up_done = false;
-        let (reason, notice): (&'static str, &'static [u8]) = loop {
+        let (reason, notice): (&'static str, Bytes) = loop {
             tokio::select! {
                 r = &mut down => return r,
                 r = &mut up, if !up_done => {
@@ -123,24 +127,28 @@ impl Relay<'_> {
                         UpEnd::Eof => {}
                         UpEnd::Closed => return "client closed",
                         UpEnd::Failed(reason) => {
-                            break (reason, b"\r\ngatehouse: session ended: it cannot be recorded or audited\r\n");
+                            break (reason, Bytes::from_static(b"\r\ngatehouse: session ended: it cannot be recorded or audited\r\n"));
                         }
                     }
                 }
                 _ = self.conn.ending.ended() => {
-                    break ("ended by the bastion (revoked, time limit or shutdown)", b"\r\ngatehouse: session ended by the bastion\r\n");
+                    break ("ended by the bastion (revoked, time limit or shutdown)", Bytes::from_static(b"\r\ngatehouse: session ended by the bastion\r\n"));
+                }
+                lapse = &mut grant_lapsed => {
+                    self.conn.grant_ended(&lapse).await;
+                    break (lapse.reason.session_end(), Bytes::from(format!("\r\n{}\r\n", lapse.notice())));
                 }
                 _ = rec_failed.cancelled() => {
-                    break ("recording failed", b"\r\ngatehouse: session ended: the recording cannot be written\r\n");
+                    break ("recording failed", Bytes::from_static(b"\r\ngatehouse: session ended: the recording cannot be written\r\n"));
                 }
                 _ = tick.tick() => {
                     if activity.idle_for() >= idle {
-                        break ("idle timeout", b"\r\ngatehouse: session closed after inactivity\r\n");
+                        break ("idle timeout", Bytes::from_static(b"\r\ngatehouse: session closed after inactivity\r\n"));
                     }
                 }
             }
         };
-        let _ = ctx.extended_data_bytes(1, Bytes::from_static(notice)).await;
+        let _ = ctx.extended_data_bytes(1, notice).await;
         reason
     }
 

@@ -54,6 +54,8 @@ pub(crate) async fn run(conn: Arc<Conn>, channel: Channel<Msg>, handle: server::
         refuse(&handle, id, &tx, DENIED).await;
         return;
     };
+    // Allowed only by a grant: the session ends when the grant does.
+    let grant = conn.watch_grant(&permit);
     let (rec, rec_task) = match start_recording(&conn, &req).await {
         Ok(r) => r,
         Err(e) => {
@@ -121,7 +123,7 @@ pub(crate) async fn run(conn: Arc<Conn>, channel: Channel<Msg>, handle: server::
                     observer: Observer::for_kind(&req.kind),
                     names: &names,
                 };
-                relay.run(rx, tx, target).await
+                relay.run(rx, tx, target, grant).await
             }
         }
     };

@@ -141,6 +141,11 @@ pub enum AuditEvent {
         object: String,
         action: String,
         rule: String,
+        /// The just-in-time grant without which it would not be allowed, and its reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant_reason: Option<String>,
         /// Where the request came from, when the deciding component knows it.
         #[serde(flatten)]
         context: AccessContext,
@@ -389,6 +394,42 @@ pub enum AuditEvent {
         client_addr: Option<IpAddr>,
         suppressed: u64,
     },
+    /// A just-in-time grant was made: `user` may use `object` (`group:NAME` or a pattern) for
+    /// `action` until `expires_at` (RFC 3339), because `reason`; `by` made it.
+    GrantCreated {
+        grant_id: String,
+        user: String,
+        object: String,
+        action: String,
+        reason: String,
+        expires_at: String,
+        by: String,
+    },
+    /// A grant was revoked before its expiry.
+    GrantRevoked {
+        grant_id: String,
+        user: String,
+        object: String,
+        by: String,
+    },
+    /// A grant reached its expiry (recorded by each running instance as it drops it).
+    GrantExpired {
+        grant_id: String,
+        user: String,
+        object: String,
+    },
+    /// A live session that only a grant allowed (an SSH session or forward, a WebSocket)
+    /// was ended because the grant `ended` (`expired`, `revoked`, `overridden by a deny
+    /// rule`).
+    GrantSessionEnded {
+        grant_id: String,
+        user: String,
+        object: String,
+        action: String,
+        ended: String,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
 }
 
 /// The kind of a [`AuditEvent::ProtocolAbuse`].
@@ -477,6 +518,10 @@ impl AuditEvent {
             AuditEvent::SessionHostMismatch { .. } => "session_host_mismatch",
             AuditEvent::WebsocketOriginRefused { .. } => "websocket_origin_refused",
             AuditEvent::ProtocolAbuse { .. } => "protocol_abuse",
+            AuditEvent::GrantCreated { .. } => "grant_created",
+            AuditEvent::GrantRevoked { .. } => "grant_revoked",
+            AuditEvent::GrantExpired { .. } => "grant_expired",
+            AuditEvent::GrantSessionEnded { .. } => "grant_session_ended",
         }
     }
 }

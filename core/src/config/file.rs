@@ -29,6 +29,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub recording: RecordingFile,
     #[serde(default)]
+    pub grants: GrantsFile,
+    #[serde(default)]
     pub admin: AdminFile,
     #[serde(default)]
     pub log: LogFile,
@@ -218,6 +220,14 @@ pub struct RecordingFile {
     /// the session goes on, the rest is counted, and an audit record and an alert say so.
     /// Sessions with a terminal are always recorded in full.
     pub stream_cap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsFile {
+    /// Longest just-in-time grant `gatehouse grant add --for` accepts (default `7d`, at most
+    /// `90d`); a longer request is refused, never shortened.
+    pub max_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -421,3 +421,37 @@ fn audit_alerts_and_recording_keys() {
         .to_string();
     assert!(!err.contains("s3cret") && !err.contains("t0ken"), "{err}");
 }
+
+#[test]
+fn grants_max_duration_table() {
+    const DAY: u64 = 24 * 3600;
+    // (TOML, Ok(seconds) or Err(text in the error))
+    let table: &[(&str, Result<u64, &str>)] = &[
+        ("", Ok(7 * DAY)),
+        ("[grants]\nmax_duration = \"1d\"", Ok(DAY)),
+        ("[grants]\nmax_duration = \"4h\"", Ok(4 * 3600)),
+        ("[grants]\nmax_duration = \"90d\"", Ok(90 * DAY)),
+        (
+            "[grants]\nmax_duration = \"91d\"",
+            Err("grants.max_duration"),
+        ),
+        (
+            "[grants]\nmax_duration = \"0s\"",
+            Err("grants.max_duration"),
+        ),
+        (
+            "[grants]\nmax_duration = \"soon\"",
+            Err("is not a duration"),
+        ),
+        ("[grants]\nmax = \"1d\"", Err("unknown field `max`")),
+    ];
+    for (text, want) in table {
+        match (load(text), want) {
+            (Ok(c), Ok(secs)) => {
+                assert_eq!(c.grants.max_duration, Duration::from_secs(*secs), "{text}")
+            }
+            (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{text}: {e}"),
+            (got, want) => panic!("{text}: want {want:?}, got {got:?}"),
+        }
+    }
+}

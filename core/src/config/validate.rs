@@ -196,6 +196,14 @@ pub(super) fn validate(
     let audit = super::validate_audit::audit(&cx, f.audit, &data_dir)?;
     let alerts = super::validate_audit::alerts(&cx, f.alerts)?;
     let recording = super::validate_audit::recording(&cx, f.recording, audit.retention_days)?;
+    let grants = GrantsConfig {
+        max_duration: cx.duration(
+            "grants.max_duration",
+            f.grants.max_duration,
+            d::GRANT_MAX_DURATION,
+            d::MAX_GRANT_MAX_DURATION,
+        )?,
+    };
     let admin_listen = cx.addr("admin.listen", f.admin.listen, d::ADMIN_LISTEN)?;
     if !admin_listen.ip().is_loopback() {
         return Err(cx.err("admin.listen", format!("`{admin_listen}` is not a loopback address; metrics and health must not face the network"), "use 127.0.0.1:PORT or [::1]:PORT"));
@@ -228,6 +236,7 @@ pub(super) fn validate(
         audit,
         alerts,
         recording,
+        grants,
         admin: AdminConfig {
             listen: admin_listen,
         },

@@ -7,6 +7,8 @@ use std::time::Duration;
 use super::*;
 use crate::testutil::RedisServer;
 
+mod grants;
+
 pub(super) fn data(user: &str) -> SessionData {
     SessionData {
         user: user.to_string(),
@@ -317,6 +319,7 @@ async fn suite(s: Arc<dyn Store>) {
     lockout(s.as_ref()).await;
     totp_replay_under_race(s.clone()).await;
     idle_and_absolute_expiry(s.as_ref()).await;
+    grants::grants_roundtrip(s.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! is slow or down, so callers fail closed instead of hanging. Session and handoff records
 //! carry a MAC checked on every read ([`record`]).
 
+mod grants;
 mod record;
 
 use std::future::Future;
@@ -13,8 +14,9 @@ use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushKind, Value}
 use tokio::sync::broadcast;
 
 use super::{
-    FailureStatus, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind, RevocationEvent,
-    Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    FailureStatus, Grant, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind,
+    RevocationEvent, Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms,
+    session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -535,6 +537,22 @@ impl Store for RedisStore {
             redis::cmd("GETDEL").arg(&k).query_async(&mut con),
         )
         .await
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.put_grant_impl(grant).await
+    }
+
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.list_grants_impl().await
+    }
+
+    async fn revoke_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        self.revoke_grant_impl(id).await
+    }
+
+    async fn grants_generation(&self) -> Result<u64, StoreError> {
+        self.grants_generation_impl().await
     }
 
     async fn subscribe_revocations(
