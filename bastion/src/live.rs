@@ -43,6 +43,8 @@ pub(crate) async fn revocations(
             }
             // One web session ended (logout); SSH connections end by user or by touch.
             Ok(RevocationEvent::Session { .. }) => {}
+            // Channels that a grant allowed watch the policy's copy of the grants.
+            Ok(RevocationEvent::Grants { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 let n = shared.registry.end_all("revocation feed lagged");
                 tracing::error!(

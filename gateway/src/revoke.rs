@@ -112,6 +112,8 @@ impl Tunnels {
             let hit = match ev {
                 RevocationEvent::User { user } => e.user == *user,
                 RevocationEvent::Session { id_hash } => e.session_hash == *id_hash,
+                // A tunnel that a grant allowed watches the grant itself (see `proxy`).
+                RevocationEvent::Grants { .. } => false,
             };
             if hit {
                 e.cancel.cancel();

@@ -3,6 +3,7 @@
 //! is slow or down, so callers fail closed instead of hanging. Session and handoff records
 //! carry a MAC checked on every read ([`record`]).
 
+mod grants;
 mod record;
 
 use std::future::Future;
@@ -14,7 +15,7 @@ use tokio::sync::broadcast;
 
 use super::throttle::{AttemptKey, Counts, Gate, Schedules, Scope, Settle};
 use super::{
-    Handoff, MAX_ONCE_BYTES, OnceKind, RevocationEvent, Session, SessionData, SessionKey,
+    Grant, Handoff, MAX_ONCE_BYTES, OnceKind, RevocationEvent, Session, SessionData, SessionKey,
     SessionToken, Store, dur_ms, now_ms, session_id_hash,
 };
 use crate::error::StoreError;
@@ -300,6 +301,39 @@ impl Store for RedisStore {
         Ok(n > 0)
     }
 
+    async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {
+        // The user's index names the candidates; each record itself (authenticated) decides.
+        let mut con = self.con.clone();
+        let set = user_sessions_key(user);
+        let hashes: Vec<String> = within("end_login", con.smembers(&set)).await?;
+        let mut ended = Vec::new();
+        for chunk in hashes.chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(|h| session_key(h)).collect();
+            let vals: Vec<Option<Vec<u8>>> = within(
+                "end_login",
+                redis::cmd("MGET").arg(&keys).query_async(&mut con),
+            )
+            .await?;
+            for ((hash, key), raw) in chunk.iter().zip(&keys).zip(vals) {
+                let Some(raw) = raw else { continue };
+                let ours = self.decode(key, &raw)?.is_some_and(|s| {
+                    s.data.user == user && s.data.login_id.as_deref() == Some(login_id)
+                });
+                if ours && within("end_login", con.del::<_, i64>(key)).await? > 0 {
+                    ended.push(hash.clone());
+                }
+            }
+        }
+        if !ended.is_empty() {
+            within("end_login", con.srem::<_, _, i64>(&set, &ended)).await?;
+        }
+        for h in &ended {
+            self.publish(&RevocationEvent::Session { id_hash: h.clone() })
+                .await?;
+        }
+        Ok(ended)
+    }
+
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
         let mut con = self.con.clone();
         let pattern = format!("{PREFIX}session:*");
@@ -519,6 +553,22 @@ impl Store for RedisStore {
             redis::cmd("GETDEL").arg(&k).query_async(&mut con),
         )
         .await
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.put_grant_impl(grant).await
+    }
+
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.list_grants_impl().await
+    }
+
+    async fn revoke_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        self.revoke_grant_impl(id).await
+    }
+
+    async fn grants_generation(&self) -> Result<u64, StoreError> {
+        self.grants_generation_impl().await
     }
 
     async fn subscribe_revocations(

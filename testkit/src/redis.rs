@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::tempdir::TestDir;
+use crate::net::free_port;
+use crate::tempdir::TestDir;
 
 /// How long redis-server may take to answer its first PING.
 pub const REDIS_READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -17,11 +18,6 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: TestDir,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// One `PING` over a fresh connection: true on `+PONG`.
