@@ -38,7 +38,10 @@ async fn a_controlmaster_opens_nothing_once_its_key_is_removed() {
             master.wait_exit(REACH),
             "the ControlMaster still runs {REACH:?} after its key was removed"
         );
-        eprintln!("key removal ended the live ssh connection in {:?}", t0.elapsed());
+        eprintln!(
+            "key removal ended the live ssh connection in {:?}",
+            t0.elapsed()
+        );
         let out = master.ssh(&client, "echo after");
         assert_ne!(out.status.code(), Some(0));
         assert!(!text(&out.stdout).contains("after"));
@@ -77,7 +80,10 @@ async fn a_group_taken_away_ends_the_live_connection_it_allowed() {
             master.wait_exit(REACH),
             "the ControlMaster still runs {REACH:?} after its group was taken away"
         );
-        eprintln!("group removal ended the live ssh connection in {:?}", t0.elapsed());
+        eprintln!(
+            "group removal ended the live ssh connection in {:?}",
+            t0.elapsed()
+        );
         env.expect_audit("access_denied", |e| {
             e["event"] == "access_denied"
                 && e["user"] == "alice"

@@ -1,8 +1,8 @@
 //! Pre-authentication slots of the bastion, from outside: hundreds of connections from one
-//! source address that send a banner and stall, while a real `ssh` from another loopback
-//! address logs in; the flood's refusals are counted in the metrics and audited (one record
-//! per source and window, not one per refusal), and the stalled connections are cut at the
-//! handshake deadline.
+//! source address (127.0.0.1) that send a banner and stall, while a real `ssh` from another
+//! loopback address (127.0.0.2) logs in; the flood's refusals are counted in the metrics and
+//! audited (one record per source and window, not one per refusal), and the stalled
+//! connections are cut at the handshake deadline.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,6 +18,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::bastion::Env;
 use crate::bastion::sshd::text;
+use crate::bastion_throttle::ssh_from;
 use crate::support::client::plain_get;
 use crate::support::identity::fresh_totp_window;
 
@@ -63,7 +64,7 @@ async fn a_stalled_flood_from_one_address_never_locks_out_a_login_from_another()
     let client = env.client();
     let mut flood = Vec::with_capacity(FLOOD);
     for _ in 0..FLOOD {
-        flood.push(stalled_from("127.0.0.2", env.bastion).await);
+        flood.push(stalled_from("127.0.0.1", env.bastion).await);
     }
     // Beyond its share, the flood's connections are closed at once (as fast as the accept
     // loop reaches them).
@@ -84,11 +85,11 @@ async fn a_stalled_flood_from_one_address_never_locks_out_a_login_from_another()
         (FLOOD - 16..FLOOD).contains(&refused),
         "{refused} of {FLOOD} stalled connections refused at once"
     );
-    // A real login from 127.0.0.1 while the flood holds its slots.
+    // A real login from 127.0.0.2 while the flood holds its slots.
     fresh_totp_window(5).await;
     let t0 = Instant::now();
     let out = tokio::task::block_in_place(|| {
-        client.ssh("alice:root@db-prod-1", Some(&alice.code(0)), "echo through")
+        ssh_from(&client, "127.0.0.2", &alice.code(0), "echo through")
     });
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "through\n");
@@ -108,7 +109,7 @@ async fn a_stalled_flood_from_one_address_never_locks_out_a_login_from_another()
         env.expect_audit("preauth_refused ssh", |e| {
             e["event"] == "preauth_refused"
                 && e["door"] == "ssh"
-                && e["client_addr"] == "127.0.0.2"
+                && e["client_addr"] == "127.0.0.1"
                 && e["reason"] == "per_source"
         })
     });

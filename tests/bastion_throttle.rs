@@ -17,7 +17,7 @@ use crate::bastion::sshd::{self, Client, text};
 use crate::support::identity::{fresh_totp_window, unix_now};
 
 /// `ssh` with `code` from source address `from` (`BindAddress`).
-fn ssh_from(client: &Client, from: &str, code: &str, cmd: &str) -> Output {
+pub(crate) fn ssh_from(client: &Client, from: &str, code: &str, cmd: &str) -> Output {
     let mut c = client.command("ssh", Some(code), &[&format!("BindAddress={from}")]);
     c.arg("alice:root@db-prod-1@127.0.0.1").arg(cmd);
     sshd::run(c, sshd::CLIENT_DEADLINE)

@@ -80,7 +80,10 @@ pub(crate) async fn user_changes(
         let conns = match changed {
             Ok(users) => shared.registry.connections_of(Some(&users)),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "users.toml changes missed; re-checking every ssh connection");
+                tracing::warn!(
+                    missed,
+                    "users.toml changes missed; re-checking every ssh connection"
+                );
                 shared.registry.connections_of(None)
             }
             // The authenticator (and its copy of users.toml) is gone: shutting down.

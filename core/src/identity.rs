@@ -26,10 +26,10 @@ mod users;
 use std::time::SystemTime;
 
 pub use authenticator::Authenticator;
-pub use live::Standing;
 pub use directory::{NarrowedUsers, USERS_POLL_INTERVAL, UsersCache};
 pub use enrol::{EnrolmentPending, LoginOutcome, PendingTotp};
 pub use handoff::HandoffTicket;
+pub use live::Standing;
 pub use password::{check_password_strength, generate_password};
 pub use ssh_login::KeyAccepted;
 pub use sshkey::{SshPublicKey, parse_ssh_public_key};

@@ -133,7 +133,10 @@ impl Tunnels {
                     n += self.apply(&RevocationEvent::User { user: user.clone() });
                 }
                 if n > 0 {
-                    tracing::info!(closed = n, "users.toml narrowed access: closed live tunnels");
+                    tracing::info!(
+                        closed = n,
+                        "users.toml narrowed access: closed live tunnels"
+                    );
                 }
             }
             Err(RecvError::Lagged(missed)) => {

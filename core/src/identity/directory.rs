@@ -210,7 +210,9 @@ mod tests {
         // A group added is no narrowing; one taken away is.
         users.edit("bob", |u| u.groups.push("ops".into())).unwrap();
         assert_eq!(cache.reload(false).await.unwrap().unwrap().len(), 0);
-        users.edit("alice", |u| u.groups.retain(|g| g != "sre")).unwrap();
+        users
+            .edit("alice", |u| u.groups.retain(|g| g != "sre"))
+            .unwrap();
         let got = cache.reload(false).await.unwrap().unwrap();
         assert_eq!(&*got, ["alice".to_string()]);
         assert_eq!(&*feed.recv().await.unwrap(), ["alice".to_string()]);

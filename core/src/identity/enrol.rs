@@ -71,10 +71,9 @@ impl Authenticator {
         let valid = super::validate_user_name(user).is_ok();
         self.refresh_users().await;
         if valid {
-            let enrolling = self
-                .inner
-                .users
-                .with_user(user, |r| r.is_some_and(|r| r.totp_secret.is_empty() && !r.locked));
+            let enrolling = self.inner.users.with_user(user, |r| {
+                r.is_some_and(|r| r.totp_secret.is_empty() && !r.locked)
+            });
             if enrolling {
                 return self.password_for_enrolment(user, password, client).await;
             }

@@ -293,7 +293,9 @@ mod tests {
         let code = users.current_totp_code("bob", &cipher).unwrap();
         let live = auth.verify_totp_after_key(&accepted, &code).await.unwrap();
         // A group taken away: the live identity has the groups of now.
-        users.edit("bob", |u| u.groups = vec!["staff".into()]).unwrap();
+        users
+            .edit("bob", |u| u.groups = vec!["staff".into()])
+            .unwrap();
         auth.reload_users().await.unwrap();
         let Standing::Active(fresh) = auth.recheck(&live) else {
             panic!("bob is still active")
