@@ -1,7 +1,7 @@
 //! Changes to `users.toml` reach live web sessions, from outside: the real binary, a user
-//! logged in over HTTPS, then the file edited as an administrator would (a group taken away)
-//! or the user locked with the real CLI; the next requests follow within the reload bound,
-//! and every refusal is in the audit log. `edit_user` also serves bastion_live.rs.
+//! logged in over HTTPS, then the file edited as an administrator would (a group taken away,
+//! then the user locked); the next requests follow within the reload bound, and every
+//! refusal is in the audit log. `edit_user` also serves bastion_live.rs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,9 +12,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::identity_sessions::open_ws;
 use crate::support::client::echoed_headers;
 use crate::support::identity::h1_with;
-use crate::support::{AppSpec, Gatehouse, GatehouseSpec, Resp, Upstream, host};
+use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Resp, Upstream, host, within};
 
 /// How long a change to users.toml may take to reach the next request: the reload interval
 /// (1 s) with room for a busy machine.
@@ -49,6 +52,7 @@ pub(crate) fn set_groups(groups: &[&str]) -> impl FnOnce(&mut toml::Table) {
 const POLICY: &str = "\
 p, group:staff, app:wiki/index, GET, allow
 p, group:payroll, app:wiki/payroll/*, GET, allow
+p, group:payroll, app:wiki/ws, GET, allow
 ";
 
 async fn get(gh: &Gatehouse, cookie: &str, path: &str) -> Resp {
@@ -88,11 +92,36 @@ async fn a_group_taken_away_and_a_lock_in_users_toml_reach_the_live_web_session(
     assert_eq!(r.status, 200, "{}", r.text());
     let mut groups = echoed_headers(&r.json(), "x-gatehouse-groups").join(",");
     assert!(groups.contains("payroll"), "{groups}");
+    // A WebSocket that only `payroll` allows.
+    let mut ws = open_ws(&gh, Some(&cookie))
+        .await
+        .unwrap_or_else(|s| panic!("upgrade with payroll: {s}"));
+    ws.write_all(b"hello").await.unwrap();
+    let mut back = [0u8; 5];
+    within(QUICK, "echo", ws.read_exact(&mut back))
+        .await
+        .unwrap();
 
-    // An administrator takes `payroll` away in the file: the same session, next request.
+    // An administrator takes `payroll` away in the file: the same session, next request; the
+    // open WebSocket is closed and cannot be opened again.
     edit_user(&gh.path("users.toml"), "alice", set_groups(&["staff"]));
     let took = until_status(&gh, &cookie, "/payroll/slip", 403).await;
     eprintln!("group removal reached the live web session in {took:?}");
+    let mut buf = [0u8; 16];
+    within(
+        REACH,
+        "the websocket closed after its group was taken away",
+        async {
+            loop {
+                match ws.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(open_ws(&gh, Some(&cookie)).await.err(), Some(403));
     gh.expect_audit("access_denied", |e| {
         e["user"] == "alice" && e["object"] == "app:wiki/payroll/slip"
     })
@@ -102,13 +131,10 @@ async fn a_group_taken_away_and_a_lock_in_users_toml_reach_the_live_web_session(
     groups = echoed_headers(&r.json(), "x-gatehouse-groups").join(",");
     assert_eq!(groups, "staff", "the upstream is told the groups of now");
 
-    // Locked with the CLI (memory:// store: the running instance reads the file again).
-    let out = tokio::task::block_in_place(|| gh.cli(&["user", "lock", "alice"], None));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Locked in the file: the running instance revokes the user's sessions.
+    edit_user(&gh.path("users.toml"), "alice", |t| {
+        t.insert("locked".into(), toml::Value::Boolean(true));
+    });
     let took = until_status(&gh, &cookie, "/index", 401).await;
     eprintln!("a lock reached the live web session in {took:?}");
     gh.expect_audit("session_revoked", |e| {

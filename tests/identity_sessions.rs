@@ -220,8 +220,9 @@ async fn a_session_cookie_planted_before_login_is_not_the_session_after() {
     assert_unauthenticated(&gh, Some(&planted_random), "planted random id").await;
 }
 
-/// Opens a WebSocket-style upgrade to the echo upstream's `/ws` with `cookie`.
-async fn open_ws(
+/// Opens a WebSocket-style upgrade to the echo upstream's `/ws` with `cookie` (also used by
+/// identity_live.rs).
+pub(crate) async fn open_ws(
     gh: &support::Gatehouse,
     cookie: Option<&str>,
 ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, u16> {

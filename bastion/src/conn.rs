@@ -238,13 +238,18 @@ impl Conn {
     }
 
     /// The watch on the grant behind `permit`, when only a grant allowed it: the channel
-    /// using the permit ends when it lapses (see [`Conn::grant_ended`]).
+    /// using the permit ends when it lapses (see [`Conn::grant_ended`]). The watch re-decides
+    /// for the user as `users.toml` has them now, so a group taken away since the login does
+    /// not keep the channel once the grant ends.
     pub fn watch_grant(&self, permit: &Permit) -> Option<GrantWatch> {
         let authn = self.auth.get()?;
-        self.shared
-            .services
-            .policy
-            .watch_grant(&authn.identity, permit)
+        let services = &self.shared.services;
+        // No longer active: the users.toml watcher is ending the connection anyway.
+        let identity = match services.authenticator.recheck(&authn.identity) {
+            Standing::Active(fresh) => fresh,
+            _ => authn.identity.clone(),
+        };
+        services.policy.watch_grant(&identity, permit)
     }
 
     /// Records that a grant's end ended a channel of this connection.
