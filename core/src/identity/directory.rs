@@ -1,6 +1,9 @@
 //! The local users as the running process knows them: `users.toml` read once, indexed by
 //! name, and read again when the file changes (polled, like the policy files), so both doors
 //! share one copy instead of reading the file on every login step and every new channel.
+//! A change is told by the file's stamp (modification time, length, inode) and, while the
+//! stamp is too recent to be trusted (a rewrite within the timestamp's granularity), by the
+//! digest of its bytes.
 //!
 //! Threat: a change an administrator makes to `users.toml` (a user locked or removed, a
 //! group or an SSH key taken away) not reaching sessions and connections that are already
@@ -27,9 +30,66 @@ use crate::error::IdentityError;
 pub const USERS_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Capacity of the change feed; a receiver that lags re-checks every user.
 const CHANGES_CAPACITY: usize = 64;
+/// A file modified this recently may be modified again within its timestamp's granularity
+/// without its stamp changing (same length, same inode): its bytes are compared instead.
+const RACY: Duration = Duration::from_secs(2);
 
 /// What identifies a version of the file on disk (modification time, length, inode).
 type Stamp = Option<(SystemTime, u64, u64)>;
+
+/// What the last look at the file found: its stamp and the digest of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    stamp: Stamp,
+    digest: [u8; 32],
+}
+
+/// Whether a stamp is old enough to stand for the file's bytes (no write can still hide
+/// behind it); a missing file never is (reading nothing is cheap).
+fn settled(stamp: Stamp) -> bool {
+    stamp.is_some_and(|(modified, _, _)| {
+        SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|age| age >= RACY)
+    })
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// One look at the file: `None` when it is the version `seen` (unless `force`), else the
+/// users it holds (or why they do not load), with what was seen this time.
+fn look(
+    path: &Path,
+    seen: Option<Seen>,
+    force: bool,
+) -> (Option<Seen>, Option<Result<Users, IdentityError>>) {
+    let now = stamp(path);
+    if let Some(s) = seen
+        && !force
+        && s.stamp == now
+        && settled(now)
+    {
+        return (seen, None);
+    }
+    let text = match Users::read_text(path) {
+        Ok(t) => t,
+        // Not recorded as seen: the next look reads again.
+        Err(e) => return (seen, Some(Err(e))),
+    };
+    let this = Seen {
+        stamp: now,
+        digest: digest(&text),
+    };
+    if !force && seen.is_some_and(|s| s.digest == this.digest) {
+        return (Some(this), None);
+    }
+    (Some(this), Some(Users::parse(path, &text)))
+}
 
 fn stamp(path: &Path) -> Stamp {
     let m = std::fs::metadata(path).ok()?;
@@ -49,7 +109,7 @@ pub type NarrowedUsers = Arc<[String]>;
 pub struct UsersCache {
     path: PathBuf,
     current: RwLock<Arc<HashMap<String, UserRecord>>>,
-    seen: Mutex<Stamp>,
+    seen: Mutex<Option<Seen>>,
     changes: broadcast::Sender<NarrowedUsers>,
     /// One reload at a time: an older read never replaces a newer one.
     reloading: tokio::sync::Mutex<()>,
@@ -81,9 +141,14 @@ fn narrowed(old: &UserRecord, new: Option<&UserRecord>) -> bool {
 impl UsersCache {
     /// Reads `path` now (blocking); a file that does not load is an error.
     pub fn load(path: &Path) -> Result<UsersCache, IdentityError> {
-        let seen = stamp(path);
-        let users = Users::load(path)?;
-        Ok(Self::with(path, &users, seen))
+        match look(path, None, true) {
+            (seen, Some(Ok(users))) => Ok(Self::with(path, &users, seen)),
+            (_, Some(Err(e))) => Err(e),
+            (_, None) => Err(IdentityError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::other("users file not read"),
+            }),
+        }
     }
 
     /// Reads `path` now (blocking); a file that does not load is logged and the copy starts
@@ -98,7 +163,7 @@ impl UsersCache {
         }
     }
 
-    fn with(path: &Path, users: &Users, seen: Stamp) -> UsersCache {
+    fn with(path: &Path, users: &Users, seen: Option<Seen>) -> UsersCache {
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         UsersCache {
             path: path.to_path_buf(),
@@ -140,21 +205,17 @@ impl UsersCache {
         let _one = self.reloading.lock().await;
         let path = self.path.clone();
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let read = tokio::task::spawn_blocking(move || {
-            let now = stamp(&path);
-            if !force && now == seen {
-                return (now, Ok(None));
-            }
-            (now, Users::load(&path).map(|u| Some(index(&u))))
+        let (now, read) = tokio::task::spawn_blocking(move || {
+            let (now, read) = look(&path, seen, force);
+            (now, read.map(|r| r.map(|u| index(&u))))
         })
         .await
         .map_err(|_| IdentityError::Read {
             path: self.path.clone(),
             source: std::io::Error::other("reload interrupted"),
         })?;
-        let (now, read) = read;
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = now;
-        let Some(fresh) = read? else {
+        let Some(fresh) = read.transpose()? else {
             return Ok(None);
         };
         let old = self.current();
@@ -243,5 +304,48 @@ mod tests {
         std::fs::write(&path, good.replace("locked = true", "locked = false")).unwrap();
         assert_eq!(cache.reload(false).await.unwrap().unwrap().len(), 0);
         assert!(cache.with_user("alice", |u| u.is_some_and(|u| !u.locked)));
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_that_keeps_the_stamp_is_still_seen() {
+        let dir = TempDir::new("users-cache-racy");
+        let path = dir.path().join("users.toml");
+        let cipher = TotpCipher::new(&SecretKey::from_bytes([2; 32])).unwrap();
+        let mut users = Users::load(&path).unwrap();
+        for name in ["alice", "bob"] {
+            users
+                .add(
+                    NewUser {
+                        name,
+                        groups: &["staff".to_string()],
+                        password: "correct-Horse-7-battery",
+                        ssh_keys: &[],
+                    },
+                    &cipher,
+                )
+                .unwrap();
+        }
+        let cache = UsersCache::load(&path).unwrap();
+        // Rewritten in place within the timestamp's granularity: same length, same inode,
+        // same modification time; only the bytes differ (bob renamed: removed).
+        let before = stamp(&path);
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let renamed = text.replace("\"bob\"", "\"bop\"");
+        assert_ne!(renamed, text);
+        std::fs::write(&path, &renamed).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        assert_eq!(stamp(&path), before, "the stamp alone cannot tell");
+        assert_eq!(
+            &*cache.reload(false).await.unwrap().unwrap(),
+            ["bob".to_string()]
+        );
+        assert!(cache.with_user("bop", |u| u.is_some()));
+        assert_eq!(cache.reload(false).await.unwrap(), None, "read once");
     }
 }

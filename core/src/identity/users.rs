@@ -105,17 +105,24 @@ impl Users {
 
     /// Loads the users file; a missing file is an empty user list.
     pub fn load(path: &Path) -> Result<Users, IdentityError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(IdentityError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        let file: UsersFile = toml::from_str(&text).map_err(|e| IdentityError::Parse {
+        Self::parse(path, &Self::read_text(path)?)
+    }
+
+    /// The users file's text; a missing file is empty.
+    pub(crate) fn read_text(path: &Path) -> Result<String, IdentityError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(IdentityError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// The users in `text`, read from `path` (named in errors), validated.
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Users, IdentityError> {
+        let file: UsersFile = toml::from_str(text).map_err(|e| IdentityError::Parse {
             path: path.to_path_buf(),
             message: e.message().to_string(),
         })?;
