@@ -44,18 +44,31 @@ impl Standing {
     }
 }
 
+/// Why an identity is no longer active, as [`Authenticator::recheck_owned`] finds it.
+enum Gone {
+    Removed,
+    Locked,
+    KeyRemoved,
+}
+
 impl Authenticator {
     /// Where `id` stands in `users.toml` as last read (no file access).
     pub fn recheck(&self, id: &VerifiedIdentity) -> Standing {
+        self.recheck_owned(id.clone())
+    }
+
+    /// [`Authenticator::recheck`] of an identity the caller owns: nothing is copied when the
+    /// user's groups are unchanged (the web request path).
+    pub(crate) fn recheck_owned(&self, mut id: VerifiedIdentity) -> Standing {
         if !id.method.is_local() {
-            return Standing::Active(id.clone());
+            return Standing::Active(id);
         }
-        self.inner.users.with_user(&id.user, |rec| {
+        let verdict = self.inner.users.with_user(&id.user, |rec| {
             let Some(rec) = rec else {
-                return Standing::Removed;
+                return Err(Gone::Removed);
             };
             if rec.locked {
-                return Standing::Locked;
+                return Err(Gone::Locked);
             }
             if let Some(used) = &id.ssh_key {
                 let registered = rec
@@ -64,13 +77,21 @@ impl Authenticator {
                     .filter_map(|k| sshkey::parse_ssh_public_key(k).ok())
                     .any(|k| k.blob == *used);
                 if !registered {
-                    return Standing::KeyRemoved;
+                    return Err(Gone::KeyRemoved);
                 }
             }
-            let mut fresh = id.clone();
-            fresh.groups.clone_from(&rec.groups);
-            Standing::Active(fresh)
-        })
+            Ok((rec.groups != id.groups).then(|| rec.groups.clone()))
+        });
+        match verdict {
+            Err(Gone::Removed) => Standing::Removed,
+            Err(Gone::Locked) => Standing::Locked,
+            Err(Gone::KeyRemoved) => Standing::KeyRemoved,
+            Ok(None) => Standing::Active(id),
+            Ok(Some(groups)) => {
+                id.groups = groups;
+                Standing::Active(id)
+            }
+        }
     }
 
     /// Reads `users.toml` again now (also unchanged) and acts on what narrowed, as the

@@ -98,7 +98,7 @@ impl Authenticator {
         }
         let id = VerifiedIdentity::from_session(s.data);
         // A local user's groups and lock are users.toml's now, not the login's.
-        match self.recheck(&id) {
+        match self.recheck_owned(id) {
             Standing::Active(fresh) => Ok((fresh, s.id_hash)),
             _ => Err(AuthError::NoSession),
         }
