@@ -44,26 +44,41 @@ impl Standing {
     }
 }
 
-/// Why an identity is no longer active, as [`Authenticator::recheck_owned`] finds it.
-enum Gone {
+/// Why an identity is no longer active, as [`Authenticator::recheck_in_place`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gone {
     Removed,
     Locked,
     KeyRemoved,
 }
 
+impl From<Gone> for Standing {
+    fn from(g: Gone) -> Standing {
+        match g {
+            Gone::Removed => Standing::Removed,
+            Gone::Locked => Standing::Locked,
+            Gone::KeyRemoved => Standing::KeyRemoved,
+        }
+    }
+}
+
 impl Authenticator {
     /// Where `id` stands in `users.toml` as last read (no file access).
     pub fn recheck(&self, id: &VerifiedIdentity) -> Standing {
-        self.recheck_owned(id.clone())
+        let mut fresh = id.clone();
+        match self.recheck_in_place(&mut fresh) {
+            Ok(()) => Standing::Active(fresh),
+            Err(gone) => gone.into(),
+        }
     }
 
-    /// [`Authenticator::recheck`] of an identity the caller owns: nothing is copied when the
-    /// user's groups are unchanged (the web request path).
-    pub(crate) fn recheck_owned(&self, mut id: VerifiedIdentity) -> Standing {
+    /// [`Authenticator::recheck`] of an identity the caller owns: its groups become those of
+    /// now, and nothing is copied when they are unchanged (the web request path).
+    pub(super) fn recheck_in_place(&self, id: &mut VerifiedIdentity) -> Result<(), Gone> {
         if !id.method.is_local() {
-            return Standing::Active(id);
+            return Ok(());
         }
-        let verdict = self.inner.users.with_user(&id.user, |rec| {
+        let groups = self.inner.users.with_user(&id.user, |rec| {
             let Some(rec) = rec else {
                 return Err(Gone::Removed);
             };
@@ -81,17 +96,11 @@ impl Authenticator {
                 }
             }
             Ok((rec.groups != id.groups).then(|| rec.groups.clone()))
-        });
-        match verdict {
-            Err(Gone::Removed) => Standing::Removed,
-            Err(Gone::Locked) => Standing::Locked,
-            Err(Gone::KeyRemoved) => Standing::KeyRemoved,
-            Ok(None) => Standing::Active(id),
-            Ok(Some(groups)) => {
-                id.groups = groups;
-                Standing::Active(id)
-            }
+        })?;
+        if let Some(groups) = groups {
+            id.groups = groups;
         }
+        Ok(())
     }
 
     /// Reads `users.toml` again now (also unchanged) and acts on what narrowed, as the

@@ -8,7 +8,8 @@
 
 use super::authenticator::{Authenticator, unix_secs};
 use super::oidc::SsoLogoutHint;
-use super::{Standing, VerifiedIdentity};
+use super::VerifiedIdentity;
+use super::live::Gone;
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
 use crate::store::{SessionData, SessionKey, SessionToken};
@@ -96,11 +97,18 @@ impl Authenticator {
                 issued_for: s.host,
             });
         }
-        let id = VerifiedIdentity::from_session(s.data);
+        let mut id = VerifiedIdentity::from_session(s.data);
         // A local user's groups and lock are users.toml's now, not the login's.
-        match self.recheck_owned(id) {
-            Standing::Active(fresh) => Ok((fresh, s.id_hash)),
-            _ => Err(AuthError::NoSession),
+        let mut standing = self.recheck_in_place(&mut id);
+        if standing == Err(Gone::Removed) {
+            // Another instance may have made this session for a user added to users.toml
+            // since this one last looked: look now (a stat, or a read after a change).
+            self.refresh_users().await;
+            standing = self.recheck_in_place(&mut id);
+        }
+        match standing {
+            Ok(()) => Ok((id, s.id_hash)),
+            Err(_) => Err(AuthError::NoSession),
         }
     }
 
