@@ -403,17 +403,7 @@ async fn with_memory_the_cli_reaches_sessions_and_a_granted_websocket_ends_with_
 
     // A WebSocket the grant alone allows, echoing.
     let mut c = h1_with(&gh, &host("payroll"), &cookie).await;
-    let req = c.request(
-        "GET",
-        "/ws",
-        &[
-            ("connection", "upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ],
-        empty(),
-    );
+    let req = c.upgrade_request("/ws", &[]);
     let resp = within(QUICK, "upgrade", c.send_head(req)).await.unwrap();
     assert_eq!(resp.status(), 101, "{:?}", resp.headers());
     let upgraded = within(QUICK, "upgraded", hyper::upgrade::on(resp))

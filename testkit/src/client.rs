@@ -164,6 +164,19 @@ impl H1Conn {
         self
     }
 
+    /// A WebSocket upgrade (`GET path`, the RFC 6455 sample key) with `extra` headers after
+    /// the upgrade headers.
+    pub fn upgrade_request(&self, path: &str, extra: &[(&str, &str)]) -> Request<ReqBody> {
+        let mut headers = vec![
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        headers.extend_from_slice(extra);
+        self.request("GET", path, &headers, empty())
+    }
+
     /// A request with the `Host` header set; `extra` headers appended as given.
     pub fn request(
         &self,
