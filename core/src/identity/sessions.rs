@@ -6,10 +6,10 @@
 //! a web session records the one host it was issued to (login or handoff) and resuming it
 //! on any other host is [`AuthError::WrongHost`], refused like no session.
 
-use super::authenticator::{Authenticator, unix_secs};
-use super::oidc::SsoLogoutHint;
 use super::VerifiedIdentity;
+use super::authenticator::{Authenticator, unix_secs};
 use super::live::Gone;
+use super::oidc::SsoLogoutHint;
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
 use crate::store::{SessionData, SessionKey, SessionToken};
