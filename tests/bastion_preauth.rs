@@ -13,13 +13,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::bastion::Env;
 use crate::bastion::sshd::text;
 use crate::bastion_throttle::ssh_from;
-use crate::support::client::plain_get;
+use crate::support::client::{plain_get, read_until_close};
 use crate::support::identity::fresh_totp_window;
 
 /// Connections the flood opens from its one address.
@@ -32,19 +32,6 @@ async fn stalled_from(from: &str, to: SocketAddr) -> TcpStream {
     // A banner, then nothing: no key exchange ever.
     let _ = tcp.write_all(b"SSH-2.0-stall\r\n").await;
     tcp
-}
-
-/// True once the server closed `tcp` (EOF or reset), reading what it sent meanwhile.
-async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    let end = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(end, tcp.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 fn metric(text: &str, series: &str) -> u64 {
@@ -72,7 +59,7 @@ async fn a_stalled_flood_from_one_address_never_locks_out_a_login_from_another()
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         for (tcp, done) in flood.iter_mut().zip(closed.iter_mut()) {
-            if !*done && closed_within(tcp, Duration::from_millis(5)).await {
+            if !*done && read_until_close(tcp, Duration::from_millis(5)).await.closed {
                 *done = true;
             }
         }
@@ -123,7 +110,7 @@ async fn a_stalled_flood_from_one_address_never_locks_out_a_login_from_another()
     // The slots the flood holds are given back at the handshake deadline.
     for (tcp, _) in flood.iter_mut().zip(closed).filter(|(_, c)| !c) {
         assert!(
-            closed_within(tcp, Duration::from_secs(15)).await,
+            read_until_close(tcp, Duration::from_secs(15)).await.closed,
             "a stalled connection outlived the handshake deadline"
         );
     }
