@@ -41,6 +41,7 @@ use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
 use crate::state::{LoginCtx, State};
 use crate::tls::{self, Reloader};
+use crate::web_sessions::WebSessions;
 use workers::Workers;
 
 /// HTTP/2 streams a client may open at once on one connection.
@@ -200,6 +201,8 @@ impl Gateway {
             policy_reloader = policy_reloader
                 .with_scope(gatehouse_core::policy::PolicyScope::from_config(&config));
         }
+        let web_sessions = Arc::new(WebSessions::new(services.recordings.clone()));
+        services.signer.note_first_uses(web_sessions.clone());
         let state = Arc::new(State {
             routes,
             proxy,
@@ -211,6 +214,7 @@ impl Gateway {
             health: Arc::new(StoreHealth::default()),
             tunnels: Arc::new(Tunnels::default()),
             abuse: AbuseTrace::default(),
+            web_sessions,
         });
         let preauth = Preauth::new(g.max_connections, metrics.preauth_connections.clone());
         let ctx = Arc::new(ServeCtx {
@@ -369,6 +373,12 @@ fn spawn_background(ctx: &ServeCtx, reloader: Reloader, policy_reloader: PolicyR
                 ctx.stop.clone(),
             )
             .instrument(tracing::info_span!("revocations")),
+    );
+    ctx.tracker.spawn(
+        st.web_sessions
+            .clone()
+            .run(st.services.store.clone(), ctx.stop.clone())
+            .instrument(tracing::info_span!("web_recordings")),
     );
     ctx.tracker.spawn(
         policy_reloader

@@ -191,7 +191,15 @@ impl Recordings {
         f: impl FnOnce(&mut RecordingMeta) -> bool,
     ) -> Result<Option<Sidecar>, RecordingError> {
         let _guard = self.web_lock();
-        let mut s = Sidecar::read(self.dir(), id)?;
+        let mut s = match Sidecar::read(self.dir(), id) {
+            Ok(s) => s,
+            Err(RecordingError::Sidecar { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(RecordingError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
         if s.meta.kind != RecordingKind::Web {
             return Err(RecordingError::NotFound(id.to_string()));
         }
@@ -202,14 +210,15 @@ impl Recordings {
         Ok(Some(s))
     }
 
-    /// A web session started: its entry (metadata file, index row). Keep the id with the
-    /// session for the calls below.
+    /// A web session started: its entry (metadata file, index row). Its id is
+    /// [`RecordingId::for_web_session`] of the session's hash. An error must refuse the
+    /// session (it would run unrecorded).
     pub async fn web_session_started(
         &self,
         user: &str,
         session_hash: &str,
     ) -> Result<RecordingId, RecordingError> {
-        let id = RecordingId::generate()?;
+        let id = RecordingId::for_web_session(session_hash);
         let mut meta = RecordingMeta::web(id.clone(), user, "");
         meta.app = None;
         meta.apps.clear();
@@ -252,6 +261,15 @@ impl Recordings {
             index.send(Op::Upsert(Box::new(s))).await;
         }
         Ok(())
+    }
+
+    /// The web sessions whose recording has no end yet (as the index has them).
+    pub fn web_sessions_live(&self) -> Result<Vec<RecordingMeta>, RecordingError> {
+        self.index().search(&super::index::Query {
+            kind: Some(RecordingKind::Web),
+            live: true,
+            ..Default::default()
+        })
     }
 
     /// The session ended (logout, expiry, revocation).
