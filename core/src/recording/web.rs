@@ -104,14 +104,18 @@ where
             continue;
         };
         let e = rec.event;
-        let decision = match e.event.as_str() {
-            "access_allowed" => "allow",
-            "access_denied" => "deny",
-            _ => continue,
-        };
         if e.session.as_deref() != Some(session_hash) {
             continue;
         }
+        let decision = match e.event.as_str() {
+            "access_allowed" => "allow",
+            "access_denied" => "deny",
+            "request_completed" => {
+                complete(&mut out, &e);
+                continue;
+            }
+            _ => continue,
+        };
         let Some(rest) = e.object.strip_prefix("app:") else {
             continue;
         };
@@ -125,7 +129,13 @@ where
             host: hosts.get(app).cloned(),
             app: app.to_string(),
             path: path.to_string(),
-            status: e.status,
+            // A policy deny is always answered 403; an allowed request's answer is in its
+            // `request_completed` record, further on.
+            status: if decision == "deny" {
+                Some(403)
+            } else {
+                e.status
+            },
             bytes: e.bytes,
             duration_ms: e.duration_ms,
             decision: decision.to_string(),
@@ -136,6 +146,23 @@ where
         });
     }
     out
+}
+
+/// Fills in the answer of the request a `request_completed` record names (the newest
+/// allowed request of the session with its request id).
+fn complete(out: &mut [WebRequest], e: &AuditFields) {
+    let Some(id) = e.request_id.as_deref() else {
+        return;
+    };
+    if let Some(r) = out
+        .iter_mut()
+        .rev()
+        .find(|r| r.decision == "allow" && r.request_id.as_deref() == Some(id))
+    {
+        r.status = e.status;
+        r.bytes = e.bytes;
+        r.duration_ms = e.duration_ms;
+    }
 }
 
 /// The requests of a web session from the audit log in `audit_dir`: the daily segments
