@@ -52,3 +52,4 @@ mod policy_lint;
 mod policy_scale;
 mod quickstart;
 mod recordings;
+mod web_recordings;

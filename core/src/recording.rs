@@ -67,6 +67,21 @@ impl RecordingId {
         Ok(RecordingId(crate::secret::hex_lower(raw)))
     }
 
+    /// The id of the recording of web session `session_hash` (the session id's hash, as in
+    /// its audit records): derived, so every part of the gateway that sees the session
+    /// names its recording without a lookup. Not a secret (the hash is in the audit log).
+    pub fn for_web_session(session_hash: &str) -> RecordingId {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(b"gatehouse/web-recording/v1\0");
+        ctx.update(session_hash.as_bytes());
+        let digest = ctx.finish();
+        let half = digest
+            .as_ref()
+            .get(..RECORDING_ID_LEN / 2)
+            .unwrap_or_default();
+        RecordingId(crate::secret::hex_lower(half))
+    }
+
     /// Checks an id given as text (a CLI argument, a URL segment, a file name).
     pub fn parse(text: &str) -> Result<RecordingId, RecordingError> {
         let ok = text.len() == RECORDING_ID_LEN

@@ -39,6 +39,11 @@ impl Authenticated {
         &self.session
     }
 
+    /// The session id's hash, taking it (the request is done with the proof).
+    pub fn into_session(self) -> SessionHash {
+        self.session
+    }
+
     /// The raw session id (to re-check a live tunnel later). Never log it.
     pub(crate) fn token(&self) -> &CookieValue {
         &self.token

@@ -43,6 +43,11 @@ impl Permit<'_> {
         &self.who
     }
 
+    /// The session's id hash, taking it: the request was forwarded.
+    pub fn into_session(self) -> String {
+        self.who.into_session().into_string()
+    }
+
     /// The allowing policy line.
     pub fn rule(&self) -> &str {
         self.decision.rule()

@@ -1,14 +1,23 @@
 //! The response body type: a streamed upstream body or a small page, carrying the
-//! connection's in-flight guard so idle tracking sees a response until it is fully sent.
+//! connection's in-flight guard so idle tracking sees a response until it is fully sent,
+//! and, for an allowed request, its [`Done`]: the bytes sent are counted, and the
+//! `request_completed` audit record (status, bytes, duration) is written when the body ends
+//! or is dropped (the client went away). The request's other facts are in its
+//! `access_allowed` record, written before it went upstream: nothing is written twice.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
+
+use gatehouse_core::audit::AuditEvent;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::conn::InFlight;
+use crate::conn::{ConnShared, InFlight};
+use crate::request_id::RequestId;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -17,6 +26,56 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Either<Incoming, Full<Bytes>>,
         guard: Option<InFlight>,
+        done: Option<Done>,
+    }
+}
+
+/// The answer of an allowed request, recorded as `request_completed` when dropped.
+pub struct Done {
+    conn: Arc<ConnShared>,
+    session: String,
+    request_id: RequestId,
+    status: u16,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Done {
+    /// The answer (`status`) to request `request_id` of web session `session` (its id's
+    /// hash), which began at `start`.
+    pub fn new(
+        conn: &Arc<ConnShared>,
+        session: String,
+        request_id: RequestId,
+        status: u16,
+        start: Instant,
+    ) -> Done {
+        Done {
+            conn: conn.clone(),
+            session,
+            request_id,
+            status,
+            start,
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let Some(audit) = &self.conn.audit else {
+            return;
+        };
+        let event = AuditEvent::RequestCompleted {
+            session: std::mem::take(&mut self.session),
+            request_id: self.request_id.to_string(),
+            status: self.status,
+            bytes: self.bytes,
+            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        if !audit.record_detached(&event) {
+            tracing::error!(request_id = %self.request_id, "audit log: cannot record a response's completion");
+        }
     }
 }
 
@@ -25,6 +84,7 @@ impl ResBody {
         ResBody {
             inner: Either::Right(Full::new(bytes.into())),
             guard: None,
+            done: None,
         }
     }
 
@@ -32,11 +92,18 @@ impl ResBody {
         ResBody {
             inner: Either::Left(body),
             guard: None,
+            done: None,
         }
     }
 
     pub fn with_guard(mut self, guard: InFlight) -> Self {
         self.guard = Some(guard);
+        self
+    }
+
+    /// Records the request's completion when this body ends (see [`Done`]).
+    pub fn with_done(mut self, done: Done) -> Self {
+        self.done = Some(done);
         self
     }
 }
@@ -51,9 +118,18 @@ impl Body for ResBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = &polled {
-            // Fully sent: the connection may count as idle from now on.
-            this.guard.take();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(done), Some(data)) = (this.done.as_mut(), frame.data_ref()) {
+                    done.bytes = done.bytes.saturating_add(data.len() as u64);
+                }
+            }
+            Poll::Ready(None) => {
+                // Fully sent: recorded, and the connection may count as idle from now on.
+                this.done.take();
+                this.guard.take();
+            }
+            _ => {}
         }
         polled
     }

@@ -49,6 +49,9 @@ pub struct ConnShared {
     pub h2_frames: FrameCounts,
     /// The pre-authentication slot, given back when the first request arrives.
     preauth: Mutex<Option<Slot>>,
+    /// The audit log, for the `request_completed` records of this connection's responses
+    /// (a handle per connection: no reference count shared by every worker per request).
+    pub audit: Option<gatehouse_core::audit::AuditLog>,
 }
 
 /// A WebSocket upgrade agreed by both sides, run by the connection task once hyper hands the
@@ -85,7 +88,14 @@ impl ConnShared {
             head_since: AtomicU64::new(0),
             h2_frames: FrameCounts::default(),
             preauth: Mutex::new(None),
+            audit: None,
         }
+    }
+
+    /// With the audit log its responses' `request_completed` records go to.
+    pub fn with_audit(mut self, audit: gatehouse_core::audit::AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Holds `slot` until the first request (or the end of the connection).

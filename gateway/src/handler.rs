@@ -22,7 +22,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::body::ResBody;
+use crate::body::{Done, ResBody};
 use crate::conn::ConnShared;
 use crate::proxy::ClientSide;
 use crate::request_id::RequestId;
@@ -41,7 +41,7 @@ pub async fn handle(
     let in_flight = conn.begin();
     let id = state.ids.next();
     let method = req.method().clone();
-    let (resp, app) = serve(state, conn, req, id).await;
+    let (resp, app) = serve(state, conn, req, id, start).await;
     let status = resp.status();
     let app = app.unwrap_or(&state.no_app);
     state.metrics.request(app, status.as_u16(), start.elapsed());
@@ -135,6 +135,7 @@ async fn serve<'s>(
     conn: &Arc<ConnShared>,
     req: Request<Incoming>,
     id: RequestId,
+    start: Instant,
 ) -> (Response<ResBody>, Option<&'s Arc<str>>) {
     let admitted = match admit(conn, &req, id) {
         Ok(a) => a,
@@ -176,8 +177,18 @@ async fn serve<'s>(
         policy: &state.services.policy,
         request_id: id,
     };
-    match state.proxy.forward(req, &permit, side).await {
-        Ok(resp) => (resp.map(ResBody::streamed), Some(&app.name)),
+    let forwarded = state.proxy.forward(req, &permit, side).await;
+    // The answer's status, bytes and duration go in its `request_completed` record.
+    let done =
+        |status: StatusCode| Done::new(conn, permit.into_session(), id, status.as_u16(), start);
+    match forwarded {
+        Ok(resp) => {
+            let done = done(resp.status());
+            (
+                resp.map(|b| ResBody::streamed(b).with_done(done)),
+                Some(&app.name),
+            )
+        }
         Err(e) => {
             state.metrics.upstream_error(&app.name, e.kind());
             let error = error_chain(&e);
@@ -186,7 +197,9 @@ async fn serve<'s>(
             } else {
                 tracing::warn!(client.addr = %conn.peer, request_id = %id, app = %app.name, error = %error, "upstream failed");
             }
-            (respond::error(e.status(), id, false), Some(&app.name))
+            let resp = respond::error(e.status(), id, false);
+            let done = done(resp.status());
+            (resp.map(|b| b.with_done(done)), Some(&app.name))
         }
     }
 }

@@ -36,6 +36,7 @@ mod state;
 pub mod tls;
 mod upstream;
 pub mod web;
+pub mod web_sessions;
 
 use gatehouse_core::Config;
 

@@ -41,6 +41,7 @@ use crate::services::{Services, StoreHealth};
 use crate::state::{LoginCtx, State};
 use crate::tls::{self, Reloader};
 use gatehouse_core::preauth::Preauth;
+use crate::web_sessions::WebSessions;
 use workers::Workers;
 
 /// HTTP/2 streams a client may open at once on one connection.
@@ -207,6 +208,8 @@ impl Gateway {
             policy_reloader = policy_reloader
                 .with_scope(gatehouse_core::policy::PolicyScope::from_config(&config));
         }
+        let web_sessions = Arc::new(WebSessions::new(services.recordings.clone()));
+        services.signer.note_first_uses(web_sessions.clone());
         let state = Arc::new(State {
             routes,
             proxy,
@@ -218,6 +221,7 @@ impl Gateway {
             health: Arc::new(StoreHealth::default()),
             tunnels: Arc::new(Tunnels::default()),
             abuse: AbuseTrace::default(),
+            web_sessions,
         });
         let preauth = Preauth::new(
             "https",
@@ -387,6 +391,12 @@ fn spawn_background(ctx: &ServeCtx, reloader: Reloader, policy_reloader: PolicyR
                 ctx.stop.clone(),
             )
             .instrument(tracing::info_span!("revocations")),
+    );
+    ctx.tracker.spawn(
+        st.web_sessions
+            .clone()
+            .run(st.services.store.clone(), ctx.stop.clone())
+            .instrument(tracing::info_span!("web_recordings")),
     );
     ctx.tracker.spawn(
         policy_reloader

@@ -15,6 +15,7 @@ use gatehouse_core::audit::AuditLog;
 use gatehouse_core::identity::Authenticator;
 use gatehouse_core::identity::oidc::Sso;
 use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::recording::Recordings;
 use gatehouse_core::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,8 @@ pub struct Services {
     pub csrf: CsrfKey,
     /// The SSO providers (none configured: empty; the login page then offers none).
     pub sso: Sso,
+    /// The recordings directory: every web session is registered there.
+    pub recordings: Recordings,
 }
 
 /// The store's health as the last probe saw it.

@@ -16,6 +16,7 @@ use crate::request_id::RequestIds;
 use crate::revoke::Tunnels;
 use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
+use crate::web_sessions::WebSessions;
 
 pub use login::LoginCtx;
 pub use pending::{EnrolProof, PendingEnrolment, PendingSsoTotp};
@@ -35,6 +36,8 @@ pub struct State {
     pub login: LoginCtx,
     /// The rate limiter of the HTTP/2 abuse audit trace.
     pub abuse: AbuseTrace,
+    /// Web sessions registered as recordings.
+    pub web_sessions: Arc<WebSessions>,
 }
 
 /// What a connection's requests share: the gateway's state and the connection's, behind one

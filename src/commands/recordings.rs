@@ -199,9 +199,11 @@ async fn play(
     let mut out = std::io::stdout().lock();
     if meta.meta.kind == RecordingKind::Web {
         for r in web_timeline_from_log(&config.audit.dir, &meta.meta, &hosts(config))? {
+            let status = r.status.map_or_else(|| "-".to_string(), |s| s.to_string());
+            let bytes = r.bytes.map_or_else(|| "-".to_string(), |b| b.to_string());
             writeln!(
                 out,
-                "{}  {:<5}  {:<6} {}{}  {}",
+                "{}  {:<5}  {:<6} {}{}  {status} {bytes}B  {}",
                 r.time,
                 r.decision,
                 r.method,

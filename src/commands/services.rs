@@ -125,6 +125,7 @@ impl Services {
             signer: self.signer.clone(),
             csrf: (*self.csrf).clone(),
             sso: self.sso.clone(),
+            recordings: self.recordings.clone(),
         }
     }
 }

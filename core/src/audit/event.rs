@@ -171,6 +171,17 @@ pub enum AuditEvent {
         #[serde(flatten)]
         context: AccessContext,
     },
+    /// What the answer to an allowed web request came to, written once its body was sent
+    /// (or the client went away): status, body bytes sent, and milliseconds from the
+    /// request's head to the end. Joined to its `access_allowed` record by `request_id`
+    /// within the web `session` (the id's hash): a web session's timeline.
+    RequestCompleted {
+        session: String,
+        request_id: String,
+        status: u16,
+        bytes: u64,
+        duration_ms: u64,
+    },
     /// A denied access (an alert); `rule` is the deciding deny line, if any.
     AccessDenied {
         user: String,
@@ -522,6 +533,7 @@ impl AuditEvent {
             AuditEvent::Logout { .. } => "logout",
             AuditEvent::SessionRevoked { .. } => "session_revoked",
             AuditEvent::AccessAllowed { .. } => "access_allowed",
+            AuditEvent::RequestCompleted { .. } => "request_completed",
             AuditEvent::AccessDenied { .. } => "access_denied",
             AuditEvent::PolicyReload { .. } => "policy_reload",
             AuditEvent::AuditRetention { .. } => "audit_retention",
@@ -570,9 +582,9 @@ impl AuditEvent {
     /// events, and any event kind added later) is synced before the action proceeds.
     pub fn durability(&self) -> Durability {
         match self {
-            AuditEvent::AccessAllowed { .. } | AuditEvent::AccessDenied { .. } => {
-                Durability::GroupCommit
-            }
+            AuditEvent::AccessAllowed { .. }
+            | AuditEvent::AccessDenied { .. }
+            | AuditEvent::RequestCompleted { .. } => Durability::GroupCommit,
             _ => Durability::Synced,
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! An access decision is recorded for every proxied request, and serde's path for it (the
 //! flattened context makes it a map, so every key is escaped like a value) was a visible
-//! share of a request's CPU. That event is written here by hand, byte for byte what serde
-//! writes (a differential test holds the two together); every other event goes to serde.
+//! share of a request's CPU. That event, and the `request_completed` that follows it, are
+//! written here by hand, byte for byte what serde writes (differential tests hold the two
+//! together); every other event goes to serde.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -40,6 +41,24 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &AuditEvent) -> Result<(), s
             }
             push_context(out, context)?;
             out.push(b'}');
+            Ok(())
+        }
+        AuditEvent::RequestCompleted {
+            session,
+            request_id,
+            status,
+            bytes,
+            duration_ms,
+        } => {
+            out.extend_from_slice(br#"{"event":"request_completed","session":"#);
+            push_str(out, session)?;
+            out.extend_from_slice(br#","request_id":"#);
+            push_str(out, request_id)?;
+            // Writing to a Vec cannot fail.
+            let _ = write!(
+                out,
+                r#","status":{status},"bytes":{bytes},"duration_ms":{duration_ms}}}"#
+            );
             Ok(())
         }
         other => serde_json::to_writer(out, other),
@@ -182,6 +201,21 @@ mod tests {
                     session: opt(&mut rng),
                     request_id: opt(&mut rng),
                 },
+            };
+            assert_eq!(ours(&e), serde_text(&e), "round {round}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn request_completed_is_written_exactly_as_serde_writes_it() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for round in 0..2000 {
+            let e = AuditEvent::RequestCompleted {
+                session: text(&mut rng),
+                request_id: text(&mut rng),
+                status: (rng.next() % 1000) as u16,
+                bytes: if round % 7 == 0 { u64::MAX } else { rng.next() },
+                duration_ms: rng.next() % 100_000,
             };
             assert_eq!(ours(&e), serde_text(&e), "round {round}: {e:?}");
         }

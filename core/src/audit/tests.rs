@@ -400,3 +400,37 @@ fn access_context_fields_sit_in_the_event_and_absent_ones_are_left_out() {
 mod export;
 mod shipping;
 mod signed;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_records_are_written_in_the_chain_with_or_without_a_writer() {
+    let dir = TempDir::new("audit");
+    let log = AuditLog::open(dir.path(), key()).unwrap();
+    let done = |n: u64| AuditEvent::RequestCompleted {
+        session: "ab12".into(),
+        request_id: format!("r-{n}"),
+        status: 200,
+        bytes: n,
+        duration_ms: 1,
+    };
+    // Nobody writing: written at once, before the call returns.
+    assert!(log.record_detached(&done(0)));
+    assert!(lines(&the_segment(dir.path()))[0].contains("\"request_id\":\"r-0\""));
+    // Beside waiting writers on several threads: every one is written, the chain holds.
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            log.record(ev(i)).await.unwrap();
+            assert!(log.record_detached(&done(u64::from(i) + 1)));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    log.record(ev(99)).await.unwrap();
+    assert_eq!(verify(dir.path(), &key()).unwrap().records, 82);
+    let text = std::fs::read_to_string(the_segment(dir.path())).unwrap();
+    for n in 0..=40 {
+        assert!(text.contains(&format!("\"request_id\":\"r-{n}\"")), "r-{n}");
+    }
+}

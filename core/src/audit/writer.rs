@@ -410,6 +410,41 @@ impl AuditLog {
         Ok(Receipt { seq, incident_id })
     }
 
+    /// Appends `event` without waiting for it, from any context (a response body's drop):
+    /// queued behind this thread's writer when there is one (it writes it with its batch),
+    /// else written at once, blocking briefly on the log's lock. Only for the facts of an
+    /// action already done, which nothing can refuse any more (a response's status and
+    /// size); a group-commit record. False when it could not be queued or written.
+    pub fn record_detached(&self, event: &AuditEvent) -> bool {
+        let mut buf = Vec::with_capacity(256);
+        if super::json::write_event(&mut buf, event).is_err() {
+            return false;
+        }
+        let Ok(json) = String::from_utf8(buf) else {
+            return false;
+        };
+        let Some(shard) = self.inner.shard() else {
+            return false;
+        };
+        let write = {
+            let mut q = lock(&shard.0);
+            let ticket = q.next_ticket;
+            q.next_ticket += 1;
+            // No waiter: the pen's holder writes it with the rest of the queue (a record
+            // without a waiter is never handed the pen).
+            q.records.push(Queued {
+                ticket,
+                json,
+                waiter: None,
+            });
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if write {
+            self.inner.write_now(shard);
+        }
+        true
+    }
+
     /// Returns once record `seq` is on disk (fdatasync).
     async fn sync_to(&self, seq: u64) -> Result<(), AuditError> {
         if self.inner.synced_next.load(Ordering::Acquire) > seq {

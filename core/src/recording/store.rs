@@ -437,7 +437,7 @@ pub(super) fn legacy_sidecar(dir: &Path, id: &RecordingId) -> Option<Sidecar> {
     })
 }
 
-/// Ends the recordings a crash left live (their metadata still says so).
+/// Ends the SSH recordings a crash left live (their metadata still says so).
 fn recover(dir: &Path) -> Vec<Sidecar> {
     let mut recovered = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -455,6 +455,11 @@ fn recover(dir: &Path) -> Vec<Sidecar> {
         let Ok(mut s) = Sidecar::read(dir, &id) else {
             continue;
         };
+        // A web session outlives the process with a shared store (Redis): the gateway ends
+        // its entry when the store no longer has the session (see the gateway's sweep).
+        if s.meta.kind == RecordingKind::Web {
+            continue;
+        }
         if s.recover(dir) {
             if let Err(e) = s.write(dir) {
                 tracing::warn!(recording = %id, error = %super::error_chain(&e), "cannot mark a cut recording as ended");

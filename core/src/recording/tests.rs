@@ -459,7 +459,10 @@ fn web_requests_come_from_the_session_s_audit_records() {
         r#"{"seq":1,"ts":"2026-01-02T10:00:00.000Z","prev":"00","event":{"event":"access_allowed","user":"bob","object":"app:wiki/index.html","action":"GET","rule":"p, group:staff, app:wiki/*, GET|HEAD, allow","client_addr":"192.0.2.1","session":"ab12","request_id":"r-1"},"mac":"00"}"#,
         r#"{"seq":2,"ts":"2026-01-02T10:00:01.000Z","prev":"00","event":{"event":"access_allowed","user":"eve","object":"app:wiki/","action":"GET","rule":"x","session":"ff00","request_id":"r-2"},"mac":"00"}"#,
         r#"{"seq":3,"ts":"2026-01-02T10:00:02.000Z","prev":"00","event":{"event":"access_denied","user":"bob","object":"app:wiki/admin/x","action":"POST","rule":null,"incident_id":"inc-1","session":"ab12","request_id":"r-3"},"mac":"00"}"#,
-        r#"{"seq":4,"ts":"2026-01-02T10:00:03.000Z","prev":"00","event":{"event":"logout","user":"bob","session":"ab12"},"mac":"00"}"#,
+        r#"{"seq":4,"ts":"2026-01-02T10:00:03.000Z","prev":"00","event":{"event":"request_completed","session":"ab12","request_id":"r-1","status":200,"bytes":1234,"duration_ms":7},"mac":"00"}"#,
+        r#"{"seq":5,"ts":"2026-01-02T10:00:03.000Z","prev":"00","event":{"event":"request_completed","session":"ff00","request_id":"r-2","status":500,"bytes":1,"duration_ms":1},"mac":"00"}"#,
+        r#"{"seq":6,"ts":"2026-01-02T10:00:04.000Z","prev":"00","event":{"event":"request_completed","session":"ab12","request_id":"r-9","status":201,"bytes":1,"duration_ms":1},"mac":"00"}"#,
+        r#"{"seq":7,"ts":"2026-01-02T10:00:05.000Z","prev":"00","event":{"event":"logout","user":"bob","session":"ab12"},"mac":"00"}"#,
         "not json ab12",
     ];
     let hosts = std::collections::HashMap::from([("wiki".to_string(), "wiki.example".to_string())]);
@@ -479,7 +482,12 @@ fn web_requests_come_from_the_session_s_audit_records() {
         ("deny", Some("inc-1"))
     );
     assert_eq!(t[1].request_id.as_deref(), Some("r-3"));
-    assert_eq!(t[0].status, None, "the gateway's record has no status yet");
+    assert_eq!(
+        (t[0].status, t[0].bytes, t[0].duration_ms),
+        (Some(200), Some(1234), Some(7)),
+        "joined with its own request_completed only"
+    );
+    assert_eq!((t[1].status, t[1].bytes), (Some(403), None));
     assert!(web_timeline(lines, "", &hosts).is_empty());
 }
 

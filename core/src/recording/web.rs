@@ -104,14 +104,18 @@ where
             continue;
         };
         let e = rec.event;
-        let decision = match e.event.as_str() {
-            "access_allowed" => "allow",
-            "access_denied" => "deny",
-            _ => continue,
-        };
         if e.session.as_deref() != Some(session_hash) {
             continue;
         }
+        let decision = match e.event.as_str() {
+            "access_allowed" => "allow",
+            "access_denied" => "deny",
+            "request_completed" => {
+                complete(&mut out, &e);
+                continue;
+            }
+            _ => continue,
+        };
         let Some(rest) = e.object.strip_prefix("app:") else {
             continue;
         };
@@ -125,7 +129,13 @@ where
             host: hosts.get(app).cloned(),
             app: app.to_string(),
             path: path.to_string(),
-            status: e.status,
+            // A policy deny is always answered 403; an allowed request's answer is in its
+            // `request_completed` record, further on.
+            status: if decision == "deny" {
+                Some(403)
+            } else {
+                e.status
+            },
             bytes: e.bytes,
             duration_ms: e.duration_ms,
             decision: decision.to_string(),
@@ -136,6 +146,23 @@ where
         });
     }
     out
+}
+
+/// Fills in the answer of the request a `request_completed` record names (the newest
+/// allowed request of the session with its request id).
+fn complete(out: &mut [WebRequest], e: &AuditFields) {
+    let Some(id) = e.request_id.as_deref() else {
+        return;
+    };
+    if let Some(r) = out
+        .iter_mut()
+        .rev()
+        .find(|r| r.decision == "allow" && r.request_id.as_deref() == Some(id))
+    {
+        r.status = e.status;
+        r.bytes = e.bytes;
+        r.duration_ms = e.duration_ms;
+    }
 }
 
 /// The requests of a web session from the audit log in `audit_dir`: the daily segments
@@ -191,7 +218,15 @@ impl Recordings {
         f: impl FnOnce(&mut RecordingMeta) -> bool,
     ) -> Result<Option<Sidecar>, RecordingError> {
         let _guard = self.web_lock();
-        let mut s = Sidecar::read(self.dir(), id)?;
+        let mut s = match Sidecar::read(self.dir(), id) {
+            Ok(s) => s,
+            Err(RecordingError::Sidecar { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(RecordingError::NotFound(id.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
         if s.meta.kind != RecordingKind::Web {
             return Err(RecordingError::NotFound(id.to_string()));
         }
@@ -202,14 +237,15 @@ impl Recordings {
         Ok(Some(s))
     }
 
-    /// A web session started: its entry (metadata file, index row). Keep the id with the
-    /// session for the calls below.
+    /// A web session started: its entry (metadata file, index row). Its id is
+    /// [`RecordingId::for_web_session`] of the session's hash. An error must refuse the
+    /// session (it would run unrecorded).
     pub async fn web_session_started(
         &self,
         user: &str,
         session_hash: &str,
     ) -> Result<RecordingId, RecordingError> {
-        let id = RecordingId::generate()?;
+        let id = RecordingId::for_web_session(session_hash);
         let mut meta = RecordingMeta::web(id.clone(), user, "");
         meta.app = None;
         meta.apps.clear();
@@ -252,6 +288,15 @@ impl Recordings {
             index.send(Op::Upsert(Box::new(s))).await;
         }
         Ok(())
+    }
+
+    /// The web sessions whose recording has no end yet (as the index has them).
+    pub fn web_sessions_live(&self) -> Result<Vec<RecordingMeta>, RecordingError> {
+        self.index().search(&super::index::Query {
+            kind: Some(RecordingKind::Web),
+            live: true,
+            ..Default::default()
+        })
     }
 
     /// The session ended (logout, expiry, revocation).

@@ -2,7 +2,9 @@
 //! one mapping of authentication errors to answers.
 
 use gatehouse_core::AuthError;
+use gatehouse_core::audit::AuditEvent;
 use gatehouse_core::identity::VerifiedIdentity;
+use gatehouse_core::store::SessionToken;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 
@@ -28,6 +30,7 @@ pub(super) fn form_message(e: &AuthError, generic: &'static str) -> &'static str
         _ => generic,
     }
 }
+pub(super) const RECORDING_DOWN: &str = "Sign-in is unavailable: the session cannot be recorded (the recordings directory cannot be written).";
 
 /// Maps an authentication error to its answer; `again` re-renders the form with a message.
 pub(super) fn auth_failure(
@@ -101,6 +104,9 @@ pub(super) async fn finish_login(
     let Some(value) = CookieValue::parse(token.expose()) else {
         return unavailable(INTERNAL, id);
     };
+    if let Err(resp) = record_session(state, identity, client, &token, &value, id).await {
+        return resp;
+    }
     tracing::info!(request_id = %id, user = identity.user(), "login succeeded; new session");
     let target = state.login.redirect.target_or_portal(next);
     let resp = with_cookie(
@@ -108,4 +114,40 @@ pub(super) async fn finish_login(
         cookie::set_session(&value, state.login.session_ttl),
     );
     with_cookie(resp, cookie::clear_login())
+}
+
+/// Registers the new session's recording; when that fails the session is deleted again, the
+/// refusal is audited (`login_failure`, reason `recording unavailable`) and the answer is a
+/// 503: no session runs unrecorded.
+async fn record_session(
+    state: &State,
+    identity: &VerifiedIdentity,
+    client: Option<std::net::IpAddr>,
+    token: &SessionToken,
+    value: &CookieValue,
+    id: RequestId,
+) -> Result<(), Response<ResBody>> {
+    let hash = value.hash();
+    let Err(e) = state
+        .web_sessions
+        .started(identity.user(), hash.as_str())
+        .await
+    else {
+        return Ok(());
+    };
+    tracing::error!(request_id = %id, user = identity.user(), error = %gatehouse_core::error_chain(&e), "login refused: the web session cannot be recorded");
+    if let Err(e) = state.services.store.delete_session(token.expose()).await {
+        tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "could not delete the unrecorded session");
+    }
+    let record = AuditEvent::LoginFailure {
+        user: identity.user().to_string(),
+        method: identity.method().as_str().into(),
+        reason: "recording unavailable".into(),
+        client_addr: client,
+    };
+    if let Err(e) = state.services.audit.record(record).await {
+        tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "login refused: audit log unavailable");
+        return Err(unavailable(AUDIT_DOWN, id));
+    }
+    Err(unavailable(RECORDING_DOWN, id))
 }

@@ -155,6 +155,8 @@ pub async fn logout(state: &State, req: Request<Incoming>, id: RequestId) -> Res
     match state.services.authenticator.logout(session.expose()).await {
         Ok(hint) => {
             state.services.signer.forget_session(&hash);
+            // The other sessions of the sign-in end through their revocation events.
+            state.web_sessions.ended(hash.as_str()).await;
             let page = hint
                 .and_then(|h| {
                     state

@@ -70,7 +70,7 @@ pub(super) async fn serve(
         return;
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    let shared = Arc::new(ConnShared::new(peer));
+    let shared = Arc::new(ConnShared::new(peer).with_audit(ctx.state.services.audit.clone()));
     shared.hold_preauth(preauth);
     // The upstream connections requests on this connection opened: polled right after the
     // client side, in this task (see `crate::upstream`).

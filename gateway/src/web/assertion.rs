@@ -198,6 +198,9 @@ pub struct AssertionSigner {
     /// Bumped by [`AssertionSigner::forget_session`]: per-thread entries of an older
     /// generation are not used.
     generation: AtomicU64,
+    /// Told when a session reaches an app it has no assertion for yet (its recording notes
+    /// the app); set once by the gateway at bind.
+    first_use: std::sync::OnceLock<std::sync::Arc<crate::web_sessions::WebSessions>>,
 }
 
 /// One thread's copy of the identity headers it used recently.
@@ -275,6 +278,7 @@ impl AssertionSigner {
             issuer: public_url.as_str().trim_end_matches('/').to_string(),
             cache: Mutex::new(Cache::default()),
             cap: CACHE_CAP,
+            first_use: std::sync::OnceLock::new(),
         })
     }
 
@@ -422,8 +426,12 @@ impl AssertionSigner {
             token: token.into(),
         };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len >= self.cap && cache.get(req.session, req.app).is_none() {
+        let first = cache.get(req.session, req.app).is_none();
+        if cache.len >= self.cap && first {
             cache.make_room(self.cap, fresh_until);
+        }
+        if first && let Some(ws) = self.first_use.get() {
+            ws.app_used(req.session.as_str(), req.app);
         }
         let exp = claims.exp;
         cache.insert(
@@ -437,6 +445,11 @@ impl AssertionSigner {
             },
         );
         Ok((issued, exp))
+    }
+
+    /// Tells `ws` of every session's first assertion for an app (the first call wins).
+    pub fn note_first_uses(&self, ws: std::sync::Arc<crate::web_sessions::WebSessions>) {
+        let _ = self.first_use.set(ws);
     }
 
     /// Drops every cached assertion of a session (logout, revocation): the next request of a

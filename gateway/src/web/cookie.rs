@@ -90,6 +90,10 @@ impl SessionHash {
         &self.0
     }
 
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// The store's `id_hash` of a session it just resumed from this cookie's value (the
     /// same SHA-256, so it is not computed twice per request).
     pub(crate) fn from_store(id_hash: String) -> SessionHash {
