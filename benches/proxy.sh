@@ -23,7 +23,7 @@ done
 NGINX=$(command -v nginx)
 
 cargo build --release --quiet
-BIN=$PWD/target/release/gatehouse
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
 WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 PIDS=()
 cleanup() {

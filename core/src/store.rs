@@ -26,7 +26,7 @@ use crate::identity::AuthMethod;
 use crate::secret::SecretKey;
 
 pub use memory::MemoryStore;
-pub use redis::{RecordKey, RedisStore};
+pub use redis::{INVALIDATION_BOUND, RecordKey, RedisStore};
 
 /// Capacity of a revocation subscription; a receiver that lags behind gets
 /// `RecvError::Lagged` and must then re-check every live session (fail closed).
@@ -224,6 +224,9 @@ pub enum RevocationEvent {
     User { user: String },
     /// One session ended (logout); the hash of its id.
     Session { id_hash: String },
+    /// Events may have been missed (the store's link to the other instances was lost and
+    /// is back): re-check every live session. Made by the store itself, never published.
+    Resync,
 }
 
 /// The shared store. Every method may fail with [`StoreError`]; callers fail closed.

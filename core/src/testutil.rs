@@ -49,6 +49,8 @@ impl Drop for TempDir {
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// Its working directory (where `SAVE` writes and a restart reads `dump.rdb`).
+    dir: TempDir,
 }
 
 impl RedisServer {
@@ -58,6 +60,17 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: TempDir::new("redis"),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port;
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -69,16 +82,34 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .arg("--dir")
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        let server = RedisServer {
-            child: Some(child),
-            port,
-        };
-        server.wait_ready();
-        server
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the server again on the same port and directory: it loads the data of its
+    /// last `SAVE` (none: empty), as after a crash of a server that persists snapshots.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The old socket may linger for a moment.
+            if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "port {} stays busy", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.spawn();
     }
 
     pub fn url(&self) -> url::Url {

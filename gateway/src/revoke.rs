@@ -109,6 +109,8 @@ impl Tunnels {
             let hit = match ev {
                 RevocationEvent::User { user } => e.user == *user,
                 RevocationEvent::Session { id_hash } => e.session_hash == *id_hash,
+                // Not a revocation: `listen` re-checks every tunnel.
+                RevocationEvent::Resync => false,
             };
             if hit {
                 e.cancel.cancel();
@@ -167,6 +169,12 @@ impl Tunnels {
                     ev = rx.recv() => ev,
                 };
                 match ev {
+                    Ok(RevocationEvent::Resync) => {
+                        tracing::warn!(
+                            "revocation events may have been missed while the store link was down; re-checking every live tunnel"
+                        );
+                        self.recheck(&auth).await;
+                    }
                     Ok(ev) => {
                         let n = self.apply(&ev);
                         if n > 0 {
