@@ -42,3 +42,4 @@ mod oidc_users;
 mod policy_lint;
 mod policy_scale;
 mod quickstart;
+mod store_copies;

@@ -132,7 +132,10 @@ impl Redis {
         }
     }
 
-    /// Starts redis-server again on the same port (empty: nothing was persisted).
+    /// Starts redis-server again on the same port and directory: empty, unless a `SAVE`
+    /// left a snapshot there, which it then loads (a crash after a snapshot).
+    ///
+    /// (Nothing is persisted otherwise: `--save ''`, no AOF.)
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running redis");
         let start = Instant::now();
@@ -145,6 +148,15 @@ impl Redis {
                 self.port
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Deletes the snapshot a `SAVE` left, so the next restart is empty.
+    pub fn forget_data(&self) {
+        match std::fs::remove_file(self.dir.join("dump.rdb")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing redis's dump.rdb: {e}"),
         }
     }
 

@@ -37,8 +37,10 @@ use crate::store::{RevocationEvent, now_ms};
 pub const INVALIDATION_BOUND: Duration = Duration::from_secs(1);
 /// How often the link proves it is alive (renewing the lease).
 const HEARTBEAT: Duration = Duration::from_millis(200);
-/// A heartbeat unanswered this long loses the link (copies dropped, sessions refused).
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(750);
+/// A heartbeat unanswered this long loses the link (copies dropped, sessions refused). A
+/// slower answer only lets the lease lapse: sessions are then read from Redis (correct,
+/// slower) until answers are quick again, so a loaded machine costs round trips, not errors.
+const HEARTBEAT_LOST_AFTER: Duration = OP_TIMEOUT;
 /// First and longest wait between reconnection attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
@@ -270,6 +272,8 @@ impl Link {
     async fn heartbeat_until_lost(&self, stop: &CancellationToken) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Lapses of the lease since the last log line, and when that was.
+        let (mut lapses, mut logged) = (0u64, 0u64);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -282,18 +286,31 @@ impl Link {
             };
             let sent = mono_ms();
             let answer = tokio::time::timeout(
-                HEARTBEAT_TIMEOUT,
+                HEARTBEAT_LOST_AFTER,
                 redis::cmd("PING").query_async::<Value>(&mut c),
             )
             .await;
             match answer {
-                Ok(Ok(_)) => self.state.renew(generation, sent, bound_ms()),
+                Ok(Ok(_)) => {
+                    let now = mono_ms();
+                    if !self.state.serving(now) {
+                        lapses += 1;
+                    }
+                    self.state.renew(generation, sent, bound_ms());
+                    if lapses > 0 && now.saturating_sub(logged) >= 60_000 {
+                        tracing::warn!(
+                            lapses,
+                            "store heartbeat answered late: sessions were read from Redis meanwhile (is the machine or Redis overloaded?)"
+                        );
+                        (lapses, logged) = (0, now);
+                    }
+                }
                 Ok(Err(_)) => {
                     self.lose(generation, "heartbeat failed");
                     return;
                 }
                 Err(_) => {
-                    self.lose(generation, "heartbeat unanswered");
+                    self.lose(generation, "heartbeat unanswered within the operation timeout");
                     return;
                 }
             }
