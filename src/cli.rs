@@ -37,6 +37,14 @@ pub enum Command {
     /// Live web and SSH sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Recorded SSH and web sessions: list, replay, export (every read is audited).
+    #[command(subcommand)]
+    Recordings(RecordingsCommand),
+    /// Just-in-time grants: a group or an object for a bounded time, with a reason.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Who can reach what (by policy line, group and grant), and what was used when.
+    AccessReview(AccessReview),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +64,7 @@ pub enum UserCommand {
     },
     /// List local users and the SSO users seen so far, with their provider (no secrets).
     List,
-    /// Lock a local or SSO user: no new login; with Redis, live sessions are revoked too.
+    /// Lock a local or SSO user: no new login, and their live sessions are revoked.
     Lock { name: String },
     /// Replace a local user's TOTP secret and print the new enrolment; for an SSO user,
     /// remove it (a new authenticator is enrolled at its next sign-in).
@@ -142,9 +150,94 @@ pub struct AuditSearch {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Give USER a group (`group:NAME`) or an object pattern (`app:wiki/*`,
+    /// `ssh:db-prod-1/deploy`) until it expires; prints the grant id.
+    Add {
+        user: String,
+        /// `group:NAME`, or an object pattern as in the policy file.
+        #[arg(value_name = "ROLE_OR_OBJECT")]
+        object: String,
+        /// Action pattern (`GET|HEAD`, `ssh|sftp`, `port-forward`); default `*`. Not for a
+        /// group (its own lines say what it may do).
+        #[arg(long, value_name = "A")]
+        action: Option<String>,
+        /// How long, e.g. `4h`, `2d` (at most `[grants] max_duration`, default 7d).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (required): the ticket, the task. Recorded with every access it allows.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Live grants; `--json`: one object per line.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a grant now, on every instance (what only it allowed ends too).
+    Revoke { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AccessReview {
+    /// The window: access not used since then is reported unused (RFC 3339 or a duration
+    /// back from now).
+    #[arg(long, value_name = "T", default_value = "90d")]
+    pub since: String,
+    /// One JSON object per row (user, object, action, via, last_used, ...).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SessionCommand {
-    /// List live sessions (Redis store; memory:// sessions live only inside `serve`).
+    /// List live sessions (with memory://, those of the running `serve`).
     List,
     /// End every session of USER on every instance, live connections included.
     Revoke { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// Recorded sessions, oldest first; nothing found prints nothing (exit 0).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// SSH target name.
+        #[arg(long)]
+        target: Option<String>,
+        /// Web app name.
+        #[arg(long)]
+        app: Option<String>,
+        /// Sessions still running at or after this time: RFC 3339 or a duration back (`24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Sessions started at or before this time: RFC 3339 or a duration back.
+        #[arg(long)]
+        until: Option<String>,
+        /// Sessions in which a command containing TEXT was typed or executed.
+        #[arg(long, value_name = "TEXT")]
+        command: Option<String>,
+        /// Sessions in which a file whose path contains NAME was transferred.
+        #[arg(long, value_name = "NAME")]
+        file: Option<String>,
+        /// JSON lines: id, kind, user, target or app, started_at, ended_at (null while live).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replays an SSH session in this terminal (idle gaps capped at 2 s); a web session's
+    /// requests are printed.
+    Play {
+        id: String,
+        /// Playback speed (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Writes a plain asciicast v2 file (SSH, decrypted) or the requests as JSON lines (web).
+    Export {
+        id: String,
+        /// Output file (default: stdout).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }

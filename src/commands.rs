@@ -2,7 +2,10 @@
 
 pub mod audit;
 pub mod check_config;
+pub mod grant;
 pub mod policy;
+pub mod recordings;
+pub mod review;
 pub mod serve;
 pub mod services;
 pub mod session;

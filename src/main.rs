@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod control;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
         cli::Command::Policy(c) => commands::policy::run(cli.config.as_deref(), c),
         cli::Command::Audit(c) => commands::audit::run(cli.config.as_deref(), c),
         cli::Command::Session(c) => commands::session::run(cli.config.as_deref(), c),
+        cli::Command::Recordings(c) => commands::recordings::run(cli.config.as_deref(), c),
+        cli::Command::Grant(c) => commands::grant::run(cli.config.as_deref(), c),
+        cli::Command::AccessReview(c) => commands::review::run(cli.config.as_deref(), c),
     };
     match result {
         Ok(code) => code,

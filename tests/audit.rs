@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 
 use gatehouse_core::audit::testkit::Backfill;
@@ -65,6 +65,8 @@ pub fn day_events(day: u64) -> Vec<AuditEvent> {
                 object: format!("app:wiki/page-{day}-{i}"),
                 action: "GET".into(),
                 rule: "p, group:staff, app:wiki/*, GET, allow".into(),
+                grant_id: None,
+                grant_reason: None,
                 context: AccessContext::default(),
             },
         })
@@ -128,13 +130,7 @@ impl LogEnv {
     }
 
     pub fn segments(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.audit_dir())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
-        v.sort();
-        v
+        crate::support::audit::segments(&self.audit_dir())
     }
 
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -158,37 +154,9 @@ impl LogEnv {
 }
 
 /// Runs the binary in `cwd`, with `--config` when given; never with a secret in the env.
-pub fn run(cwd: &Path, config: Option<&Path>, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    let mut child = cmd
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("GATEHOUSE_SECRET_KEY")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(t) = stdin {
-            pipe.write_all(t.as_bytes()).unwrap();
-        }
-    }
-    child.wait_with_output().unwrap()
-}
+pub use crate::support::gatehouse::run_cli as run;
 
-pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+pub use crate::support::process::output_text as text;
 
 pub fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)

@@ -10,9 +10,8 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/sshd.rs"]
-mod sshd;
 use crate::support;
+pub(crate) use crate::support::sshd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::client::{H1, H1Conn, empty, full};
-use crate::support::gatehouse::{GatehouseSpec, binary, spawn_until_ready};
+use crate::support::gatehouse::{GatehouseSpec, binary, serve_command, spawn_until_ready};
 use crate::support::identity::{
     LOGIN_COOKIE, LOGIN_PATH, PUBLIC_HOST, csrf_in, form, fresh_totp_window, otpauth_in,
     random_password, set_cookie, totp_from_base32, unix_now,
@@ -36,8 +35,8 @@ const POLICY: &str = "p, group:sre, ssh:db-prod-1/root, ssh|sftp, allow\n\
                       p, group:sre, ssh:staging/root, ssh|sftp, allow\n";
 
 /// A `gatehouse serve` with the bastion on, a target sshd and (optionally) Redis.
-struct Env {
-    child: Child,
+pub(crate) struct Env {
+    pub(crate) child: Child,
     bastion: SocketAddr,
     gateway: SocketAddr,
     pki: Pki,
@@ -47,11 +46,11 @@ struct Env {
     user_key: PathBuf,
     _sshd: Sshd,
     _redis: Option<Redis>,
-    dir: TestDir,
+    pub(crate) dir: TestDir,
 }
 
 /// A user made through the CLI.
-struct User {
+pub(crate) struct User {
     name: String,
     password: String,
     totp: Totp,
@@ -65,16 +64,13 @@ impl User {
     }
 }
 
-/// The bastion's address from `gatehouse ready: ... bastion=IP:PORT`.
-fn bastion_in(stdout: &str) -> Option<SocketAddr> {
-    let line = stdout.lines().find(|l| l.starts_with("gatehouse ready:"))?;
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("bastion="))
-        .and_then(|v| v.parse().ok())
-}
-
 impl Env {
-    fn start(redis: bool) -> Env {
+    pub(crate) fn start(redis: bool) -> Env {
+        Self::start_with(redis, "")
+    }
+
+    /// [`Env::start`] with extra `[recording]` keys (e.g. `encrypt = true`).
+    pub(crate) fn start_with(redis: bool, recording: &str) -> Env {
         let dir = TestDir::new("bastion");
         let redis = redis.then(Redis::start);
         let pki = Pki::new(&dir.join("certs"));
@@ -88,7 +84,10 @@ impl Env {
             policy_csv: Some(POLICY.to_string()),
             ..GatehouseSpec::default()
         };
+        let rec = "[recording]\ndir = \"data/recordings\"\n";
         let toml = spec.to_toml();
+        assert!(toml.contains(rec), "harness config changed:\n{toml}");
+        let toml = toml.replace(rec, &format!("{rec}{recording}\n"));
         let off = "[bastion]\nenabled = false\n";
         assert!(toml.contains(off), "harness config changed:\n{toml}");
         let mut toml = toml.replace(off, "[bastion]\nhost_key = \"certs/bastion_ed25519\"\n");
@@ -104,16 +103,11 @@ impl Env {
         toml.push_str(&target("db-prod-1", true));
         toml.push_str(&target("staging", false));
         toml.push_str(&target("denied", true));
-        let config = dir.write("gatehouse.toml", toml);
+        dir.write("gatehouse.toml", toml);
         spec.write_policies(&dir);
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("GATEHOUSE_SECRET_KEY", &spec.secret_key)
-            .current_dir(dir.path());
+        let cmd = serve_command(Path::new(binary()), dir.path(), &spec.secret_key);
         let (child, ready, stdout, stderr) = spawn_until_ready(cmd);
-        let bastion = bastion_in(&stdout.lock().unwrap()).unwrap_or_else(|| {
+        let bastion = ready.bastion.unwrap_or_else(|| {
             panic!("no bastion= on the ready line:\n{}", stdout.lock().unwrap())
         });
         sshd::wait_ssh_banner(bastion, sshd::BANNER_DEADLINE, "bastion");
@@ -132,29 +126,18 @@ impl Env {
         }
     }
 
-    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(self.dir.join("gatehouse.toml"))
-            .args(args)
-            .env("GATEHOUSE_SECRET_KEY", &self.secret_key)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the gatehouse CLI");
-        {
-            let mut pipe = child.stdin.take().unwrap();
-            if let Some(t) = stdin {
-                std::io::Write::write_all(&mut pipe, t.as_bytes()).unwrap();
-            }
-        }
-        child.wait_with_output().unwrap()
+    pub(crate) fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        support::gatehouse::cli(
+            Path::new(binary()),
+            self.dir.path(),
+            &self.secret_key,
+            args,
+            stdin,
+        )
     }
 
     /// `gatehouse user add NAME --groups G --ssh-key KEY.pub --password-stdin`.
-    fn add_user(&self, name: &str, groups: &str) -> User {
+    pub(crate) fn add_user(&self, name: &str, groups: &str) -> User {
         let password = random_password();
         let key = pub_path(&self.user_key);
         let out = self.cli(
@@ -184,33 +167,17 @@ impl Env {
         }
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(self.dir.path(), self.bastion, &self.user_key)
     }
 
     /// Audit events (the `event` object of each line), oldest first.
-    fn audit(&self) -> Vec<Value> {
-        let dir = self.dir.join("data/audit");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
-        files.sort();
-        let mut out = Vec::new();
-        for f in files {
-            for line in std::fs::read_to_string(&f).unwrap().lines() {
-                let v: Value = serde_json::from_str(line).unwrap();
-                out.push(match v.get("event") {
-                    Some(e) if e.is_object() => e.clone(),
-                    _ => v,
-                });
-            }
-        }
-        out
+    pub(crate) fn audit(&self) -> Vec<Value> {
+        support::audit::audit_events_in(&self.dir.join("data/audit"))
     }
 
     /// Waits (deadline [`QUICK`]) for an audit event matching `pred`.
-    fn expect_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn expect_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let events = self.audit();
@@ -225,20 +192,32 @@ impl Env {
         }
     }
 
-    /// The recordings (`.cast`), each as its JSON lines.
+    /// The recordings (any format, read through core's reader), each as its JSON lines.
     fn casts(&self) -> Vec<Vec<Value>> {
+        use gatehouse_core::recording::{RecordingId, RecordingKey, Recordings, RecordingsOptions};
         let dir = self.dir.join("data/recordings");
+        let key = gatehouse_core::secret::SecretKey::from_base64(&self.secret_key).unwrap();
+        let rec = Recordings::open(
+            &dir,
+            RecordingsOptions {
+                key: Some(RecordingKey::new(&key)),
+                ..RecordingsOptions::default()
+            },
+            false,
+        )
+        .unwrap();
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "cast") {
-                let lines = std::fs::read_to_string(&p)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).expect("every cast line is JSON"))
-                    .collect();
-                out.push(lines);
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".meta.json") else {
+                continue;
+            };
+            let mut o = rec.open_cast(&RecordingId::parse(id).unwrap()).unwrap();
+            let mut lines = vec![serde_json::to_value(o.reader.header()).unwrap()];
+            while let Some(e) = o.reader.next_event().unwrap() {
+                lines.push(serde_json::json!([e.time, e.code.as_str(), e.data]));
             }
+            out.push(lines);
         }
         out
     }

@@ -7,13 +7,15 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use gatehouse_core::identity::AuthMethod;
 use gatehouse_core::store::{RevocationEvent, SessionData};
+
+use crate::support::gatehouse::run_cli;
+use crate::support::{Redis, TestDir, repo_root};
 
 const PW: &str = "correct-Horse-7-battery";
 const KEY: &str =
@@ -21,18 +23,15 @@ const KEY: &str =
 
 struct Env {
     dir: PathBuf,
+    _tmp: TestDir,
 }
 
 impl Env {
     fn new(tag: &str, store_url: &str) -> Env {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-cli-{tag}-{}-{n}", std::process::id()));
+        let tmp = TestDir::new(&format!("cli-{tag}"));
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("policies")).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let root = repo_root().join("policies");
         for f in ["model.conf", "policy.csv"] {
             std::fs::copy(root.join(f), dir.join("policies").join(f)).unwrap();
         }
@@ -42,7 +41,7 @@ impl Env {
         )
         .unwrap();
         std::fs::write(dir.join("alice.pub"), format!("# alice's laptop\n{KEY}\n")).unwrap();
-        Env { dir }
+        Env { dir, _tmp: tmp }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -63,28 +62,7 @@ impl Env {
 
 /// Runs the binary with the config in `dir`.
 fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .arg("--config")
-        .arg(dir.join("gatehouse.toml"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GATEHOUSE_SECRET_KEY")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    run_cli(dir, Some(&dir.join("gatehouse.toml")), args, stdin)
 }
 
 fn ok_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
@@ -98,19 +76,7 @@ fn ok_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::process::output_text as text;
 
 #[test]
 fn user_add_list_lock_totp_reset() {
@@ -306,61 +272,6 @@ fn session_commands_with_memory_store_explain() {
     assert!(text(&revoke).contains("live only inside the running"));
 }
 
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            use std::io::Read;
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read_exact(&mut buf).is_ok()
-                    && &buf == b"+PONG\r\n"
-                {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_list_and_revoke_with_redis() {
     let redis = Redis::start();
@@ -381,6 +292,8 @@ async fn session_list_and_revoke_with_redis() {
         method: AuthMethod::PasswordTotp,
         auth_time: 0,
         client_addr: Some("192.0.2.1".parse().unwrap()),
+        login_id: None,
+        sso_logout: None,
     };
     let ttl = Duration::from_secs(3600);
     let a1 = store

@@ -12,6 +12,7 @@
 mod listed;
 mod support;
 
+mod access_review;
 mod audit;
 mod audit_ops;
 mod audit_ship;
@@ -30,6 +31,8 @@ mod gateway_limits;
 mod gateway_store_forgery;
 mod gateway_streaming;
 mod gateway_tls;
+mod grants;
+mod grants_ssh;
 mod harness;
 mod identity;
 mod identity_policy;
@@ -39,7 +42,9 @@ mod oidc_callbacks;
 mod oidc_hostile;
 mod oidc_provider;
 mod oidc_users;
+mod oidc_web;
 mod policy_lint;
 mod policy_scale;
 mod quickstart;
+mod recordings;
 mod store_copies;

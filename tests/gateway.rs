@@ -133,17 +133,7 @@ async fn client_without_alpn_is_served_http11() {
 async fn websocket_upgrade_is_passed_through_and_echoes() {
     let (gh, _up) = echo_gateway(GatehouseSpec::default()).await;
     let mut c = gh.h1(&host("echo")).await;
-    let req = c.request(
-        "GET",
-        "/ws",
-        &[
-            ("connection", "upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ],
-        empty(),
-    );
+    let req = c.upgrade_request("/ws", &[]);
     let resp = within(QUICK, "upgrade response", c.send_head(req))
         .await
         .unwrap();

@@ -294,16 +294,8 @@ async fn a_session_is_refused_on_any_other_host_than_its_own() {
 /// An upgrade request to the tools app with these `Origin` headers.
 async fn upgrade(gh: &Gatehouse, cookie: &str, origins: &[&str]) -> u16 {
     let mut c = h1_with(gh, &host("tools"), cookie).await;
-    let mut extra = vec![
-        ("connection", "upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-    for o in origins {
-        extra.push(("origin", o));
-    }
-    let req = c.request("GET", "/ws", &extra, empty());
+    let extra: Vec<(&str, &str)> = origins.iter().map(|o| ("origin", *o)).collect();
+    let req = c.upgrade_request("/ws", &extra);
     let resp = within(QUICK, "upgrade", c.send_head(req)).await.unwrap();
     resp.status().as_u16()
 }

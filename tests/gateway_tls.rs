@@ -33,13 +33,7 @@ fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("running {cmd:?} (is it installed?): {e}"))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::process::output_text as text;
 
 /// `openssl s_client` with exactly one protocol version. For TLS 1.1, pass cipher
 /// `DEFAULT@SECLEVEL=0` so that OpenSSL 3 itself still offers it (otherwise the refusal would be

@@ -88,17 +88,7 @@ async fn a_session_made_on_one_instance_serves_on_the_other_and_revocation_ends_
 
     // A WebSocket through b, echoing.
     let mut c = h1_with(&b, &host("wiki"), &cookie).await;
-    let req = c.request(
-        "GET",
-        "/ws",
-        &[
-            ("connection", "upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ],
-        empty(),
-    );
+    let req = c.upgrade_request("/ws", &[]);
     let resp = within(QUICK, "upgrade", c.send_head(req)).await.unwrap();
     assert_eq!(
         resp.status(),

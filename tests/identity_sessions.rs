@@ -226,16 +226,8 @@ async fn open_ws(
     cookie: Option<&str>,
 ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, u16> {
     let mut c = gh.h1_anon(&host("wiki")).await;
-    let mut headers = vec![
-        ("connection", "upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-    if let Some(ck) = cookie {
-        headers.push(("cookie", ck));
-    }
-    let req = c.request("GET", "/ws", &headers, support::client::empty());
+    let headers: Vec<(&str, &str)> = cookie.map(|ck| ("cookie", ck)).into_iter().collect();
+    let req = c.upgrade_request("/ws", &headers);
     let resp = within(QUICK, "upgrade", c.send_head(req)).await.unwrap();
     if resp.status() != 101 {
         return Err(resp.status().as_u16());

@@ -8,44 +8,22 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use gatehouse_core::SsoError;
 use gatehouse_core::error::SsoCheck;
 use gatehouse_core::identity::oidc::{SsoCallback, SsoStep};
 
-use crate::support::gatehouse::binary;
+use crate::support::gatehouse::run_cli;
 use crate::support::identity::totp_from_base32;
 use crate::support::oidc_double::{CLIENT_ID, CLIENT_SECRET, ProviderDouble};
 use crate::support::sso::{ProviderConf, SsoFixture, query_param};
 
 fn cli(fx: &SsoFixture, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .arg("--config")
-        .arg(fx.config_file())
-        .current_dir(fx.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        pipe.write_all(s.as_bytes()).unwrap();
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    run_cli(fx.dir.path(), Some(&fx.config_file()), args, stdin)
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::process::output_text as text;
 
 async fn login(fx: &SsoFixture, double: &ProviderDouble) -> Result<SsoStep, SsoError> {
     let start = fx.sso.start_login("evil", "b", None).await.unwrap();

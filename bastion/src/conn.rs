@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use gatehouse_core::AuditError;
 use gatehouse_core::audit::{AccessContext, AuditEvent, SshRefusal, new_incident_id};
 use gatehouse_core::identity::VerifiedIdentity;
-use gatehouse_core::policy::{Permit, Refusal};
+use gatehouse_core::policy::{GrantWatch, Lapse, Permit, Refusal};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 use tokio_util::task::TaskTracker;
 
@@ -161,6 +161,37 @@ impl Conn {
                 tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a decision; denying");
                 Err(NotAuthorized)
             }
+        }
+    }
+
+    /// The watch on the grant behind `permit`, when only a grant allowed it: the channel
+    /// using the permit ends when it lapses (see [`Conn::grant_ended`]).
+    pub fn watch_grant(&self, permit: &Permit) -> Option<GrantWatch> {
+        let authn = self.auth.get()?;
+        self.shared
+            .services
+            .policy
+            .watch_grant(&authn.identity, permit)
+    }
+
+    /// Records that a grant's end ended a channel of this connection.
+    pub async fn grant_ended(&self, lapse: &Lapse) {
+        let user = self
+            .auth
+            .get()
+            .map(|a| a.user().to_string())
+            .unwrap_or_default();
+        tracing::info!(user = %user, grant = %lapse.grant.id, object = %lapse.object, action = %lapse.action, ended = lapse.reason.as_str(), "ssh channel ended with its access grant");
+        let event = AuditEvent::GrantSessionEnded {
+            grant_id: lapse.grant.id.clone(),
+            user,
+            object: lapse.object.clone(),
+            action: lapse.action.clone(),
+            ended: lapse.reason.as_str().to_string(),
+            context: self.context(),
+        };
+        if let Err(e) = self.audit(event).await {
+            tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit the end of a grant's session");
         }
     }
 

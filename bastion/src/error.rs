@@ -34,12 +34,6 @@ pub enum BastionError {
         #[source]
         source: Box<TargetError>,
     },
-    #[error("cannot prepare the recording directory {path}")]
-    RecordingDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("cannot subscribe to the store's revocation feed (no ssh session could be revoked)")]
     Revocations(#[source] gatehouse_core::StoreError),
 }

@@ -126,13 +126,6 @@ impl Bastion {
             })?;
             targets.insert(t.name.clone(), Arc::new(spec));
         }
-        let recording_dir = config.recording.dir.clone();
-        if let Err(source) = std::fs::create_dir_all(&recording_dir) {
-            return Err(BastionError::RecordingDir {
-                path: recording_dir,
-                source,
-            });
-        }
         let revocations = services
             .store()
             .subscribe_revocations()
@@ -151,7 +144,6 @@ impl Bastion {
             targets,
             target_configs: config.targets.clone(),
             configs,
-            recording_dir,
             limits,
             registry: Registry::default(),
             unauthenticated: Arc::new(Semaphore::new(server::MAX_UNAUTHENTICATED)),

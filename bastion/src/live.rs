@@ -46,6 +46,8 @@ pub(crate) async fn revocations(
                     "store link was down: re-checked every ssh connection's session"
                 );
             }
+            // Channels that a grant allowed watch the policy's copy of the grants.
+            Ok(RevocationEvent::Grants { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 let n = shared.registry.end_all("revocation feed lagged");
                 tracing::error!(

@@ -2,7 +2,6 @@
 //! configurations, the limits, the live-connection registry and the connection caps.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use gatehouse_core::audit::AuditLog;
 use gatehouse_core::config::TargetConfig;
 use gatehouse_core::identity::Authenticator;
 use gatehouse_core::policy::PolicyHandle;
+use gatehouse_core::recording::Recordings;
 use gatehouse_core::store::Store;
 use tokio::sync::Semaphore;
 
@@ -19,13 +19,14 @@ use crate::server::Configs;
 use crate::target::TargetSpec;
 
 /// The core services the bastion runs on — the same ones the gateway uses: the authenticator
-/// (users, lockouts, TOTP replay cache, sessions in the shared store), the policy in force
-/// and the audit log.
+/// (users, lockouts, TOTP replay cache, sessions in the shared store), the policy in force,
+/// the audit log and the recordings directory (with its index and live feeds).
 #[derive(Clone, Debug)]
 pub struct Services {
     pub authenticator: Authenticator,
     pub policy: Arc<PolicyHandle>,
     pub audit: AuditLog,
+    pub recordings: Recordings,
 }
 
 impl Services {
@@ -59,7 +60,6 @@ pub(crate) struct Shared {
     pub targets: HashMap<String, Arc<TargetSpec>>,
     pub target_configs: Vec<TargetConfig>,
     pub configs: Configs,
-    pub recording_dir: PathBuf,
     pub limits: Limits,
     pub registry: Registry,
     pub unauthenticated: Arc<Semaphore>,

@@ -53,7 +53,8 @@ async fn key_and_totp_login_runs_exec_with_exit_status_and_records_it() {
     assert!(events.iter().any(|e| matches!(e, AuditEvent::SshSessionStart { recording_id: r, action, request: SshRequest::Exec, command: Some(c), .. } if *r == recording_id && action == "ssh" && c.starts_with("echo hello"))));
 
     let (path, lines) = env.cast_with_title("exec: echo hello-from-target");
-    assert_eq!(path.file_stem().unwrap().to_str().unwrap(), recording_id);
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert_eq!(name.split('.').next().unwrap(), recording_id);
     assert_eq!(lines[0]["version"], 2);
     assert!(
         lines[0]["command"]

@@ -79,6 +79,8 @@ fn main() {
                     object: format!("app:{app}/page/{}", rng.next() % 1000),
                     action: "GET".into(),
                     rule: "p, group:staff, app:*, GET, allow".into(),
+                    grant_id: None,
+                    grant_reason: None,
                     context: AccessContext {
                         client_addr: Some("192.0.2.7".parse().unwrap()),
                         session: Some("ab".repeat(32)),

@@ -26,6 +26,8 @@ fn event(i: usize) -> AuditEvent {
         object: format!("app:wiki/page/{i}"),
         action: "GET".into(),
         rule: "p, group:staff, app:wiki/*, GET, allow".into(),
+        grant_id: None,
+        grant_reason: None,
         context: AccessContext {
             client_addr: Some("192.0.2.7".parse().unwrap()),
             session: Some("ab".repeat(32)),

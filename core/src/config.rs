@@ -29,6 +29,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub alerts: AlertsConfig,
     pub recording: RecordingConfig,
+    pub grants: GrantsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -205,6 +206,16 @@ pub struct RecordingConfig {
     pub dir: PathBuf,
     /// Recordings older than this are removed (default: the audit log's retention).
     pub retention_days: u32,
+    /// Recordings encrypted at rest with a key derived from the secret key.
+    pub encrypt: bool,
+    /// Cap (bytes, each direction) on sessions without a terminal; `None`: in full.
+    pub stream_cap: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GrantsConfig {
+    /// Longest just-in-time grant accepted.
+    pub max_duration: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -180,6 +180,44 @@ pub enum PolicyError {
     Interrupted { path: PathBuf },
 }
 
+/// A just-in-time grant that cannot be made, found or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("invalid user `{0}`: a user name (a-z 0-9 . _ - + @, at most 128)")]
+    InvalidUser(String),
+    #[error("invalid grant object `{object}`: {problem}")]
+    InvalidObject {
+        object: String,
+        problem: &'static str,
+    },
+    #[error(
+        "invalid action `{0}`: `*` or names like GET|HEAD or ssh|sftp (letters, digits, `-`, `_`)"
+    )]
+    InvalidAction(String),
+    #[error("a group grant takes no --action: the group's own policy lines say what it may do")]
+    ActionOnGroup,
+    #[error("a grant needs a reason: say why (--reason TEXT, not empty)")]
+    EmptyReason,
+    #[error("the reason is too long ({len} characters, at most {max})")]
+    ReasonTooLong { len: usize, max: usize },
+    #[error("the reason holds control characters; write it on one line of plain text")]
+    ReasonControl,
+    #[error("a grant needs a positive duration (--for 4h)")]
+    ZeroDuration,
+    #[error(
+        "a grant of {asked} is longer than the allowed maximum of {max} (`[grants] max_duration`); ask for at most {max}"
+    )]
+    TooLong { asked: String, max: String },
+    #[error("no live grant `{0}` (unknown, expired or already revoked)")]
+    NotFound(String),
+    #[error("grant store unavailable")]
+    Store(#[source] StoreError),
+    #[error("audit log unavailable")]
+    Audit(#[source] AuditError),
+    #[error("the running server's grants did not refresh in time")]
+    Refresh,
+}
+
 /// A session recording cannot be written or read. Writing errors end (or refuse) the session
 /// being recorded.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +252,30 @@ pub enum RecordingError {
     ReadCast(#[source] std::io::Error),
     #[error("recording line {line}: {problem}")]
     Malformed { line: usize, problem: String },
+    #[error("no recording with id {0}")]
+    NotFound(String),
+    #[error("recording {0} is encrypted and no secret key was given")]
+    NoKey(String),
+    #[error("{path}: cannot read recording metadata")]
+    Sidecar {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot create the recordings directory")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recordings index: {what}")]
+    Index {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("recordings index: {0}")]
+    IndexState(String),
 }
 
 /// The audit log cannot be written or does not verify.
@@ -285,26 +347,46 @@ mod tests {
     }
 }
 
-/// An outbound request of the SSO client (discovery, key set, token, userinfo) failed.
+/// An outbound call (alert webhook, SSO discovery, key set, token or userinfo endpoint)
+/// failed. URLs in messages are redacted to scheme, host and port (a path or query may hold
+/// a code or a token).
 #[derive(Debug, thiserror::Error)]
-pub enum OidcHttpError {
-    #[error(
-        "refused to send a request to `{0}`: not https (plain http only to loopback, and only for a loopback issuer)"
-    )]
-    InsecureUrl(String),
-    #[error("request to `{0}` timed out")]
-    Timeout(String),
-    #[error("request to `{url}` failed")]
-    Transport {
+pub enum OutboundError {
+    #[error("refused to call `{0}`: not https (plain http only to a loopback host, where allowed)")]
+    Scheme(String),
+    #[error("invalid request")]
+    Request(#[source] http::Error),
+    #[error("the call to `{url}` did not finish within {after:?}")]
+    Timeout {
         url: String,
+        after: std::time::Duration,
+    },
+    #[error("the call to `{url}` failed")]
+    Call {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("reading the response of `{url}` failed or it is larger than {limit} bytes")]
+    Body {
+        url: String,
+        limit: usize,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("response from `{url}` is larger than {limit} bytes")]
-    TooLarge { url: String, limit: usize },
-    #[error("cannot build the request")]
-    Request(#[source] http::Error),
-    #[error("cannot set up TLS for the provider")]
+    #[error("{path}: cannot read the CA file")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{path}: no usable CA certificate in the file")]
+    CaCert {
+        path: PathBuf,
+        #[source]
+        source: Option<rustls::Error>,
+    },
+    #[error("cannot set up TLS")]
     Tls(#[source] rustls::Error),
 }
 
@@ -434,7 +516,7 @@ pub enum SsoError {
     Setup {
         provider: String,
         #[source]
-        source: OidcHttpError,
+        source: OutboundError,
     },
     #[error("gateway.public_url cannot carry the sso callback path")]
     Callback,

@@ -70,6 +70,11 @@ pub struct VerifiedIdentity {
     groups: Vec<String>,
     method: AuthMethod,
     auth_time: SystemTime,
+    /// The sign-in this identity comes from (`None` until its first session is started);
+    /// sessions handed off from it keep it, so logout can end them all.
+    login_id: Option<String>,
+    /// How to end the provider's session at logout (SSO logins only).
+    sso_logout: Option<oidc::SsoLogoutHint>,
 }
 
 impl VerifiedIdentity {
@@ -84,7 +89,35 @@ impl VerifiedIdentity {
             groups,
             method,
             auth_time,
+            login_id: None,
+            sso_logout: None,
         }
+    }
+
+    /// The identity of a stored session or handoff: who, and the sign-in it comes from.
+    pub(crate) fn from_session(data: crate::store::SessionData) -> Self {
+        let auth_time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(data.auth_time);
+        VerifiedIdentity {
+            login_id: data.login_id,
+            sso_logout: data.sso_logout,
+            ..VerifiedIdentity::new(data.user, data.groups, data.method, auth_time)
+        }
+    }
+
+    /// The same identity, ending the provider's session at logout too.
+    pub(crate) fn with_sso_logout(mut self, hint: oidc::SsoLogoutHint) -> Self {
+        self.sso_logout = Some(hint);
+        self
+    }
+
+    /// The sign-in this identity comes from, once a session holds it.
+    pub fn login_id(&self) -> Option<&str> {
+        self.login_id.as_deref()
+    }
+
+    /// What ending the session at its SSO provider needs (SSO logins only).
+    pub fn sso_logout(&self) -> Option<&oidc::SsoLogoutHint> {
+        self.sso_logout.as_ref()
     }
 
     /// The user name (the policy subject).

@@ -1,12 +1,16 @@
-//! Outbound HTTPS: one small client for the calls Gatehouse makes itself (alert webhooks,
-//! OpenID Connect discovery, token and JWKS requests).
+//! Outbound HTTPS: the one client for the calls Gatehouse makes itself (alert webhooks;
+//! OpenID Connect discovery, key sets, token and userinfo endpoints).
 //!
 //! Threats: a peer that never answers (a stalled call holding a task forever), a huge or
-//! endless response body (memory), a plain-http URL leaking data on the network, a
-//! man-in-the-middle. Mitigations: every call has one deadline covering connect, TLS,
-//! request and the whole body; the body is read up to a caller-given limit; `https` is
-//! required except for a loopback host (local tests); TLS is rustls with aws-lc-rs, the
-//! webpki root set plus an optional extra CA file, certificate and host name always checked.
+//! endless response body (memory), a redirect to somewhere else, a plain-http URL leaking
+//! data on the network, a man-in-the-middle, a secret in a log line. Mitigations: every call
+//! has one deadline covering connect, TLS, request and the whole body; the body is read up
+//! to a caller-given limit; redirects are never followed; `https` is required (plain http
+//! only to a loopback host, and only for a client made to allow it: local tests); TLS is
+//! rustls on aws-lc-rs with the webpki roots (plus an optional extra CA file) or, for an SSO
+//! provider with a `ca_file`, only that file's anchors; certificate and host name are always
+//! checked; requests and responses are never logged, and URLs in errors are cut to scheme,
+//! host and port.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -22,42 +26,33 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use crate::config::{CaBundle, OidcConfig};
+pub use crate::error::OutboundError;
+
 /// Connect deadline inside a call's own deadline.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections are closed after this.
 const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle pooled connections kept per host (a webhook or a provider: a handful of calls).
+const POOL_MAX_IDLE_PER_HOST: usize = 2;
 
-/// Why an outbound call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OutboundError {
-    #[error("`{0}` is not an https URL (plain http is allowed only for a loopback host)")]
-    Scheme(String),
-    #[error("invalid request")]
-    Request(#[source] http::Error),
-    #[error("the call did not finish within {0:?}")]
-    Timeout(Duration),
-    #[error("the call failed")]
-    Call(#[source] hyper_util::client::legacy::Error),
-    #[error("reading the response body failed or it is larger than {limit} bytes")]
-    Body {
-        limit: usize,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("{path}: cannot read the CA file")]
-    CaFile {
-        path: std::path::PathBuf,
-        #[source]
-        source: rustls_pki_types::pem::Error,
-    },
-    #[error("{path}: no usable CA certificate in the file")]
-    CaCert {
-        path: std::path::PathBuf,
-        #[source]
-        source: Option<rustls::Error>,
-    },
-    #[error("cannot set up TLS")]
-    Tls(#[source] rustls::Error),
+/// Which certificates a client trusts.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// The built-in webpki roots, plus the certificates of a PEM file when given (the alert
+    /// webhook's `ca_file`).
+    WebRoots { extra_ca: Option<&'a Path> },
+    /// Only these anchors (an SSO provider's `ca_file`, read and checked by the config).
+    Only(&'a CaBundle),
+}
+
+/// Where plain http may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Nowhere: https only.
+    Never,
+    /// To a loopback host (`localhost`, 127.0.0.0/8, ::1) only.
+    Loopback,
 }
 
 /// One outbound request.
@@ -79,7 +74,7 @@ impl OutboundRequest {
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
+            HeaderValue::from_static("application/json"),
         );
         OutboundRequest {
             method: Method::POST,
@@ -104,19 +99,27 @@ pub struct OutboundResponse {
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    plain: PlainHttp,
 }
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HttpClient")
+        f.debug_struct("HttpClient")
+            .field("plain_http", &self.plain)
+            .finish_non_exhaustive()
     }
 }
 
-/// Whether `url` may be called: https, or http to a loopback host.
+/// Whether `url` may be called at all: https, or http to a loopback host (what
+/// [`HttpClient::new`]'s clients allow; config validation uses it for webhook URLs).
 pub fn url_allowed(url: &url::Url) -> bool {
+    allowed(url, PlainHttp::Loopback)
+}
+
+fn allowed(url: &url::Url, plain: PlainHttp) -> bool {
     match url.scheme() {
         "https" => url.host_str().is_some(),
-        "http" => is_loopback(url),
+        "http" => plain == PlainHttp::Loopback && is_loopback(url),
         _ => false,
     }
 }
@@ -130,42 +133,82 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-impl HttpClient {
-    /// A client trusting the webpki roots and, when given, the certificates of `extra_ca`
-    /// (PEM).
-    pub fn new(extra_ca: Option<&Path>) -> Result<HttpClient, OutboundError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = extra_ca {
-            let mut added = 0;
-            for cert in
-                CertificateDer::pem_file_iter(path).map_err(|source| OutboundError::CaFile {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-            {
-                let cert = cert.map_err(|source| OutboundError::CaFile {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                roots.add(cert).map_err(|source| OutboundError::CaCert {
-                    path: path.to_path_buf(),
-                    source: Some(source),
-                })?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(OutboundError::CaCert {
-                    path: path.to_path_buf(),
-                    source: None,
-                });
+/// The anchors of `trust`.
+fn roots(trust: Trust<'_>) -> Result<rustls::RootCertStore, OutboundError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match trust {
+        Trust::Only(ca) => {
+            for c in ca.certs.iter() {
+                roots
+                    .add(c.clone())
+                    .map_err(|source| OutboundError::CaCert {
+                        path: ca.path.clone(),
+                        source: Some(source),
+                    })?;
             }
         }
+        Trust::WebRoots { extra_ca } => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(path) = extra_ca {
+                add_pem_file(&mut roots, path)?;
+            }
+        }
+    }
+    Ok(roots)
+}
+
+fn add_pem_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), OutboundError> {
+    let file_error = |source| OutboundError::CaFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(path).map_err(file_error)? {
+        roots
+            .add(cert.map_err(file_error)?)
+            .map_err(|source| OutboundError::CaCert {
+                path: path.to_path_buf(),
+                source: Some(source),
+            })?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(OutboundError::CaCert {
+            path: path.to_path_buf(),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+impl HttpClient {
+    /// A client trusting the webpki roots and, when given, the certificates of `extra_ca`
+    /// (PEM); plain http to loopback allowed (alert webhooks, validated by the config).
+    pub fn new(extra_ca: Option<&Path>) -> Result<HttpClient, OutboundError> {
+        Self::with(Trust::WebRoots { extra_ca }, PlainHttp::Loopback)
+    }
+
+    /// The client of one SSO provider: its `ca_file` anchors only (else the webpki roots);
+    /// plain http only when its issuer is itself plain http on loopback (tests).
+    pub fn for_provider(p: &OidcConfig) -> Result<HttpClient, OutboundError> {
+        let trust =
+            p.ca.as_ref()
+                .map_or(Trust::WebRoots { extra_ca: None }, Trust::Only);
+        let plain = if p.insecure_loopback {
+            PlainHttp::Loopback
+        } else {
+            PlainHttp::Never
+        };
+        Self::with(trust, plain)
+    }
+
+    /// A client with these anchors and this plain-http rule.
+    pub fn with(trust: Trust<'_>, plain: PlainHttp) -> Result<HttpClient, OutboundError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(OutboundError::Tls)?
-            .with_root_certificates(roots)
+            .with_root_certificates(roots(trust)?)
             .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -178,22 +221,30 @@ impl HttpClient {
             .wrap_connector(http);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(2)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build(connector);
-        Ok(HttpClient { inner })
+        Ok(HttpClient { inner, plain })
     }
 
-    /// Sends `req` and reads the response within its deadline and body limit. Any status
-    /// is a response; the caller decides what a failure status means.
+    /// True when this client would call `url` (scheme and host rule).
+    pub fn allows(&self, url: &url::Url) -> bool {
+        allowed(url, self.plain)
+    }
+
+    /// Sends `req` and reads the response within its deadline and body limit; follows no
+    /// redirect. Any status is a response; the caller decides what a failure status means.
     pub async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
-        if !url_allowed(&req.url) {
-            return Err(OutboundError::Scheme(redacted(&req.url)));
+        let url = redacted(&req.url);
+        if !self.allows(&req.url) {
+            return Err(OutboundError::Scheme(url));
         }
         let mut builder = http::Request::builder()
             .method(req.method)
             .uri(req.url.as_str());
         if let Some(h) = builder.headers_mut() {
             h.extend(req.headers);
+            h.entry(http::header::USER_AGENT)
+                .or_insert(HeaderValue::from_static("gatehouse"));
         }
         let request = builder
             .body(Full::new(req.body))
@@ -204,12 +255,19 @@ impl HttpClient {
                 .inner
                 .request(request)
                 .await
-                .map_err(OutboundError::Call)?;
+                .map_err(|source| OutboundError::Call {
+                    url: url.clone(),
+                    source,
+                })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, limit)
                 .collect()
                 .await
-                .map_err(|source| OutboundError::Body { limit, source })?
+                .map_err(|source| OutboundError::Body {
+                    url: url.clone(),
+                    limit,
+                    source,
+                })?
                 .to_bytes();
             Ok(OutboundResponse {
                 status: parts.status,
@@ -219,7 +277,10 @@ impl HttpClient {
         };
         tokio::time::timeout(req.timeout, call)
             .await
-            .map_err(|_| OutboundError::Timeout(req.timeout))?
+            .map_err(|_| OutboundError::Timeout {
+                url: url.clone(),
+                after: req.timeout,
+            })?
     }
 
     /// [`send`](HttpClient::send) for callers holding an `http::Request<Vec<u8>>` (the shape
@@ -231,8 +292,13 @@ impl HttpClient {
         max_body: usize,
     ) -> Result<http::Response<Vec<u8>>, OutboundError> {
         let (parts, body) = req.into_parts();
-        let url = url::Url::parse(&parts.uri.to_string())
-            .map_err(|_| OutboundError::Scheme(parts.uri.to_string()))?;
+        let url = url::Url::parse(&parts.uri.to_string()).map_err(|_| {
+            OutboundError::Scheme(format!(
+                "{}://{}",
+                parts.uri.scheme_str().unwrap_or("?"),
+                parts.uri.authority().map_or("?", |a| a.as_str())
+            ))
+        })?;
         let resp = self
             .send(OutboundRequest {
                 method: parts.method,
@@ -260,84 +326,4 @@ pub fn redacted(url: &url::Url) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_everywhere_http_only_on_loopback() {
-        for (url, ok) in [
-            ("https://hooks.example.com/x", true),
-            ("http://127.0.0.1:9/x", true),
-            ("http://[::1]:9/x", true),
-            ("http://localhost:9/x", true),
-            ("http://hooks.example.com/x", false),
-            ("http://10.0.0.1/x", false),
-            ("ftp://127.0.0.1/x", false),
-        ] {
-            assert_eq!(url_allowed(&url::Url::parse(url).unwrap()), ok, "{url}");
-        }
-        assert_eq!(
-            redacted(&url::Url::parse("https://u:p@h.example:8443/a?token=1").unwrap()),
-            "https://h.example:8443"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_silent_peer_times_out_and_a_big_body_is_refused() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut n = 0;
-            while let Ok((mut s, _)) = listener.accept().await {
-                n += 1;
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = s.read(&mut buf).await;
-                    if n == 1 {
-                        // Never answers.
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                    } else {
-                        let body = "x".repeat(2000);
-                        let head =
-                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                        let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
-                    }
-                });
-            }
-        });
-        let client = HttpClient::new(None).unwrap();
-        let url = url::Url::parse(&format!("http://{addr}/hook")).unwrap();
-        let start = std::time::Instant::now();
-        let r = client
-            .send(OutboundRequest::post_json(
-                url.clone(),
-                b"{}".to_vec(),
-                Duration::from_millis(300),
-            ))
-            .await;
-        assert!(matches!(r, Err(OutboundError::Timeout(_))), "{r:?}");
-        assert!(start.elapsed() < Duration::from_secs(2));
-        let mut req =
-            OutboundRequest::post_json(url.clone(), b"{}".to_vec(), Duration::from_secs(5));
-        req.max_body = 100;
-        let r = client.send(req).await;
-        assert!(matches!(r, Err(OutboundError::Body { .. })), "{r:?}");
-        let mut req = OutboundRequest::post_json(url, b"{}".to_vec(), Duration::from_secs(5));
-        req.max_body = 4096;
-        let ok = client.send(req).await.unwrap();
-        assert_eq!(ok.status, StatusCode::OK);
-        assert_eq!(ok.body.len(), 2000);
-        let plain = url::Url::parse("http://hooks.example.com/x").unwrap();
-        assert!(matches!(
-            client
-                .send(OutboundRequest::post_json(
-                    plain,
-                    vec![],
-                    Duration::from_secs(1)
-                ))
-                .await,
-            Err(OutboundError::Scheme(_))
-        ));
-    }
-}
+mod tests;

@@ -11,28 +11,33 @@
 //! minted only by [`PolicyHandle::authorize`], so proxying or opening a target cannot skip
 //! the check.
 
+mod grants;
 mod index;
 mod lint;
 mod load;
 mod parse;
 mod reference;
+mod watch;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+pub use grants::{GrantSet, rule_text as grant_rule_text};
 pub use index::{Decision, PolicyIndex};
 pub use lint::{GATEHOUSE_OBJECTS, PolicyScope, PolicyWarning, SSH_ACTIONS, WarningKind, lint};
 pub use load::{SAMPLE_RULES, load_index, load_index_blocking};
 pub use parse::{Actions, Effect, Parsed, Rule, parse};
 pub use reference::CasbinReference;
+pub use watch::{GrantWatch, Lapse, LapseReason, lapsed};
 
 pub use crate::audit::AccessContext;
 use crate::audit::{AuditEvent, AuditLog, new_incident_id};
 use crate::config::PolicyConfig;
 use crate::error::PolicyError;
 use crate::identity::VerifiedIdentity;
+use crate::store::Grant;
 
 /// Proof that `subject` may perform `action` on `object`, by `rule`. Minted only here, by
 /// [`PolicyHandle::authorize`] and [`PolicyHandle::authorize_audited`]; whatever forwards a
@@ -67,6 +72,8 @@ pub struct Permit {
     object: String,
     action: String,
     rule: String,
+    /// The just-in-time grant that allowed it, when the policy file alone would not.
+    grant: Option<Arc<Grant>>,
 }
 
 impl Permit {
@@ -79,9 +86,14 @@ impl Permit {
     pub fn action(&self) -> &str {
         &self.action
     }
-    /// The allowing policy line.
+    /// The allowing policy line (or the grant's own line, see [`grant_rule_text`]).
     pub fn rule(&self) -> &str {
         &self.rule
+    }
+    /// The just-in-time grant without which this would not be allowed: what ends it when
+    /// the grant expires or is revoked (see [`GrantWatch`]).
+    pub fn grant(&self) -> Option<&Grant> {
+        self.grant.as_deref()
     }
     /// For an SSH object `ssh:<target>/<login>`: the target and the login.
     pub fn ssh_target(&self) -> Option<(&str, &str)> {
@@ -111,7 +123,8 @@ pub enum Refusal {
     Audit(#[source] crate::error::AuditError),
 }
 
-/// The running policy: an atomically swapped `Arc<PolicyIndex>`.
+/// The running policy: an atomically swapped `Arc<PolicyIndex>`, and this instance's copy of
+/// the just-in-time grants (an `Arc<GrantSet>` swapped the same way).
 #[derive(Debug)]
 pub struct PolicyHandle {
     /// Tells this handle's index apart in the per-thread cache.
@@ -119,16 +132,22 @@ pub struct PolicyHandle {
     model: PathBuf,
     policy: PathBuf,
     current: RwLock<Arc<PolicyIndex>>,
-    /// Bumped whenever `current` is replaced: per-thread copies of an older one are not used.
+    grants: RwLock<Arc<GrantSet>>,
+    /// Bumped whenever `current` or `grants` is replaced: per-thread copies of older ones
+    /// are not used.
     generation: AtomicU64,
+    /// Bumped whenever the grants copy is replaced: what grant-dependent sessions watch.
+    grant_changes: tokio::sync::watch::Sender<u64>,
 }
 
+/// Per thread: the handle id and generation of the policy and grants it decided with last.
+type InForce = (u64, u64, Arc<PolicyIndex>, Arc<GrantSet>);
+
 thread_local! {
-    /// Per thread, the index it decided with last (handle id, generation, index). A decision
-    /// then reads nothing another thread writes: the lock and the index's reference count
-    /// would otherwise move between cores on every request. A thread drops a replaced index
-    /// at its next decision.
-    static IN_FORCE: RefCell<Option<(u64, u64, Arc<PolicyIndex>)>> = const { RefCell::new(None) };
+    /// Per thread, the index and grants it decided with last. A decision then reads nothing
+    /// another thread writes: the lock and the reference counts would otherwise move between
+    /// cores on every request. A thread drops a replaced copy at its next decision.
+    static IN_FORCE: RefCell<Option<InForce>> = const { RefCell::new(None) };
 }
 
 impl PolicyHandle {
@@ -141,7 +160,9 @@ impl PolicyHandle {
             model: model.to_path_buf(),
             policy: policy.to_path_buf(),
             current: RwLock::new(Arc::new(index)),
+            grants: RwLock::new(Arc::new(GrantSet::default())),
             generation: AtomicU64::new(0),
+            grant_changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -181,23 +202,67 @@ impl PolicyHandle {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Runs `f` on the index in force, through this thread's copy when it is current.
-    fn with_current<R>(&self, f: impl FnOnce(&PolicyIndex) -> R) -> R {
+    /// Replaces this instance's copy of the grants (from the store; see `crate::grant`).
+    /// Decisions that start after this returns use it, on every thread.
+    pub fn set_grants(&self, grants: Vec<Grant>) {
+        self.install_grants(Arc::new(GrantSet::build(grants)));
+    }
+
+    /// Drops grant `id` from the copy at once (its revocation was announced); true when it
+    /// was there.
+    pub fn remove_grant(&self, id: &str) -> bool {
+        match self.grants().without(id) {
+            Some(set) => {
+                self.install_grants(Arc::new(set));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn install_grants(&self, set: Arc<GrantSet>) {
+        {
+            let mut grants = self
+                .grants
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *grants = set;
+            // Under the lock, as in `install`.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.grant_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// This instance's copy of the grants (a snapshot).
+    pub fn grants(&self) -> Arc<GrantSet> {
+        self.grants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes whenever the grants copy is replaced.
+    pub fn grant_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.grant_changes.subscribe()
+    }
+
+    /// Runs `f` on the index and grants in force, through this thread's copy when current.
+    fn with_current<R>(&self, f: impl FnOnce(&PolicyIndex, &GrantSet) -> R) -> R {
         let generation = self.generation.load(Ordering::Acquire);
         IN_FORCE.with(|cell| {
             let Ok(mut slot) = cell.try_borrow_mut() else {
                 // Re-entered from inside `f`: decide on a snapshot instead.
-                return f(&self.current());
+                return f(&self.current(), &self.grants());
             };
-            let fresh = matches!(&*slot, Some((id, g, _)) if *id == self.id && *g == generation);
+            let fresh = matches!(&*slot, Some((id, g, _, _)) if *id == self.id && *g == generation);
             if !fresh {
-                // Taken after reading the generation: at worst a newer index filed under
-                // the older number, which the next decision replaces again.
-                *slot = Some((self.id, generation, self.current()));
+                // Taken after reading the generation: at worst newer copies filed under the
+                // older number, which the next decision replaces again.
+                *slot = Some((self.id, generation, self.current(), self.grants()));
             }
             match &*slot {
-                Some((_, _, index)) => f(index),
-                None => f(&self.current()),
+                Some((_, _, index, grants)) => f(index, grants),
+                None => f(&self.current(), &self.grants()),
             }
         })
     }
@@ -222,12 +287,14 @@ impl PolicyHandle {
             Decision {
                 allowed: true,
                 rule: Some(rule),
+                grant,
                 ..
             } => Ok(Permit {
                 subject: id.user().to_string(),
                 object: object.to_string(),
                 action: action.to_string(),
                 rule,
+                grant,
             }),
             Decision { rule, .. } => Err(Denied {
                 subject: id.user().to_string(),
@@ -251,18 +318,22 @@ impl PolicyHandle {
     ) -> Result<Permit, Refusal> {
         match self.authorize(id, object, action) {
             Ok(permit) => {
-                // The record borrows the permit's fields and hands them back: no copies.
+                // The record borrows the permit's fields and hands them back: no copies
+                // (but for the grant's id and reason, which every access it allows carries).
                 let Permit {
                     subject,
                     object,
                     action,
                     rule,
+                    grant,
                 } = permit;
                 let event = AuditEvent::AccessAllowed {
                     user: subject,
                     object,
                     action,
                     rule,
+                    grant_id: grant.as_ref().map(|g| g.id.clone()),
+                    grant_reason: grant.as_ref().map(|g| g.reason.clone()),
                     context: ctx,
                 };
                 audit.record_ref(&event).await.map_err(Refusal::Audit)?;
@@ -278,6 +349,7 @@ impl PolicyHandle {
                         object,
                         action,
                         rule,
+                        grant,
                     }),
                     // Built above as AccessAllowed; anything else is refused, never passed.
                     _ => Err(Refusal::Audit(crate::error::AuditError::Closed)),
@@ -311,24 +383,33 @@ impl PolicyHandle {
     /// the directory form `<object>/` is decided too, and an explicit deny there wins; a
     /// `deny` on `X/*` can never be bypassed by asking for `X`.
     pub fn check(&self, user: &str, groups: &[String], object: &str, action: &str) -> Decision {
-        self.with_current(|index| Self::check_in(index, user, groups, object, action))
+        self.with_current(|index, grants| {
+            Self::check_in(index, grants, user, groups, object, action)
+        })
     }
 
     fn check_in(
         index: &PolicyIndex,
+        grants: &GrantSet,
         user: &str,
         groups: &[String],
         object: &str,
         action: &str,
     ) -> Decision {
-        let plain = index.decide_identity(user, groups, object, action);
+        // Only a user with grants pays for them (and reads the clock).
+        let now = grants.has(user).then(crate::store::now_ms);
+        let decide = |object: &str| match now {
+            None => index.decide_identity(user, groups, object, action),
+            Some(now) => grants.decide(index, now, user, groups, object, action),
+        };
+        let plain = decide(object);
         if !plain.allowed || !needs_directory_form(object) {
             return plain;
         }
         let mut dir = String::with_capacity(object.len() + 1);
         dir.push_str(object);
         dir.push('/');
-        let as_dir = index.decide_identity(user, groups, &dir, action);
+        let as_dir = decide(&dir);
         if !as_dir.allowed && as_dir.rule.is_some() {
             return as_dir;
         }

@@ -15,15 +15,38 @@
 //! name is formed.
 
 mod cast;
+pub mod crypt;
+pub mod echo;
+pub mod index;
+pub mod live;
 mod reader;
+pub mod screens;
+pub mod sidecar;
+mod sink;
+mod store;
+pub mod typed;
+pub mod web;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use cast::{Caps, Header, RECORDING_QUEUE, Recorder, RecordingTask};
+pub use cast::{
+    FileTransfer, Header, Kept, Mode, RECORDING_QUEUE, Recorder, RecordingTask, StreamDirection,
+};
+pub use crypt::RecordingKey;
+pub use index::{
+    CommandEntry, CommandSource, FileEntry, IndexedSession, Query, RecordingIndex, parse_when,
+};
+pub use live::{LiveEvent, LiveHub, LiveSnapshot};
 pub use reader::{Cast, CastEvent, CastReader, EventCode, MAX_LINE, read_cast};
+pub use screens::{Keyframe, screens};
+pub use sidecar::Sidecar;
+pub use sink::Format;
+pub use store::{OpenedRecording, Recordings, RecordingsOptions};
+pub use web::{WebRequest, web_timeline, web_timeline_from_log};
 
 pub use crate::error::RecordingError;
 
@@ -130,6 +153,22 @@ pub struct RecordingMeta {
     pub started_at: SystemTime,
     #[serde(default, with = "rfc3339_opt")]
     pub ended_at: Option<SystemTime>,
+    /// The login on the SSH target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// The session it belongs to: the SSH connection's session id (as in its audit
+    /// records), or the web session's id hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// What the SSH channel asked for (`shell`, `exec`, `scp`, `subsystem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The exec command line, or the subsystem's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Every web app a web session used (`app` is the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
 }
 
 impl RecordingMeta {
@@ -143,6 +182,11 @@ impl RecordingMeta {
             app: None,
             started_at: SystemTime::now(),
             ended_at: None,
+            login: None,
+            session: None,
+            request: None,
+            command: None,
+            apps: Vec::new(),
         }
     }
 
@@ -156,6 +200,11 @@ impl RecordingMeta {
             app: Some(app.to_string()),
             started_at: SystemTime::now(),
             ended_at: None,
+            login: None,
+            session: None,
+            request: None,
+            command: None,
+            apps: vec![app.to_string()],
         }
     }
 
@@ -165,7 +214,8 @@ impl RecordingMeta {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+/// Unix milliseconds of a time (0 before 1970).
+pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -215,6 +265,18 @@ mod rfc3339_opt {
                 .ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time")),
         }
     }
+}
+
+/// An error and its causes, one line (for logs).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Shared state of all instances: sessions, lockout counters, the TOTP replay cache and the
-//! revocation channel. `memory://` serves one instance; `redis://` shares it between many.
+//! Shared state of all instances: sessions, lockout counters, the TOTP replay cache,
+//! just-in-time grants ([`grants`]) and the revocation channel. `memory://` serves one instance; `redis://` shares it between many.
 //!
 //! Threats: a leaked store dump replaying session cookies; brute force spread over instances;
 //! a TOTP code replayed on another instance; a revoked user keeping a live connection; a hung
@@ -10,6 +10,7 @@
 //! session and handoff records in Redis carry a MAC keyed from the secret key, so writing
 //! to Redis is not enough to mint or alter a session ([`RecordKey`]).
 
+pub mod grants;
 pub mod memory;
 pub mod redis;
 
@@ -23,8 +24,10 @@ use subtle::ConstantTimeEq;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::identity::AuthMethod;
+use crate::identity::oidc::SsoLogoutHint;
 use crate::secret::SecretKey;
 
+pub use grants::Grant;
 pub use memory::MemoryStore;
 pub use redis::{INVALIDATION_BOUND, RecordKey, RedisStore};
 
@@ -42,6 +45,16 @@ pub struct SessionData {
     /// When the user authenticated, unix seconds.
     pub auth_time: u64,
     pub client_addr: Option<IpAddr>,
+    /// The sign-in this session comes from: the session started at login and every session
+    /// handed off from it (app hosts) share it, so logout ends them together
+    /// ([`Store::end_login`]). `None` in records written before it existed (logout then
+    /// ends that one session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_id: Option<String>,
+    /// What ending the SSO session at the provider needs (its ID token, for
+    /// `id_token_hint`); `None` for other logins. Server-side only, never in a cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_logout: Option<SsoLogoutHint>,
 }
 
 /// A live session as stored (times in unix milliseconds).
@@ -227,6 +240,12 @@ pub enum RevocationEvent {
     /// Events may have been missed (the store's link to the other instances was lost and
     /// is back): re-check every live session. Made by the store itself, never published.
     Resync,
+    /// The grants changed (one added or revoked): every instance refreshes its copy, and
+    /// drops `revoked` from it at once.
+    Grants {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revoked: Option<String>,
+    },
 }
 
 /// The shared store. Every method may fail with [`StoreError`]; callers fail closed.
@@ -262,6 +281,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn touch_session_key(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
     /// Deletes a session (logout) and publishes its revocation; true when it existed.
     async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError>;
+    /// Ends every session of `user` that comes from sign-in `login_id`
+    /// ([`SessionData::login_id`]: the login's own session and those handed off from it),
+    /// publishing a revocation for each; returns their hashes.
+    async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError>;
     /// Live sessions of every user.
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError>;
     /// Deletes every session of `user`, publishes a revocation event, returns the count.
@@ -300,6 +323,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Takes a one-time value: its bytes the first time (atomically, also under races and
     /// across instances), `None` when unknown, expired or already taken.
     async fn take_once(&self, kind: OnceKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a just-in-time grant, bumps the grants generation and publishes
+    /// [`RevocationEvent::Grants`]. Validation is the caller's (`crate::grant`).
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError>;
+    /// The live grants (expired ones are never returned), oldest first.
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError>;
+    /// Removes a grant, bumps the generation and publishes its revocation; the grant when
+    /// it was live, `None` when unknown or expired.
+    async fn revoke_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+    /// A number that changes whenever the grants do (an instance polls it to catch a missed
+    /// event); cheap.
+    async fn grants_generation(&self) -> Result<u64, StoreError>;
     /// A receiver of revocation events from every instance (this one included).
     async fn subscribe_revocations(
         &self,

@@ -47,6 +47,12 @@ impl Permit<'_> {
     pub fn rule(&self) -> &str {
         self.decision.rule()
     }
+
+    /// The watch on the grant without which this would not be allowed (a long-lived
+    /// WebSocket ends with it); `None` when the policy file alone allowed it.
+    pub fn grant_watch(&self, policy: &std::sync::Arc<PolicyHandle>) -> Option<policy::GrantWatch> {
+        policy.watch_grant(self.who.identity(), &self.decision)
+    }
 }
 
 /// The request was refused.

@@ -60,6 +60,11 @@ pub struct Tunnel {
     pub app: Arc<str>,
     /// Closes the tunnel when its session is revoked (logout, `session revoke`).
     pub registration: crate::revoke::Registration,
+    /// Closes the tunnel when the grant that alone allowed it ends.
+    pub grant: Option<gatehouse_core::policy::GrantWatch>,
+    /// Who, and the upgrade's request id, for the record of such an end.
+    pub user: String,
+    pub context: gatehouse_core::audit::AccessContext,
 }
 
 impl ConnShared {

@@ -213,8 +213,8 @@ mod tests {
 
     #[test]
     fn an_expired_server_certificate_is_reissued_by_the_same_ca() {
-        let dir = std::env::temp_dir().join(format!("gatehouse-devcert-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = gatehouse_testkit::TestDir::new("devcert");
+        let dir = tmp.join("certs");
         let (cert, key) = (dir.join("gateway.crt"), dir.join("gateway.key"));
         ensure(&dir, &cert, &key).unwrap();
         let first = std::fs::read(&cert).unwrap();
@@ -242,7 +242,6 @@ mod tests {
             ca,
             "the CA is kept"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

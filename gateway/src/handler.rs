@@ -173,6 +173,8 @@ async fn serve<'s>(
         conn,
         signer: &state.services.signer,
         tunnels: &state.tunnels,
+        policy: &state.services.policy,
+        request_id: id,
     };
     match state.proxy.forward(req, &permit, side).await {
         Ok(resp) => (resp.map(ResBody::streamed), Some(&app.name)),

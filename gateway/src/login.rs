@@ -1,5 +1,6 @@
-//! The endpoints under `/.gatehouse/` on every host: login (password + TOTP in one form),
-//! TOTP enrolment, logout, the portal, the JWKS and the stylesheet.
+//! The endpoints under `/.gatehouse/` on every host: login (password + TOTP in one form, or
+//! SSO at a provider then TOTP: [`sso`]), TOTP enrolment, logout, the portal, the JWKS and
+//! the stylesheet.
 //!
 //! Threat: credential guessing, login CSRF and session fixation, open redirects after login,
 //! markup injection, a store or audit outage read as success, answers that tell whether the
@@ -14,6 +15,7 @@ mod finish;
 mod flow;
 mod handoff;
 mod portal;
+pub(crate) mod sso;
 
 use std::sync::Arc;
 
@@ -65,6 +67,11 @@ pub(crate) async fn serve(
         web::ENROL_PATH if get => flow::enrol_form(state, &req),
         web::ENROL_PATH if post => flow::enrol_submit(state, conn, req, host, id).await,
         web::LOGOUT_PATH if post => portal::logout(state, req, id).await,
+        web::SIGNED_OUT_PATH if get => respond::html(pages::logged_out()),
+        web::OIDC_START_PATH if get => sso::start(state, conn, &req, host, id).await,
+        web::OIDC_CALLBACK_PATH if get => sso::callback(state, conn, &req, host, id).await,
+        web::TOTP_PATH if get => sso::totp_form(state, &req),
+        web::TOTP_PATH if post => sso::totp_submit(state, conn, req, host, id).await,
         web::PORTAL_PATH | web::RESERVED_PREFIX if get => {
             portal::portal(state, conn, &req, host, id).await
         }
@@ -75,6 +82,10 @@ pub(crate) async fn serve(
         | web::LOGIN_PATH
         | web::ENROL_PATH
         | web::LOGOUT_PATH
+        | web::SIGNED_OUT_PATH
+        | web::OIDC_START_PATH
+        | web::OIDC_CALLBACK_PATH
+        | web::TOTP_PATH
         | web::PORTAL_PATH
         | web::RESERVED_PREFIX => respond::error(StatusCode::METHOD_NOT_ALLOWED, id, false),
         _ => respond::error(StatusCode::NOT_FOUND, id, false),

@@ -1,5 +1,5 @@
 //! Every page Gatehouse renders itself: the forms and notices under `/.gatehouse/`
-//! ([`login`]), and the error pages of refused or failed requests ([`error`]), with the one
+//! ([`login`], and the SSO ones in [`sso`]), and the error pages of refused or failed requests ([`error`]), with the one
 //! HTML escaper, the one Content-Security-Policy and the one set of security headers they
 //! are all served with. Pure rendering: text and header values, no response or body type
 //! (those are `crate::respond`'s).
@@ -15,6 +15,7 @@
 
 mod error;
 mod login;
+mod sso;
 
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
@@ -26,6 +27,7 @@ use crate::web::STYLE_PATH;
 
 pub use error::{error, raw_error};
 pub use login::*;
+pub use sso::*;
 
 /// The policy every page is served with: nothing but our stylesheet, `data:` images and
 /// same-origin form posts; never framed. (The handoff page alone widens `form-action` and
@@ -77,7 +79,7 @@ pub fn security_headers() -> [(HeaderName, HeaderValue); 6] {
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
+            HeaderValue::from_static(REFERRER_POLICY),
         ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
     ]
@@ -136,12 +138,21 @@ pub fn qr_svg(data: &str) -> Result<String, qrcode::types::QrError> {
     })
 }
 
+/// The referrer policy of every page but the ones below.
+pub const REFERRER_POLICY: &str = "same-origin";
+
+/// The referrer policy of a page whose form posts to another origin (the handoff page to
+/// an app host, the logout page to an SSO provider). Under `same-origin` a browser sends
+/// such a POST with `Origin: null`, which the app host's handoff check must refuse;
+/// `strict-origin` sends the origin alone (never a path), and nothing over plain http.
+pub const CROSS_ORIGIN_FORM_REFERRER: &str = "strict-origin";
+
 /// The page skeleton: `title` is escaped here, `body` must already be markup.
-fn layout(title: &str, body: &str) -> String {
+fn layout(title: &str, body: &str, referrer: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"referrer\" content=\"same-origin\">\n\
+         <meta name=\"referrer\" content=\"{referrer}\">\n\
          <title>{title} · Gatehouse</title>\n<link rel=\"stylesheet\" href=\"{STYLE_PATH}\">\n</head>\n\
          <body>\n<main class=\"card\">\n<h1>{title}</h1>\n{body}</main>\n</body>\n</html>\n",
         title = escape(title),
@@ -164,8 +175,32 @@ fn error_box(error: Option<&str>) -> String {
 fn page(status: StatusCode, title: &str, body: &str) -> Page {
     Page {
         status,
-        html: layout(title, body),
+        html: layout(title, body, REFERRER_POLICY),
     }
+}
+
+/// [`page`] for a page whose form posts to another origin ([`CROSS_ORIGIN_FORM_REFERRER`]);
+/// serve it with that `Referrer-Policy` too ([`cross_origin_form_headers`]).
+fn cross_origin_form_page(title: &str, body: &str) -> Page {
+    Page {
+        status: StatusCode::OK,
+        html: layout(title, body, CROSS_ORIGIN_FORM_REFERRER),
+    }
+}
+
+/// The headers that differ for a page posting a form to `origin`: its CSP (our script, a
+/// form post to `origin`) and [`CROSS_ORIGIN_FORM_REFERRER`].
+pub fn cross_origin_form_headers(origin: &str) -> Option<[(HeaderName, HeaderValue); 2]> {
+    Some([
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&handoff_csp(origin)).ok()?,
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static(CROSS_ORIGIN_FORM_REFERRER),
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub struct ClientSide<'a> {
     pub conn: &'a Arc<ConnShared>,
     pub signer: &'a AssertionSigner,
     pub tunnels: &'a Arc<Tunnels>,
+    /// The policy in force (a tunnel allowed only by a grant watches it).
+    pub policy: &'a Arc<gatehouse_core::policy::PolicyHandle>,
+    /// The request's id (named in the record of a tunnel's end).
+    pub request_id: crate::request_id::RequestId,
 }
 
 /// Adds the identity headers (after every client-sent identity header was removed).
@@ -138,6 +142,13 @@ impl Proxy {
                         .unwrap_or_default()
                         .to_ascii_lowercase(),
                 ),
+                grant: permit.grant_watch(client.policy),
+                user: who.identity().user().to_string(),
+                context: gatehouse_core::audit::AccessContext {
+                    client_addr: Some(client.conn.peer.ip()),
+                    session: Some(who.session().as_str().to_string()),
+                    request_id: Some(client.request_id.to_string()),
+                },
             });
         }
         let dropped = headers::prepare_response(resp.headers_mut(), switching);

@@ -111,6 +111,8 @@ impl Tunnels {
                 RevocationEvent::Session { id_hash } => e.session_hash == *id_hash,
                 // Not a revocation: `listen` re-checks every tunnel.
                 RevocationEvent::Resync => false,
+                // A tunnel that a grant allowed watches the grant itself (see `proxy`).
+                RevocationEvent::Grants { .. } => false,
             };
             if hit {
                 e.cancel.cancel();

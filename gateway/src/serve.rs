@@ -344,8 +344,9 @@ impl Gateway {
     }
 }
 
-/// The gateway's background tasks: certificate and policy watchers, the store probe and the
-/// revocation listener, each under the tracker until `ctx.stop`.
+/// The gateway's background tasks: certificate and policy watchers, the store probe, the
+/// revocation listener and the SSO providers' refresh, each under the tracker until
+/// `ctx.stop`.
 fn spawn_background(ctx: &ServeCtx, reloader: Reloader, policy_reloader: PolicyReloader) {
     ctx.tracker.spawn(
         reloader
@@ -373,6 +374,11 @@ fn spawn_background(ctx: &ServeCtx, reloader: Reloader, policy_reloader: PolicyR
         policy_reloader
             .watch(ctx.stop.clone())
             .instrument(tracing::info_span!("policy_watch")),
+    );
+    // Never awaited: a provider that is down or slow only disables its login button.
+    ctx.tracker.spawn(
+        crate::login::sso::refresh_providers(st.services.sso.clone(), ctx.stop.clone())
+            .instrument(tracing::info_span!("sso_refresh")),
     );
 }
 

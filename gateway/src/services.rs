@@ -1,5 +1,5 @@
 //! The shared services a gateway serves with: store, authenticator, policy, audit log,
-//! assertion signer and CSRF key — built once by the binary (so the bastion shares the same
+//! assertion signer, CSRF key and SSO — built once by the binary (so the bastion shares the same
 //! instances) and handed to [`crate::Gateway::bind`].
 //!
 //! Threat: a gateway running without one of its checks, or with a dead store and nobody
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gatehouse_core::audit::AuditLog;
 use gatehouse_core::identity::Authenticator;
+use gatehouse_core::identity::oidc::Sso;
 use gatehouse_core::policy::PolicyHandle;
 use gatehouse_core::store::Store;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ pub struct Services {
     pub audit: AuditLog,
     pub signer: Arc<AssertionSigner>,
     pub csrf: CsrfKey,
+    /// The SSO providers (none configured: empty; the login page then offers none).
+    pub sso: Sso,
 }
 
 /// The store's health as the last probe saw it.

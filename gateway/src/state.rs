@@ -4,6 +4,7 @@
 
 mod login;
 mod pending;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
 
 pub use login::LoginCtx;
+pub use pending::{EnrolProof, PendingEnrolment, PendingSsoTotp};
 
 /// Everything the handler reads; built once at bind.
 #[derive(Debug)]

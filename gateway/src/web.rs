@@ -29,6 +29,13 @@ pub const LOGIN_PATH: &str = "/.gatehouse/login";
 pub const TOTP_PATH: &str = "/.gatehouse/login/totp";
 /// TOTP enrolment (QR code, then a first code to confirm).
 pub const ENROL_PATH: &str = "/.gatehouse/enrol";
+/// Where a browser lands after signing out at an SSO provider too (the provider's
+/// `post_logout_redirect_uri`, on the public host): a notice, it ends nothing itself.
+pub const SIGNED_OUT_PATH: &str = "/.gatehouse/signed-out";
+/// Starts an SSO login at a provider (`?provider=NAME&next=URL`), on the public host.
+pub const OIDC_START_PATH: &str = "/.gatehouse/oidc/start";
+/// The one SSO callback of every provider, on the public host.
+pub const OIDC_CALLBACK_PATH: &str = gatehouse_core::identity::oidc::CALLBACK_PATH;
 /// Logout: POST only (a GET must never end a session: it could be triggered cross-site).
 pub const LOGOUT_PATH: &str = "/.gatehouse/logout";
 /// The one stylesheet (pages carry no inline style, see

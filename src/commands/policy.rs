@@ -1,11 +1,14 @@
 //! `gatehouse policy check USER OBJECT ACTION`: prints `allow` or `deny` and the deciding
-//! rule; exit 0 on allow, 1 on deny. Groups come from users.toml.
+//! rule, and the grant when one decides; exit 0 on allow, 1 on deny. Groups come from
+//! users.toml (or, for an SSO user, its last sign-in); grants from the store (`redis://`) or
+//! the running server (`memory://`).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use gatehouse_core::identity::Users;
+use gatehouse_core::identity::oidc::SsoUsers;
 use gatehouse_core::policy::PolicyHandle;
 
 use super::audit::runtime;
@@ -19,7 +22,8 @@ pub fn run(explicit: Option<&Path>, cmd: PolicyCommand) -> anyhow::Result<ExitCo
         object,
         action,
     } = cmd;
-    let handle = runtime()?
+    let rt = runtime()?;
+    let handle = rt
         .block_on(PolicyHandle::from_config(&config.policy))
         .with_context(|| {
             format!(
@@ -28,11 +32,17 @@ pub fn run(explicit: Option<&Path>, cmd: PolicyCommand) -> anyhow::Result<ExitCo
                 config.policy.policy.display()
             )
         })?;
+    let grants = rt.block_on(super::grant::live_grants(&config))?;
+    let no_server = grants.is_none();
+    handle.set_grants(grants.unwrap_or_default());
     let users = Users::load(&config.identity.users_file)?;
-    let groups = users
-        .get(&user)
-        .map(|u| u.groups.clone())
-        .unwrap_or_default();
+    let groups = match users.get(&user) {
+        Some(u) => u.groups.clone(),
+        None => SsoUsers::load(&SsoUsers::path_in(&config.data_dir))?
+            .get(&user)
+            .map(|u| u.groups.clone())
+            .unwrap_or_default(),
+    };
     // The object as the gateway decides it: an `app:` path normalised by the same code. A
     // path the gateway refuses (400) is a deny here too.
     let (object, normalised) = match gatehouse_core::path::normalize_app_object(&object) {
@@ -54,7 +64,19 @@ pub fn run(explicit: Option<&Path>, cmd: PolicyCommand) -> anyhow::Result<ExitCo
             "{verdict}\n  rule: {rule}\n  at:   {}:{line}",
             config.policy.policy.display()
         ),
+        (Some(rule), None) => println!("{verdict}\n  rule: {rule}"),
         _ => println!("{verdict}\n  rule: none matched (default deny)"),
+    }
+    if let Some(g) = &d.grant {
+        println!(
+            "  grant: {} (reason: {}; expires {}; by {})",
+            g.id,
+            g.reason,
+            gatehouse_core::audit::timestamp_of(g.expires_ms),
+            g.granted_by
+        );
+    } else if no_server && !d.allowed {
+        println!("  grants: none read (memory:// and no running server holds any)");
     }
     if normalised {
         println!("  object: {object} (the path as the gateway normalises it)");

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use gatehouse_bastion::Bastion;
 use gatehouse_core::config::{AppConfig, LogFormat, Upstream};
+use gatehouse_core::control::Control;
+use gatehouse_core::grant::GrantSync;
 use gatehouse_core::identity::{NewUser, TotpCipher, Users, generate_password};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_gateway::Gateway;
@@ -23,6 +25,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::services::Services;
 use super::{ConfigSource, config_source, load_config};
+use crate::control::server::ControlServer;
 
 /// Host of the quick-start demo app (`*.localhost` resolves to loopback in browsers and curl).
 const DEMO_HOST: &str = "demo.gatehouse.localhost";
@@ -157,6 +160,29 @@ async fn start_bastion(
     Ok(Some(bastion))
 }
 
+/// With the in-process store, the control socket through which the CLI reaches this server
+/// (`grant`, `session`, `user lock`); with Redis the CLI goes through the store.
+fn start_control(
+    config: &gatehouse_core::Config,
+    services: &Services,
+    sync: GrantSync,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if !services.store.is_in_process() {
+        return Ok(None);
+    }
+    let server = ControlServer::bind(&config.data_dir)?;
+    tracing::info!(path = %server.path().display(), "control socket ready (owner only)");
+    let control = Control {
+        store: services.store.clone(),
+        policy: services.policy.clone(),
+        audit: (*services.audit).clone(),
+        sync,
+        max_grant: config.grants.max_duration,
+    };
+    Ok(Some(tokio::spawn(server.run(control, shutdown.clone()))))
+}
+
 fn init_tracing(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
@@ -204,6 +230,15 @@ async fn serve(
     } else {
         None
     };
+    let grants = GrantSync::start(
+        services.store.clone(),
+        services.policy.clone(),
+        (*services.audit).clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("loading the grants from the store")?;
+    let control = start_control(&config, &services, grants, &shutdown)?;
     let config = Arc::new(config);
     let gateway = Gateway::bind(config.clone(), services.gateway()).await?;
     let bastion = start_bastion(&config, &services).await?;
@@ -281,6 +316,10 @@ async fn serve(
             Ok(Err(e)) => tracing::error!(error = %e, "the ssh bastion failed"),
             Err(e) => tracing::error!(error = %e, "the ssh bastion task failed"),
         }
+    }
+    if let Some(c) = control {
+        // It removes its socket when it stops.
+        let _ = c.await;
     }
     services.audit_services.close().await;
     let report = report?;

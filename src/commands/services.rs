@@ -1,6 +1,7 @@
 //! The shared services, built once per process so the gateway and the bastion use the same
-//! instances: secret key, store, authenticator, policy, audit log, assertion signer and CSRF
-//! key. Anything that cannot be loaded is an error here, before any listener exists.
+//! instances: secret key, store, authenticator, policy, audit log, assertion signer, CSRF
+//! key and the SSO providers. Anything that cannot be loaded is an error here, before any
+//! listener exists.
 
 pub mod audit;
 
@@ -9,8 +10,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use gatehouse_core::Config;
 use gatehouse_core::audit::AuditLog;
+use gatehouse_core::identity::oidc::Sso;
 use gatehouse_core::identity::{Authenticator, Users};
 use gatehouse_core::policy::{self, PolicyHandle};
+use gatehouse_core::recording::{RecordingKey, Recordings, RecordingsOptions};
 use gatehouse_core::secret::SecretKey;
 use gatehouse_core::store::{self, Store};
 use gatehouse_gateway::web::assertion::AssertionSigner;
@@ -30,8 +33,13 @@ pub struct Services {
     pub audit: Arc<AuditLog>,
     /// Shipping, alerts and retention around the audit log.
     pub audit_services: audit::AuditServices,
+    /// The recordings directory, its index and live feeds (the console of part 2 and the
+    /// gateway's web-session entries use the same one).
+    pub recordings: Recordings,
     pub signer: Arc<AssertionSigner>,
     pub csrf: Arc<CsrfKey>,
+    /// The SSO providers (fetched lazily: a provider that is down never stops the start).
+    pub sso: Sso,
 }
 
 impl Services {
@@ -80,6 +88,9 @@ impl Services {
             })?;
         let csrf =
             CsrfKey::from_bytes(&key.derive(CSRF_KEY_LABEL)).context("deriving the csrf key")?;
+        let recordings = open_recordings(config, &key, true)?;
+        let sso = Sso::new(config, authenticator.clone())
+            .context("setting up the sso providers ([[identity.oidc]])")?;
         Ok(Services {
             key: Arc::new(key),
             store,
@@ -87,8 +98,10 @@ impl Services {
             policy: Arc::new(policy),
             audit: Arc::new(audit),
             audit_services,
+            recordings,
             signer: Arc::new(signer),
             csrf: Arc::new(csrf),
+            sso,
         })
     }
 
@@ -98,6 +111,7 @@ impl Services {
             authenticator: (*self.authenticator).clone(),
             policy: self.policy.clone(),
             audit: (*self.audit).clone(),
+            recordings: self.recordings.clone(),
         }
     }
 
@@ -110,6 +124,29 @@ impl Services {
             audit: (*self.audit).clone(),
             signer: self.signer.clone(),
             csrf: (*self.csrf).clone(),
+            sso: self.sso.clone(),
         }
     }
+}
+
+/// Opens the recordings directory of `config` (its index rebuilt if lost or broken):
+/// `writer` for the server, which writes recordings and the index; the CLI only reads. The
+/// key decrypts recordings written with `encrypt = true` (and encrypts new ones when set).
+pub fn open_recordings(
+    config: &Config,
+    key: &SecretKey,
+    writer: bool,
+) -> anyhow::Result<Recordings> {
+    // The key reads whatever was written encrypted, whatever the setting is now.
+    let options = RecordingsOptions {
+        key: Some(RecordingKey::new(key)),
+        encrypt: config.recording.encrypt,
+        stream_cap: config.recording.stream_cap,
+    };
+    Recordings::open(&config.recording.dir, options, writer).with_context(|| {
+        format!(
+            "opening the recordings in {}",
+            config.recording.dir.display()
+        )
+    })
 }

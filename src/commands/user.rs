@@ -10,7 +10,6 @@ use gatehouse_core::audit::Outcome;
 use gatehouse_core::identity::oidc::SsoUsers;
 use gatehouse_core::identity::{Enrolment, NewUser, TotpCipher, Users};
 use gatehouse_core::secret::SecretKey;
-use gatehouse_core::store;
 
 use super::audit::{open_log, record_admin, runtime};
 use super::{config_source, load_config};
@@ -191,14 +190,12 @@ pub fn run(explicit: Option<&Path>, cmd: UserCommand) -> anyhow::Result<ExitCode
             }
             runtime()?.block_on(async {
                 record_admin(&log, "user lock", &name, Outcome::Success).await?;
-                let store = store::open(&config.store, &key)
-                    .await
-                    .context("connecting to the store")?;
-                if store.is_in_process() {
-                    println!("user {name} locked: no new login. Existing sessions of a running memory:// instance end at their idle timeout or with a restart.");
-                } else {
-                    let n = store.revoke_user(&name).await.context("revoking sessions")?;
-                    println!("user {name} locked; {n} live session(s) revoked");
+                let reach = super::grant::reach(&config).await?;
+                match super::session::revoke(&config, reach, &name, Some(&log)).await? {
+                    Some(n) => println!("user {name} locked; {n} live session(s) revoked"),
+                    None => println!(
+                        "user {name} locked: no new login (no running server holds sessions of it)"
+                    ),
                 }
                 anyhow::Ok(())
             })?;

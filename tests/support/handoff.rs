@@ -7,16 +7,7 @@ use super::gatehouse::Gatehouse;
 use super::identity::{PUBLIC_HOST, SESSION_COOKIE, TestUser, session_pair, set_cookie, urlencode};
 use super::{QUICK, within};
 
-/// The value of the hidden field `name` in a page.
-pub fn hidden_field(html: &str, name: &str) -> Option<String> {
-    let i = html.find(&format!("name=\"{name}\""))?;
-    let tag_start = html[..i].rfind('<')?;
-    let tag_end = i + html[i..].find('>')?;
-    let tag = &html[tag_start..tag_end];
-    let v = tag.find("value=\"")? + 7;
-    let end = tag[v..].find('"')?;
-    Some(tag[v..v + end].to_string())
-}
+pub use super::identity::hidden_field;
 
 impl Gatehouse {
     /// `:PORT` of the public URL (empty when it has none).

@@ -3,14 +3,13 @@
 //! the real login flow (GET form -> POST with the login cookie and CSRF token), the audit log
 //! read back as JSON, and the identity assertion verified against the published JWKS.
 
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 
 use super::client::{H1, H1Conn, Resp, full};
-use super::gatehouse::{Gatehouse, GatehouseSpec, TEST_GROUP, TEST_USER, binary};
+use super::gatehouse::{Gatehouse, GatehouseSpec, TEST_GROUP, TEST_USER};
 use super::{QUICK, within};
 
 pub const SESSION_COOKIE: &str = "__Host-gatehouse";
@@ -164,7 +163,12 @@ pub fn set_cookie_line(r: &Resp, name: &str) -> Option<String> {
 
 /// The value of `<input type="hidden" name="csrf" value="...">` in a page.
 pub fn csrf_in(html: &str) -> Option<String> {
-    let i = html.find("name=\"csrf\"")?;
+    hidden_field(html, "csrf")
+}
+
+/// The value of the hidden field `name` in a page.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let i = html.find(&format!("name=\"{name}\""))?;
     let tag_start = html[..i].rfind('<')?;
     let tag_end = i + html[i..].find('>')?;
     let tag = &html[tag_start..tag_end];
@@ -188,27 +192,6 @@ pub fn session_pair(value: &str) -> String {
 }
 
 impl Gatehouse {
-    /// Runs `gatehouse --config CFG ARGS...` with the gateway's secret key; `stdin` piped in.
-    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(binary());
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env("GATEHOUSE_SECRET_KEY", &self.spec.secret_key)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning the gatehouse CLI");
-        {
-            let mut pipe = child.stdin.take().unwrap();
-            if let Some(text) = stdin {
-                std::io::Write::write_all(&mut pipe, text.as_bytes()).unwrap();
-            }
-        }
-        child.wait_with_output().unwrap()
-    }
-
     /// `gatehouse user add NAME --groups G --password-stdin`; the TOTP secret is read from
     /// the printed otpauth URI.
     pub async fn create_user(&self, name: &str, groups: &[&str]) -> TestUser {
@@ -443,25 +426,4 @@ pub fn verify_assertion(token: &str, jwks: &Value, audience: &str) -> Value {
     data.claims
 }
 
-/// Every audit event in the log directory `dir` (the `event` object of each JSON line),
-/// oldest first.
-pub fn audit_events_in(dir: &std::path::Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
-            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-                panic!("audit line in {} is not JSON ({e}): {line}", f.display())
-            });
-            out.push(match v.get("event") {
-                Some(ev) if ev.is_object() => ev.clone(),
-                _ => v,
-            });
-        }
-    }
-    out
-}
+pub use gatehouse_testkit::audit::audit_events_in;

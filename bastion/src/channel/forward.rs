@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use gatehouse_core::audit::{AuditEvent, SshRefusal};
+use gatehouse_core::policy::{GrantWatch, lapsed};
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelMsg, ChannelOpenFailure, client};
 
@@ -115,7 +116,9 @@ pub(crate) async fn run(
     }
     reply.accept().await;
     tracing::info!(user = %names.user, destination = %names.destination, "port forward opened");
-    let (bytes_up, bytes_down) = splice(&conn, channel, target).await;
+    // Allowed only by a grant: the forward closes when the grant ends.
+    let grant = conn.watch_grant(&permit);
+    let (bytes_up, bytes_down) = splice(&conn, channel, target, grant).await;
     let closed = AuditEvent::PortForwardEnd {
         user: names.user,
         target: names.target,
@@ -130,8 +133,14 @@ pub(crate) async fn run(
     }
 }
 
-/// Copies both ways until both sides close or the connection ends; the bytes each way.
-async fn splice(conn: &Conn, client: Channel<Msg>, target: Channel<client::Msg>) -> (u64, u64) {
+/// Copies both ways until both sides close, the connection ends or the grant that allowed
+/// the forward ends; the bytes each way.
+async fn splice(
+    conn: &Conn,
+    client: Channel<Msg>,
+    target: Channel<client::Msg>,
+    grant: Option<GrantWatch>,
+) -> (u64, u64) {
     let (mut crx, ctx) = client.split();
     let (mut trx, ttx) = target.split();
     let mut up_bytes = 0u64;
@@ -173,6 +182,7 @@ async fn splice(conn: &Conn, client: Channel<Msg>, target: Channel<client::Msg>)
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
         _ = conn.ending.ended() => {}
+        lapse = lapsed(grant) => conn.grant_ended(&lapse).await,
     }
     let _ = ttx.close().await;
     let _ = ctx.close().await;

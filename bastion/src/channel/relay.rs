@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gatehouse_core::audit::AuditEvent;
-use gatehouse_core::recording::Recorder;
+use gatehouse_core::audit::{AuditEvent, new_incident_id};
+use gatehouse_core::policy::{GrantWatch, lapsed};
+use gatehouse_core::recording::{FileTransfer, Kept, Recorder, RecordingError};
 use russh::client;
 use russh::server::{self, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
@@ -88,13 +89,14 @@ impl Relay<'_> {
         crx: ChannelReadHalf,
         ctx: ChannelWriteHalf<Msg>,
         target: Channel<client::Msg>,
+        grant: Option<GrantWatch>,
     ) -> Outcome {
         let (trx, ttx) = target.split();
         let activity = Activity::new();
         let exit = Mutex::new(Outcome::default());
         let up = self.up(crx, &ttx, &activity);
         let down = self.down(trx, &ctx, &activity, &exit);
-        let reason = self.supervise(up, down, &ctx, &activity).await;
+        let reason = self.supervise(up, down, &ctx, &activity, grant).await;
         let _ = ttx.close().await;
         let _ = ctx.close().await;
         let mut outcome = exit.into_inner().unwrap_or_default();
@@ -108,13 +110,15 @@ impl Relay<'_> {
         down: impl Future<Output = &'static str>,
         ctx: &ChannelWriteHalf<Msg>,
         activity: &Activity,
+        grant: Option<GrantWatch>,
     ) -> &'static str {
-        tokio::pin!(up, down);
+        let grant_lapsed = lapsed(grant);
+        tokio::pin!(up, down, grant_lapsed);
         let idle = self.conn.shared.limits.idle_timeout;
         let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle));
         let rec_failed = self.rec.failed();
         let mut up_done = false;
-        let (reason, notice): (&'static str, &'static [u8]) = loop {
+        let (reason, notice): (&'static str, Bytes) = loop {
             tokio::select! {
                 r = &mut down => return r,
                 r = &mut up, if !up_done => {
@@ -123,25 +127,56 @@ impl Relay<'_> {
                         UpEnd::Eof => {}
                         UpEnd::Closed => return "client closed",
                         UpEnd::Failed(reason) => {
-                            break (reason, b"\r\ngatehouse: session ended: it cannot be recorded or audited\r\n");
+                            break (reason, Bytes::from_static(b"\r\ngatehouse: session ended: it cannot be recorded or audited\r\n"));
                         }
                     }
                 }
                 _ = self.conn.ending.ended() => {
-                    break ("ended by the bastion (revoked, time limit or shutdown)", b"\r\ngatehouse: session ended by the bastion\r\n");
+                    break ("ended by the bastion (revoked, time limit or shutdown)", Bytes::from_static(b"\r\ngatehouse: session ended by the bastion\r\n"));
+                }
+                lapse = &mut grant_lapsed => {
+                    self.conn.grant_ended(&lapse).await;
+                    break (lapse.reason.session_end(), Bytes::from(format!("\r\n{}\r\n", lapse.notice())));
                 }
                 _ = rec_failed.cancelled() => {
-                    break ("recording failed", b"\r\ngatehouse: session ended: the recording cannot be written\r\n");
+                    break ("recording failed", Bytes::from_static(b"\r\ngatehouse: session ended: the recording cannot be written\r\n"));
                 }
                 _ = tick.tick() => {
                     if activity.idle_for() >= idle {
-                        break ("idle timeout", b"\r\ngatehouse: session closed after inactivity\r\n");
+                        break ("idle timeout", Bytes::from_static(b"\r\ngatehouse: session closed after inactivity\r\n"));
                     }
                 }
             }
         };
-        let _ = ctx.extended_data_bytes(1, Bytes::from_static(notice)).await;
+        let _ = ctx.extended_data_bytes(1, notice).await;
         reason
+    }
+
+    /// What became of recorded bytes: a cap reached is audited as an alert (and the
+    /// session ends if that record cannot be written); a recording failure ends it.
+    async fn kept(&self, kept: Result<Kept, RecordingError>) -> Result<(), &'static str> {
+        let kept = kept.map_err(|_| "recording failed")?;
+        let Kept::CapReached { direction, cap } = kept else {
+            return Ok(());
+        };
+        let n = self.names;
+        let incident_id = new_incident_id();
+        tracing::warn!(user = %n.user, target = %n.target, recording = %n.recording_id, direction = direction.as_str(), cap, incident_id = %incident_id, "recording cap reached: the rest of this direction is not recorded");
+        let event = AuditEvent::RecordingCapped {
+            user: n.user.clone(),
+            target: n.target.clone(),
+            login: n.login.clone(),
+            recording_id: n.recording_id.clone(),
+            direction: direction.as_str().to_string(),
+            cap_bytes: cap,
+            incident_id,
+            context: self.conn.context(),
+        };
+        if let Err(e) = self.conn.audit(event).await {
+            tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a recording cap; ending the session");
+            return Err("audit unavailable");
+        }
+        Ok(())
     }
 
     /// Records what an observer saw; `Err` names why the session must end.
@@ -151,6 +186,15 @@ impl Relay<'_> {
                 return Err("recording failed");
             }
             let Some(t) = s.transfer else { continue };
+            let transfer = FileTransfer {
+                protocol: t.protocol,
+                direction: t.direction,
+                path: t.path.clone(),
+                bytes: t.bytes,
+            };
+            if self.rec.transfer(transfer).await.is_err() {
+                return Err("recording failed");
+            }
             let n = self.names;
             let event = AuditEvent::SshFileTransfer {
                 user: n.user.clone(),
@@ -183,10 +227,7 @@ impl Relay<'_> {
                 Some(ChannelMsg::Data { data }) => {
                     activity.touch();
                     let kept = if self.observer.is_plain() {
-                        self.rec
-                            .input(data.clone())
-                            .await
-                            .map_err(|_| "recording failed")
+                        self.kept(self.rec.input(data.clone()).await).await
                     } else {
                         self.observed(self.observer.client_bytes(&data)).await
                     };
@@ -285,10 +326,7 @@ impl Relay<'_> {
             ChannelMsg::Data { data } => {
                 activity.touch();
                 if self.observer.is_plain() {
-                    self.rec
-                        .output(data.clone())
-                        .await
-                        .map_err(|_| "recording failed")?;
+                    self.kept(self.rec.output(data.clone()).await).await?;
                 } else {
                     self.observed(self.observer.target_bytes(&data)).await?;
                 }
@@ -297,10 +335,7 @@ impl Relay<'_> {
             ChannelMsg::ExtendedData { data, ext } => {
                 activity.touch();
                 if self.observer.is_plain() {
-                    self.rec
-                        .output(data.clone())
-                        .await
-                        .map_err(|_| "recording failed")?;
+                    self.kept(self.rec.output(data.clone()).await).await?;
                 }
                 ctx.extended_data_bytes(ext, data)
                     .await

@@ -2,18 +2,22 @@
 //! start the recording, audit the start, open the target channel with the permit and relay
 //! both ways, then finish the recording and audit the end with the exit status.
 //!
-//! Threat: a session that bypasses policy, recording or audit. Mitigation: nothing reaches
-//! the target before core's `Permit` exists, the recording's header is on disk and the
-//! `ssh_session_start` record is written; a recording that cannot be created refuses the
-//! session (audited as a refusal), one that fails later ends it.
+//! Threat: a session that bypasses policy, recording or audit, or one that goes unrecorded
+//! past some size. Mitigation: nothing reaches the target before core's `Permit` exists,
+//! the recording's header is on disk and the `ssh_session_start` record is written; a
+//! recording that cannot be created refuses the session (audited as a refusal), one that
+//! fails later ends it. A session with a terminal (shell, or exec with `-t`) is recorded in
+//! full, always; one without is recorded in full unless `[recording] stream_cap` is set, and
+//! reaching that cap is audited as an alert.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use gatehouse_core::audit::{AuditEvent, SshRefusal};
 use gatehouse_core::policy::Permit;
+use gatehouse_core::recording::typed::is_shell_reading_input;
 use gatehouse_core::recording::{
-    Caps, Header, Recorder, RecordingId, RecordingMeta, RecordingTask,
+    Header, Mode, Recorder, RecordingId, RecordingMeta, RecordingTask,
 };
 use russh::server::{self, Msg};
 use russh::{Channel, ChannelId, ChannelWriteHalf};
@@ -24,8 +28,6 @@ use super::request::{self, Kind, Requested};
 use crate::conn::Conn;
 use crate::error::TargetError;
 
-/// Output and input kept in an exec recording; beyond it only the byte count is kept.
-pub const EXEC_RECORD_CAP: u64 = 1024 * 1024;
 /// The refusal shown for an unknown target and for a policy denial alike.
 pub const DENIED: &str = "gatehouse: access denied\r\n";
 
@@ -52,6 +54,8 @@ pub(crate) async fn run(conn: Arc<Conn>, channel: Channel<Msg>, handle: server::
         refuse(&handle, id, &tx, DENIED).await;
         return;
     };
+    // Allowed only by a grant: the session ends when the grant does.
+    let grant = conn.watch_grant(&permit);
     let (rec, rec_task) = match start_recording(&conn, &req).await {
         Ok(r) => r,
         Err(e) => {
@@ -119,7 +123,7 @@ pub(crate) async fn run(conn: Arc<Conn>, channel: Channel<Msg>, handle: server::
                     observer: Observer::for_kind(&req.kind),
                     names: &names,
                 };
-                relay.run(rx, tx, target).await
+                relay.run(rx, tx, target, grant).await
             }
         }
     };
@@ -149,7 +153,11 @@ async fn start_recording(
         Some(a) => (a.user(), a.target(), a.login()),
         None => ("", "", ""),
     };
-    let meta = RecordingMeta::ssh(RecordingId::generate()?, user, target);
+    let mut meta = RecordingMeta::ssh(RecordingId::generate()?, user, target);
+    meta.login = Some(login.to_string());
+    meta.session = conn.context().session;
+    meta.request = Some(request_name(req.kind.request()).to_string());
+    meta.command = req.kind.command().map(str::to_string);
     let (cols, rows, term) = req
         .pty
         .as_ref()
@@ -161,14 +169,35 @@ async fn start_recording(
     };
     let title = format!("{user}:{login}@{target} {}", req.kind.describe());
     let header = Header::new(cols, rows, title, command, term);
-    let caps = match &req.kind {
-        Kind::Shell => Caps::NONE,
-        _ => Caps {
-            output: Some(EXEC_RECORD_CAP),
-            input: Some(EXEC_RECORD_CAP),
+    let mode = match (&req.kind, &req.pty) {
+        (Kind::Sftp, _) => Mode::Files,
+        (Kind::Exec(cmd), _) if crate::scp::scp_command(cmd).is_some() => Mode::Files,
+        // A terminal: in full, always (`ssh -t target bash` too).
+        (_, Some(p)) => Mode::Terminal {
+            cols: p.cols,
+            rows: p.rows,
+        },
+        (Kind::Shell, None) => Mode::Stream { script: true },
+        (Kind::Exec(cmd), None) => Mode::Stream {
+            script: is_shell_reading_input(cmd),
         },
     };
-    Recorder::create(&conn.shared.recording_dir, meta, &header, caps).await
+    conn.shared
+        .services
+        .recordings
+        .start(meta, &header, mode)
+        .await
+}
+
+/// The audit vocabulary's name of a request, for the recording's metadata.
+fn request_name(r: gatehouse_core::audit::SshRequest) -> &'static str {
+    use gatehouse_core::audit::SshRequest;
+    match r {
+        SshRequest::Shell => "shell",
+        SshRequest::Exec => "exec",
+        SshRequest::Scp => "scp",
+        SshRequest::Subsystem => "subsystem",
+    }
 }
 
 /// The target's channel, started as asked, with the permit.

@@ -141,6 +141,11 @@ pub enum AuditEvent {
         object: String,
         action: String,
         rule: String,
+        /// The just-in-time grant without which it would not be allowed, and its reason.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grant_reason: Option<String>,
         /// Where the request came from, when the deciding component knows it.
         #[serde(flatten)]
         context: AccessContext,
@@ -297,6 +302,32 @@ pub enum AuditEvent {
         subject: String,
         outcome: Outcome,
     },
+    /// A session without a terminal reached `[recording] stream_cap` in one `direction`
+    /// (`output` or `input`): the session goes on, the rest of that direction is counted but
+    /// not recorded (an alert).
+    RecordingCapped {
+        user: String,
+        target: String,
+        login: String,
+        recording_id: String,
+        direction: String,
+        cap_bytes: u64,
+        incident_id: String,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// A reviewer read recordings: `action` is `list` (with the filter in `detail`),
+    /// `play`, `export`, `screens`, `watch` or `timeline`; written before anything is shown,
+    /// so a read that cannot be audited does not happen.
+    RecordingAccess {
+        actor: String,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recording_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        outcome: Outcome,
+    },
     /// Connections refused before authentication because a pre-authentication limit was full
     /// (`reason`: `per_source` or `total`), summed per source over `window_secs`: one record
     /// per source and window, never one per refusal (a flood must not flood the log).
@@ -363,6 +394,42 @@ pub enum AuditEvent {
         client_addr: Option<IpAddr>,
         suppressed: u64,
     },
+    /// A just-in-time grant was made: `user` may use `object` (`group:NAME` or a pattern) for
+    /// `action` until `expires_at` (RFC 3339), because `reason`; `by` made it.
+    GrantCreated {
+        grant_id: String,
+        user: String,
+        object: String,
+        action: String,
+        reason: String,
+        expires_at: String,
+        by: String,
+    },
+    /// A grant was revoked before its expiry.
+    GrantRevoked {
+        grant_id: String,
+        user: String,
+        object: String,
+        by: String,
+    },
+    /// A grant reached its expiry (recorded by each running instance as it drops it).
+    GrantExpired {
+        grant_id: String,
+        user: String,
+        object: String,
+    },
+    /// A live session that only a grant allowed (an SSH session or forward, a WebSocket)
+    /// was ended because the grant `ended` (`expired`, `revoked`, `overridden by a deny
+    /// rule`).
+    GrantSessionEnded {
+        grant_id: String,
+        user: String,
+        object: String,
+        action: String,
+        ended: String,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
 }
 
 /// The kind of a [`AuditEvent::ProtocolAbuse`].
@@ -410,6 +477,9 @@ impl AuditEvent {
             }
             | AuditEvent::SshHostKeyMismatch {
                 incident_id: id, ..
+            }
+            | AuditEvent::RecordingCapped {
+                incident_id: id, ..
             } => Some(id),
             _ => None,
         }
@@ -440,12 +510,18 @@ impl AuditEvent {
             AuditEvent::SshRefused { .. } => "ssh_refused",
             AuditEvent::SshHostKeyMismatch { .. } => "ssh_host_key_mismatch",
             AuditEvent::AdminAction { .. } => "admin_action",
+            AuditEvent::RecordingCapped { .. } => "recording_capped",
+            AuditEvent::RecordingAccess { .. } => "recording_access",
             AuditEvent::PreauthRefused { .. } => "preauth_refused",
             AuditEvent::SsoAuthenticated { .. } => "sso_authenticated",
             AuditEvent::SsoFailure { .. } => "sso_failure",
             AuditEvent::SessionHostMismatch { .. } => "session_host_mismatch",
             AuditEvent::WebsocketOriginRefused { .. } => "websocket_origin_refused",
             AuditEvent::ProtocolAbuse { .. } => "protocol_abuse",
+            AuditEvent::GrantCreated { .. } => "grant_created",
+            AuditEvent::GrantRevoked { .. } => "grant_revoked",
+            AuditEvent::GrantExpired { .. } => "grant_expired",
+            AuditEvent::GrantSessionEnded { .. } => "grant_session_ended",
         }
     }
 }
@@ -628,6 +704,42 @@ mod tests {
                 let json = serde_json::to_value(&e).unwrap();
                 assert_eq!(json["incident_id"], id);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod recording_tests {
+    use super::*;
+
+    #[test]
+    fn recording_events_round_trip_and_a_cap_is_an_alert() {
+        let capped = AuditEvent::RecordingCapped {
+            user: "alice".into(),
+            target: "db".into(),
+            login: "root".into(),
+            recording_id: "ab".repeat(16),
+            direction: "output".into(),
+            cap_bytes: 1 << 20,
+            incident_id: new_incident_id(),
+            context: AccessContext::default(),
+        };
+        let access = AuditEvent::RecordingAccess {
+            actor: "cli:root".into(),
+            action: "export".into(),
+            recording_id: Some("ab".repeat(16)),
+            detail: None,
+            outcome: Outcome::Success,
+        };
+        for (e, kind, alert) in [
+            (&capped, "recording_capped", true),
+            (&access, "recording_access", false),
+        ] {
+            let json = serde_json::to_value(e).unwrap();
+            assert_eq!(json["event"], kind);
+            assert_eq!(e.kind(), kind);
+            assert_eq!(e.incident_id().is_some(), alert);
+            assert_eq!(&serde_json::from_value::<AuditEvent>(json).unwrap(), e);
         }
     }
 }

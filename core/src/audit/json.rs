@@ -18,6 +18,8 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &AuditEvent) -> Result<(), s
             object,
             action,
             rule,
+            grant_id,
+            grant_reason,
             context,
         } => {
             out.extend_from_slice(br#"{"event":"access_allowed","user":"#);
@@ -28,6 +30,14 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &AuditEvent) -> Result<(), s
             push_str(out, action)?;
             out.extend_from_slice(br#","rule":"#);
             push_str(out, rule)?;
+            if let Some(id) = grant_id {
+                out.extend_from_slice(br#","grant_id":"#);
+                push_str(out, id)?;
+            }
+            if let Some(reason) = grant_reason {
+                out.extend_from_slice(br#","grant_reason":"#);
+                push_str(out, reason)?;
+            }
             push_context(out, context)?;
             out.push(b'}');
             Ok(())
@@ -165,6 +175,8 @@ mod tests {
                 object: text(&mut rng),
                 action: text(&mut rng),
                 rule: text(&mut rng),
+                grant_id: opt(&mut rng),
+                grant_reason: opt(&mut rng),
                 context: AccessContext {
                     client_addr: addr(&mut rng),
                     session: opt(&mut rng),

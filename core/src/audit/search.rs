@@ -63,7 +63,13 @@ pub fn parse_when(text: &str, now_ms: u64) -> Result<u64, String> {
         )
     };
     if t.len() == 10 {
-        return chain::parse_timestamp(&format!("{t}T00:00:00.000Z")).ok_or_else(bad);
+        // humantime validates the calendar (no month 13, no February 30).
+        let st = humantime::parse_rfc3339(&format!("{t}T00:00:00Z")).map_err(|_| bad())?;
+        let ms = st
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| bad())?
+            .as_millis();
+        return u64::try_from(ms).map_err(|_| bad());
     }
     // An offset (`+02:00`) is applied by hand: humantime reads UTC only.
     let (base, offset_secs) = match t

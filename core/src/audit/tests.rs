@@ -372,6 +372,8 @@ fn access_context_fields_sit_in_the_event_and_absent_ones_are_left_out() {
         object: "app:wiki/page".into(),
         action: "GET".into(),
         rule: "p, group:staff, app:wiki/*, GET, allow".into(),
+        grant_id: None,
+        grant_reason: None,
         context,
     };
     let full = ev(AccessContext {

@@ -69,6 +69,11 @@ pub const AUDIT_DIR: &str = "data/audit";
 /// Audit retention: a year plus two weeks, so an annual review always has a full year.
 pub const AUDIT_RETENTION_DAYS: u32 = 380;
 pub const RECORDING_DIR: &str = "data/recordings";
+/// Longest just-in-time grant (`[grants] max_duration`): a grant is for a task, not a role;
+/// at most [`MAX_GRANT_MAX_DURATION`] (a need that lasts longer belongs in the policy file,
+/// where the yearly review sees it).
+pub const GRANT_MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_GRANT_MAX_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Audit signing key file name under the data directory.
 pub const AUDIT_SIGNING_KEY_FILE: &str = "audit-signing.key";
 /// The signed head, under the data directory (apart from the log directory).

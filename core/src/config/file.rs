@@ -29,6 +29,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub recording: RecordingFile,
     #[serde(default)]
+    pub grants: GrantsFile,
+    #[serde(default)]
     pub admin: AdminFile,
     #[serde(default)]
     pub log: LogFile,
@@ -205,9 +207,27 @@ pub struct AlertsFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingFile {
+    /// Directory of the recordings, their metadata files and the sessions index (default
+    /// `data/recordings`; created owner-only).
     pub dir: Option<String>,
     /// Recordings older than this many days are removed (default: `audit.retention_days`).
     pub retention_days: Option<u32>,
+    /// Encrypt recordings at rest (AES-256-GCM, key derived from the secret key); default
+    /// false. `recordings export` writes the plain file.
+    pub encrypt: Option<bool>,
+    /// Optional cap on what is recorded of each direction of a session *without* a terminal
+    /// (a piped script, a copied dump), e.g. `"512MiB"`; absent: recorded in full. Past it
+    /// the session goes on, the rest is counted, and an audit record and an alert say so.
+    /// Sessions with a terminal are always recorded in full.
+    pub stream_cap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsFile {
+    /// Longest just-in-time grant `gatehouse grant add --for` accepts (default `7d`, at most
+    /// `90d`); a longer request is refused, never shortened.
+    pub max_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -107,6 +107,14 @@ fn bad_configs_name_key_and_fix() {
             "targets[0].logins",
         ),
         ("[audit]\nretention_days = 0", "audit.retention_days"),
+        ("[recording]\nstream_cap = \"0\"", "recording.stream_cap"),
+        ("[recording]\nstream_cap = \"lots\"", "recording.stream_cap"),
+        ("[recording]\nstream_cap = \"5PB\"", "recording.stream_cap"),
+        (
+            "[recording]\nstream_cap = \"99999999999TiB\"",
+            "recording.stream_cap",
+        ),
+        ("[recording]\nencrypt = \"yes\"", "invalid type"),
         (
             "[identity]\nidle_timeout = \"13h\"",
             "identity.idle_timeout",
@@ -257,6 +265,27 @@ fn limits_collisions_and_origins_table() {
 }
 
 #[test]
+fn recording_settings_default_to_in_full_and_clear() {
+    let c = load(GOOD).unwrap();
+    assert!(!c.recording.encrypt);
+    assert_eq!(c.recording.stream_cap, None);
+    for (cap, bytes) in [
+        ("1048576", 1u64 << 20),
+        ("64KiB", 64 << 10),
+        ("512MiB", 512 << 20),
+        ("2 GiB", 2 << 30),
+        ("3g", 3 << 30),
+    ] {
+        let c = load(&format!(
+            "{GOOD}\n[recording]\nencrypt = true\nstream_cap = \"{cap}\""
+        ))
+        .unwrap();
+        assert!(c.recording.encrypt);
+        assert_eq!(c.recording.stream_cap, Some(bytes), "{cap}");
+    }
+}
+
+#[test]
 fn secrets_are_not_echoed() {
     let err = load("[store]\nurl = \"redis://:hunter2@h:1/0\"")
         .unwrap_err()
@@ -391,4 +420,38 @@ fn audit_alerts_and_recording_keys() {
         .unwrap_err()
         .to_string();
     assert!(!err.contains("s3cret") && !err.contains("t0ken"), "{err}");
+}
+
+#[test]
+fn grants_max_duration_table() {
+    const DAY: u64 = 24 * 3600;
+    // (TOML, Ok(seconds) or Err(text in the error))
+    let table: &[(&str, Result<u64, &str>)] = &[
+        ("", Ok(7 * DAY)),
+        ("[grants]\nmax_duration = \"1d\"", Ok(DAY)),
+        ("[grants]\nmax_duration = \"4h\"", Ok(4 * 3600)),
+        ("[grants]\nmax_duration = \"90d\"", Ok(90 * DAY)),
+        (
+            "[grants]\nmax_duration = \"91d\"",
+            Err("grants.max_duration"),
+        ),
+        (
+            "[grants]\nmax_duration = \"0s\"",
+            Err("grants.max_duration"),
+        ),
+        (
+            "[grants]\nmax_duration = \"soon\"",
+            Err("is not a duration"),
+        ),
+        ("[grants]\nmax = \"1d\"", Err("unknown field `max`")),
+    ];
+    for (text, want) in table {
+        match (load(text), want) {
+            (Ok(c), Ok(secs)) => {
+                assert_eq!(c.grants.max_duration, Duration::from_secs(*secs), "{text}")
+            }
+            (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{text}: {e}"),
+            (got, want) => panic!("{text}: want {want:?}, got {got:?}"),
+        }
+    }
 }

@@ -59,6 +59,42 @@ impl Ctx<'_> {
         Ok(self.path(value, default))
     }
 
+    /// A size in bytes: `1048576`, `64KiB`, `512MiB`, `2GiB` (also `K`, `M`, `G`, `KB`...,
+    /// all binary). Zero is refused: it would record nothing.
+    pub(super) fn size(&self, key: &str, v: &str) -> Result<u64, ConfigError> {
+        let t = v.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            "t" | "tb" | "tib" => 1 << 40,
+            _ => u64::MAX,
+        };
+        let n = num
+            .parse::<u64>()
+            .ok()
+            .filter(|_| mult != u64::MAX)
+            .and_then(|n| n.checked_mul(mult))
+            .ok_or_else(|| {
+                self.err(
+                    key,
+                    format!("`{v}` is not a size"),
+                    "write a size such as `512MiB` or `2GiB`, or remove the key to record in full",
+                )
+            })?;
+        if n == 0 {
+            return Err(self.err(
+                key,
+                "a zero cap would record nothing of a session without a terminal",
+                "give a size such as `512MiB`, or remove the key to record in full",
+            ));
+        }
+        Ok(n)
+    }
+
     fn addr(
         &self,
         key: &str,
@@ -160,6 +196,14 @@ pub(super) fn validate(
     let audit = super::validate_audit::audit(&cx, f.audit, &data_dir)?;
     let alerts = super::validate_audit::alerts(&cx, f.alerts)?;
     let recording = super::validate_audit::recording(&cx, f.recording, audit.retention_days)?;
+    let grants = GrantsConfig {
+        max_duration: cx.duration(
+            "grants.max_duration",
+            f.grants.max_duration,
+            d::GRANT_MAX_DURATION,
+            d::MAX_GRANT_MAX_DURATION,
+        )?,
+    };
     let admin_listen = cx.addr("admin.listen", f.admin.listen, d::ADMIN_LISTEN)?;
     if !admin_listen.ip().is_loopback() {
         return Err(cx.err("admin.listen", format!("`{admin_listen}` is not a loopback address; metrics and health must not face the network"), "use 127.0.0.1:PORT or [::1]:PORT"));
@@ -192,6 +236,7 @@ pub(super) fn validate(
         audit,
         alerts,
         recording,
+        grants,
         admin: AdminConfig {
             listen: admin_listen,
         },

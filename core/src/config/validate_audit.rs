@@ -132,5 +132,10 @@ pub(super) fn recording(
             "recording.retention_days",
             r.retention_days.unwrap_or(audit_days),
         )?,
+        encrypt: r.encrypt.unwrap_or(false),
+        stream_cap: match r.stream_cap {
+            None => None,
+            Some(v) => Some(cx.size("recording.stream_cap", &v)?),
+        },
     })
 }

@@ -9,7 +9,6 @@
 //! and is audited.
 
 use std::net::IpAddr;
-use std::time::{Duration, UNIX_EPOCH};
 
 use super::VerifiedIdentity;
 use super::authenticator::{Authenticator, unix_secs};
@@ -57,6 +56,8 @@ impl Authenticator {
                 method: id.method,
                 auth_time: unix_secs(id.auth_time),
                 client_addr: client,
+                login_id: id.login_id.clone(),
+                sso_logout: id.sso_logout.clone(),
             },
             audience: audience.to_string(),
         };
@@ -92,18 +93,14 @@ impl Authenticator {
             client_addr: client,
         })
         .await?;
-        Ok(VerifiedIdentity::new(
-            h.data.user,
-            h.data.groups,
-            h.data.method,
-            UNIX_EPOCH + Duration::from_secs(h.data.auth_time),
-        ))
+        Ok(VerifiedIdentity::from_session(h.data))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
     use crate::audit::{AuditKey, AuditLog};
@@ -160,6 +157,78 @@ mod tests {
             auth.redeem_handoff("zz", "wiki.example", None)
                 .await
                 .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn logout_ends_every_session_of_the_sign_in_and_no_other() {
+        let dir = TempDir::new("handoff-logout");
+        let key = SecretKey::from_bytes([6; 32]);
+        let audit = AuditLog::open(&dir.path().join("audit"), AuditKey::new(&key)).unwrap();
+        let auth = Authenticator::new(
+            dir.path().join("users.toml"),
+            TotpCipher::new(&key).unwrap(),
+            Arc::new(MemoryStore::new()),
+            audit,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            LockoutPolicy::default(),
+        );
+        let login = |n: u8| {
+            VerifiedIdentity::new(
+                "alice".into(),
+                vec![format!("g{n}")],
+                AuthMethod::OidcTotp,
+                std::time::SystemTime::now(),
+            )
+        };
+        // One sign-in on the public host, handed off to an app host.
+        let public = auth
+            .start_session(&login(1), None, "gh.example")
+            .await
+            .unwrap();
+        let (resumed, _) = auth
+            .resume_session(public.expose(), "gh.example")
+            .await
+            .unwrap();
+        assert!(resumed.login_id().is_some());
+        assert_eq!(resumed.groups(), ["g1"], "groups kept server-side");
+        let t = auth
+            .issue_handoff(&resumed, "wiki.example", None)
+            .await
+            .unwrap();
+        let handed = auth
+            .redeem_handoff(t.expose(), "wiki.example", None)
+            .await
+            .unwrap();
+        assert_eq!(handed.login_id(), resumed.login_id());
+        let app = auth
+            .start_session(&handed, None, "wiki.example")
+            .await
+            .unwrap();
+        // Another sign-in of the same user (another browser).
+        let other = auth
+            .start_session(&login(2), None, "gh.example")
+            .await
+            .unwrap();
+        let (o, _) = auth
+            .resume_session(other.expose(), "gh.example")
+            .await
+            .unwrap();
+        assert_ne!(o.login_id(), resumed.login_id());
+
+        // Logging out on the app host ends the public host's session too.
+        assert_eq!(auth.logout(app.expose()).await.unwrap(), None);
+        for (tok, host) in [(&public, "gh.example"), (&app, "wiki.example")] {
+            assert!(matches!(
+                auth.resume_session(tok.expose(), host).await,
+                Err(AuthError::NoSession)
+            ));
+        }
+        assert!(
+            auth.resume_session(other.expose(), "gh.example")
+                .await
+                .is_ok()
         );
     }
 }

@@ -21,7 +21,7 @@
 
 mod callback;
 mod claims;
-pub mod http;
+mod http;
 mod provider;
 pub mod registry;
 mod second_factor;
@@ -37,7 +37,7 @@ use openidconnect::RedirectUrl;
 
 pub use callback::{SsoCallback, SsoLogoutHint};
 pub use claims::{MAX_GROUPS, MAX_NAME_LEN, proves_mfa, valid_sso_name};
-pub use http::{HyperHttp, OidcHttp, UrlPolicy};
+pub use http::{MAX_RESPONSE_BYTES, REQUEST_TIMEOUT};
 pub use provider::ProviderStatus;
 pub use registry::{NameOwner, SSO_USERS_FILE, SsoUserRecord, SsoUsers};
 pub use second_factor::{SsoEnrolmentPending, SsoTotpPending};
@@ -47,8 +47,9 @@ use self::provider::Provider;
 use super::VerifiedIdentity;
 use super::authenticator::{Authenticator, unix_secs};
 use crate::audit::AuditEvent;
-use crate::config::{Config, OidcConfig};
-use crate::error::{OidcHttpError, SsoCheck, SsoError, error_chain as chain};
+use crate::config::Config;
+use crate::error::{SsoCheck, SsoError, error_chain as chain};
+use crate::outbound::HttpClient;
 
 /// The callback path on the public host, the same for every provider.
 pub const CALLBACK_PATH: &str = "/.gatehouse/oidc/callback";
@@ -137,23 +138,13 @@ fn refused(provider: &str, (check, reason): (SsoCheck, String)) -> Failed {
 }
 
 impl Sso {
-    /// SSO for `config`'s providers, each with its own HTTPS client. Fetches nothing: a
-    /// provider is discovered at its first use (or by [`Sso::refresh`]).
+    /// SSO for `config`'s providers, each with its own client of the one outbound HTTPS
+    /// stack ([`HttpClient::for_provider`]: its `ca_file` or the web roots). Fetches
+    /// nothing: a provider is discovered at its first use (or by [`Sso::refresh`]).
     pub fn new(config: &Config, auth: Authenticator) -> Result<Sso, SsoError> {
-        Self::with_http(config, auth, |p| {
-            Ok(Arc::new(HyperHttp::for_provider(p)?) as Arc<dyn OidcHttp>)
-        })
-    }
-
-    /// [`Sso::new`] with another outbound client per provider.
-    pub fn with_http(
-        config: &Config,
-        auth: Authenticator,
-        make: impl Fn(&OidcConfig) -> Result<Arc<dyn OidcHttp>, OidcHttpError>,
-    ) -> Result<Sso, SsoError> {
         let mut providers = Vec::with_capacity(config.identity.oidc.len());
         for p in &config.identity.oidc {
-            let http = make(p).map_err(|source| SsoError::Setup {
+            let http = HttpClient::for_provider(p).map_err(|source| SsoError::Setup {
                 provider: p.name.clone(),
                 source,
             })?;
@@ -204,10 +195,18 @@ impl Sso {
     /// Fetches the discovery document of every provider that has none fresh (and is not
     /// backing off after a failure). Failures are logged, never returned: run it in the
     /// background at start and now and then, so the login page knows who is up.
+    /// Providers are fetched side by side: a slow one does not hold up the others.
     pub async fn refresh(&self) {
-        for p in &self.inner.providers {
-            let _ = p.discovered().await;
+        let mut fetches = tokio::task::JoinSet::new();
+        for i in 0..self.inner.providers.len() {
+            let sso = self.clone();
+            fetches.spawn(async move {
+                if let Some(p) = sso.inner.providers.get(i) {
+                    let _ = p.discovered().await;
+                }
+            });
         }
+        while fetches.join_next().await.is_some() {}
     }
 
     async fn audit(&self, ev: AuditEvent) -> Result<(), SsoError> {
@@ -378,14 +377,17 @@ impl Sso {
         };
         let found = claims::extract(&p.cfg, &tokens.claims, userinfo.as_ref())
             .map_err(|r| refused(name, r))?;
-        let step = self.admit(p, &tokens.subject, found, client).await?;
+        let logout = SsoLogoutHint {
+            provider: name.to_string(),
+            id_token: tokens.id_token,
+        };
+        let step = self
+            .admit(p, &tokens.subject, found, logout.clone(), client)
+            .await?;
         Ok(SsoLogin {
             step,
             return_to: txn.return_to,
-            logout: SsoLogoutHint {
-                provider: name.to_string(),
-                id_token: tokens.id_token,
-            },
+            logout,
         })
     }
 

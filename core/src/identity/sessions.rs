@@ -6,14 +6,13 @@
 //! a web session records the one host it was issued to (login or handoff) and resuming it
 //! on any other host is [`AuthError::WrongHost`], refused like no session.
 
-use std::net::IpAddr;
-use std::time::{Duration, UNIX_EPOCH};
-
 use super::VerifiedIdentity;
 use super::authenticator::{Authenticator, unix_secs};
+use super::oidc::SsoLogoutHint;
 use crate::audit::AuditEvent;
 use crate::error::AuthError;
 use crate::store::{SessionData, SessionKey, SessionToken};
+use std::net::IpAddr;
 
 impl Authenticator {
     /// Starts a server-side web session for `id`, valid on `host` (lowercase, no port) only;
@@ -43,12 +42,18 @@ impl Authenticator {
         client: Option<IpAddr>,
         host: Option<&str>,
     ) -> Result<SessionToken, AuthError> {
+        let login_id = match &id.login_id {
+            Some(l) => l.clone(),
+            None => new_login_id()?,
+        };
         let data = SessionData {
             user: id.user.clone(),
             groups: id.groups.clone(),
             method: id.method,
             auth_time: unix_secs(id.auth_time),
             client_addr: client,
+            login_id: Some(login_id),
+            sso_logout: id.sso_logout.clone(),
         };
         self.inner
             .store
@@ -90,15 +95,14 @@ impl Authenticator {
                 issued_for: s.host,
             });
         }
-        let auth_time = UNIX_EPOCH + Duration::from_secs(s.data.auth_time);
-        Ok((
-            VerifiedIdentity::new(s.data.user, s.data.groups, s.data.method, auth_time),
-            s.id_hash,
-        ))
+        Ok((VerifiedIdentity::from_session(s.data), s.id_hash))
     }
 
-    /// Ends a session (logout) and records it.
-    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+    /// Ends a session (logout) and, with it, every session of the same sign-in (the ones
+    /// handed off to app hosts, or the public host's one when logging out on an app host);
+    /// records each. Returns what ending the SSO session at its provider needs, when the
+    /// sign-in was an SSO one.
+    pub async fn logout(&self, token: &str) -> Result<Option<SsoLogoutHint>, AuthError> {
         let Some(s) = self
             .inner
             .store
@@ -106,17 +110,39 @@ impl Authenticator {
             .await
             .map_err(AuthError::Store)?
         else {
-            return Ok(());
+            return Ok(None);
         };
-        self.inner
-            .store
-            .delete_session(token)
-            .await
-            .map_err(AuthError::Store)?;
-        self.audit(AuditEvent::Logout {
-            user: s.data.user,
-            session: s.id_hash,
-        })
-        .await
+        let ended = match &s.data.login_id {
+            Some(login) => self
+                .inner
+                .store
+                .end_login(&s.data.user, login)
+                .await
+                .map_err(AuthError::Store)?,
+            None => {
+                self.inner
+                    .store
+                    .delete_session(token)
+                    .await
+                    .map_err(AuthError::Store)?;
+                vec![s.id_hash.clone()]
+            }
+        };
+        for session in ended {
+            self.audit(AuditEvent::Logout {
+                user: s.data.user.clone(),
+                session,
+            })
+            .await?;
+        }
+        Ok(s.data.sso_logout)
     }
+}
+
+/// A fresh sign-in id: 128 random bits, hex (not a secret: it names a group of sessions).
+fn new_login_id() -> Result<String, AuthError> {
+    let mut raw = [0u8; 16];
+    crate::secret::random_bytes(&mut raw)
+        .map_err(|e| AuthError::Identity(crate::error::IdentityError::Key(e)))?;
+    Ok(crate::secret::hex_lower(raw))
 }

@@ -341,6 +341,8 @@ async fn password_and_totp_login_then_session() {
                 method: AuthMethod::SshKey,
                 auth_time: 0,
                 client_addr: None,
+                login_id: None,
+                sso_logout: None,
             },
             Duration::from_secs(60),
             Duration::from_secs(60),

@@ -30,8 +30,11 @@ pub struct Decision {
     /// The deciding line as written: the winning deny, else the first matching allow;
     /// `None` when nothing matched (default deny).
     pub rule: Option<String>,
-    /// Its line number in the policy file.
+    /// Its line number in the policy file (`None` for a grant's own line).
     pub line: Option<usize>,
+    /// The just-in-time grant without which this would not be allowed (see
+    /// [`super::grants`]); `None` when the policy file alone decided.
+    pub grant: Option<std::sync::Arc<crate::store::Grant>>,
 }
 
 impl PolicyIndex {
@@ -130,10 +133,27 @@ impl PolicyIndex {
         object: &str,
         action: &str,
     ) -> Decision {
+        self.decide_identity_with(user, groups, &[], object, action)
+    }
+
+    /// [`decide_identity`](PolicyIndex::decide_identity) with `extra` groups besides the
+    /// user's own (those of its live group grants).
+    pub(crate) fn decide_identity_with(
+        &self,
+        user: &str,
+        groups: &[String],
+        extra: &[&str],
+        object: &str,
+        action: &str,
+    ) -> Decision {
         let mut ids: Vec<u32> = Vec::new();
         self.extend_ids(&mut ids, user);
         let mut key = String::with_capacity(64);
-        for g in groups {
+        for g in groups
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+        {
             key.clear();
             key.push_str(crate::identity::GROUP_PREFIX);
             key.push_str(g);
@@ -199,7 +219,32 @@ impl PolicyIndex {
             allowed,
             rule: rule.map(|r| r.text.clone()),
             line: rule.map(|r| r.line),
+            grant: None,
         }
+    }
+
+    /// Subject names by id (for reviews, with [`PolicyIndex::reached_ids`]).
+    pub fn subject_names(&self) -> Vec<&str> {
+        let mut names = vec![""; self.subjects.len()];
+        for (name, &id) in &self.subjects {
+            if let Some(slot) = names.get_mut(id as usize) {
+                *slot = name;
+            }
+        }
+        names
+    }
+
+    /// The subject ids a user reaches: itself, its groups (plain names) and what they
+    /// inherit through `g` lines; sorted.
+    pub fn reached_ids(&self, user: &str, groups: &[String]) -> Vec<u32> {
+        let mut ids = Vec::new();
+        self.extend_ids(&mut ids, user);
+        for g in groups {
+            self.extend_ids(&mut ids, &format!("{}{g}", crate::identity::GROUP_PREFIX));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Nodes of the pattern trie.

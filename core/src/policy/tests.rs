@@ -364,8 +364,8 @@ async fn audited_authorization_records_allow_and_deny() {
 
 #[tokio::test]
 async fn deny_on_a_directory_also_covers_its_bare_name() {
-    let dir = std::env::temp_dir().join(format!("gh-policy-dirform-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("policy-dirform");
+    let dir = tmp.path().to_path_buf();
     let model = dir.join("model.conf");
     let policy = dir.join("policy.csv");
     std::fs::copy(
@@ -400,7 +400,6 @@ async fn deny_on_a_directory_also_covers_its_bare_name() {
     assert!(d.rule.unwrap().contains("app:wiki/admin/*"));
     // An exact allow without a wildcard is not turned into a deny by the directory form.
     assert!(h.check("alice", &[], "app:docs/page.html", "GET").allowed);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

@@ -1,23 +1,23 @@
-//! The asciicast v2 writer: a header line, then `[time, code, data]` event lines (`o` output,
-//! `i` input, `r` resize, `m` marker), written as they happen and flushed batch by batch, so
-//! a killed process leaves a prefix `asciinema` plays. See the module above for the threats.
+//! The asciicast v2 recorder: a header line, then `[time, code, data]` event lines (`o`
+//! output, `i` input, `r` resize, `m` marker), written as they happen by one writer task per
+//! recording (see `writer`). This is the send side the relay calls; see the module above
+//! for the threats.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{RecordingError, RecordingMeta};
+use super::{RecordingError, RecordingId, RecordingMeta};
+use crate::audit::{FileProtocol, TransferDirection};
 
 /// Events queued per recording. When full, the relay waits (backpressure), nothing is dropped.
 pub const RECORDING_QUEUE: usize = 256;
-/// Most events written in one batch before a flush.
-const BATCH: usize = 64;
 
 /// Header fields of a recording.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,116 +69,132 @@ impl Header {
     }
 }
 
+/// How a session is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Code {
-    Output,
-    Input,
-    Resize,
-    Marker,
-    /// Bastion-written text shown as output; never counted against the caps.
-    Note,
+pub enum Mode {
+    /// A session with a terminal (pty), interactive or exec: recorded in full, always, never
+    /// capped; keystrokes pass the echo judge; typed commands come from a virtual terminal.
+    Terminal { cols: u32, rows: u32 },
+    /// A session without a terminal (a script piped to a shell, `cat` of a dump): input and
+    /// output in full by default, compressed in chunks; `script`: the program is a shell
+    /// reading its input, whose lines are indexed as commands.
+    Stream { script: bool },
+    /// SCP or SFTP: the file operations observed (notes, transfers), not the raw bytes.
+    Files,
 }
 
-impl Code {
-    fn as_str(self) -> &'static str {
+/// A file moved through SCP or SFTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileTransfer {
+    pub protocol: FileProtocol,
+    pub direction: TransferDirection,
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// Which way bytes went, for caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamDirection {
+    Output,
+    Input,
+}
+
+impl StreamDirection {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Code::Output | Code::Note => "o",
-            Code::Input => "i",
-            Code::Resize => "r",
-            Code::Marker => "m",
+            StreamDirection::Output => "output",
+            StreamDirection::Input => "input",
         }
     }
 }
 
-struct Event {
-    at: f64,
-    code: Code,
-    data: Bytes,
+/// What became of relayed bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Recorded.
+    All,
+    /// This call crossed the `[recording] stream_cap`: the part under it is recorded, the
+    /// rest is not. The caller must audit it (an alert) — once per direction.
+    CapReached {
+        direction: StreamDirection,
+        cap: u64,
+    },
+    /// Beyond the cap: counted, not recorded.
+    Beyond,
 }
 
-/// Byte caps for bulk sessions (exec, SCP): beyond them only the count is kept.
-#[derive(Debug, Clone, Copy)]
-pub struct Caps {
-    pub output: Option<u64>,
-    pub input: Option<u64>,
+pub(super) enum Ev {
+    Output(Bytes),
+    Input(Bytes),
+    Resize(u32, u32),
+    Marker(String),
+    Note(String),
+    Transfer(FileTransfer),
+    Cap(StreamDirection, u64),
 }
 
-impl Caps {
-    pub const NONE: Caps = Caps {
-        output: None,
-        input: None,
-    };
+pub(super) struct Event {
+    pub at: f64,
+    pub ev: Ev,
+}
+
+/// Byte counts of a stream recording against its cap (shared by the recorder's clones and
+/// the writer, which reports the totals at the end).
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    pub cap: Option<u64>,
+    pub output: AtomicU64,
+    pub input: AtomicU64,
+    pub output_capped: AtomicBool,
+    pub input_capped: AtomicBool,
+}
+
+impl Counts {
+    /// Counts `len` more bytes; how many of them are under the cap, and whether this call
+    /// crossed it.
+    fn take(&self, dir: StreamDirection, len: usize) -> (usize, bool) {
+        let (count, capped) = match dir {
+            StreamDirection::Output => (&self.output, &self.output_capped),
+            StreamDirection::Input => (&self.input, &self.input_capped),
+        };
+        let len64 = len as u64;
+        let before = count.fetch_add(len64, Ordering::Relaxed);
+        let Some(cap) = self.cap else {
+            return (len, false);
+        };
+        if before >= cap {
+            return (0, false);
+        }
+        let room = usize::try_from(cap - before).unwrap_or(usize::MAX);
+        if room >= len {
+            return (len, false);
+        }
+        let first = !capped.swap(true, Ordering::Relaxed);
+        (room, first)
+    }
 }
 
 /// A live recording; cheap to clone, one writer task behind it.
 #[derive(Clone)]
 pub struct Recorder {
-    id: super::RecordingId,
-    path: PathBuf,
-    start: Instant,
-    tx: mpsc::Sender<Event>,
-    failed: CancellationToken,
+    pub(super) id: RecordingId,
+    pub(super) start: Instant,
+    pub(super) tx: mpsc::Sender<Event>,
+    pub(super) failed: CancellationToken,
+    pub(super) counts: Arc<Counts>,
+    pub(super) capped: bool,
 }
 
 /// Owns the writer task; `finish` waits for everything to reach the file.
 pub struct RecordingTask {
-    join: JoinHandle<Result<(), RecordingError>>,
-    meta: RecordingMeta,
+    pub(super) join: JoinHandle<Result<RecordingMeta, RecordingError>>,
+    pub(super) meta: RecordingMeta,
 }
 
 impl Recorder {
-    /// Creates the recording's file in `dir` (`<id>.cast`, never overwriting one) and writes
-    /// the header, timestamped with `meta.started_at`; an error must refuse the session.
-    pub async fn create(
-        dir: &Path,
-        meta: RecordingMeta,
-        header: &Header,
-        caps: Caps,
-    ) -> Result<(Recorder, RecordingTask), RecordingError> {
-        let path = meta.path_in(dir);
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(|source| RecordingError::Create {
-                path: path.clone(),
-                source,
-            })?;
-        let mut header = header.clone();
-        header.timestamp = meta
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut line = serde_json::to_vec(&header).map_err(RecordingError::Encode)?;
-        line.push(b'\n');
-        let write = async {
-            file.write_all(&line).await?;
-            file.flush().await
-        };
-        write.await.map_err(|source| RecordingError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        let (tx, rx) = mpsc::channel(RECORDING_QUEUE);
-        let failed = CancellationToken::new();
-        let join = tokio::spawn(writer(file, path.clone(), rx, caps, failed.clone()));
-        let rec = Recorder {
-            id: meta.id.clone(),
-            path,
-            start: Instant::now(),
-            tx,
-            failed,
-        };
-        Ok((rec, RecordingTask { join, meta }))
-    }
-
-    pub fn id(&self) -> &super::RecordingId {
+    pub fn id(&self) -> &RecordingId {
         &self.id
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Cancelled when the recording can no longer be written: the session must end.
@@ -186,35 +202,73 @@ impl Recorder {
         self.failed.clone()
     }
 
-    async fn send(&self, code: Code, data: Bytes) -> Result<(), RecordingError> {
+    async fn send(&self, ev: Ev) -> Result<(), RecordingError> {
         let at = self.start.elapsed().as_secs_f64();
         self.tx
-            .send(Event { at, code, data })
+            .send(Event { at, ev })
             .await
             .map_err(|_| RecordingError::Closed)
     }
 
-    pub async fn output(&self, data: Bytes) -> Result<(), RecordingError> {
-        self.send(Code::Output, data).await
+    async fn bytes(&self, dir: StreamDirection, data: Bytes) -> Result<Kept, RecordingError> {
+        if !self.capped {
+            self.send(match dir {
+                StreamDirection::Output => Ev::Output(data),
+                StreamDirection::Input => Ev::Input(data),
+            })
+            .await?;
+            return Ok(Kept::All);
+        }
+        let (room, crossed) = self.counts.take(dir, data.len());
+        if room == 0 && !crossed {
+            return Ok(Kept::Beyond);
+        }
+        let kept = data.slice(..room.min(data.len()));
+        if !kept.is_empty() {
+            self.send(match dir {
+                StreamDirection::Output => Ev::Output(kept),
+                StreamDirection::Input => Ev::Input(kept),
+            })
+            .await?;
+        }
+        if crossed {
+            let cap = self.counts.cap.unwrap_or_default();
+            self.send(Ev::Cap(dir, cap)).await?;
+            return Ok(Kept::CapReached {
+                direction: dir,
+                cap,
+            });
+        }
+        Ok(Kept::All)
     }
 
-    pub async fn input(&self, data: Bytes) -> Result<(), RecordingError> {
-        self.send(Code::Input, data).await
+    /// Output of the session (target to client).
+    pub async fn output(&self, data: Bytes) -> Result<Kept, RecordingError> {
+        self.bytes(StreamDirection::Output, data).await
+    }
+
+    /// Input of the session (client to target). In a terminal session it is stored only if
+    /// the terminal shows it back (see `echo`).
+    pub async fn input(&self, data: Bytes) -> Result<Kept, RecordingError> {
+        self.bytes(StreamDirection::Input, data).await
     }
 
     pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), RecordingError> {
-        self.send(Code::Resize, Bytes::from(format!("{cols}x{rows}")))
-            .await
+        self.send(Ev::Resize(cols, rows)).await
     }
 
     pub async fn marker(&self, text: String) -> Result<(), RecordingError> {
-        self.send(Code::Marker, Bytes::from(text)).await
+        self.send(Ev::Marker(text)).await
     }
 
     /// A line of text shown in playback (file operations of SFTP/SCP, notices).
     pub async fn note(&self, text: &str) -> Result<(), RecordingError> {
-        self.send(Code::Note, Bytes::from(format!("[gatehouse] {text}\r\n")))
-            .await
+        self.send(Ev::Note(format!("[gatehouse] {text}\r\n"))).await
+    }
+
+    /// A file moved (SCP/SFTP): a marker in the recording, an entry in the index.
+    pub async fn transfer(&self, t: FileTransfer) -> Result<(), RecordingError> {
+        self.send(Ev::Transfer(t)).await
     }
 }
 
@@ -225,14 +279,11 @@ impl RecordingTask {
     }
 
     /// Waits for the writer to drain (all [`Recorder`] clones must be dropped first); the
-    /// metadata of the finished recording, `ended_at` set.
+    /// metadata of the finished recording, `ended_at` set (also in its metadata file and the
+    /// index).
     pub async fn finish(self) -> Result<RecordingMeta, RecordingError> {
         match self.join.await {
-            Ok(Ok(())) => Ok(RecordingMeta {
-                ended_at: Some(SystemTime::now()),
-                ..self.meta
-            }),
-            Ok(Err(e)) => Err(e),
+            Ok(r) => r,
             Err(_) => Err(RecordingError::Closed),
         }
     }
@@ -240,12 +291,12 @@ impl RecordingTask {
 
 /// Turns bytes into text without splitting a UTF-8 sequence across events.
 #[derive(Default)]
-struct Utf8Carry {
+pub(super) struct Utf8Carry {
     pending: Vec<u8>,
 }
 
 impl Utf8Carry {
-    fn push(&mut self, data: &[u8]) -> String {
+    pub fn push(&mut self, data: &[u8]) -> String {
         self.pending.extend_from_slice(data);
         let buf = std::mem::take(&mut self.pending);
         match std::str::from_utf8(&buf) {
@@ -261,134 +312,17 @@ impl Utf8Carry {
     }
 }
 
-struct Counter {
-    cap: Option<u64>,
-    seen: u64,
-    carry: Utf8Carry,
-}
-
-impl Counter {
-    fn new(cap: Option<u64>) -> Self {
-        Self {
-            cap,
-            seen: 0,
-            carry: Utf8Carry::default(),
-        }
-    }
-
-    /// The part of `data` still under the cap.
-    fn take<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
-        let before = self.seen;
-        self.seen = self.seen.saturating_add(data.len() as u64);
-        match self.cap {
-            None => data,
-            Some(cap) if before >= cap => &[],
-            Some(cap) => {
-                let room = usize::try_from(cap - before).unwrap_or(usize::MAX);
-                data.get(..room.min(data.len())).unwrap_or(data)
-            }
-        }
-    }
-
-    /// The text of the part of `data` still under the cap.
-    fn text(&mut self, data: &[u8]) -> String {
-        let kept = self.take(data);
-        self.carry.push(kept)
-    }
-
-    fn truncated(&self) -> Option<u64> {
-        self.cap.filter(|c| self.seen > *c).map(|_| self.seen)
-    }
-}
-
-fn encode_line(at: f64, code: &str, text: &str, out: &mut Vec<u8>) -> Result<(), RecordingError> {
+/// One event line, appended to `out`.
+pub(super) fn encode_line(
+    at: f64,
+    code: &str,
+    text: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordingError> {
     let v = (at, code, text);
     serde_json::to_writer(&mut *out, &v).map_err(RecordingError::Encode)?;
     out.push(b'\n');
     Ok(())
-}
-
-async fn writer(
-    mut file: tokio::fs::File,
-    path: PathBuf,
-    mut rx: mpsc::Receiver<Event>,
-    caps: Caps,
-    failed: CancellationToken,
-) -> Result<(), RecordingError> {
-    let mut out_count = Counter::new(caps.output);
-    let mut in_count = Counter::new(caps.input);
-    let mut last_at = 0.0_f64;
-    let mut buf = Vec::with_capacity(8192);
-    let result = async {
-        while let Some(first) = rx.recv().await {
-            buf.clear();
-            let mut next = Some(first);
-            let mut n = 0;
-            while let Some(ev) = next.take() {
-                last_at = ev.at;
-                let text = match ev.code {
-                    Code::Output => out_count.text(&ev.data),
-                    Code::Input => in_count.text(&ev.data),
-                    Code::Resize | Code::Marker | Code::Note => {
-                        String::from_utf8_lossy(&ev.data).into_owned()
-                    }
-                };
-                if !text.is_empty() {
-                    encode_line(ev.at, ev.code.as_str(), &text, &mut buf)?;
-                }
-                n += 1;
-                if n < BATCH {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if !buf.is_empty() {
-                file.write_all(&buf)
-                    .await
-                    .map_err(|source| RecordingError::Write {
-                        path: path.clone(),
-                        source,
-                    })?;
-                file.flush().await.map_err(|source| RecordingError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-        }
-        buf.clear();
-        for (what, c) in [("output", &out_count), ("input", &in_count)] {
-            if let Some(total) = c.truncated() {
-                encode_line(
-                    last_at,
-                    "m",
-                    &format!("{what} truncated in this recording; {total} bytes in total"),
-                    &mut buf,
-                )?;
-            }
-        }
-        if !buf.is_empty() {
-            file.write_all(&buf)
-                .await
-                .map_err(|source| RecordingError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        file.flush().await.map_err(|source| RecordingError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        file.sync_data()
-            .await
-            .map_err(|source| RecordingError::Write {
-                path: path.clone(),
-                source,
-            })
-    }
-    .await;
-    if result.is_err() {
-        failed.cancel();
-    }
-    result
 }
 
 #[cfg(test)]
@@ -405,11 +339,17 @@ mod tests {
     }
 
     #[test]
-    fn counter_caps_and_counts() {
-        let mut c = Counter::new(Some(4));
-        assert_eq!(c.take(b"abc"), b"abc");
-        assert_eq!(c.take(b"def"), b"d");
-        assert_eq!(c.take(b"ghi"), b"");
-        assert_eq!(c.truncated(), Some(9));
+    fn counts_cap_each_direction_once() {
+        let c = Counts {
+            cap: Some(4),
+            ..Counts::default()
+        };
+        assert_eq!(c.take(StreamDirection::Output, 3), (3, false));
+        assert_eq!(c.take(StreamDirection::Output, 3), (1, true));
+        assert_eq!(c.take(StreamDirection::Output, 3), (0, false));
+        assert_eq!(c.output.load(Ordering::Relaxed), 9);
+        assert_eq!(c.take(StreamDirection::Input, 10), (4, true));
+        let none = Counts::default();
+        assert_eq!(none.take(StreamDirection::Input, 1 << 20), (1 << 20, false));
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use super::*;
 use crate::testutil::RedisServer;
 
+mod grants;
+
 pub(super) fn data(user: &str) -> SessionData {
     SessionData {
         user: user.to_string(),
@@ -14,6 +16,16 @@ pub(super) fn data(user: &str) -> SessionData {
         method: AuthMethod::PasswordTotp,
         auth_time: 1,
         client_addr: Some("127.0.0.1".parse().unwrap()),
+        login_id: None,
+        sso_logout: None,
+    }
+}
+
+/// `data(user)` from sign-in `login`.
+fn of_login(user: &str, login: &str) -> SessionData {
+    SessionData {
+        login_id: Some(login.into()),
+        ..data(user)
     }
 }
 
@@ -113,6 +125,60 @@ async fn revoke_user_publishes(s: &dyn Store) {
         .unwrap();
     assert_eq!(ev, RevocationEvent::User { user: "rev".into() });
     assert_eq!(s.revoke_user("rev").await.unwrap(), 0);
+}
+
+async fn end_login_ends_one_sign_in_everywhere(s: &dyn Store) {
+    let mut rx = s.subscribe_revocations().await.unwrap();
+    let public = s
+        .create_bound_session(of_login("eve", "L1"), Some("gh.example"), TTL, IDLE)
+        .await
+        .unwrap();
+    let app = s
+        .create_bound_session(of_login("eve", "L1"), Some("wiki.example"), TTL, IDLE)
+        .await
+        .unwrap();
+    let other_browser = s
+        .create_bound_session(of_login("eve", "L2"), Some("gh.example"), TTL, IDLE)
+        .await
+        .unwrap();
+    let old_record = s
+        .create_bound_session(data("eve"), Some("gh.example"), TTL, IDLE)
+        .await
+        .unwrap();
+    let same_id_other_user = s
+        .create_bound_session(of_login("mallory", "L1"), Some("gh.example"), TTL, IDLE)
+        .await
+        .unwrap();
+    let mut ended = s.end_login("eve", "L1").await.unwrap();
+    ended.sort();
+    let mut want = vec![
+        session_id_hash(public.expose()).unwrap(),
+        session_id_hash(app.expose()).unwrap(),
+    ];
+    want.sort();
+    assert_eq!(ended, want);
+    for gone in [&public, &app] {
+        assert!(s.touch_session(gone.expose()).await.unwrap().is_none());
+    }
+    for kept in [&other_browser, &old_record, &same_id_other_user] {
+        assert!(s.touch_session(kept.expose()).await.unwrap().is_some());
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let RevocationEvent::Session { id_hash } = ev else {
+            panic!("{ev:?}")
+        };
+        seen.push(id_hash);
+    }
+    seen.sort();
+    assert_eq!(seen, want);
+    assert!(s.end_login("eve", "L1").await.unwrap().is_empty());
+    assert_eq!(s.revoke_user("eve").await.unwrap(), 2);
+    s.revoke_user("mallory").await.unwrap();
 }
 
 async fn lockout(s: &dyn Store) {
@@ -249,9 +315,11 @@ async fn suite(s: Arc<dyn Store>) {
     handoff_taken_once(s.clone()).await;
     sessions_roundtrip(s.as_ref()).await;
     revoke_user_publishes(s.as_ref()).await;
+    end_login_ends_one_sign_in_everywhere(s.as_ref()).await;
     lockout(s.as_ref()).await;
     totp_replay_under_race(s.clone()).await;
     idle_and_absolute_expiry(s.as_ref()).await;
+    grants::grants_roundtrip(s.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use super::grants::MemoryGrants;
 use super::{
-    FailureStatus, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind, RevocationEvent,
-    Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    FailureStatus, Grant, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind,
+    RevocationEvent, Session, SessionData, SessionKey, SessionToken, Store, dur_ms, now_ms,
+    session_id_hash,
 };
 use crate::error::StoreError;
 
@@ -40,6 +42,7 @@ pub struct MemoryStore {
     /// Bumped whenever sessions are ended early (logout, revocation): per-thread copies
     /// taken before are not used.
     ended: AtomicU64,
+    grants: MemoryGrants,
 }
 
 /// A session a thread resumed recently, as it was at that full touch (`at`).
@@ -87,6 +90,7 @@ impl MemoryStore {
             state: Mutex::new(State::default()),
             events,
             ended: AtomicU64::new(0),
+            grants: MemoryGrants::default(),
         }
     }
 
@@ -201,6 +205,28 @@ impl Store for MemoryStore {
             self.publish(RevocationEvent::Session { id_hash: h });
         }
         Ok(existed)
+    }
+
+    async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {
+        let ended: Vec<String> = {
+            let mut st = self.lock();
+            let hashes: Vec<String> = st
+                .sessions
+                .values()
+                .filter(|s| s.data.user == user && s.data.login_id.as_deref() == Some(login_id))
+                .map(|s| s.id_hash.clone())
+                .collect();
+            for h in &hashes {
+                st.sessions.remove(h);
+            }
+            hashes
+        };
+        // After the removal: a copy taken before it is then never used again.
+        self.ended.fetch_add(1, Ordering::AcqRel);
+        for h in &ended {
+            self.publish(RevocationEvent::Session { id_hash: h.clone() });
+        }
+        Ok(ended)
     }
 
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
@@ -347,6 +373,30 @@ impl Store for MemoryStore {
         let now = now_ms();
         let taken = self.lock().once.remove(&(kind, key.to_string()));
         Ok(taken.filter(|(_, end)| *end > now).map(|(v, _)| v))
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.grants.put(grant, now_ms());
+        self.publish(RevocationEvent::Grants { revoked: None });
+        Ok(())
+    }
+
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.grants.list(now_ms()))
+    }
+
+    async fn revoke_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        let removed = self.grants.revoke(id, now_ms());
+        if removed.is_some() {
+            self.publish(RevocationEvent::Grants {
+                revoked: Some(id.to_string()),
+            });
+        }
+        Ok(removed)
+    }
+
+    async fn grants_generation(&self) -> Result<u64, StoreError> {
+        Ok(self.grants.generation())
     }
 
     async fn subscribe_revocations(

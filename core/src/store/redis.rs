@@ -10,6 +10,7 @@
 //! [`TOUCH_GRANULARITY_MS`] (and a tenth of its idle timeout).
 
 mod copies;
+mod grants;
 mod link;
 mod locks;
 mod record;
@@ -25,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{
-    FailureStatus, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind, RevocationEvent,
-    Session, SessionData, SessionKey, SessionToken, Store, dur_ms,
+    FailureStatus, Grant, Handoff, LockoutKey, LockoutPolicy, MAX_ONCE_BYTES, OnceKind,
+    RevocationEvent, Session, SessionData, SessionKey, SessionToken, Store, dur_ms,
 };
 use crate::error::StoreError;
 use link::Link;
@@ -47,6 +48,9 @@ pub const PASSWORD_ENV: &str = "GATEHOUSE_REDIS_PASSWORD";
 const PREFIX: &str = "gatehouse:";
 const SESSION_PREFIX: &str = "gatehouse:session:";
 const LOCK_PREFIX: &str = "gatehouse:lock:";
+const GRANT_PREFIX: &str = "gatehouse:grant:";
+/// Counts grant changes (see [`grants`]).
+const GRANTS_GENERATION: &str = "gatehouse:grants-generation";
 const CHANNEL: &str = "gatehouse:revocations";
 /// The key-check record: the MAC of a fixed label under the record key.
 const KEY_CHECK: &str = "gatehouse:key-check";
@@ -261,6 +265,10 @@ impl Store for RedisStore {
         self.delete(raw_id).await
     }
 
+    async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {
+        self.end_login_impl(user, login_id).await
+    }
+
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
         self.list().await
     }
@@ -397,6 +405,22 @@ impl Store for RedisStore {
             redis::cmd("GETDEL").arg(&k).query_async(&mut con),
         )
         .await
+    }
+
+    async fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        self.put_grant_impl(grant).await
+    }
+
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.list_grants_impl().await
+    }
+
+    async fn revoke_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        self.revoke_grant_impl(id).await
+    }
+
+    async fn grants_generation(&self) -> Result<u64, StoreError> {
+        self.grants_generation_impl().await
     }
 
     async fn subscribe_revocations(

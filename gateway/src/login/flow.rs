@@ -1,4 +1,5 @@
-//! Login (one form, both factors) and TOTP enrolment.
+//! Login (one form, both factors) and TOTP enrolment (of local users, and of SSO users at
+//! their first login).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use crate::conn::ConnShared;
 use crate::pages;
 use crate::request_id::RequestId;
 use crate::respond::{self, html, see_other, unavailable, with_cookie};
-use crate::state::State;
+use crate::state::{EnrolProof, PendingEnrolment, State};
 use crate::web::cookie::{self, CookieValue};
 use crate::web::csrf::{check_origin, purpose};
 use crate::web::form::Form;
@@ -45,15 +46,24 @@ pub fn login_form(
     let next = next
         .as_deref()
         .and_then(|n| state.login.redirect.check(n).ok());
-    let sso = super::handoff::sso_url(state, host, next.filter(|n| n.starts_with('/')));
+    let local_next = next.filter(|n| n.starts_with('/'));
+    let handoff = super::handoff::sso_url(state, host, local_next);
+    let providers = super::sso::buttons(state, host, local_next);
     with_cookie(
-        html(pages::login_with_sso(&csrf, None, "", next, sso.as_deref())),
+        html(pages::sign_in(
+            &csrf,
+            None,
+            "",
+            next,
+            handoff.as_deref(),
+            &providers,
+        )),
         cookie::set_login(&tx),
     )
 }
 
 /// The checks every login-transaction form shares: origin, transaction cookie, body, CSRF.
-async fn transaction_form(
+pub(super) async fn transaction_form(
     state: &State,
     req: Request<Incoming>,
     form_purpose: &str,
@@ -120,11 +130,13 @@ pub async fn login_submit(
             tracing::info!(request_id = %id, user = proof.user(), "password accepted; totp enrolment required");
             state.login.pending.insert(
                 tx.hash().as_str(),
-                proof,
-                secret,
-                enrolment.otpauth_uri.clone(),
-                enrolment.secret_base32.clone(),
-                next.map(str::to_string),
+                PendingEnrolment {
+                    proof: EnrolProof::Local(proof),
+                    secret,
+                    otpauth_uri: enrolment.otpauth_uri,
+                    secret_base32: enrolment.secret_base32,
+                    next: next.map(str::to_string),
+                },
             );
             see_other(crate::web::ENROL_PATH)
         }
@@ -133,8 +145,18 @@ pub async fn login_submit(
                 .services
                 .csrf
                 .token(purpose::LOGIN, tx.hash().as_str());
+            let local_next = next.filter(|n| n.starts_with('/'));
+            let handoff = super::handoff::sso_url(state, host, local_next);
+            let providers = super::sso::buttons(state, host, local_next);
             auth_failure(&e, id, || {
-                pages::login(&csrf, Some(LOGIN_FAILED), user, next)
+                pages::sign_in(
+                    &csrf,
+                    Some(LOGIN_FAILED),
+                    user,
+                    next,
+                    handoff.as_deref(),
+                    &providers,
+                )
             })
         }
     }
@@ -170,11 +192,22 @@ pub async fn enrol_submit(
         return see_other(crate::web::LOGIN_PATH);
     };
     let code = form.get("code").unwrap_or_default();
-    let result = state
-        .services
-        .authenticator
-        .complete_enrolment(&p.proof, &p.secret, code)
-        .await;
+    let result = match &p.proof {
+        EnrolProof::Local(proof) => {
+            state
+                .services
+                .authenticator
+                .complete_enrolment(proof, &p.secret, code)
+                .await
+        }
+        EnrolProof::Sso(proof) => {
+            state
+                .services
+                .sso
+                .complete_enrolment(proof, &p.secret, code)
+                .await
+        }
+    };
     match result {
         Ok(identity) => {
             state.login.pending.remove(key.as_str());

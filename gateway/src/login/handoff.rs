@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use http::header::{CONTENT_SECURITY_POLICY, HeaderValue, ORIGIN};
+use http::header::ORIGIN;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -137,8 +137,11 @@ pub async fn issue(
     };
     let action = format!("{origin}{}", crate::web::HANDOFF_PATH);
     let mut resp = html(pages::handoff(&action, ticket.expose(), &path));
-    if let Ok(v) = HeaderValue::from_str(&pages::handoff_csp(&origin)) {
-        resp.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
+    for (name, value) in pages::cross_origin_form_headers(&origin)
+        .into_iter()
+        .flatten()
+    {
+        resp.headers_mut().insert(name, value);
     }
     resp
 }

@@ -101,8 +101,31 @@ fn portal_apps(state: &State, user: &str, groups: &[String]) -> Vec<PortalApp> {
         .collect()
 }
 
-/// POST `/.gatehouse/logout`: deletes the session (audited; live tunnels close), clears
-/// the cookie.
+/// The page that takes the browser on to the provider's logout (`end_session_url`, its
+/// endpoint with `id_token_hint`, `client_id` and `post_logout_redirect_uri`) by a POST
+/// form, so the ID token stays out of URLs; `None` for a URL that is not https (or http to
+/// loopback, the test provider's).
+fn provider_logout(end_session_url: &str) -> Option<Response<ResBody>> {
+    let url = url::Url::parse(end_session_url)
+        .ok()
+        .filter(gatehouse_core::outbound::url_allowed)?;
+    let fields: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut action = url.clone();
+    action.set_query(None);
+    let origin = url.origin().ascii_serialization();
+    let mut resp = html(pages::provider_logout(action.as_str(), &fields));
+    for (name, value) in pages::cross_origin_form_headers(&origin)? {
+        resp.headers_mut().insert(name, value);
+    }
+    Some(resp)
+}
+
+/// POST `/.gatehouse/logout`: ends the session and every session of the same sign-in on
+/// other hosts (audited; live tunnels close), clears the cookie, and after an SSO login
+/// sends the browser on to the provider's logout when it has one.
 pub async fn logout(state: &State, req: Request<Incoming>, id: RequestId) -> Response<ResBody> {
     let (parts, body) = req.into_parts();
     if let Err(e) = check_origin(&parts.headers, &state.login.origins) {
@@ -130,9 +153,18 @@ pub async fn logout(state: &State, req: Request<Incoming>, id: RequestId) -> Res
         return unavailable(STORE_DOWN, id);
     }
     match state.services.authenticator.logout(session.expose()).await {
-        Ok(()) => {
+        Ok(hint) => {
             state.services.signer.forget_session(&hash);
-            with_cookie(html(pages::logged_out()), cookie::clear_session())
+            let page = hint
+                .and_then(|h| {
+                    state
+                        .services
+                        .sso
+                        .end_session_url(&h, &state.login.post_logout_uri)
+                })
+                .and_then(|url| provider_logout(&url))
+                .unwrap_or_else(|| html(pages::logged_out()));
+            with_cookie(page, cookie::clear_session())
         }
         Err(gatehouse_core::AuthError::Audit(e)) => {
             tracing::error!(request_id = %id, error = %gatehouse_core::error_chain(&e), "logout: audit log unavailable");

@@ -12,6 +12,7 @@ fn message(status: StatusCode) -> &'static str {
         403 => "You are not allowed to open this page.",
         404 => "There is nothing here.",
         405 => "This method is not allowed here.",
+        429 => "Too many requests from this address: wait a minute and try again.",
         431 => "The request headers are too large.",
         502 => "The application behind this address could not be reached.",
         504 => "The application behind this address did not answer in time.",

@@ -3,6 +3,7 @@
 
 use http::StatusCode;
 
+use super::sso::ProviderButton;
 use super::{Page, csrf_field, error_box, escape, page, qr_svg};
 use crate::web::{ENROL_PATH, HANDOFF_JS_PATH, LOGIN_PATH, LOGOUT_PATH, PORTAL_PATH, TOTP_PATH};
 
@@ -15,8 +16,27 @@ pub fn login_with_sso(
     next: Option<&str>,
     sso_url: Option<&str>,
 ) -> Page {
+    sign_in(csrf, error, user, next, sso_url, &[])
+}
+
+/// The login page: a button per SSO provider (when any is configured) above the local form
+/// ([`login`]), and on an app host a link to continue with the public host's session
+/// (`handoff_url`, an `https://` URL of the gateway's handoff endpoint).
+pub fn sign_in(
+    csrf: &str,
+    error: Option<&str>,
+    user: &str,
+    next: Option<&str>,
+    handoff_url: Option<&str>,
+    providers: &[ProviderButton],
+) -> Page {
     let mut p = login(csrf, error, user, next);
-    if let Some(url) = sso_url.filter(|u| u.starts_with("https://")) {
+    if !providers.is_empty() {
+        let buttons = super::sso::provider_buttons(providers);
+        // Before the local form (and after the error box, if any).
+        p.html = p.html.replacen("<form ", &format!("{buttons}<form "), 1);
+    }
+    if let Some(url) = handoff_url.filter(|u| u.starts_with("https://")) {
         let link = format!(
             "<p class=\"sso\"><a href=\"{}\">Already signed in to Gatehouse? Continue without signing in again</a></p>\n</main>",
             escape(url)
@@ -27,8 +47,8 @@ pub fn login_with_sso(
 }
 
 /// The handoff page: a form posting a one-time ticket to an app host, submitted by
-/// `handoff.js` (a button as fallback). Serve it with a CSP whose `form-action` names that
-/// host and whose `script-src` is `'self'`.
+/// `handoff.js` (a button as fallback). Serve it with
+/// [`super::cross_origin_form_headers`] of that host's origin.
 pub fn handoff(action: &str, ticket: &str, next: &str) -> Page {
     let body = format!(
         "<p>Taking you to the application…</p>\n\
@@ -42,7 +62,7 @@ pub fn handoff(action: &str, ticket: &str, next: &str) -> Page {
         next = escape(next),
         js = HANDOFF_JS_PATH,
     );
-    page(StatusCode::OK, "Signing you in", &body)
+    super::cross_origin_form_page("Signing you in", &body)
 }
 
 /// The login form: user name, password and TOTP code in one form (so an answer never tells
@@ -78,8 +98,13 @@ fn code_input() -> &'static str {
 
 /// Login step 2: the TOTP code.
 pub fn totp(csrf: &str, error: Option<&str>) -> Page {
+    totp_after(csrf, error, "")
+}
+
+/// [`totp`] with `intro` (markup, already escaped) above the form.
+pub(super) fn totp_after(csrf: &str, error: Option<&str>, intro: &str) -> Page {
     let body = format!(
-        "{err}<form method=\"post\" action=\"{TOTP_PATH}\">\n{csrf}{code}\
+        "{err}{intro}<form method=\"post\" action=\"{TOTP_PATH}\">\n{csrf}{code}\
          <button type=\"submit\">Verify</button>\n</form>\n",
         err = error_box(error),
         csrf = csrf_field(csrf),

@@ -1,5 +1,7 @@
 use http::header;
 
+use gatehouse_core::error::SsoPage;
+
 use super::*;
 use crate::web::{ENROL_PATH, LOGIN_PATH, LOGOUT_PATH, TOTP_PATH};
 
@@ -118,6 +120,26 @@ fn all_pages(v: &str) -> Vec<Page> {
         locked_out(15),
         error(StatusCode::NOT_FOUND, v),
         error(StatusCode::BAD_GATEWAY, v),
+        sign_in(v, Some(v), v, Some(v), Some(v), &buttons(v)),
+        sso_totp(v, Some(v), v, v),
+        sso_failure(SsoPage::StartAgain, v),
+    ]
+}
+
+fn buttons(v: &str) -> Vec<ProviderButton> {
+    vec![
+        ProviderButton {
+            name: v.to_string(),
+            href: Some(format!("/.gatehouse/oidc/start?provider={v}")),
+        },
+        ProviderButton {
+            name: "corp".to_string(),
+            href: None,
+        },
+        ProviderButton {
+            name: "evil".to_string(),
+            href: Some("javascript:alert(1)".to_string()),
+        },
     ]
 }
 
@@ -139,7 +161,9 @@ fn statuses_and_content() {
     let statuses: Vec<u16> = pages.iter().map(|p| p.status.as_u16()).collect();
     assert_eq!(
         statuses,
-        [200, 200, 200, 200, 200, 200, 403, 503, 200, 429, 404, 502]
+        [
+            200, 200, 200, 200, 200, 200, 403, 503, 200, 429, 404, 502, 200, 200, 400
+        ]
     );
 
     let l = login(
@@ -277,6 +301,39 @@ fn headers_and_stylesheet() {
 }
 
 #[test]
+fn pages_posting_to_another_origin_keep_their_origin_header() {
+    // Under `same-origin`, a browser posts a cross-origin form with `Origin: null`, which
+    // the app host's handoff refuses: these pages send the origin alone instead.
+    for p in [
+        handoff("https://wiki.example/.gatehouse/handoff", "T", "/"),
+        provider_logout("https://idp.example/logout", &[]),
+    ] {
+        assert!(
+            p.html
+                .contains("<meta name=\"referrer\" content=\"strict-origin\">"),
+            "{}",
+            p.html
+        );
+    }
+    assert!(
+        login("c", None, "", None)
+            .html
+            .contains("content=\"same-origin\"")
+    );
+    let h = cross_origin_form_headers("https://wiki.example").unwrap();
+    assert!(
+        h.iter()
+            .any(|(n, v)| n == header::REFERRER_POLICY && v == "strict-origin")
+    );
+    assert!(h.iter().any(|(n, v)| {
+        n == header::CONTENT_SECURITY_POLICY
+            && v.to_str()
+                .unwrap()
+                .contains("form-action https://wiki.example;")
+    }));
+}
+
+#[test]
 fn handoff_csp_only_widens_script_and_form_action() {
     let csp = handoff_csp("https://app.example:8443");
     assert!(csp.contains("script-src 'self'"), "{csp}");
@@ -320,4 +377,79 @@ fn raw_error_is_a_complete_response_with_security_headers() {
     }
     assert!(head.contains(&format!("content-length: {}", body.len())));
     assert!(body.contains("Request id: <code class=\"request-id\">conn-"));
+}
+
+#[test]
+fn the_login_page_offers_each_provider_beside_the_local_form() {
+    let p = sign_in("C", None, "", None, None, &buttons("okta"));
+    let h = &p.html;
+    let (providers, local) = h.split_once("<form ").unwrap();
+    assert!(
+        providers.contains(
+            "<a class=\"button provider\" href=\"/.gatehouse/oidc/start?provider=okta\">Sign in with okta</a>"
+        ),
+        "{h}"
+    );
+    // Unavailable: a disabled button that says so, and no link.
+    assert!(
+        providers.contains(
+            "disabled>Sign in with corp <strong class=\"status\">— unavailable</strong></button>"
+        ),
+        "{h}"
+    );
+    // A link that is neither a path nor https is not a link.
+    assert!(!h.contains("javascript:"), "{h}");
+    assert!(providers.contains("or with a Gatehouse account"));
+    assert!(local.contains("type=\"password\""));
+    // Without providers the page is the plain login form.
+    assert_eq!(
+        sign_in("C", None, "", None, None, &[]),
+        login("C", None, "", None)
+    );
+}
+
+#[test]
+fn sso_failures_show_a_fixed_message_and_the_request_id() {
+    let kinds = [
+        (SsoPage::ProviderUnavailable, 503, "cannot be reached"),
+        (SsoPage::Declined, 403, "cancelled or refused"),
+        (SsoPage::StartAgain, 400, "another browser"),
+        (SsoPage::NameTaken, 403, "another Gatehouse account"),
+        (SsoPage::Locked, 403, "locked"),
+        (SsoPage::Failed, 401, "could not be verified"),
+        (SsoPage::Internal, 503, "internal error"),
+    ];
+    for (kind, status, says) in kinds {
+        let p = sso_failure(kind, "req-9");
+        assert_eq!(p.status.as_u16(), status, "{kind:?}");
+        assert!(p.html.contains(says), "{kind:?}: {}", p.html);
+        assert!(p.html.contains("<code class=\"request-id\">req-9</code>"));
+        assert!(p.html.contains(&format!("href=\"{LOGIN_PATH}\"")));
+        assert_safe(&p);
+    }
+    let t = sso_totp("C", None, "alice", "corp");
+    assert!(
+        t.html
+            .contains("<strong>corp</strong> as <strong>alice</strong>")
+    );
+    assert!(t.html.contains(&format!("action=\"{TOTP_PATH}\"")));
+}
+
+#[test]
+fn the_provider_logout_posts_the_id_token_instead_of_putting_it_in_a_url() {
+    let fields = vec![
+        ("id_token_hint".to_string(), "eyJ.a\"b.c".to_string()),
+        ("client_id".to_string(), "gatehouse".to_string()),
+    ];
+    let p = provider_logout("https://idp.example/logout", &fields);
+    let h = &p.html;
+    assert!(
+        h.contains("<form id=\"handoff\" method=\"post\" action=\"https://idp.example/logout\">")
+    );
+    assert!(h.contains("name=\"id_token_hint\" value=\"eyJ.a&quot;b.c\""));
+    assert!(h.contains(&format!(
+        "<script src=\"{}\"></script>",
+        crate::web::HANDOFF_JS_PATH
+    )));
+    assert!(!h.contains("?id_token_hint"));
 }

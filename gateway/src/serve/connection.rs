@@ -326,6 +326,7 @@ fn parkable(h2: bool, shared: &ConnShared) -> bool {
 async fn tunnel(t: Tunnel, ctx: &ServeCtx) {
     let app = t.app;
     let registration = t.registration;
+    let grant = gatehouse_core::policy::lapsed(t.grant);
     let (c, u) = match tokio::try_join!(t.client, t.upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -337,6 +338,20 @@ async fn tunnel(t: Tunnel, ctx: &ServeCtx) {
     tokio::select! {
         () = ctx.stop.cancelled() => tracing::debug!(app = %app, "websocket closed by shutdown"),
         () = registration.revoked() => tracing::info!(app = %app, "websocket closed: session revoked"),
+        lapse = grant => {
+            tracing::info!(app = %app, user = %t.user, grant = %lapse.grant.id, ended = lapse.reason.as_str(), "websocket closed: its access grant ended");
+            let event = gatehouse_core::audit::AuditEvent::GrantSessionEnded {
+                grant_id: lapse.grant.id.clone(),
+                user: t.user.clone(),
+                object: lapse.object.clone(),
+                action: lapse.action.clone(),
+                ended: lapse.reason.as_str().to_string(),
+                context: t.context.clone(),
+            };
+            if let Err(e) = ctx.state.services.audit.record(event).await {
+                tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot record the end of a grant's websocket");
+            }
+        }
         r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
             if let Err(e) = r {
                 tracing::debug!(app = %app, error = %e, "websocket tunnel ended");

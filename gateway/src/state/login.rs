@@ -1,13 +1,14 @@
 //! What the `/.gatehouse/` endpoints need to know, computed once at bind: the redirect
-//! policy, the gateway's own origins and hosts, the portal's app list, and the enrolments in
-//! progress.
+//! policy, the gateway's own origins and hosts, the portal's app list, and the logins
+//! waiting for their second factor.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use gatehouse_core::Config;
 
-use super::pending::Pending;
+use super::pending::{Pending, PendingEnrolment, PendingSsoTotp};
+use super::throttle::SsoThrottle;
 use crate::web::cookie;
 use crate::web::redirect::RedirectPolicy;
 
@@ -20,7 +21,15 @@ pub struct LoginCtx {
     /// (app name, portal URL) for every configured app.
     pub apps: Vec<(String, String)>,
     pub session_ttl: Duration,
-    pub pending: Pending,
+    /// TOTP enrolments in progress (local and SSO users).
+    pub pending: Pending<PendingEnrolment>,
+    /// SSO logins waiting for the user's TOTP code.
+    pub sso_totp: Pending<PendingSsoTotp>,
+    /// Each address's budget of SSO starts and callbacks.
+    pub sso_throttle: SsoThrottle,
+    /// Where a provider sends the browser after its logout (same-site: the public host's
+    /// signed-out page; register it at the provider).
+    pub post_logout_uri: String,
     /// The hosts `/.gatehouse/` is served on: the public host and every app host.
     pub hosts: HashSet<String>,
     /// The public host (lowercase) and its browser origin.
@@ -74,6 +83,14 @@ impl LoginCtx {
             apps,
             session_ttl: config.identity.session_ttl,
             pending: Pending::new(cookie::LOGIN_MAX_AGE),
+            sso_totp: Pending::new(cookie::LOGIN_MAX_AGE),
+            sso_throttle: SsoThrottle::default(),
+            post_logout_uri: config
+                .gateway
+                .public_url
+                .join(crate::web::SIGNED_OUT_PATH)
+                .map(String::from)
+                .unwrap_or_default(),
         }
     }
 }

@@ -6,14 +6,15 @@
 //! casbin policy, audit log, signer), logs a user in through the core `Authenticator`
 //! (password + current TOTP code) and starts a session; requests made with [`get`],
 //! [`get_h2`], [`Harness::h1`], [`Harness::h2`] and [`Harness::raw`] carry its cookie.
+//!
+//! Temp dirs, upstreams, ports and TLS client configs come from the shared test kit
+//! (`gatehouse-testkit`); this file holds only the in-process gateway.
 
-#![allow(dead_code)] // each test crate uses a different part of the harness
+#![allow(dead_code, unused_imports)] // each test crate uses a different part of the harness
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,19 +29,21 @@ use gatehouse_gateway::web::csrf::CsrfKey;
 use gatehouse_gateway::{
     Bound, DrainReport, Gateway, GatewayError, PolicyReloader, Reloader, Services,
 };
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use gatehouse_testkit::pki::{client_config_for, read_pem_cert};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
+
+pub use gatehouse_testkit::tempdir::TestDir;
+pub use gatehouse_testkit::upstream::recording::{Seen, silent_upstream, upstream};
 
 pub const DEADLINE: Duration = Duration::from_secs(15);
 pub const HOST: &str = "app.gatehouse.localhost";
@@ -61,28 +64,6 @@ pub fn cookie() -> String {
     COOKIE.with(|c| c.borrow().clone())
 }
 
-/// A unique temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "gatehouse-gw-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub struct Harness {
     pub bound: Bound,
     pub reloader: Reloader,
@@ -96,7 +77,7 @@ pub struct Harness {
     pub identity: VerifiedIdentity,
     pub stop: CancellationToken,
     pub run: Option<JoinHandle<Result<DrainReport, GatewayError>>>,
-    pub dir: TempDir,
+    pub dir: TestDir,
 }
 
 /// Writes a config (gateway keys from `gateway_extra`, one app per `(name, host, upstream)`),
@@ -111,7 +92,7 @@ pub async fn start_with(
     apps: &[(&str, &str, SocketAddr)],
     store: Arc<dyn Store>,
 ) -> Harness {
-    let dir = TempDir::new();
+    let dir = TestDir::new("gw");
     let certs = dir.0.join("certs");
     let cert = certs.join("gateway.crt");
     let key = certs.join("gateway.key");
@@ -210,6 +191,7 @@ pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, User
     let audit = AuditLog::open(&config.audit.dir, AuditKey::new(&key)).unwrap();
     let authenticator =
         Authenticator::from_config(config, &key, store.clone(), audit.clone()).unwrap();
+    let sso = gatehouse_core::identity::oidc::Sso::new(config, authenticator.clone()).unwrap();
     let services = Services {
         store,
         authenticator,
@@ -219,6 +201,7 @@ pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, User
             AssertionSigner::load_or_create(&config.data_dir, &config.gateway.public_url).unwrap(),
         ),
         csrf: CsrfKey::generate().unwrap(),
+        sso,
     };
     (services, users, cipher)
 }
@@ -331,24 +314,13 @@ impl Harness {
     }
 }
 
+/// A TLS connector trusting the CA in the PEM file `ca`.
 pub fn connector(
     ca: &Path,
     alpn: &[&[u8]],
     versions: Option<&[&'static rustls::SupportedProtocolVersion]>,
 ) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider);
-    let builder = match versions {
-        Some(v) => builder.with_protocol_versions(v).unwrap(),
-        None => builder.with_safe_default_protocol_versions().unwrap(),
-    };
-    let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(cfg))
+    TlsConnector::from(client_config_for(&read_pem_cert(ca), alpn, versions))
 }
 
 pub async fn collect(resp: Response<Incoming>) -> (Response<()>, Bytes) {
@@ -408,118 +380,13 @@ pub fn get_h2(path: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// A plain-HTTP GET (the admin listener): status and body text.
 pub async fn plain_get(addr: SocketAddr, path: &str, host: &str) -> (StatusCode, String) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let (resp, body) = collect(send.send_request(req).await.unwrap()).await;
-    (resp.status(), String::from_utf8_lossy(&body).into_owned())
-}
-
-/// What an upstream saw.
-#[derive(Debug)]
-pub struct Seen {
-    pub method: Method,
-    pub uri: Uri,
-    pub version: Version,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// A recording upstream: answers 200 "upstream ok" (or echoes a WebSocket after 101), and
-/// reports each request. With `gate`, it waits for the gate before answering.
-pub async fn upstream(gate: Option<Arc<Notify>>) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let tx = tx.clone();
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |mut req: Request<Incoming>| {
-                    let tx = tx.clone();
-                    let gate = gate.clone();
-                    async move {
-                        if req
-                            .headers()
-                            .get("upgrade")
-                            .is_some_and(|v| v == "websocket")
-                        {
-                            let on = hyper::upgrade::on(&mut req);
-                            tokio::spawn(async move {
-                                let mut io = TokioIo::new(on.await.unwrap());
-                                let mut buf = [0u8; 1024];
-                                loop {
-                                    let n = io.read(&mut buf).await.unwrap_or(0);
-                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            });
-                            let resp = Response::builder()
-                                .status(101)
-                                .header("upgrade", "websocket")
-                                .header("connection", "Upgrade")
-                                .body(Full::new(Bytes::new()))
-                                .unwrap();
-                            return Ok::<_, Infallible>(resp);
-                        }
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let _ = tx.send(Seen {
-                            method: parts.method,
-                            uri: parts.uri,
-                            version: parts.version,
-                            headers: parts.headers,
-                            body,
-                        });
-                        if let Some(g) = gate {
-                            g.notified().await;
-                        }
-                        Ok(Response::new(Full::new(Bytes::from_static(b"upstream ok"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    (addr, rx)
-}
-
-/// An upstream that accepts connections and never answers; reports each accepted connection.
-pub async fn silent_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((tcp, _)) = listener.accept().await {
-            held.push(tcp);
-            let _ = tx.send(());
-        }
-    });
-    (addr, rx)
+    let r = gatehouse_testkit::client::plain_get(addr, host, path).await;
+    (r.status, r.text())
 }
 
 /// An address nothing listens on.
 pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    gatehouse_testkit::net::closed_port()
 }

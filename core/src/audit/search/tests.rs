@@ -41,6 +41,8 @@ fn build(dir: &Path) {
                     },
                     action: "GET".into(),
                     rule: "r".into(),
+                    grant_id: None,
+                    grant_reason: None,
                     context: AccessContext::default(),
                 }
             };

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::{IssuerUrl, JwsSigningAlgorithm, ProviderMetadataWithLogout};
 
-use super::http::{Adapter, OidcHttp};
+use super::http::Adapter;
 use crate::config::OidcConfig;
 use crate::error::ProviderFetchError;
+use crate::outbound::HttpClient;
 
 /// A discovery document is refetched after this (the key set with it).
 pub const METADATA_TTL: Duration = Duration::from_secs(3600);
@@ -66,7 +67,7 @@ struct Cache {
 
 pub(super) struct Provider {
     pub cfg: OidcConfig,
-    http: Arc<dyn OidcHttp>,
+    http: HttpClient,
     cache: Mutex<Cache>,
 }
 
@@ -85,7 +86,7 @@ fn backoff(failures: u32) -> Duration {
 }
 
 impl Provider {
-    pub fn new(cfg: OidcConfig, http: Arc<dyn OidcHttp>) -> Provider {
+    pub fn new(cfg: OidcConfig, http: HttpClient) -> Provider {
         Provider {
             cfg,
             http,
@@ -93,8 +94,8 @@ impl Provider {
         }
     }
 
-    pub fn http(&self) -> &dyn OidcHttp {
-        self.http.as_ref()
+    pub fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -169,7 +170,7 @@ impl Provider {
     async fn fetch(&self) -> Result<Discovered, ProviderFetchError> {
         let issuer = IssuerUrl::new(self.cfg.issuer.clone())
             .map_err(|e| ProviderFetchError::Discovery(Box::new(e)))?;
-        let adapter = Adapter(self.http.as_ref());
+        let adapter = Adapter(&self.http);
         // Fetches the document, checks its `issuer` equals ours, then fetches the key set.
         let metadata = ProviderMetadataWithLogout::discover_async(issuer, &adapter)
             .await
@@ -205,7 +206,7 @@ impl Provider {
             }
             c.last_kid_refetch = Some(Instant::now());
         }
-        let adapter = Adapter(self.http.as_ref());
+        let adapter = Adapter(&self.http);
         let jwks = CoreJsonWebKeySet::fetch_async(current.metadata.jwks_uri(), &adapter)
             .await
             .map_err(|e| ProviderFetchError::Jwks(Box::new(e)))?;

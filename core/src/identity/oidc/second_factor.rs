@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use super::claims::{Extracted, proves_mfa};
 use super::provider::Provider;
 use super::registry::{self, NameOwner, Recorded, Seen, SsoUsers};
-use super::{Failed, Refusal, Sso, SsoStep};
+use super::{Failed, Refusal, Sso, SsoLogoutHint, SsoStep};
 use crate::audit::{AuditEvent, Outcome};
 use crate::error::{AuthError, IdentityError, SsoCheck, SsoError};
 use crate::identity::authenticator::unix_secs;
@@ -33,6 +33,8 @@ struct Pending {
     issuer: String,
     subject: String,
     client: Option<IpAddr>,
+    /// Carried into the identity, and from it into the session, for logout.
+    logout: SsoLogoutHint,
 }
 
 /// Proof that an SSO login passed every check and the user has a TOTP secret: redeem it
@@ -81,6 +83,7 @@ impl Sso {
         p: &Provider,
         subject: &str,
         found: Extracted,
+        logout: SsoLogoutHint,
         client: Option<IpAddr>,
     ) -> Result<SsoStep, Failed> {
         let refuse = |check, reason: String| {
@@ -175,6 +178,7 @@ impl Sso {
             issuer: p.cfg.issuer.clone(),
             subject: subject.to_string(),
             client,
+            logout,
         };
         if mfa {
             let id = self
@@ -183,7 +187,7 @@ impl Sso {
                 .succeed(&pending.user, pending.groups, AuthMethod::OidcMfa, client)
                 .await
                 .map_err(hard_auth)?;
-            return Ok(SsoStep::Verified(id));
+            return Ok(SsoStep::Verified(id.with_sso_logout(pending.logout)));
         }
         Ok(if record.totp_secret.is_empty() {
             SsoStep::Enrol(SsoEnrolmentPending(pending))
@@ -222,8 +226,10 @@ impl Sso {
         };
         auth.check_totp(&p.user, &rec.totp_secret, code, p.client)
             .await?;
-        auth.succeed(&p.user, p.groups.clone(), method, p.client)
-            .await
+        let id = auth
+            .succeed(&p.user, p.groups.clone(), method, p.client)
+            .await?;
+        Ok(id.with_sso_logout(p.logout.clone()))
     }
 
     /// A fresh TOTP secret for a first SSO login and what to show (QR code, URI, key).
@@ -284,7 +290,9 @@ impl Sso {
         if !stored {
             return Err(AuthError::InvalidCredentials);
         }
-        auth.succeed(&p.user, p.groups.clone(), method, p.client)
-            .await
+        let id = auth
+            .succeed(&p.user, p.groups.clone(), method, p.client)
+            .await?;
+        Ok(id.with_sso_logout(p.logout.clone()))
     }
 }

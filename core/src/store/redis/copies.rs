@@ -10,7 +10,13 @@
 //! change (lost connection, reconnect) empties every map and makes every ticket taken
 //! before it stale; copies are served only while the link's lease holds ([`LinkState`]).
 //!
-//! Adding a kind of copy (grants): give [`Copies`] a [`Tracked`] map, route its key prefix in
+//! Grants: the policy keeps its own copy of every grant (`crate::grant::follow`), refreshed
+//! when the grants' generation changes; here the generation is a tracked copy too, and any
+//! invalidation of a grant record bumps [`Copies::grant_changes`], which the generation
+//! answered includes, so a grant record changed behind gatehouse's back (or expired) still
+//! makes every instance refresh.
+//!
+//! Adding a kind of copy: give [`Copies`] a [`Tracked`] map, route its key prefix in
 //! [`Copies::invalidate`], clear it in [`Copies::clear`], and fill it like
 //! `RedisStore::lockout_remaining` does (ticket, read on the link, file).
 
@@ -19,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-use super::{LOCK_PREFIX, SESSION_PREFIX};
+use super::{GRANT_PREFIX, GRANTS_GENERATION, LOCK_PREFIX, SESSION_PREFIX};
 use crate::store::Session;
 
 /// Shards of each map: an invalidation of one key refuses the fills in flight of its shard
@@ -251,10 +257,17 @@ impl SessionCopy {
 /// A lockout key as last read: the end of its lock (wall ms) or `None` when not locked.
 pub(super) type LockCopy = Option<u64>;
 
+/// The key of the grants' generation in [`Copies::grants_generation`].
+pub(super) const GENERATION_COPY: &str = "generation";
+
 /// Every kind of copy this instance keeps.
 pub(super) struct Copies {
     pub(super) sessions: Tracked<Arc<SessionCopy>>,
     pub(super) locks: Tracked<LockCopy>,
+    /// The grants' generation as last read (one key: [`GENERATION_COPY`]).
+    pub(super) grants_generation: Tracked<u64>,
+    /// Invalidations of grant records seen (added to the generation answered).
+    pub(super) grant_changes: AtomicU64,
     /// Which shard the next sweep visits.
     sweep_at: AtomicU64,
 }
@@ -264,6 +277,8 @@ impl Default for Copies {
         Copies {
             sessions: Tracked::new(MAX_SESSION_COPIES),
             locks: Tracked::new(MAX_LOCK_COPIES),
+            grants_generation: Tracked::new(SHARDS),
+            grant_changes: AtomicU64::new(0),
             sweep_at: AtomicU64::new(0),
         }
     }
@@ -279,13 +294,25 @@ impl Copies {
             self.sessions.invalidate(h);
         } else if let Some(l) = k.strip_prefix(LOCK_PREFIX) {
             self.locks.invalidate(l);
+        } else if k == GRANTS_GENERATION {
+            self.grants_generation.invalidate(GENERATION_COPY);
+        } else if k.starts_with(GRANT_PREFIX) {
+            self.grant_changed();
         }
+    }
+
+    /// A grant record changed: the generation answered next differs from the last one.
+    pub(super) fn grant_changed(&self) {
+        self.grant_changes.fetch_add(1, Ordering::AcqRel);
+        self.grants_generation.invalidate(GENERATION_COPY);
     }
 
     /// Forgets every copy (link lost, or Redis flushed).
     pub(super) fn clear(&self) {
         self.sessions.clear();
         self.locks.clear();
+        self.grants_generation.clear();
+        self.grant_changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Drops expired copies of one shard of each map (called by the heartbeat).

@@ -175,6 +175,51 @@ impl RedisStore {
         Ok(n > 0)
     }
 
+    /// [`crate::store::Store::end_login`]: the user's sessions of one login (SSO logout).
+    pub(super) async fn end_login_impl(
+        &self,
+        user: &str,
+        login_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        // The user's index names the candidates; each record itself (authenticated) decides.
+        let mut con = self.con.clone();
+        let set = user_sessions_key(user);
+        let hashes: Vec<String> = within("end_login", con.smembers(&set)).await?;
+        let mut ended = Vec::new();
+        for chunk in hashes.chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(|h| session_key(h)).collect();
+            let vals: Vec<Option<Vec<u8>>> = within(
+                "end_login",
+                redis::cmd("MGET").arg(&keys).query_async(&mut con),
+            )
+            .await?;
+            for ((hash, key), raw) in chunk.iter().zip(&keys).zip(vals) {
+                let Some(raw) = raw else { continue };
+                let ours = self.decode(key, &raw)?.is_some_and(|s| {
+                    s.data.user == user && s.data.login_id.as_deref() == Some(login_id)
+                });
+                if ours && within("end_login", con.del::<_, i64>(key)).await? > 0 {
+                    ended.push(hash.clone());
+                }
+            }
+        }
+        if ended.is_empty() {
+            return Ok(ended);
+        }
+        within("end_login", con.srem::<_, _, i64>(&set, &ended)).await?;
+        let now = now_ms();
+        for h in &ended {
+            // The link's invalidation may trail the deletion: forget the copy here now.
+            self.link.copies.sessions.invalidate(h);
+            self.link.tombstones.add(h, now);
+        }
+        for h in &ended {
+            self.publish(RevocationEvent::Session { id_hash: h.clone() }, vec![h.clone()])
+                .await?;
+        }
+        Ok(ended)
+    }
+
     pub(super) async fn list(&self) -> Result<Vec<Session>, StoreError> {
         let mut con = self.con.clone();
         let pattern = format!("{SESSION_PREFIX}*");

@@ -12,7 +12,7 @@ use ::redis::aio::MultiplexedConnection;
 
 use super::*;
 use crate::store::conformance::{IDLE, TTL, data};
-use crate::store::{LockoutKey, LockoutPolicy, session_id_hash};
+use crate::store::{LockoutKey, LockoutPolicy, now_ms, session_id_hash};
 use crate::testutil::RedisServer;
 
 fn record_key() -> RecordKey {
@@ -199,6 +199,83 @@ async fn a_lost_link_fails_closed_and_recovers() {
     assert_eq!(ev, RevocationEvent::Resync);
 }
 
+/// The id of the link named `name` in `CLIENT LIST`.
+async fn link_id(r: &mut MultiplexedConnection, name: &str) -> String {
+    let clients: String = ::redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(r)
+        .await
+        .unwrap();
+    let line = clients
+        .lines()
+        .find(|l| l.contains(&format!("name={name}")))
+        .unwrap_or_else(|| panic!("no link named {name} in\n{clients}"));
+    line.split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_changes_reach_other_instances_and_a_lost_link_refuses_the_generation() {
+    let server = RedisServer::start();
+    let (a, b) = (store(&server).await, store(&server).await);
+    let mut r = raw(&server).await;
+    let now = now_ms();
+    let g = Grant {
+        id: Grant::new_id().unwrap(),
+        user: "alice".into(),
+        object: "group:dba".into(),
+        action: "*".into(),
+        reason: "ticket OPS-2".into(),
+        granted_by: "cli:root".into(),
+        created_ms: now,
+        expires_ms: now + 600_000,
+    };
+    let g0 = b.grants_generation().await.unwrap();
+    // Unchanged: answered from b's copy, no round trip.
+    let before = calls(&mut r, &["get"]).await;
+    for _ in 0..20 {
+        assert_eq!(b.grants_generation().await.unwrap(), g0);
+    }
+    assert_eq!(calls(&mut r, &["get"]).await, before, "reads of an unchanged generation");
+    // A grant added on a changes b's answer within the bound.
+    a.put_grant(&g).await.unwrap();
+    let took = until("grant added seen by b", INVALIDATION_BOUND, || async {
+        b.grants_generation().await.unwrap() != g0
+    })
+    .await;
+    eprintln!("a grant added on a changed b's generation after {took:?}");
+    assert_eq!(b.list_grants().await.unwrap(), vec![g.clone()]);
+    // A grant record deleted by hand (no generation bump) changes it too: b read the
+    // record on its link, so Redis tells b.
+    let g1 = b.grants_generation().await.unwrap();
+    let _: i64 = r.del(format!("{GRANT_PREFIX}{}", g.id)).await.unwrap();
+    until("grant record deleted by hand", INVALIDATION_BOUND, || async {
+        b.grants_generation().await.unwrap() != g1
+    })
+    .await;
+    assert!(b.list_grants().await.unwrap().is_empty());
+    // b's link killed: the generation is refused (the policy drops its grants), then back.
+    let id = link_id(&mut r, &b.link.name).await;
+    let killed: i64 = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    until("generation refused without the link", OP_TIMEOUT, || async {
+        matches!(b.grants_generation().await, Err(StoreError::Unsynced))
+    })
+    .await;
+    until("generation answered again", Duration::from_secs(10), || async {
+        b.grants_generation().await.is_ok()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restored_from_older_data_brings_no_revoked_session_back() {
     let mut server = RedisServer::start();
@@ -244,7 +321,7 @@ async fn redis_restored_from_older_data_brings_no_revoked_session_back() {
     // Restarted empty: nothing of before is served, the copies included.
     tokio::task::block_in_place(|| {
         server.stop();
-        std::fs::remove_file(server.dir_path().join("dump.rdb")).unwrap();
+        server.forget_data();
         server.restart();
     });
     until("link back, empty", Duration::from_secs(10), || async {

@@ -3,6 +3,8 @@ use std::os::unix::fs::PermissionsExt;
 use jsonwebtoken::jwk::{JwkSet, ThumbprintHash};
 use jsonwebtoken::{DecodingKey, Validation};
 
+use gatehouse_testkit::TestDir;
+
 use super::*;
 use crate::web::cookie::CookieValue;
 
@@ -13,27 +15,6 @@ fn public_url() -> url::Url {
 fn signer() -> AssertionSigner {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     AssertionSigner::from_key_pair(&pair, &public_url()).unwrap()
-}
-
-/// A fresh private directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "gatehouse-web-test-{}",
-            b64url(&random_bytes::<9>().unwrap())
-        ));
-        fs_create(&p);
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-fn fs_create(p: &Path) {
-    std::fs::create_dir_all(p).unwrap();
 }
 
 /// Verifies `token` the way an upstream would: with only the published JWKS.
@@ -250,7 +231,7 @@ fn cache_is_bounded() {
 
 #[test]
 fn key_file_created_private_and_shared() {
-    let dir = TempDir::new();
+    let dir = TestDir::new("web");
     let data = dir.0.join("data");
     let a = AssertionSigner::load_or_create(&data, &public_url()).unwrap();
     let path = data.join(KEY_FILE);
@@ -284,7 +265,7 @@ fn key_file_created_private_and_shared() {
 
 #[test]
 fn key_file_refusals() {
-    let dir = TempDir::new();
+    let dir = TestDir::new("web");
     let path = dir.0.join(KEY_FILE);
     // Readable by others: refused, not silently used.
     std::fs::write(
@@ -328,7 +309,7 @@ fn key_file_refusals() {
 
 #[test]
 fn concurrent_creation_agrees_on_one_key() {
-    let dir = TempDir::new();
+    let dir = TestDir::new("web");
     let data = dir.0.join("race");
     let kids: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)

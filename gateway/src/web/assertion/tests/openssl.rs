@@ -59,7 +59,7 @@ fn openssl_verify(dir: &Path, spki: &[u8], signed: &str, sig: &[u8]) -> (bool, S
 
 #[test]
 fn openssl_verifies_the_token_from_jwks_coordinates() {
-    let dir = TempDir::new();
+    let dir = TestDir::new("web-openssl");
     let s = signer();
     let session = CookieValue::generate().unwrap().hash();
     let groups = vec!["group:staff".to_string()];

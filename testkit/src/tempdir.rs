@@ -6,9 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-pub struct TestDir {
-    path: PathBuf,
-}
+/// The directory's path is `.0` (or [`TestDir::path`]).
+pub struct TestDir(pub PathBuf);
 
 impl TestDir {
     pub fn new(label: &str) -> TestDir {
@@ -23,19 +22,19 @@ impl TestDir {
         ));
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        TestDir { path }
+        TestDir(path)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.0
     }
 
     pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
-        self.path.join(p)
+        self.0.join(p)
     }
 
     pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.path.join(rel);
+        let p = self.0.join(rel);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }
@@ -47,9 +46,9 @@ impl TestDir {
 impl Drop for TestDir {
     fn drop(&mut self) {
         if std::env::var_os("GATEHOUSE_TEST_KEEP").is_some() {
-            eprintln!("keeping {}", self.path.display());
+            eprintln!("keeping {}", self.0.display());
             return;
         }
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -102,6 +102,20 @@ pub fn peer_leaf(tls: &TlsStream<TcpStream>) -> Option<CertificateDer<'static>> 
         .map(|c| c.clone().into_owned())
 }
 
+/// `extra` headers as given, then the connection's cookie unless `extra` sets one, then `body`.
+fn finish(
+    mut b: http::request::Builder,
+    extra: &[(&str, &str)],
+    cookie: Option<&str>,
+    body: ReqBody,
+) -> Request<ReqBody> {
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b = add_cookie(b, cookie, extra);
+    b.body(body).unwrap()
+}
+
 /// An HTTP/1.1 connection (kept alive; upgrades allowed).
 pub struct H1Conn {
     pub send: hyper::client::conn::http1::SendRequest<ReqBody>,
@@ -150,6 +164,19 @@ impl H1Conn {
         self
     }
 
+    /// A WebSocket upgrade (`GET path`, the RFC 6455 sample key) with `extra` headers after
+    /// the upgrade headers.
+    pub fn upgrade_request(&self, path: &str, extra: &[(&str, &str)]) -> Request<ReqBody> {
+        let mut headers = vec![
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        headers.extend_from_slice(extra);
+        self.request("GET", path, &headers, empty())
+    }
+
     /// A request with the `Host` header set; `extra` headers appended as given.
     pub fn request(
         &self,
@@ -158,15 +185,11 @@ impl H1Conn {
         extra: &[(&str, &str)],
         body: ReqBody,
     ) -> Request<ReqBody> {
-        let mut b = Request::builder()
+        let b = Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.host);
-        for (k, v) in extra {
-            b = b.header(*k, *v);
-        }
-        b = add_cookie(b, self.cookie.as_deref(), extra);
-        b.body(body).unwrap()
+        finish(b, extra, self.cookie.as_deref(), body)
     }
 
     pub async fn send_head(
@@ -231,15 +254,11 @@ impl H2Conn {
         extra: &[(&str, &str)],
         body: ReqBody,
     ) -> Request<ReqBody> {
-        let mut b = Request::builder()
+        let b = Request::builder()
             .method(method)
             .version(Version::HTTP_2)
             .uri(format!("https://{}{path}", self.host));
-        for (k, v) in extra {
-            b = b.header(*k, *v);
-        }
-        b = add_cookie(b, self.cookie.as_deref(), extra);
-        b.body(body).unwrap()
+        finish(b, extra, self.cookie.as_deref(), body)
     }
 
     pub async fn send(&mut self, req: Request<ReqBody>) -> Resp {

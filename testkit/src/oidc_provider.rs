@@ -6,25 +6,24 @@
 //! printed when the test fails; the process is killed on drop. `stop` and `restart` (same
 //! port and issuer) serve outage tests. A missing node or package is a test failure.
 //!
-//! [`super::oidc_browser::ProviderBrowser`] completes the provider's login and consent pages with a
+//! [`crate::oidc_browser::ProviderBrowser`] completes the provider's login and consent pages with a
 //! cookie-keeping HTTP client (no browser), up to the redirect back to Gatehouse.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::tempdir::TestDir;
+use crate::process::{Captured, spawn_until_line};
+use crate::tempdir::TestDir;
 
 /// How long node may take to load oidc-provider and listen.
 pub const PROVIDER_READY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The directory holding `provider.mjs` and its `node_modules`.
 pub fn provider_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+    crate::repo_root().join("tests/oidc")
 }
 
 /// One client registered at the provider.
@@ -72,6 +71,7 @@ impl AccountSpec {
         }
     }
 
+    #[allow(clippy::should_implement_trait)] // named after the `sub` claim it sets
     pub fn sub(mut self, sub: &str) -> AccountSpec {
         self.sub = Some(sub.into());
         self
@@ -151,7 +151,8 @@ pub struct OidcProvider {
     pub port: u16,
     spec: ProviderSpec,
     dir: TestDir,
-    stderr: Arc<Mutex<String>>,
+    /// Output of every run (restarts append).
+    out: Captured,
 }
 
 fn parse_ready(line: &str) -> Option<(String, u16)> {
@@ -172,7 +173,7 @@ impl OidcProvider {
             port: 0,
             spec,
             dir: TestDir::new("oidc-provider"),
-            stderr: Arc::new(Mutex::new(String::new())),
+            out: Captured::default(),
         };
         if let Err(e) = p.spawn(0) {
             panic!("{e}");
@@ -198,64 +199,22 @@ impl OidcProvider {
         let config = self
             .dir
             .write("provider.json", self.spec.to_json(port).to_string());
-        let mut child = Command::new("node")
-            .arg(dir.join("provider.mjs"))
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("provider.mjs"))
             .arg(&config)
             .current_dir(&dir)
-            .env("NODE_ENV", "test")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning node (is nodejs installed? run ./test.sh): {e}"));
-        let mut err_pipe = child.stderr.take().unwrap();
-        let err_buf = self.stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                err_buf
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let out_pipe = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out_pipe).lines() {
-                let Ok(line) = line else { break };
-                if let Some(r) = parse_ready(&line) {
-                    let _ = tx.send(r);
-                }
-            }
-        });
-        let start = Instant::now();
-        loop {
-            if let Ok((issuer, port)) = rx.recv_timeout(Duration::from_millis(100)) {
-                self.issuer = issuer;
-                self.port = port;
-                self.child = Some(child);
-                return Ok(());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                return Err(format!(
-                    "oidc-provider exited ({status}) before its ready line:\n{}",
-                    self.stderr()
-                ));
-            }
-            if start.elapsed() > PROVIDER_READY_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "oidc-provider printed no ready line within {PROVIDER_READY_DEADLINE:?}:\n{}",
-                    self.stderr()
-                ));
-            }
-        }
+            .env("NODE_ENV", "test");
+        let (child, (issuer, port)) = spawn_until_line(
+            cmd,
+            "oidc-provider",
+            PROVIDER_READY_DEADLINE,
+            parse_ready,
+            &self.out,
+        )?;
+        self.issuer = issuer;
+        self.port = port;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the provider and waits until its port refuses connections.
@@ -292,10 +251,7 @@ impl OidcProvider {
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.out.stderr()
     }
 }
 

@@ -1,7 +1,9 @@
-//! An alert webhook receiver: HTTP/1.1 on a loopback port, recording every POST (its
-//! `Idempotency-Key` and JSON body) and answering 200; `stop` closes the port (calls are
+//! An alert webhook receiver: HTTP/1.1 on a loopback port (keep-alive, content-length
+//! bodies), recording every POST (its `Idempotency-Key` and JSON body) and answering 200, or
+//! 503 to the next calls after [`Webhook::fail_next`]; `stop` closes the port (calls are
 //! refused) and `resume` opens it again on the same port.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,13 +18,21 @@ pub struct Call {
     pub at: Instant,
 }
 
+/// What the receiver shares with its connections.
+#[derive(Default)]
+struct Shared {
+    calls: Mutex<Vec<Call>>,
+    /// How many of the next calls are answered 503.
+    fail_next: AtomicUsize,
+}
+
 pub struct Webhook {
     pub port: u16,
-    calls: Arc<Mutex<Vec<Call>>>,
+    shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
 }
 
-async fn serve_conn(mut s: tokio::net::TcpStream, calls: Arc<Mutex<Vec<Call>>>) {
+async fn serve_conn(mut s: tokio::net::TcpStream, shared: Arc<Shared>) {
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -56,25 +66,31 @@ async fn serve_conn(mut s: tokio::net::TcpStream, calls: Arc<Mutex<Vec<Call>>>) 
         }
         let body = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
         buf.drain(..head_end + len);
-        calls.lock().unwrap().push(Call {
+        shared.calls.lock().unwrap().push(Call {
             idempotency_key: header("idempotency-key"),
             body,
             at: Instant::now(),
         });
-        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            .await
-            .is_err()
-        {
+        let failing = shared
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let status: &[u8] = if failing {
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+        };
+        if s.write_all(status).await.is_err() {
             return;
         }
     }
 }
 
-fn spawn(listener: tokio::net::TcpListener, calls: Arc<Mutex<Vec<Call>>>) -> JoinHandle<()> {
+fn spawn(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((s, _)) = listener.accept().await {
-            conns.spawn(serve_conn(s, calls.clone()));
+            conns.spawn(serve_conn(s, shared.clone()));
         }
     })
 }
@@ -83,9 +99,9 @@ impl Webhook {
     pub async fn start() -> Webhook {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let task = Some(spawn(listener, calls.clone()));
-        Webhook { port, calls, task }
+        let shared = Arc::new(Shared::default());
+        let task = Some(spawn(listener, shared.clone()));
+        Webhook { port, shared, task }
     }
 
     pub fn url(&self) -> String {
@@ -105,11 +121,16 @@ impl Webhook {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .unwrap();
-        self.task = Some(spawn(listener, self.calls.clone()));
+        self.task = Some(spawn(listener, self.shared.clone()));
+    }
+
+    /// Answers the next `n` calls 503 (each still recorded).
+    pub fn fail_next(&self, n: usize) {
+        self.shared.fail_next.store(n, Ordering::SeqCst);
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
+        self.shared.calls.lock().unwrap().clone()
     }
 
     /// Waits (deadline `limit`) for a call matching `pred`.

@@ -15,11 +15,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::KeyPair;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+use crate::net::serve_http1;
 
 pub const CLIENT_ID: &str = "gatehouse-test";
 pub const CLIENT_SECRET: &str = "double-client-secret";
@@ -119,20 +120,8 @@ impl ProviderDouble {
             ..State::default()
         });
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| serve(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
+        let svc = hyper::service::service_fn(move |req| serve(st.clone(), req));
+        let task = tokio::spawn(serve_http1(listener, svc));
         ProviderDouble {
             addr,
             issuer,

@@ -90,10 +90,13 @@ impl Pki {
                     / 86_400,
             )
             .unwrap();
-            let (y, m, d) = civil_from_days(today + from);
-            params.not_before = rcgen::date_time_ymd(y, m, d);
-            let (y, m, d) = civil_from_days(today + to);
-            params.not_after = rcgen::date_time_ymd(y, m, d);
+            // Midnight UTC of a day counted from 1970-01-01, in rcgen's date type.
+            let day = |n: i64| {
+                let secs = u64::try_from(n * 86_400).expect("a day after 1970");
+                rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(secs)
+            };
+            params.not_before = day(today + from);
+            params.not_after = day(today + to);
         }
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         write_atomic(&self.key_path, key.serialize_pem().as_bytes());
@@ -167,20 +170,6 @@ pub fn read_pem_cert(path: &Path) -> CertificateDer<'static> {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::from_pem_file(path)
         .unwrap_or_else(|e| panic!("reading a PEM certificate from {}: {e:?}", path.display()))
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as i32, m as u8, d as u8)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) {

@@ -6,6 +6,11 @@
 //! - `/ws`: a WebSocket-style upgrade (101) that echoes every byte afterwards;
 //! - `/set-cookie?c=V&c=W`: answers 200 with one `Set-Cookie` per `c` (percent-decoded);
 //! - anything else: echo — `{"method", "path", "query", "version", "headers": [[name, value]]}`.
+//!
+//! [`recording`] holds the upstreams that report each request (or connection) over a channel
+//! instead: a test that must see what passed reads it there.
+
+pub mod recording;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +29,8 @@ use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::net::serve_http1;
 
 /// Size of one streamed chunk of the download endpoint.
 pub const CHUNK: usize = 64 * 1024;
@@ -52,26 +59,12 @@ impl Upstream {
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
         let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let st = st.clone();
-                        let tx = tx.clone();
-                        async move { Ok::<_, Infallible>(handle(req, &st, &tx).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
+        let svc = hyper::service::service_fn(move |req| {
+            let st = st.clone();
+            let tx = tx.clone();
+            async move { Ok::<_, Infallible>(handle(req, &st, &tx).await) }
         });
+        let task = tokio::spawn(serve_http1(listener, svc));
         Upstream {
             addr,
             state,
@@ -113,11 +106,7 @@ impl Drop for Upstream {
     }
 }
 
-/// Reserves a loopback port with nothing listening on it (for "upstream down").
-pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+pub use crate::net::closed_port;
 
 async fn handle(req: Request<Incoming>, st: &State, tx: &watch::Sender<u64>) -> Response<RespBody> {
     let target = req.uri().path_and_query().map_or_else(

@@ -1,5 +1,5 @@
-//! A real `redis-server` on a free loopback port, for the shared store: no persistence, its
-//! own working directory, readiness by `PING` with a deadline (never a sleep), `stop` and
+//! A real `redis-server` on a free loopback port, for the shared store: no persistence but
+//! an explicit `SAVE` (which `restart` loads; `forget_data` drops it), its own working directory, readiness by `PING` with a deadline (never a sleep), `stop` and
 //! `restart` on the same port (store-outage tests), killed on drop. A missing binary is a
 //! test failure, never a skip.
 
@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::tempdir::TestDir;
+use crate::net::free_port;
+use crate::tempdir::TestDir;
 
 /// How long redis-server may take to answer its first PING.
 pub const REDIS_READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -17,11 +18,6 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: TestDir,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// One `PING` over a fresh connection: true on `+PONG`.
