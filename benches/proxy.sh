@@ -10,6 +10,8 @@
 # small shared machine one run of either proxy can be off by 15%. nginx and the memory-store
 # gateway run back to back in alternating order, and the median of their per-round ratios is
 # printed too.
+# GATEHOUSE_BENCH_LONG=SECONDS: afterwards, a long run of each gateway (memory, then Redis) of
+# that length, printing the requests served and the gateway's RSS before and after (growth).
 # Needs: nginx, wrk, openssl, redis-server, curl, python3 (./test.sh installs the Debian ones).
 # Builds gatehouse in release. Everything listens on 127.0.0.1 only and stops by itself.
 set -euo pipefail
@@ -271,3 +273,19 @@ awk -v g="$gh_redis_RPS" -v n="$nginx_RPS" -v gc="$gh_redis_CPU" -v nc="$nginx_C
 paired=$(paste -d' ' <(tr ' ' '\n' <<<"$gh_memory_RPS_ALL" | grep -v '^$') <(tr ' ' '\n' <<<"$nginx_RPS_ALL" | grep -v '^$') |
   awk '{ printf "%.3f ", $1 / $2 }')
 echo "per-round ratios gatehouse(memory)/nginx: $paired-> median $(median <<<"$paired" | awk '{ printf "%.2fx", $1 }')"
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+long_run() { # name port cookie pid
+  local before after out reqs non2xx
+  before=$(rss_kib "$4")
+  out=$(wrk -t2 -c"$CONNS" -d"${GATEHOUSE_BENCH_LONG}s" -H "Host: $HOST" -H "Cookie: __Host-gatehouse=$3" "https://127.0.0.1:$2/")
+  after=$(rss_kib "$4")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  printf 'long run %-10s %s requests in %ss (non-2xx: %s): RSS %s KiB before, %s KiB after (%+d KiB)\n' \
+    "$1" "$reqs" "$GATEHOUSE_BENCH_LONG" "${non2xx:-0}" "$before" "$after" $((after - before))
+}
+if [ -n "${GATEHOUSE_BENCH_LONG:-}" ]; then
+  long_run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+  long_run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID"
+fi

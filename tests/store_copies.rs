@@ -1,6 +1,7 @@
 //! Two `gatehouse` processes on one real redis-server, the second answering from its copies
 //! of sessions: a logout, a revocation and a `user lock` on the first end the session on the
-//! second within the stated bound (`INVALIDATION_BOUND`); killing the second's invalidation
+//! second within the stated bound (`INVALIDATION_BOUND`), and so do a grant and its
+//! revocation; killing the second's invalidation
 //! link (`CLIENT KILL` by redis-cli) makes it fail closed until the link is back; Redis
 //! restarted from an older snapshot, or without its data, brings no revoked session back; an
 //! instance whose secret key differs from the store's refuses to start.
@@ -72,27 +73,42 @@ fn session_commands(redis: &Redis) -> u64 {
             .lines()
             .find_map(|l| {
                 let rest = l.strip_prefix("cmdstat_")?.strip_prefix(cmd)?;
-                rest.strip_prefix(":calls=")?.split(',').next()?.parse().ok()
+                rest.strip_prefix(":calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()
             })
             .unwrap_or(0)
     };
     (calls("get") + calls("set")).saturating_sub(2 * calls("evalsha"))
 }
 
-/// Polls until `gh` answers `want` for `cookie`; the time it took (panics past `limit`).
-async fn answers(gh: &Gatehouse, cookie: &str, want: u16, limit: Duration) -> Duration {
+/// Polls until `gh` answers `want` for `cookie` on `path`; the time it took.
+async fn answers_on(
+    gh: &Gatehouse,
+    cookie: &str,
+    path: &str,
+    want: u16,
+    limit: Duration,
+) -> Duration {
     let start = Instant::now();
     loop {
-        let got = status(gh, cookie, "/poll").await;
+        let got = status(gh, cookie, path).await;
         if got == want {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < limit,
-            "still {got} after {limit:?}, want {want}"
+            "{path} still {got} after {limit:?}, want {want}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Polls until `gh` answers `want` for `cookie`; the time it took (panics past `limit`).
+async fn answers(gh: &Gatehouse, cookie: &str, want: u16, limit: Duration) -> Duration {
+    answers_on(gh, cookie, "/poll", want, limit).await
 }
 
 fn cli_ok(gh: &Gatehouse, args: &[&str]) {
@@ -130,7 +146,10 @@ async fn logout_revocation_and_lock_on_a_end_the_session_on_b_within_the_bound()
     }
     let seconds = start.elapsed().as_secs() + 1;
     let spent = session_commands(&redis) - before;
-    eprintln!("90 requests on b in {:?}: {spent} session reads/writes", start.elapsed());
+    eprintln!(
+        "90 requests on b in {:?}: {spent} session reads/writes",
+        start.elapsed()
+    );
     assert!(
         spent <= 3 * 2 * (seconds + 1) && spent < 30,
         "90 requests on b in {seconds} s cost {spent} session reads/writes"
@@ -148,7 +167,11 @@ async fn logout_revocation_and_lock_on_a_end_the_session_on_b_within_the_bound()
             form(&[("csrf", &csrf)]),
         )
         .await;
-    assert!(matches!(r.status.as_u16(), 200 | 303), "logout: {}", r.status);
+    assert!(
+        matches!(r.status.as_u16(), 200 | 303),
+        "logout: {}",
+        r.status
+    );
     let took = answers(&b, alice, 401, INVALIDATION_BOUND).await;
     eprintln!("logout on a ended the session on b after {took:?}");
 
@@ -156,13 +179,48 @@ async fn logout_revocation_and_lock_on_a_end_the_session_on_b_within_the_bound()
     cli_ok(&a, &["session", "revoke", "bob"]);
     let took = answers(&b, bob, 401, INVALIDATION_BOUND).await;
     eprintln!("revocation ended the session on b after {took:?}");
-    a.expect_audit("session_revoked", |e| e["user"] == "bob").await;
+    a.expect_audit("session_revoked", |e| e["user"] == "bob")
+        .await;
 
     // `user lock` revokes the user's sessions everywhere.
     assert_eq!(status(&b, carol, "/before-lock").await, 200);
     cli_ok(&a, &["user", "lock", "carol"]);
     let took = answers(&b, carol, 401, INVALIDATION_BOUND).await;
     eprintln!("user lock ended the session on b after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_and_its_revocation_on_a_reach_b_within_the_bound() {
+    let redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let up = Upstream::start().await;
+    let (a, b) = pair(&redis, &up).await;
+    let dave = a.create_user("dave", &["contractors"]).await;
+    let cookie = a.login(&host("wiki"), &dave).await;
+    assert_eq!(status(&b, &cookie, "/page").await, 403, "no grant yet");
+    let out = tokio::task::block_in_place(|| {
+        a.cli(
+            &[
+                "grant",
+                "add",
+                "dave",
+                "group:staff",
+                "--for",
+                "1h",
+                "--reason",
+                "INC-16",
+            ],
+            None,
+        )
+    });
+    assert!(out.status.success(), "grant add: {out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let took = answers_on(&b, &cookie, "/page", 200, INVALIDATION_BOUND).await;
+    eprintln!("a grant on a allowed on b after {took:?}");
+    cli_ok(&a, &["grant", "revoke", &id]);
+    let took = answers_on(&b, &cookie, "/page", 403, INVALIDATION_BOUND).await;
+    eprintln!("its revocation on a refused on b after {took:?}");
+    b.expect_audit("access_denied", |e| e["user"] == "dave")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,10 +238,7 @@ async fn killing_the_invalidation_link_fails_closed_until_it_is_back() {
         .lines()
         .find(|l| l.contains(&name))
         .unwrap_or_else(|| panic!("no client {name}... in\n{list}"));
-    let id = line
-        .split(' ')
-        .find_map(|f| f.strip_prefix("id="))
-        .unwrap();
+    let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
     let killed = redis_cli(&redis, &["CLIENT", "KILL", "ID", id]);
     assert_eq!(killed.trim(), "1", "CLIENT KILL: {killed}");
     let before = up.count();
@@ -209,7 +264,10 @@ async fn killing_the_invalidation_link_fails_closed_until_it_is_back() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    eprintln!("b refused for a while and was back after {:?}", start.elapsed());
+    eprintln!(
+        "b refused for a while and was back after {:?}",
+        start.elapsed()
+    );
     assert_eq!(status(&a, &cookie, "/a").await, 200);
     let passed = up.count() - before;
     // Only the answers after b came back (one) and a's request reached the upstream; b's

@@ -184,8 +184,7 @@ impl Follower {
     async fn unconfirmed(&mut self, e: &StoreError) {
         tracing::warn!(error = %crate::error_chain(e), "cannot refresh grants from the store");
         let unsynced = matches!(e, StoreError::Unsynced);
-        if (unsynced || self.confirmed.elapsed() >= STALE_AFTER)
-            && !self.policy.grants().is_empty()
+        if (unsynced || self.confirmed.elapsed() >= STALE_AFTER) && !self.policy.grants().is_empty()
         {
             if unsynced {
                 tracing::error!("store invalidation link down; grants suspended until it is back");

@@ -159,7 +159,11 @@ impl RedisStore {
     /// the link is down.
     pub(super) async fn grants_generation_impl(&self) -> Result<u64, StoreError> {
         let copies = &self.link.copies;
-        let local = || copies.grant_changes.load(std::sync::atomic::Ordering::Acquire);
+        let local = || {
+            copies
+                .grant_changes
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
         if self.link.state.serving(mono_ms())
             && let Some(g) = copies.grants_generation.get(GENERATION_COPY)
         {

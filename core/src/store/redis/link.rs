@@ -310,7 +310,10 @@ impl Link {
                     return;
                 }
                 Err(_) => {
-                    self.lose(generation, "heartbeat unanswered within the operation timeout");
+                    self.lose(
+                        generation,
+                        "heartbeat unanswered within the operation timeout",
+                    );
                     return;
                 }
             }

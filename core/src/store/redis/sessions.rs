@@ -214,8 +214,11 @@ impl RedisStore {
             self.link.tombstones.add(h, now);
         }
         for h in &ended {
-            self.publish(RevocationEvent::Session { id_hash: h.clone() }, vec![h.clone()])
-                .await?;
+            self.publish(
+                RevocationEvent::Session { id_hash: h.clone() },
+                vec![h.clone()],
+            )
+            .await?;
         }
         Ok(ended)
     }

@@ -238,7 +238,11 @@ async fn grant_changes_reach_other_instances_and_a_lost_link_refuses_the_generat
     for _ in 0..20 {
         assert_eq!(b.grants_generation().await.unwrap(), g0);
     }
-    assert_eq!(calls(&mut r, &["get"]).await, before, "reads of an unchanged generation");
+    assert_eq!(
+        calls(&mut r, &["get"]).await,
+        before,
+        "reads of an unchanged generation"
+    );
     // A grant added on a changes b's answer within the bound.
     a.put_grant(&g).await.unwrap();
     let took = until("grant added seen by b", INVALIDATION_BOUND, || async {
@@ -251,9 +255,11 @@ async fn grant_changes_reach_other_instances_and_a_lost_link_refuses_the_generat
     // record on its link, so Redis tells b.
     let g1 = b.grants_generation().await.unwrap();
     let _: i64 = r.del(format!("{GRANT_PREFIX}{}", g.id)).await.unwrap();
-    until("grant record deleted by hand", INVALIDATION_BOUND, || async {
-        b.grants_generation().await.unwrap() != g1
-    })
+    until(
+        "grant record deleted by hand",
+        INVALIDATION_BOUND,
+        || async { b.grants_generation().await.unwrap() != g1 },
+    )
     .await;
     assert!(b.list_grants().await.unwrap().is_empty());
     // b's link killed: the generation is refused (the policy drops its grants), then back.
@@ -266,13 +272,17 @@ async fn grant_changes_reach_other_instances_and_a_lost_link_refuses_the_generat
         .await
         .unwrap();
     assert_eq!(killed, 1);
-    until("generation refused without the link", OP_TIMEOUT, || async {
-        matches!(b.grants_generation().await, Err(StoreError::Unsynced))
-    })
+    until(
+        "generation refused without the link",
+        OP_TIMEOUT,
+        || async { matches!(b.grants_generation().await, Err(StoreError::Unsynced)) },
+    )
     .await;
-    until("generation answered again", Duration::from_secs(10), || async {
-        b.grants_generation().await.is_ok()
-    })
+    until(
+        "generation answered again",
+        Duration::from_secs(10),
+        || async { b.grants_generation().await.is_ok() },
+    )
     .await;
 }
 
