@@ -24,8 +24,13 @@ for tool in nginx wrk openssl redis-server curl python3; do
 done
 NGINX=$(command -v nginx)
 
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
+# GATEHOUSE_BIN=PATH: use that binary instead of building one.
+if [ -n "${GATEHOUSE_BIN:-}" ]; then
+  BIN=$GATEHOUSE_BIN
+else
+  cargo build --release --quiet
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
+fi
 WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 PIDS=()
 cleanup() {
