@@ -11,7 +11,8 @@
 # gateway run back to back in alternating order, and the median of their per-round ratios is
 # printed too.
 # GATEHOUSE_BENCH_LONG=SECONDS: afterwards, a long run of each gateway (memory, then Redis) of
-# that length, printing the requests served and the gateway's RSS before and after (growth).
+# that length, printing the requests served and the gateway's RSS before, every 10 s and after
+# (GATEHOUSE_BENCH_LONG_ONLY=gh_memory|gh_redis: that one only).
 # Needs: nginx, wrk, openssl, redis-server, curl, python3 (./test.sh installs the Debian ones).
 # Builds gatehouse in release. Everything listens on 127.0.0.1 only and stops by itself.
 set -euo pipefail
@@ -283,14 +284,24 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 long_run() { # name port cookie pid
   local before after out reqs non2xx
   before=$(rss_kib "$4")
-  out=$(wrk -t2 -c"$CONNS" -d"${GATEHOUSE_BENCH_LONG}s" -H "Host: $HOST" -H "Cookie: __Host-gatehouse=$3" "https://127.0.0.1:$2/")
+  wrk -t2 -c"$CONNS" -d"${GATEHOUSE_BENCH_LONG}s" -H "Host: $HOST" -H "Cookie: __Host-gatehouse=$3" \
+    "https://127.0.0.1:$2/" >"$WORK/long.out" &
+  local wrk_pid=$! samples=""
+  # RSS every 10 s: a leak climbs steadily, allocator growth levels off.
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    sleep 10
+    kill -0 "$wrk_pid" 2>/dev/null && samples+=" $(rss_kib "$4")"
+  done
+  wait "$wrk_pid"
+  out=$(cat "$WORK/long.out")
   after=$(rss_kib "$4")
+  echo "long run $1 RSS KiB every 10 s:$samples"
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   printf 'long run %-10s %s requests in %ss (non-2xx: %s): RSS %s KiB before, %s KiB after (%+d KiB)\n' \
     "$1" "$reqs" "$GATEHOUSE_BENCH_LONG" "${non2xx:-0}" "$before" "$after" $((after - before))
 }
 if [ -n "${GATEHOUSE_BENCH_LONG:-}" ]; then
-  long_run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
-  long_run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID"
+  [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_memory}" = gh_memory ] && long_run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+  [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_redis}" = gh_redis ] && long_run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID"
 fi
