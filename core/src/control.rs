@@ -55,12 +55,12 @@ pub enum Request {
         reason: String,
         by: String,
     },
-    GrantList,
+    GrantList {},
     GrantRevoke {
         id: String,
         by: String,
     },
-    SessionList,
+    SessionList {},
     SessionRevoke {
         user: String,
         by: String,
@@ -111,7 +111,7 @@ impl Control {
                 };
                 self.grant_add(&asked).await
             }
-            Request::GrantList => self.grants().await,
+            Request::GrantList {} => self.grants().await,
             Request::GrantRevoke { id, by } => {
                 match crate::grant::revoke(self.store.as_ref(), &self.audit, &id, &actor(&by)).await
                 {
@@ -124,7 +124,7 @@ impl Control {
                     Err(e) => Err(e),
                 }
             }
-            Request::SessionList => match self.store.list_sessions().await {
+            Request::SessionList {} => match self.store.list_sessions().await {
                 Ok(sessions) => Ok(Response::Sessions { sessions }),
                 Err(e) => Err(GrantError::Store(e)),
             },

@@ -48,7 +48,7 @@ pub async fn reach(config: &Config) -> anyhow::Result<Reach> {
 pub async fn live_grants(config: &Config) -> anyhow::Result<Option<Vec<Grant>>> {
     match reach(config).await? {
         Reach::Store(store, _) => Ok(Some(store.list_grants().await.context("listing grants")?)),
-        Reach::Server => match client::call(&config.data_dir, &Request::GrantList).await? {
+        Reach::Server => match client::call(&config.data_dir, &Request::GrantList {}).await? {
             None => Ok(None),
             Some(resp) => match client::ok(resp)? {
                 Response::Grants { grants } => Ok(Some(grants)),

@@ -61,7 +61,7 @@ pub fn run(explicit: Option<&Path>, cmd: SessionCommand) -> anyhow::Result<ExitC
                         store.list_sessions().await.context("listing sessions")?
                     }
                     Reach::Server => {
-                        match client::call(&config.data_dir, &Request::SessionList).await? {
+                        match client::call(&config.data_dir, &Request::SessionList {}).await? {
                             None => {
                                 eprintln!("{}", client::NO_SERVER);
                                 Vec::new()

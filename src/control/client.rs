@@ -58,16 +58,19 @@ async fn exchange(
     }
     let mut line = serde_json::to_vec(req).context("encoding the request")?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .await
-        .context("sending the request")?;
+    // A server that refuses this peer answers and closes before reading the request; its
+    // answer is still there to read after the write fails, and it says why.
+    let sent = stream.write_all(&line).await;
     let mut answer = Vec::new();
     let limit = u64::try_from(MAX_RESPONSE).unwrap_or(u64::MAX) + 1;
-    BufReader::new(stream.take(limit))
+    let read = BufReader::new(stream.take(limit))
         .read_until(b'\n', &mut answer)
-        .await
-        .context("reading the answer")?;
+        .await;
+    match (sent, read) {
+        (Err(e), _) if answer.is_empty() => return Err(e).context("sending the request"),
+        (_, Err(e)) if answer.is_empty() => return Err(e).context("reading the answer"),
+        _ => {}
+    }
     if answer.len() > MAX_RESPONSE {
         bail!("the server's answer is longer than {MAX_RESPONSE} bytes");
     }
