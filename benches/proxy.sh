@@ -302,6 +302,10 @@ long_run() { # name port cookie pid
     "$1" "$reqs" "$GATEHOUSE_BENCH_LONG" "${non2xx:-0}" "$before" "$after" $((after - before))
 }
 if [ -n "${GATEHOUSE_BENCH_LONG:-}" ]; then
-  [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_memory}" = gh_memory ] && long_run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
-  [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_redis}" = gh_redis ] && long_run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID"
+  if [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_memory}" = gh_memory ]; then
+    long_run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+  fi
+  if [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_redis}" = gh_redis ]; then
+    long_run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID"
+  fi
 fi
