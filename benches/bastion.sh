@@ -27,7 +27,7 @@ if [ -n "${GATEHOUSE_BIN:-}" ]; then
 else
   echo "building release gatehouse..." >&2
   cargo build --release -q -p gatehouse --bin gatehouse
-  BIN="$ROOT/target/release/gatehouse"
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/gatehouse"
 fi
 
 TMP="$(mktemp -d /tmp/gh-bastion-bench.XXXXXX)"

@@ -10,6 +10,9 @@
 # small shared machine one run of either proxy can be off by 15%. nginx and the memory-store
 # gateway run back to back in alternating order, and the median of their per-round ratios is
 # printed too.
+# GATEHOUSE_BENCH_LONG=SECONDS: afterwards, a long run of each gateway (memory, then Redis) of
+# that length, printing the requests served and the gateway's RSS before, every 10 s and after
+# (GATEHOUSE_BENCH_LONG_ONLY=gh_memory|gh_redis: that one only).
 # Needs: nginx, wrk, openssl, redis-server, curl, python3 (./test.sh installs the Debian ones).
 # Builds gatehouse in release. Everything listens on 127.0.0.1 only and stops by itself.
 set -euo pipefail
@@ -22,8 +25,13 @@ for tool in nginx wrk openssl redis-server curl python3; do
 done
 NGINX=$(command -v nginx)
 
-cargo build --release --quiet
-BIN=$PWD/target/release/gatehouse
+# GATEHOUSE_BIN=PATH: use that binary instead of building one.
+if [ -n "${GATEHOUSE_BIN:-}" ]; then
+  BIN=$GATEHOUSE_BIN
+else
+  cargo build --release --quiet
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
+fi
 WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -32,7 +40,8 @@ cleanup() {
   [ -f "$WORK/proxy.pid" ] && kill "$(cat "$WORK/proxy.pid")" 2>/dev/null || true
   [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
   sleep 0.2
-  rm -rf "$WORK"
+  # GATEHOUSE_BENCH_KEEP=1: keep the configs and logs.
+  if [ -n "${GATEHOUSE_BENCH_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -207,28 +216,34 @@ to_ms() { # wrk prints 1.23ms / 456.00us / 1.02s
   awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
 }
 
-run() { # name port cookie pids...
+run() { # name port cookie pids... (STORE_PID, when set, is also counted apart: redis-server)
   local name=$1 port=$2 cookie=$3; shift 3
   local auth=(-H "Host: $HOST")
   [ -n "$cookie" ] && auth+=(-H "Cookie: __Host-gatehouse=$cookie")
   wrk -t1 -c"$CONNS" -d2s "${auth[@]}" "https://127.0.0.1:$port/" >/dev/null 2>&1 || true  # warm-up
   local before after out
   before=$(cpu_ticks "$@")
-  # GATEHOUSE_BENCH_PERF=FILE: also profile the Gatehouse memory-store run with perf.
-  if [ -n "${GATEHOUSE_BENCH_PERF:-}" ] && [ "$name" = gh_memory ]; then
+  local store_before=0 store_after=0
+  [ -n "${STORE_PID:-}" ] && store_before=$(cpu_ticks "$STORE_PID")
+  # GATEHOUSE_BENCH_PERF=FILE: also profile one Gatehouse run with perf (GATEHOUSE_BENCH_PERF_RUN:
+  # gh_memory, the default, or gh_redis).
+  if [ -n "${GATEHOUSE_BENCH_PERF:-}" ] && [ "$name" = "${GATEHOUSE_BENCH_PERF_RUN:-gh_memory}" ]; then
     perf record -q -e cpu-clock -F 999 -g -p "$1" -o "$GATEHOUSE_BENCH_PERF" -- sleep "$DURATION" >/dev/null 2>&1 &
   fi
   out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${auth[@]}" "https://127.0.0.1:$port/")
   after=$(cpu_ticks "$@")
+  [ -n "${STORE_PID:-}" ] && store_after=$(cpu_ticks "$STORE_PID")
   local rps p50 p99 reqs non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
-  non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out"); non2xx=${non2xx:-0}
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
   local hz; hz=$(getconf CLK_TCK)
   local cpu_us; cpu_us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) * 1e6 / n }')
-  printf '%-10s %12.0f %10.3f %10.3f %14s %8s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "$non2xx"
+  local store_us="-"
+  [ -n "${STORE_PID:-}" ] && store_us=$(awk -v t=$((store_after - store_before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", (t / hz) * 1e6 / n }')
+  printf '%-10s %12.0f %10.3f %10.3f %14s %8s %12s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "$non2xx" "$store_us"
   eval "${name}_RPS_ALL+=\" $rps\"; ${name}_CPU_ALL+=\" $cpu_us\""
 }
 
@@ -236,7 +251,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR
 
 echo "TLS reverse proxy to one upstream, wrk -t2 -c$CONNS -d${DURATION}s, HTTP/1.1 keep-alive, $(nproc) cores"
 echo "nginx: no authentication. gatehouse: session + $RULES-rule policy + audit + assertion on every request."
-printf '%-10s %12s %10s %10s %14s %8s\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "non-2xx"
+printf '%-10s %12s %10s %10s %14s %8s %12s\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "non-2xx" "of it redis"
 nginx_RPS_ALL= nginx_CPU_ALL= gh_memory_RPS_ALL= gh_memory_CPU_ALL= gh_redis_RPS_ALL= gh_redis_CPU_ALL=
 for round in $(seq 1 "$ROUNDS"); do
   # nginx and the memory-store gateway run back to back, in alternating order, so each
@@ -248,7 +263,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
     run nginx "$NG_PORT" "" $(nginx_pids)
   fi
-  run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID" "$(cat "$WORK/redis.pid")"
+  STORE_PID=$(cat "$WORK/redis.pid") run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID" "$(cat "$WORK/redis.pid")"
 done
 for name in nginx gh_memory gh_redis; do
   eval "${name}_RPS=\$(median <<<\"\$${name}_RPS_ALL\"); ${name}_CPU=\$(median <<<\"\$${name}_CPU_ALL\")"
@@ -264,3 +279,33 @@ awk -v g="$gh_redis_RPS" -v n="$nginx_RPS" -v gc="$gh_redis_CPU" -v nc="$nginx_C
 paired=$(paste -d' ' <(tr ' ' '\n' <<<"$gh_memory_RPS_ALL" | grep -v '^$') <(tr ' ' '\n' <<<"$nginx_RPS_ALL" | grep -v '^$') |
   awk '{ printf "%.3f ", $1 / $2 }')
 echo "per-round ratios gatehouse(memory)/nginx: $paired-> median $(median <<<"$paired" | awk '{ printf "%.2fx", $1 }')"
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+long_run() { # name port cookie pid
+  local before after out reqs non2xx
+  before=$(rss_kib "$4")
+  wrk -t2 -c"$CONNS" -d"${GATEHOUSE_BENCH_LONG}s" -H "Host: $HOST" -H "Cookie: __Host-gatehouse=$3" \
+    "https://127.0.0.1:$2/" >"$WORK/long.out" &
+  local wrk_pid=$! samples=""
+  # RSS every 10 s: a leak climbs steadily, allocator growth levels off.
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    sleep 10
+    kill -0 "$wrk_pid" 2>/dev/null && samples+=" $(rss_kib "$4")"
+  done
+  wait "$wrk_pid"
+  out=$(cat "$WORK/long.out")
+  after=$(rss_kib "$4")
+  echo "long run $1 RSS KiB every 10 s:$samples"
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  printf 'long run %-10s %s requests in %ss (non-2xx: %s): RSS %s KiB before, %s KiB after (%+d KiB)\n' \
+    "$1" "$reqs" "$GATEHOUSE_BENCH_LONG" "${non2xx:-0}" "$before" "$after" $((after - before))
+}
+if [ -n "${GATEHOUSE_BENCH_LONG:-}" ]; then
+  if [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_memory}" = gh_memory ]; then
+    long_run gh_memory "$GH_PORT" "$MEM_COOKIE" "$MEM_PID"
+  fi
+  if [ "${GATEHOUSE_BENCH_LONG_ONLY:-gh_redis}" = gh_redis ]; then
+    long_run gh_redis "$GH_PORT_REDIS" "$REDIS_COOKIE" "$REDIS_PID"
+  fi
+fi

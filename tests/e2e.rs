@@ -52,4 +52,5 @@ mod policy_lint;
 mod policy_scale;
 mod quickstart;
 mod recordings;
+mod store_copies;
 mod web_recordings;

@@ -43,6 +43,14 @@ pub(crate) async fn revocations(
             }
             // One web session ended (logout); SSH connections end by user or by touch.
             Ok(RevocationEvent::Session { .. }) => {}
+            // Revocations may have been missed while the store's link was down.
+            Ok(RevocationEvent::Resync) => {
+                let n = recheck(&shared).await;
+                tracing::warn!(
+                    connections = n,
+                    "store link was down: re-checked every ssh connection's session"
+                );
+            }
             // Channels that a grant allowed watch the policy's copy of the grants.
             Ok(RevocationEvent::Grants { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -119,4 +127,29 @@ pub(crate) async fn keep_alive(shared: Arc<Shared>, shutdown: CancellationToken)
             }
         }
     }
+}
+
+/// Ends every connection whose store session is gone or cannot be checked (fail closed);
+/// returns how many ended.
+async fn recheck(shared: &Shared) -> usize {
+    let store = shared.services.store();
+    let mut ended = 0;
+    for (id, user, token) in shared.registry.store_sessions() {
+        match store.touch_session(token.expose()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(user = %user, "ssh session gone from the store; ending it");
+                shared.registry.end(&id, "session ended in the store");
+                ended += 1;
+            }
+            Err(e) => {
+                tracing::warn!(user = %user, error = %gatehouse_core::error_chain(&e), "cannot check an ssh session in the store; ending it");
+                shared
+                    .registry
+                    .end(&id, "session cannot be checked in the store");
+                ended += 1;
+            }
+        }
+    }
+    ended
 }

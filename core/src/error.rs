@@ -149,6 +149,12 @@ pub enum StoreError {
     TooLarge { op: &'static str },
     #[error("the system random number generator failed")]
     Random,
+    #[error(
+        "the store's data was written with another secret key (its `{key}` record does not match this instance's key): every instance sharing a store must use the same secret key; delete `{key}` only to discard the store's data"
+    )]
+    KeyMismatch { key: &'static str },
+    #[error("the store's invalidation link is down: sessions are refused until it is back")]
+    Unsynced,
 }
 
 /// A policy or model file that cannot be used; the running policy stays.

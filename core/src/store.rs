@@ -30,7 +30,7 @@ use crate::secret::SecretKey;
 
 pub use grants::Grant;
 pub use memory::MemoryStore;
-pub use redis::{RecordKey, RedisStore};
+pub use redis::{INVALIDATION_BOUND, RecordKey, RedisStore};
 pub use throttle::{AttemptKey, Counts, Gate, Schedule, Schedules, Scope, Settle};
 
 /// Capacity of a revocation subscription; a receiver that lags behind gets
@@ -193,6 +193,9 @@ pub enum RevocationEvent {
     User { user: String },
     /// One session ended (logout); the hash of its id.
     Session { id_hash: String },
+    /// Events may have been missed (the store's link to the other instances was lost and
+    /// is back): re-check every live session. Made by the store itself, never published.
+    Resync,
     /// The grants changed (one added or revoked): every instance refreshes its copy, and
     /// drops `revoked` from it at once.
     Grants {

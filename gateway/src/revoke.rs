@@ -112,6 +112,8 @@ impl Tunnels {
             let hit = match ev {
                 RevocationEvent::User { user } => e.user == *user,
                 RevocationEvent::Session { id_hash } => e.session_hash == *id_hash,
+                // Not a revocation: `listen` re-checks every tunnel.
+                RevocationEvent::Resync => false,
                 // A tunnel that a grant allowed watches the grant itself (see `proxy`).
                 RevocationEvent::Grants { .. } => false,
             };
@@ -202,6 +204,12 @@ impl Tunnels {
                     }
                 };
                 match ev {
+                    Ok(RevocationEvent::Resync) => {
+                        tracing::warn!(
+                            "revocation events may have been missed while the store link was down; re-checking every live tunnel"
+                        );
+                        self.recheck(&auth).await;
+                    }
                     Ok(ev) => {
                         let n = self.apply(&ev);
                         if n > 0 {

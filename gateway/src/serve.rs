@@ -40,8 +40,8 @@ use crate::routes::Routes;
 use crate::services::{Services, StoreHealth};
 use crate::state::{LoginCtx, State};
 use crate::tls::{self, Reloader};
-use gatehouse_core::preauth::Preauth;
 use crate::web_sessions::WebSessions;
+use gatehouse_core::preauth::Preauth;
 use workers::Workers;
 
 /// HTTP/2 streams a client may open at once on one connection.

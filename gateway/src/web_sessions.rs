@@ -192,7 +192,9 @@ impl WebSessions {
                     Some(Ok(RevocationEvent::Session { id_hash })) => self.ended(&id_hash).await,
                     Some(Ok(RevocationEvent::User { user })) => self.ended_user(&user).await,
                     Some(Ok(RevocationEvent::Grants { .. })) | None => {}
-                    Some(Err(RecvError::Lagged(_))) => self.sweep(&*store).await,
+                    Some(Ok(RevocationEvent::Resync) | Err(RecvError::Lagged(_))) => {
+                        self.sweep(&*store).await;
+                    }
                     Some(Err(RecvError::Closed)) => {
                         events = None;
                         self.sweep(&*store).await;

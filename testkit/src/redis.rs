@@ -1,5 +1,5 @@
-//! A real `redis-server` on a free loopback port, for the shared store: no persistence, its
-//! own working directory, readiness by `PING` with a deadline (never a sleep), `stop` and
+//! A real `redis-server` on a free loopback port, for the shared store: no persistence but
+//! an explicit `SAVE` (which `restart` loads; `forget_data` drops it), its own working directory, readiness by `PING` with a deadline (never a sleep), `stop` and
 //! `restart` on the same port (store-outage tests), killed on drop. A missing binary is a
 //! test failure, never a skip.
 
@@ -128,7 +128,10 @@ impl Redis {
         }
     }
 
-    /// Starts redis-server again on the same port (empty: nothing was persisted).
+    /// Starts redis-server again on the same port and directory: empty, unless a `SAVE`
+    /// left a snapshot there, which it then loads (a crash after a snapshot).
+    ///
+    /// (Nothing is persisted otherwise: `--save ''`, no AOF.)
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running redis");
         let start = Instant::now();
@@ -141,6 +144,15 @@ impl Redis {
                 self.port
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Deletes the snapshot a `SAVE` left, so the next restart is empty.
+    pub fn forget_data(&self) {
+        match std::fs::remove_file(self.dir.join("dump.rdb")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("removing redis's dump.rdb: {e}"),
         }
     }
 

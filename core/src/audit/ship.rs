@@ -34,6 +34,11 @@ const BATCH: usize = 512;
 /// First wait after a failed send, doubled up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// After shipping a batch shorter than [`BATCH`], the wait before the log is read again: a
+/// busy log then ships in a few large batches (one file read, one wake-up and one sink call
+/// per linger) instead of one small batch per write, which cost every request a wake-up of
+/// the shipper and a share of a Redis script call. Records reach the sink this much later.
+const LINGER: Duration = Duration::from_millis(20);
 /// Longest wait for a wake-up before the files are looked at again (a write by another
 /// process sharing the log wakes nobody here).
 const POLL: Duration = Duration::from_secs(1);
@@ -280,6 +285,9 @@ async fn run<S: Sink>(
                     tracing::info!(sink = labels.sink, down_for = ?since.elapsed(), "audit shipping resumed; caught up from the log");
                 }
                 health.retry = RETRY_FIRST;
+                if batch.lines.len() < BATCH {
+                    tokio::time::sleep(LINGER).await;
+                }
             }
             Some(e) => {
                 let next = progress.next.load(std::sync::atomic::Ordering::Acquire);

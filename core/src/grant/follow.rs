@@ -9,7 +9,9 @@
 //!
 //! Fail closed: when the store cannot confirm the grants for [`STALE_AFTER`], the copy is
 //! emptied (grants stop allowing anything) until the store answers again; a closed channel
-//! empties it too until the subscription is back.
+//! empties it too until the subscription is back. A Redis store whose invalidation link is
+//! down says so ([`StoreError::Unsynced`]): changes may be missed, so the copy is emptied at
+//! once, and refreshed when the store announces the link is back ([`RevocationEvent::Resync`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -112,6 +114,8 @@ impl Follower {
                         }
                         self.refresh_logged().await;
                     }
+                    // The store's link is back after a loss: changes may have been missed.
+                    Ok(RevocationEvent::Resync) => self.refresh_logged().await,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => self.refresh_logged().await,
                     Err(broadcast::error::RecvError::Closed) => {
@@ -175,13 +179,20 @@ impl Follower {
         }
     }
 
-    /// The store did not answer: keep the copy for [`STALE_AFTER`], then empty it.
+    /// The store did not answer: keep the copy for [`STALE_AFTER`], then empty it; at once
+    /// when the store knows it may have missed changes ([`StoreError::Unsynced`]).
     async fn unconfirmed(&mut self, e: &StoreError) {
         tracing::warn!(error = %crate::error_chain(e), "cannot refresh grants from the store");
-        if self.confirmed.elapsed() >= STALE_AFTER && !self.policy.grants().is_empty() {
-            tracing::error!(
-                "grants not confirmed by the store for {STALE_AFTER:?}; suspended until it answers"
-            );
+        let unsynced = matches!(e, StoreError::Unsynced);
+        if (unsynced || self.confirmed.elapsed() >= STALE_AFTER) && !self.policy.grants().is_empty()
+        {
+            if unsynced {
+                tracing::error!("store invalidation link down; grants suspended until it is back");
+            } else {
+                tracing::error!(
+                    "grants not confirmed by the store for {STALE_AFTER:?}; suspended until it answers"
+                );
+            }
             self.install(Vec::new()).await;
             self.generation = None;
         }

@@ -615,14 +615,16 @@ async fn redis_records_forged_altered_or_moved_are_no_session() {
             .unwrap()
             .is_none()
     );
-    // Another secret key cannot read (or mint) this store's sessions.
+    // Another secret key cannot read (or mint) this store's sessions, even once the
+    // key-check record that refuses it at connection is deleted.
     let tok = store.create_session(data("bob"), TTL, IDLE).await.unwrap();
-    let other = RedisStore::connect(
-        &server.url(),
-        RecordKey::new(&crate::secret::SecretKey::from_bytes([5; 32])),
-    )
-    .await
-    .unwrap();
+    let other_key = RecordKey::new(&crate::secret::SecretKey::from_bytes([5; 32]));
+    assert!(matches!(
+        RedisStore::connect(&server.url(), other_key.clone()).await,
+        Err(StoreError::KeyMismatch { .. })
+    ));
+    let _: () = raw.del("gatehouse:key-check").await.unwrap();
+    let other = RedisStore::connect(&server.url(), other_key).await.unwrap();
     assert!(other.touch_session(tok.expose()).await.unwrap().is_none());
     assert!(store.touch_session(tok.expose()).await.unwrap().is_some());
     // Handoff tickets too.

@@ -1,37 +1,58 @@
 //! The Redis store (`redis://`): state shared by every instance. Keys are prefixed
 //! `gatehouse:`; every call runs under [`OP_TIMEOUT`] and becomes a [`StoreError`] when Redis
 //! is slow or down, so callers fail closed instead of hanging. Session and handoff records
-//! carry a MAC checked on every read ([`record`]).
+//! carry a MAC checked on every read ([`record`]); the store's data is bound to one secret
+//! key by a key-check record ([`check_key`]).
+//!
+//! Sessions and lock states are answered from this instance's copies ([`copies`]) while
+//! Redis keeps them valid through the tracking link ([`link`]): a live, unchanged session
+//! costs no round trip; its idle clock is written back at most once per
+//! [`TOUCH_GRANULARITY_MS`] (and a tenth of its idle timeout).
 
+mod copies;
 mod grants;
+mod link;
 mod record;
+mod sessions;
+mod tombstones;
 
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion, PushKind, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, IntoConnectionInfo, ProtocolVersion};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::throttle::{AttemptKey, Counts, Gate, Schedules, Scope, Settle};
 use super::{
     Grant, Handoff, MAX_ONCE_BYTES, OnceKind, RevocationEvent, Session, SessionData, SessionKey,
-    SessionToken, Store, dur_ms, now_ms, session_id_hash,
+    SessionToken, Store, dur_ms,
 };
 use crate::error::StoreError;
+use link::Link;
 
+pub use link::INVALIDATION_BOUND;
 pub use record::RecordKey;
+pub use tombstones::TOMBSTONE_TTL;
 
 /// Deadline of every Redis call.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Environment variable holding the Redis password (never in the URL).
 /// A session's last-seen time is written back at most this often, and at most every tenth
-/// of its idle timeout (see `touch_session`).
+/// of its idle timeout: the idle clock moves at this granularity (a busy session can idle
+/// out that much early, never late).
 const TOUCH_GRANULARITY_MS: u64 = 1_000;
 
+/// Environment variable holding the Redis password (never in the URL).
 pub const PASSWORD_ENV: &str = "GATEHOUSE_REDIS_PASSWORD";
 const PREFIX: &str = "gatehouse:";
+const SESSION_PREFIX: &str = "gatehouse:session:";
+const GRANT_PREFIX: &str = "gatehouse:grant:";
+/// Counts grant changes (see [`grants`]).
+const GRANTS_GENERATION: &str = "gatehouse:grants-generation";
 const CHANNEL: &str = "gatehouse:revocations";
+/// The key-check record: the MAC of a fixed label under the record key.
+const KEY_CHECK: &str = "gatehouse:key-check";
 
 /// The login throttle's gate (see `throttle.lua`).
 const THROTTLE_SCRIPT: &str = include_str!("redis/throttle.lua");
@@ -52,8 +73,10 @@ return 1
 #[derive(Clone)]
 pub struct RedisStore {
     con: ConnectionManager,
-    /// The subscribed connection: pushes flow while it is alive (as long as the store).
-    _subscriber: ConnectionManager,
+    /// The tracking link, this instance's copies and ended sessions.
+    link: std::sync::Arc<Link>,
+    /// Stops the link's task when the last clone of the store is dropped.
+    _link_task: std::sync::Arc<tokio_util::sync::DropGuard>,
     events: broadcast::Sender<RevocationEvent>,
     throttle_script: std::sync::Arc<redis::Script>,
     settle_script: std::sync::Arc<redis::Script>,
@@ -78,7 +101,7 @@ async fn within<T>(
 }
 
 fn session_key(hash: &str) -> String {
-    format!("{PREFIX}session:{hash}")
+    format!("{SESSION_PREFIX}{hash}")
 }
 
 fn user_sessions_key(user: &str) -> String {
@@ -93,15 +116,49 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_secs(2))
 }
 
-/// Decodes a pub/sub push into a revocation event; anything else is ignored.
-fn decode_push(kind: &PushKind, data: &[Value]) -> Option<RevocationEvent> {
-    if *kind != PushKind::Message {
-        return None;
+/// A message on the revocation channel: the event, and the hashes of the sessions it ended
+/// (remembered by every instance, see [`tombstones`]). Instances that predate `ended`
+/// read the event alone.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    #[serde(flatten)]
+    event: RevocationEvent,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ended: Vec<String>,
+}
+
+/// Refuses a store whose data was written under another secret key: writes the key-check
+/// record when the store has none, else compares it (in constant time).
+async fn check_key(con: &mut impl ConnectionLike, records: &RecordKey) -> Result<(), StoreError> {
+    let want = records.key_check(KEY_CHECK);
+    // Twice: the record may be deleted between the two commands.
+    for _ in 0..2 {
+        let set: Option<String> = within(
+            "key_check",
+            redis::cmd("SET")
+                .arg(KEY_CHECK)
+                .arg(&want)
+                .arg("NX")
+                .query_async(con),
+        )
+        .await?;
+        if set.is_some() {
+            return Ok(());
+        }
+        let got: Option<Vec<u8>> = within(
+            "key_check",
+            redis::cmd("GET").arg(KEY_CHECK).query_async(con),
+        )
+        .await?;
+        match got {
+            Some(g) if bool::from(subtle::ConstantTimeEq::ct_eq(g.as_slice(), want.as_slice())) => {
+                return Ok(());
+            }
+            Some(_) => return Err(StoreError::KeyMismatch { key: KEY_CHECK }),
+            None => {}
+        }
     }
-    match data.get(1)? {
-        Value::BulkString(b) => serde_json::from_slice(b).ok(),
-        _ => None,
-    }
+    Err(StoreError::KeyMismatch { key: KEY_CHECK })
 }
 
 /// A client for `url` (RESP3), with the password from [`PASSWORD_ENV`] when set.
@@ -127,34 +184,22 @@ pub(crate) fn manager_settings() -> ConnectionManagerConfig {
 }
 
 impl RedisStore {
-    /// Connects (under a deadline) and subscribes to the revocation channel. `records`
+    /// Connects (under a deadline), checks that the store's data was written with this
+    /// secret key, and starts the tracking link (subscribed to revocations). `records`
     /// authenticates session and handoff records (every instance must use the same).
     pub async fn connect(url: &url::Url, records: RecordKey) -> Result<RedisStore, StoreError> {
         let client = client(url)?;
         let (events, _) = broadcast::channel(super::REVOCATION_CHANNEL_CAPACITY);
-        let tx = events.clone();
-        let sub_config = manager_config()
-            .set_automatic_resubscription()
-            .set_push_sender(move |p: redis::PushInfo| {
-                if let Some(ev) = decode_push(&p.kind, &p.data) {
-                    let _ = tx.send(ev);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            });
         let con = within(
             "connect",
             ConnectionManager::new_with_config(client.clone(), manager_config()),
         )
         .await?;
-        let mut sub = within(
-            "connect",
-            ConnectionManager::new_with_config(client, sub_config),
-        )
-        .await?;
-        within("subscribe", sub.subscribe(CHANNEL)).await?;
+        let (link, guard) = Link::start(client, records.clone(), events.clone()).await?;
         Ok(RedisStore {
             con,
-            _subscriber: sub,
+            link,
+            _link_task: std::sync::Arc::new(guard),
             events,
             throttle_script: std::sync::Arc::new(redis::Script::new(THROTTLE_SCRIPT)),
             settle_script: std::sync::Arc::new(redis::Script::new(SETTLE_SCRIPT)),
@@ -162,17 +207,18 @@ impl RedisStore {
         })
     }
 
-    async fn publish(&self, ev: &RevocationEvent) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(ev).map_err(|_| StoreError::Corrupt {
-            key: CHANNEL.into(),
-        })?;
+    async fn publish(&self, ev: RevocationEvent, ended: Vec<String>) -> Result<(), StoreError> {
+        let payload =
+            serde_json::to_string(&Wire { event: ev, ended }).map_err(|_| StoreError::Corrupt {
+                key: CHANNEL.into(),
+            })?;
         let mut con = self.con.clone();
         within("publish", con.publish::<_, _, i64>(CHANNEL, payload)).await?;
         Ok(())
     }
 
-    /// The session stored at `key`: `None` when its MAC fails (forged or altered: as if
-    /// absent), an error when a record with a valid MAC does not parse or names another id.
+    /// The session stored at `key`: `None` when its MAC fails (forged, altered or moved: as
+    /// if absent), an error when a record with a valid MAC does not parse or names another id.
     fn decode(&self, key: &str, raw: &[u8]) -> Result<Option<Session>, StoreError> {
         let Some(json) = self.records.open(key, raw) else {
             return Ok(None);
@@ -180,10 +226,7 @@ impl RedisStore {
         let s: Session = serde_json::from_slice(json).map_err(|_| StoreError::Corrupt {
             key: key.to_string(),
         })?;
-        let named = key
-            .strip_prefix(PREFIX)
-            .and_then(|k| k.strip_prefix("session:"));
-        if named != Some(s.id_hash.as_str()) {
+        if key.strip_prefix(SESSION_PREFIX) != Some(s.id_hash.as_str()) {
             return Err(StoreError::Corrupt {
                 key: key.to_string(),
             });
@@ -209,203 +252,27 @@ impl Store for RedisStore {
         ttl: Duration,
         idle: Duration,
     ) -> Result<SessionToken, StoreError> {
-        let token = SessionToken::generate()?;
-        let hash = session_id_hash(token.expose()).ok_or(StoreError::Random)?;
-        let now = now_ms();
-        let user = data.user.clone();
-        let session = Session {
-            id_hash: hash.clone(),
-            data,
-            host: host.map(str::to_ascii_lowercase),
-            created_ms: now,
-            last_seen_ms: now,
-            expires_ms: now.saturating_add(dur_ms(ttl)),
-            idle_ms: dur_ms(idle),
-        };
-        let json = self.encode(&session_key(&hash), &session)?;
-        let px = dur_ms(idle.min(ttl)).max(1);
-        let mut con = self.con.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(session_key(&hash))
-            .arg(json)
-            .arg("PX")
-            .arg(px)
-            .ignore()
-            .cmd("SADD")
-            .arg(user_sessions_key(&user))
-            .arg(&hash)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(user_sessions_key(&user))
-            .arg(dur_ms(ttl).max(1))
-            .arg("GT")
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(user_sessions_key(&user))
-            .arg(dur_ms(ttl).max(1))
-            .arg("NX")
-            .ignore();
-        within("create_session", pipe.query_async::<()>(&mut con)).await?;
-        Ok(token)
+        self.create(data, host, ttl, idle).await
     }
 
     async fn touch_session_key(&self, id: &SessionKey) -> Result<Option<Session>, StoreError> {
-        let key = session_key(id.as_str());
-        let mut con = self.con.clone();
-        let raw: Option<Vec<u8>> = within("touch_session", con.get(&key)).await?;
-        let Some(raw) = raw else { return Ok(None) };
-        let Some(mut s) = self.decode(&key, &raw)? else {
-            return Ok(None);
-        };
-        let now = now_ms();
-        if !s.is_live(now) {
-            within("touch_session", con.del::<_, i64>(&key)).await?;
-            return Ok(None);
-        }
-        if now.saturating_sub(s.last_seen_ms) < TOUCH_GRANULARITY_MS.min(s.idle_ms / 10) {
-            // Touched within the last second: the idle clock need not move, which saves a
-            // write (and a round trip) on every request of a busy session. The key's TTL
-            // can only run out earlier than the idle timeout, never later (fail closed).
-            return Ok(Some(s));
-        }
-        s.last_seen_ms = now;
-        let px = s.idle_ms.min(s.expires_ms.saturating_sub(now)).max(1);
-        let json = self.encode(&key, &s)?;
-        // XX: a session deleted meanwhile (logout, revocation) is not brought back.
-        let set: Option<String> = within(
-            "touch_session",
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(json)
-                .arg("XX")
-                .arg("PX")
-                .arg(px)
-                .query_async(&mut con),
-        )
-        .await?;
-        Ok(set.map(|_| s))
+        self.touch(id).await
     }
 
     async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError> {
-        let Some(hash) = session_id_hash(raw_id) else {
-            return Ok(false);
-        };
-        let mut con = self.con.clone();
-        let n: i64 = within("delete_session", con.del(session_key(&hash))).await?;
-        if n > 0 {
-            self.publish(&RevocationEvent::Session { id_hash: hash })
-                .await?;
-        }
-        Ok(n > 0)
+        self.delete(raw_id).await
     }
 
     async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {
-        // The user's index names the candidates; each record itself (authenticated) decides.
-        let mut con = self.con.clone();
-        let set = user_sessions_key(user);
-        let hashes: Vec<String> = within("end_login", con.smembers(&set)).await?;
-        let mut ended = Vec::new();
-        for chunk in hashes.chunks(500) {
-            let keys: Vec<String> = chunk.iter().map(|h| session_key(h)).collect();
-            let vals: Vec<Option<Vec<u8>>> = within(
-                "end_login",
-                redis::cmd("MGET").arg(&keys).query_async(&mut con),
-            )
-            .await?;
-            for ((hash, key), raw) in chunk.iter().zip(&keys).zip(vals) {
-                let Some(raw) = raw else { continue };
-                let ours = self.decode(key, &raw)?.is_some_and(|s| {
-                    s.data.user == user && s.data.login_id.as_deref() == Some(login_id)
-                });
-                if ours && within("end_login", con.del::<_, i64>(key)).await? > 0 {
-                    ended.push(hash.clone());
-                }
-            }
-        }
-        if !ended.is_empty() {
-            within("end_login", con.srem::<_, _, i64>(&set, &ended)).await?;
-        }
-        for h in &ended {
-            self.publish(&RevocationEvent::Session { id_hash: h.clone() })
-                .await?;
-        }
-        Ok(ended)
+        self.end_login_impl(user, login_id).await
     }
 
     async fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
-        let mut con = self.con.clone();
-        let pattern = format!("{PREFIX}session:*");
-        let mut cursor: u64 = 0;
-        let mut keys: Vec<String> = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = within(
-                "list_sessions",
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut con),
-            )
-            .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let now = now_ms();
-        let mut out = Vec::new();
-        for chunk in keys.chunks(500) {
-            let vals: Vec<Option<Vec<u8>>> = within(
-                "list_sessions",
-                redis::cmd("MGET").arg(chunk).query_async(&mut con),
-            )
-            .await?;
-            for (k, v) in chunk.iter().zip(vals) {
-                if let Some(s) = v.map(|v| self.decode(k, &v)).transpose()?.flatten()
-                    && s.is_live(now)
-                {
-                    out.push(s);
-                }
-            }
-        }
-        out.sort_by(|a, b| {
-            a.data
-                .user
-                .cmp(&b.data.user)
-                .then(a.created_ms.cmp(&b.created_ms))
-        });
-        Ok(out)
+        self.list().await
     }
 
     async fn revoke_user(&self, user: &str) -> Result<u64, StoreError> {
-        let mut con = self.con.clone();
-        let set = user_sessions_key(user);
-        let mut hashes: Vec<String> = within("revoke_user", con.smembers(&set)).await?;
-        // The per-user set is an index, not authenticated: a hash removed from it by someone
-        // who can write to Redis must not keep its session alive past a revocation, so the
-        // authenticated records themselves are searched too (an admin action: a scan is fine).
-        for s in self.list_sessions().await? {
-            if s.data.user == user && !hashes.contains(&s.id_hash) {
-                hashes.push(s.id_hash);
-            }
-        }
-        let mut count = 0u64;
-        for chunk in hashes.chunks(500) {
-            let keys: Vec<String> = chunk.iter().map(|h| session_key(h)).collect();
-            let n: u64 = within("revoke_user", con.del(keys)).await?;
-            count += n;
-        }
-        within("revoke_user", con.del::<_, i64>(&set)).await?;
-        self.publish(&RevocationEvent::User {
-            user: user.to_string(),
-        })
-        .await?;
-        Ok(count)
+        self.revoke(user).await
     }
 
     async fn attempt_gate(
@@ -578,6 +445,8 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        // Not ready while sessions are refused for want of the tracking link.
+        self.link.check_up()?;
         let mut con = self.con.clone();
         let pong: String = within("ping", redis::cmd("PING").query_async(&mut con)).await?;
         if pong == "PONG" {
@@ -591,3 +460,6 @@ impl Store for RedisStore {
         false
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,14 @@
 //! `gatehouse:grant-ids` indexes them, `gatehouse:grants-generation` counts changes. A change
 //! is written in one `MULTI` and then published on the revocation channel.
 //!
+//! Each instance's policy keeps its own copy of the grants (`crate::grant::follow`) and
+//! polls [`crate::store::Store::grants_generation`] for changes the channel missed: that
+//! answer comes from this instance's tracked copy of the generation (no round trip while the
+//! link serves; see [`super::copies`]) and is refused ([`StoreError::Unsynced`]) while the
+//! link is down, so the policy drops its grants at once instead of keeping a stale copy.
+//! Grant records are read on the link, so a change to one behind gatehouse's back (or its
+//! expiry) also changes the generation answered.
+//!
 //! The index is not authenticated: an id removed from it by someone who can write to Redis
 //! only hides a grant (less access, never more); an id added to it names a record that must
 //! still carry a valid MAC for its own key.
@@ -9,12 +17,13 @@
 use redis::AsyncCommands;
 
 use super::super::grants::{Grant, sort};
-use super::{PREFIX, RedisStore, within};
+use super::copies::{GENERATION_COPY, mono_ms};
+use super::{GRANT_PREFIX, GRANTS_GENERATION, PREFIX, RedisStore, within};
 use crate::error::StoreError;
 use crate::store::{RevocationEvent, now_ms};
 
 fn grant_key(id: &str) -> String {
-    format!("{PREFIX}grant:{id}")
+    format!("{GRANT_PREFIX}{id}")
 }
 
 fn ids_key() -> String {
@@ -22,7 +31,7 @@ fn ids_key() -> String {
 }
 
 fn generation_key() -> String {
-    format!("{PREFIX}grants-generation")
+    GRANTS_GENERATION.to_string()
 }
 
 impl RedisStore {
@@ -62,12 +71,17 @@ impl RedisStore {
             .arg(generation_key())
             .ignore();
         within("put_grant", pipe.query_async::<()>(&mut con)).await?;
-        self.publish(&RevocationEvent::Grants { revoked: None })
+        // The link's invalidation may trail this answer: forget the generation here now.
+        self.link.copies.grant_changed();
+        self.publish(RevocationEvent::Grants { revoked: None }, Vec::new())
             .await
     }
 
     pub(super) async fn list_grants_impl(&self) -> Result<Vec<Grant>, StoreError> {
         let mut con = self.con.clone();
+        // Records read on the link are tracked (see the module's note); the CLI's store,
+        // like any instance whose link is down, reads them on the command connection.
+        let mut link = self.link.conn().ok().map(|(_, c)| c);
         let ids: Vec<String> = within("list_grants", con.smembers(ids_key())).await?;
         let ids: Vec<String> = ids.into_iter().filter(|id| Grant::is_id(id)).collect();
         let now = now_ms();
@@ -75,11 +89,11 @@ impl RedisStore {
         let mut gone = Vec::new();
         for chunk in ids.chunks(500) {
             let keys: Vec<String> = chunk.iter().map(|id| grant_key(id)).collect();
-            let vals: Vec<Option<Vec<u8>>> = within(
-                "list_grants",
-                redis::cmd("MGET").arg(&keys).query_async(&mut con),
-            )
-            .await?;
+            let mget = redis::cmd("MGET").arg(&keys).clone();
+            let vals: Vec<Option<Vec<u8>>> = match &mut link {
+                Some(c) => within("list_grants", mget.query_async(c)).await?,
+                None => within("list_grants", mget.query_async(&mut con)).await?,
+            };
             for (id, v) in chunk.iter().zip(vals) {
                 match v {
                     None => gone.push(id.clone()),
@@ -123,22 +137,45 @@ impl RedisStore {
             .arg(generation_key())
             .ignore();
         within("revoke_grant", pipe.query_async::<()>(&mut con)).await?;
+        self.link.copies.grant_changed();
         let removed = match raw {
             Some(raw) => self.decode_grant(id, &raw)?.filter(|g| g.is_live(now_ms())),
             None => None,
         };
         if removed.is_some() {
-            self.publish(&RevocationEvent::Grants {
-                revoked: Some(id.to_string()),
-            })
+            self.publish(
+                RevocationEvent::Grants {
+                    revoked: Some(id.to_string()),
+                },
+                Vec::new(),
+            )
             .await?;
         }
         Ok(removed)
     }
 
+    /// The generation of the grants, plus the grant records' invalidations seen here: from
+    /// the copy while the link serves, else read on the link (filing a copy); refused while
+    /// the link is down.
     pub(super) async fn grants_generation_impl(&self) -> Result<u64, StoreError> {
-        let mut con = self.con.clone();
-        let n: Option<u64> = within("grants_generation", con.get(generation_key())).await?;
-        Ok(n.unwrap_or(0))
+        let copies = &self.link.copies;
+        let local = || {
+            copies
+                .grant_changes
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        if self.link.state.serving(mono_ms())
+            && let Some(g) = copies.grants_generation.get(GENERATION_COPY)
+        {
+            return Ok(g.wrapping_add(local()));
+        }
+        let (generation, mut c) = self.link.conn()?;
+        let ticket = copies.grants_generation.ticket(generation, GENERATION_COPY);
+        let n: Option<u64> = within("grants_generation", c.get(generation_key())).await?;
+        let n = n.unwrap_or(0);
+        copies
+            .grants_generation
+            .file(ticket, &self.link.state, GENERATION_COPY, n);
+        Ok(n.wrapping_add(local()))
     }
 }

@@ -18,6 +18,8 @@ use crate::store::ct_eq;
 
 /// Key-derivation label of the record MAC key.
 const KEY_LABEL: &str = "gatehouse/store-record/v1";
+/// What the key-check record MACs: a fixed label, so it says nothing but "this key".
+const KEY_CHECK_LABEL: &[u8] = b"gatehouse/key-check/v1";
 /// The format tag of a MACed record.
 const TAG: &[u8] = b"v1:";
 /// Length of the hex MAC.
@@ -57,6 +59,12 @@ impl RecordKey {
         out.push(b':');
         out.extend_from_slice(json);
         out
+    }
+
+    /// The key-check record stored at `redis_key`: the same for every instance with this
+    /// secret key, and different for any other (see `check_key`).
+    pub(super) fn key_check(&self, redis_key: &str) -> Vec<u8> {
+        self.seal(redis_key, KEY_CHECK_LABEL)
     }
 
     /// The JSON of a stored record read from `redis_key`, when its MAC holds; `None` (and a
