@@ -41,6 +41,7 @@ pub enum Command {
     #[command(subcommand)]
     Recordings(RecordingsCommand),
     /// Just-in-time grants: a group or an object for a bounded time, with a reason.
+    #[command(subcommand)]
     Grant(GrantCommand),
     /// Who can reach what (by policy line, group and grant), and what was used when.
     AccessReview(AccessReview),

@@ -1,5 +1,7 @@
-//! The response body type: a streamed upstream body or a small page, carrying the
-//! connection's in-flight guard so idle tracking sees a response until it is fully sent.
+//! The response body type: a streamed upstream body, a small page, or a stream Gatehouse
+//! writes itself (the reviewer console's live view and exports, fed through a bounded
+//! channel), carrying the connection's in-flight guard so idle tracking sees a response
+//! until it is fully sent.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,14 +10,35 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use tokio::sync::mpsc;
+
 use crate::conn::InFlight;
+
+/// A body fed by a bounded channel: a slow client slows the producer, memory stays bounded.
+pub struct Channel {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for Channel {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project_lite::pin_project! {
     pub struct ResBody {
         #[pin]
-        inner: Either<Incoming, Full<Bytes>>,
+        inner: Either<Incoming, Either<Full<Bytes>, Channel>>,
         guard: Option<InFlight>,
     }
 }
@@ -23,7 +46,7 @@ pin_project_lite::pin_project! {
 impl ResBody {
     pub fn page(bytes: impl Into<Bytes>) -> Self {
         ResBody {
-            inner: Either::Right(Full::new(bytes.into())),
+            inner: Either::Right(Either::Left(Full::new(bytes.into()))),
             guard: None,
         }
     }
@@ -31,6 +54,14 @@ impl ResBody {
     pub fn streamed(body: Incoming) -> Self {
         ResBody {
             inner: Either::Left(body),
+            guard: None,
+        }
+    }
+
+    /// A body of the chunks sent on `rx`, ended when every sender is dropped.
+    pub fn channel(rx: mpsc::Receiver<Bytes>) -> Self {
+        ResBody {
+            inner: Either::Right(Either::Right(Channel { rx })),
             guard: None,
         }
     }

@@ -4,6 +4,7 @@
 
 mod login;
 mod pending;
+mod review;
 mod throttle;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::services::{Services, StoreHealth};
 
 pub use login::LoginCtx;
 pub use pending::{EnrolProof, PendingEnrolment, PendingSsoTotp};
+pub use review::ReviewCtx;
 
 /// Everything the handler reads; built once at bind.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct State {
     pub health: Arc<StoreHealth>,
     pub tunnels: Arc<Tunnels>,
     pub login: LoginCtx,
+    /// What the reviewer console needs besides the services.
+    pub review: ReviewCtx,
     /// The rate limiter of the HTTP/2 abuse audit trace.
     pub abuse: AbuseTrace,
 }

@@ -240,8 +240,12 @@ async fn serve(
     .context("loading the grants from the store")?;
     let control = start_control(&config, &services, grants, &shutdown)?;
     let config = Arc::new(config);
-    let gateway = Gateway::bind(config.clone(), services.gateway()).await?;
+    // The bastion first: the reviewer console ends its live connections through its registry.
     let bastion = start_bastion(&config, &services).await?;
+    let end_ssh = bastion
+        .as_ref()
+        .map(|b| Arc::new(b.registry()) as Arc<dyn gatehouse_core::recording::EndSsh>);
+    let gateway = Gateway::bind(config.clone(), services.gateway(end_ssh)).await?;
     let bound = gateway.bound();
     let reloader = gateway.reloader();
     let policy_reloader = gateway.policy_reloader();

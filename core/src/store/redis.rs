@@ -298,6 +298,25 @@ impl Store for RedisStore {
         Ok(n > 0)
     }
 
+    async fn end_session_hash(&self, id_hash: &str) -> Result<Option<Session>, StoreError> {
+        if !super::is_session_hash(id_hash) {
+            return Ok(None);
+        }
+        let key = session_key(id_hash);
+        let mut con = self.con.clone();
+        let raw: Option<Vec<u8>> = within("end_session_hash", con.get(&key)).await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let session = self.decode(&key, &raw)?;
+        let n: i64 = within("end_session_hash", con.del(&key)).await?;
+        if n > 0 {
+            self.publish(&RevocationEvent::Session {
+                id_hash: id_hash.to_string(),
+            })
+            .await?;
+        }
+        Ok(session.filter(|_| n > 0))
+    }
+
     async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {
         // The user's index names the candidates; each record itself (authenticated) decides.
         let mut con = self.con.clone();

@@ -202,6 +202,13 @@ pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, User
         ),
         csrf: CsrfKey::generate().unwrap(),
         sso,
+        recordings: gatehouse_core::recording::Recordings::open(
+            &config.recording.dir,
+            gatehouse_core::recording::RecordingsOptions::default(),
+            true,
+        )
+        .unwrap(),
+        end_ssh: None,
     };
     (services, users, cipher)
 }
