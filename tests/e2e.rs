@@ -47,3 +47,4 @@ mod policy_lint;
 mod policy_scale;
 mod quickstart;
 mod recordings;
+mod review;
