@@ -58,6 +58,10 @@ pub(crate) struct User {
 
 impl User {
     /// The code of the step `offset` steps from now (-1, 0, 1 are accepted; each once).
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+
     pub(crate) fn code(&self, offset: i64) -> String {
         let t = unix_now().saturating_add_signed(offset * 30);
         self.totp.generate(t).to_string()

@@ -48,3 +48,4 @@ mod policy_scale;
 mod quickstart;
 mod recordings;
 mod review;
+mod review_browser;
