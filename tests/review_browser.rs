@@ -146,3 +146,73 @@ async fn an_auditor_finds_opens_and_replays_a_typed_command_in_a_real_browser() 
                 .is_some_and(|d| d.contains("quarterly-audit-marker"))
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_watches_a_live_terminal_in_a_real_browser() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = tokio::task::spawn_blocking(move || Env::start_full(false, "", AUDITORS, Some(port)))
+        .await
+        .unwrap();
+    env.add_user("alice", "sre");
+    let mut term = tokio::task::block_in_place(|| {
+        let mut t = Terminal::open(&env, "alice:root@staging", None);
+        t.wait_for("# ");
+        t.run(SET_PROMPT, PROMPT);
+        t.run("uname -s", "Linux");
+        t
+    });
+    find(&env, &["--user", "alice", "--command", "uname -s"]);
+    let dave = env.add_user("dave", "incident");
+    crate::support::identity::fresh_totp_window(20).await;
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let (list_png, live_png) = (
+        shots.join("review-live-list.png"),
+        shots.join("review-live.png"),
+    );
+    let input = serde_json::json!({
+        "origin": format!("https://gatehouse.localhost:{port}"),
+        "user": dave.name,
+        "password": dave.password(),
+        "code": dave.code(0),
+        "expect": "typed-while-watched",
+        "shots": { "list": list_png, "live": live_png },
+    });
+    let browser =
+        tokio::task::spawn_blocking(move || crate::browser::browse("review_live.mjs", &input));
+    // Once the browser's live stream is open (its audit record is the signal), type.
+    tokio::task::block_in_place(|| {
+        env.expect_audit("dave's watch", |e| {
+            e["event"] == "recording_access"
+                && e["action"] == "watch"
+                && e["actor"] == "review:dave"
+        });
+        term.run("echo typed-while-watched", "typed-while-watched");
+    });
+    let seen = browser.await.unwrap();
+    assert!(seen.get("error").is_none(), "browser: {seen:#}");
+    assert!(seen["list"]["live"].as_str().unwrap().contains("alice"));
+    let screen = seen["live"]["screen"].as_str().unwrap();
+    assert!(screen.contains("echo typed-while-watched"), "{screen}");
+    assert!(
+        screen.contains("uname -s\nLinux"),
+        "what was on screen before: {screen}"
+    );
+    let console = seen["console"].as_array().unwrap();
+    assert!(
+        console.iter().all(|m| {
+            let m = m.as_str().unwrap_or_default();
+            !m.contains("Content Security Policy") && !m.starts_with("pageerror")
+        }),
+        "browser console: {console:?}"
+    );
+    for f in [&list_png, &live_png] {
+        let bytes = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{}", f.display());
+    }
+    tokio::task::block_in_place(|| term.exit());
+}
