@@ -397,3 +397,23 @@ pub async fn plain_get(addr: SocketAddr, path: &str, host: &str) -> (StatusCode,
 pub async fn closed_port() -> SocketAddr {
     gatehouse_testkit::net::closed_port()
 }
+
+/// The audit log's lines, oldest first.
+pub fn audit_lines(h: &Harness) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(h.dir.0.join("data/audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
