@@ -132,8 +132,8 @@ async fn route(
     let query = req.uri().query().unwrap_or_default().to_string();
     match rest {
         "" | "/" if get => pages::list(state, reviewer, &query, id).await,
-        "/static/player.js" if get => respond::asset(PLAYER_JS, "text/javascript; charset=utf-8"),
-        "/static/review.css" if get => respond::asset(REVIEW_CSS, "text/css; charset=utf-8"),
+        "/static/player.js" if get => private_asset(PLAYER_JS, "text/javascript; charset=utf-8"),
+        "/static/review.css" if get => private_asset(REVIEW_CSS, "text/css; charset=utf-8"),
         "" | "/" | "/static/player.js" | "/static/review.css" => {
             respond::error(StatusCode::METHOD_NOT_ALLOWED, id, false)
         }
@@ -154,6 +154,17 @@ async fn route(
             }
         }
     }
+}
+
+/// A console asset: served behind the gate, so cached by the browser only (never by a
+/// shared cache).
+fn private_asset(body: &'static str, content_type: &'static str) -> Response<ResBody> {
+    let mut resp = respond::asset(body, content_type);
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    resp
 }
 
 /// `/s/<id><action>`: a checked recording id and the rest.
