@@ -42,7 +42,9 @@ pub use index::{
 };
 pub use live::{EndSsh, LiveEvent, LiveHub, LiveSnapshot};
 pub use reader::{Cast, CastEvent, CastReader, EventCode, MAX_LINE, read_cast};
-pub use screens::{Frame, Frames, Keyframe, LiveScreen, frames, screens};
+pub use screens::{
+    Checkpoint, Frame, Frames, Keyframe, LiveScreen, Replay, frames, frames_from, screens,
+};
 pub use sidecar::Sidecar;
 pub use sink::Format;
 pub use store::{OpenedRecording, Recordings, RecordingsOptions};

@@ -20,7 +20,7 @@ use crate::services::{Services, StoreHealth};
 
 pub use login::LoginCtx;
 pub use pending::{EnrolProof, PendingEnrolment, PendingSsoTotp};
-pub use review::ReviewCtx;
+pub use review::{CHECKPOINT_EVERY, ReviewCtx};
 
 /// Everything the handler reads; built once at bind.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use gatehouse_core::recording::{
-    Frame, RecordingError, RecordingId, RecordingKind, frames as read_frames, web_timeline_from_log,
+    Frame, RecordingError, RecordingId, RecordingKind, Replay, frames_from, web_timeline_from_log,
 };
 
 use super::{Reviewer, audited, json};
@@ -83,22 +83,34 @@ pub(super) async fn frames(
     }
     let recordings = state.services.recordings.clone();
     let rid = rec.clone();
+    let resume = review.checkpoint_before(rec, from);
     let read = tokio::task::spawn_blocking(move || {
         let mut opened = recordings.open_cast(&rid)?;
-        read_frames(&mut opened.reader, from, to, MIN_GAP, MAX_FRAMES)
+        let replay = Replay {
+            from,
+            to,
+            min_gap: MIN_GAP,
+            max: MAX_FRAMES,
+            resume: resume.as_ref(),
+            checkpoint_every: crate::state::CHECKPOINT_EVERY,
+        };
+        frames_from(&mut opened.reader, &replay)
     })
     .await;
     match read {
-        Ok(Ok(f)) => json(
-            &FramesAnswer {
-                from,
-                to,
-                frames: f.frames,
-                next: f.next,
-                end: f.end,
-            },
-            id,
-        ),
+        Ok(Ok((f, taken))) => {
+            review.keep_checkpoints(rec, taken);
+            json(
+                &FramesAnswer {
+                    from,
+                    to,
+                    frames: f.frames,
+                    next: f.next,
+                    end: f.end,
+                },
+                id,
+            )
+        }
         Ok(Err(RecordingError::NotFound(_) | RecordingError::InvalidId)) => {
             respond::error(StatusCode::NOT_FOUND, id, false)
         }
