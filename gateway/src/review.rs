@@ -23,6 +23,7 @@
 mod data;
 mod live;
 mod pages;
+mod session;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -142,7 +143,7 @@ async fn route(
                 return respond::error(StatusCode::NOT_FOUND, id, false);
             };
             match action {
-                "" if get => pages::session(state, reviewer, &rec, id).await,
+                "" if get => session::page_of(state, reviewer, &rec, id).await,
                 "/frames" if get => data::frames(state, reviewer, &rec, &query, id).await,
                 "/export" if get => data::export(state, reviewer, &rec, id).await,
                 "/live" if get => live::watch(state, reviewer, &rec, id).await,
