@@ -40,10 +40,10 @@ const POLICY: &str = "p, group:sre, ssh:db-prod-1/root, ssh|sftp, allow\n\
 pub(crate) struct Env {
     pub(crate) child: Child,
     pub(crate) bastion: SocketAddr,
-    gateway: SocketAddr,
+    pub(crate) gateway: SocketAddr,
     /// The admin listener (health, metrics).
     pub(crate) admin: SocketAddr,
-    pki: Pki,
+    pub(crate) pki: Pki,
     secret_key: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -62,6 +62,10 @@ pub(crate) struct User {
 
 impl User {
     /// The code of the step `offset` steps from now (-1, 0, 1 are accepted; each once).
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+
     pub(crate) fn code(&self, offset: i64) -> String {
         let t = unix_now().saturating_add_signed(offset * 30);
         self.totp.generate(t).to_string()
@@ -75,6 +79,17 @@ impl Env {
 
     /// [`Env::start`] with extra `[recording]` keys (e.g. `encrypt = true`).
     pub(crate) fn start_with(redis: bool, recording: &str) -> Env {
+        Self::start_full(redis, recording, "", None)
+    }
+
+    /// [`Env::start_with`] with `policy` lines added to the bastion's [`POLICY`], and the
+    /// gateway on `gateway_port` (a browser's `Origin` carries it: the gateway must know it).
+    pub(crate) fn start_full(
+        redis: bool,
+        recording: &str,
+        policy: &str,
+        gateway_port: Option<u16>,
+    ) -> Env {
         let dir = TestDir::new("bastion");
         let redis = redis.then(Redis::start);
         let pki = Pki::new(&dir.join("certs"));
@@ -85,7 +100,8 @@ impl Env {
         let sshd = Sshd::start(dir.path(), &[&cred_pub]);
         let spec = GatehouseSpec {
             store_url: redis.as_ref().map_or("memory://".into(), Redis::url),
-            policy_csv: Some(POLICY.to_string()),
+            policy_csv: Some(format!("{POLICY}{policy}")),
+            gateway_port,
             ..GatehouseSpec::default()
         };
         let rec = "[recording]\ndir = \"data/recordings\"\n";
@@ -229,6 +245,12 @@ impl Env {
 
     /// `POST /.gatehouse/login` with the whole form flow; the response status.
     pub(crate) async fn web_login(&self, user: &User, code: &str) -> u16 {
+        self.web_session(user, code).await.0
+    }
+
+    /// [`Env::web_login`] on the public host: the status and the session cookie
+    /// (`NAME=VALUE`) when one was set.
+    pub(crate) async fn web_session(&self, user: &User, code: &str) -> (u16, Option<String>) {
         let cfg = self.pki.client_config(&[H1], None);
         let mut c = H1Conn::connect(self.gateway, PUBLIC_HOST, cfg.clone()).await;
         let req = c.request("GET", LOGIN_PATH, &[("accept", "text/html")], empty());
@@ -255,10 +277,10 @@ impl Env {
             ],
             full(body),
         );
-        within(QUICK, "POST login", c.send(req))
-            .await
-            .status
-            .as_u16()
+        let r = within(QUICK, "POST login", c.send(req)).await;
+        let session = set_cookie(&r, crate::support::identity::SESSION_COOKIE)
+            .map(|v| format!("{}={v}", crate::support::identity::SESSION_COOKIE));
+        (r.status.as_u16(), session)
     }
 }
 

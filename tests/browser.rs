@@ -23,7 +23,7 @@ use crate::support::scenario::wiki;
 use crate::support::{GatehouseSpec, host};
 
 /// Runs the browser script `script` with `input` on stdin; what it saw.
-fn browse(script: &str, input: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn browse(script: &str, input: &serde_json::Value) -> serde_json::Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),

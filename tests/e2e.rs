@@ -52,5 +52,7 @@ mod policy_lint;
 mod policy_scale;
 mod quickstart;
 mod recordings;
+mod review;
+mod review_browser;
 mod store_copies;
 mod web_recordings;

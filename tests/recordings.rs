@@ -32,8 +32,8 @@ const STEP: Duration = Duration::from_secs(60);
 
 /// An `ssh -tt` session: keys go in, everything shown is collected by a thread (so the pipe
 /// never fills), and steps wait for what the terminal shows.
-struct Terminal {
-    child: Child,
+pub(crate) struct Terminal {
+    pub(crate) child: Child,
     stdin: Option<ChildStdin>,
     seen: Arc<Mutex<Vec<u8>>>,
     /// Where the next `wait_for` starts looking.
@@ -41,7 +41,7 @@ struct Terminal {
 }
 
 impl Terminal {
-    fn open(env: &Env, dest: &str, command: Option<&str>) -> Terminal {
+    pub(crate) fn open(env: &Env, dest: &str, command: Option<&str>) -> Terminal {
         let client = env.client();
         let mut c = client.command("ssh", None, &[]);
         c.arg("-tt").arg(format!("{dest}@127.0.0.1"));
@@ -73,14 +73,14 @@ impl Terminal {
         }
     }
 
-    fn send(&mut self, keys: &[u8]) {
+    pub(crate) fn send(&mut self, keys: &[u8]) {
         let stdin = self.stdin.as_mut().unwrap();
         stdin.write_all(keys).unwrap();
         stdin.flush().unwrap();
     }
 
     /// Waits until the terminal shows `needle` after the last mark; moves the mark past it.
-    fn wait_for(&mut self, needle: &str) {
+    pub(crate) fn wait_for(&mut self, needle: &str) {
         let start = Instant::now();
         loop {
             {
@@ -104,7 +104,7 @@ impl Terminal {
     }
 
     /// Types a line and waits for the prompt after it.
-    fn run(&mut self, line: &str, shows: &str) {
+    pub(crate) fn run(&mut self, line: &str, shows: &str) {
         self.send(format!("{line}\r").as_bytes());
         self.wait_for(shows);
         if shows != PROMPT {
@@ -112,7 +112,7 @@ impl Terminal {
         }
     }
 
-    fn exit(mut self) {
+    pub(crate) fn exit(mut self) {
         self.send(b"exit\r");
         self.stdin.take();
         let start = Instant::now();
@@ -131,11 +131,11 @@ impl Drop for Terminal {
 }
 
 /// The prompt the sessions set (`\u` expands, so the typed line never shows it).
-const PROMPT: &str = "root-ready> ";
-const SET_PROMPT: &str = "unset HISTFILE; PS1='\\u-ready> '";
+pub(crate) const PROMPT: &str = "root-ready> ";
+pub(crate) const SET_PROMPT: &str = "unset HISTFILE; PS1='\\u-ready> '";
 
 /// `recordings list ARGS --json`, parsed; the command must succeed.
-fn list(env: &Env, args: &[&str]) -> Vec<Value> {
+pub(crate) fn list(env: &Env, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["recordings", "list"];
     all.extend_from_slice(args);
     all.push("--json");
@@ -153,7 +153,7 @@ fn list(env: &Env, args: &[&str]) -> Vec<Value> {
 }
 
 /// Waits (the index is updated as the session runs) until `list` finds something.
-fn find(env: &Env, args: &[&str]) -> Vec<Value> {
+pub(crate) fn find(env: &Env, args: &[&str]) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let found = list(env, args);

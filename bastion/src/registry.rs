@@ -77,6 +77,28 @@ pub struct Registry {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// The reason in the `ssh_connection_close` record of a connection a reviewer ended (the
+/// reviewer's own reason is in the `session_terminated` record before it).
+pub const ENDED_BY_REVIEWER: &str = "ended by a reviewer";
+
+impl gatehouse_core::recording::EndSsh for Registry {
+    fn end_ssh(&self, session: &str) -> bool {
+        match self.table().get(session) {
+            Some(e) => {
+                e.ending.end(ENDED_BY_REVIEWER);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Registry {
     /// The table, also after a panic elsewhere poisoned it: revocation must still reach
     /// every connection.

@@ -40,9 +40,11 @@ pub use crypt::RecordingKey;
 pub use index::{
     CommandEntry, CommandSource, FileEntry, IndexedSession, Query, RecordingIndex, parse_when,
 };
-pub use live::{LiveEvent, LiveHub, LiveSnapshot};
+pub use live::{EndSsh, LiveEvent, LiveHub, LiveSnapshot};
 pub use reader::{Cast, CastEvent, CastReader, EventCode, MAX_LINE, read_cast};
-pub use screens::{Keyframe, screens};
+pub use screens::{
+    Checkpoint, Frame, Frames, Keyframe, LiveScreen, Replay, frames, frames_from, screens,
+};
 pub use sidecar::Sidecar;
 pub use sink::Format;
 pub use store::{OpenedRecording, Recordings, RecordingsOptions};

@@ -126,6 +126,14 @@ pub fn session_id_hash(raw: &str) -> Option<String> {
     )))
 }
 
+/// True for text shaped like a session id hash (64 lowercase hex digits).
+pub fn is_session_hash(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A session's store key: the hex SHA-256 of a well-formed raw session id. Made only by
 /// hashing ([`SessionKey::of`]), so a key always names what a cookie could name; callers
 /// that see the same raw id again (a keep-alive connection) keep the key instead of
@@ -237,6 +245,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn touch_session_key(&self, key: &SessionKey) -> Result<Option<Session>, StoreError>;
     /// Deletes a session (logout) and publishes its revocation; true when it existed.
     async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError>;
+    /// Ends the session whose id hashes to `id_hash` (the reviewer console's terminate,
+    /// which knows sessions only by hash) and publishes its revocation; the session when it
+    /// existed. A malformed hash (not 64 lowercase hex digits) ends nothing.
+    async fn end_session_hash(&self, id_hash: &str) -> Result<Option<Session>, StoreError>;
     /// Ends every session of `user` that comes from sign-in `login_id`
     /// ([`SessionData::login_id`]: the login's own session and those handed off from it),
     /// publishing a revocation for each; returns their hashes.

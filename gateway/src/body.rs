@@ -1,9 +1,10 @@
-//! The response body type: a streamed upstream body or a small page, carrying the
-//! connection's in-flight guard so idle tracking sees a response until it is fully sent,
-//! and, for an allowed request, its [`Done`]: the bytes sent are counted, and the
-//! `request_completed` audit record (status, bytes, duration) is written when the body ends
-//! or is dropped (the client went away). The request's other facts are in its
-//! `access_allowed` record, written before it went upstream: nothing is written twice.
+//! The response body type: a streamed upstream body, a small page, or a stream Gatehouse
+//! writes itself (the reviewer console's live view and exports, fed through a bounded
+//! channel), carrying the connection's in-flight guard so idle tracking sees a response
+//! until it is fully sent, and, for an allowed request, its [`Done`]: the bytes sent are
+//! counted, and the `request_completed` audit record (status, bytes, duration) is written
+//! when the body ends or is dropped (the client went away). The request's other facts are in
+//! its `access_allowed` record, written before it went upstream: nothing is written twice.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,15 +17,36 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use tokio::sync::mpsc;
+
 use crate::conn::{ConnShared, InFlight};
 use crate::request_id::RequestId;
+
+/// A body fed by a bounded channel: a slow client slows the producer, memory stays bounded.
+pub struct Channel {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for Channel {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project_lite::pin_project! {
     pub struct ResBody {
         #[pin]
-        inner: Either<Incoming, Full<Bytes>>,
+        inner: Either<Incoming, Either<Full<Bytes>, Channel>>,
         guard: Option<InFlight>,
         done: Option<Done>,
     }
@@ -82,7 +104,7 @@ impl Drop for Done {
 impl ResBody {
     pub fn page(bytes: impl Into<Bytes>) -> Self {
         ResBody {
-            inner: Either::Right(Full::new(bytes.into())),
+            inner: Either::Right(Either::Left(Full::new(bytes.into()))),
             guard: None,
             done: None,
         }
@@ -91,6 +113,15 @@ impl ResBody {
     pub fn streamed(body: Incoming) -> Self {
         ResBody {
             inner: Either::Left(body),
+            guard: None,
+            done: None,
+        }
+    }
+
+    /// A body of the chunks sent on `rx`, ended when every sender is dropped.
+    pub fn channel(rx: mpsc::Receiver<Bytes>) -> Self {
+        ResBody {
+            inner: Either::Right(Either::Right(Channel { rx })),
             guard: None,
             done: None,
         }

@@ -28,6 +28,7 @@ mod proxy;
 pub mod reload;
 mod request_id;
 mod respond;
+pub mod review;
 pub mod revoke;
 pub mod routes;
 mod serve;

@@ -52,6 +52,10 @@ pub(crate) async fn serve(
     if !state.login.hosts.contains(host) {
         return respond::error(StatusCode::NOT_FOUND, id, false);
     }
+    if crate::review::is_review(path) {
+        // The reviewer console: its own gate (session + `gatehouse:review`) before any route.
+        return crate::review::serve(state, conn, req, host, path, id).await;
+    }
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let post = req.method() == Method::POST;
     match path {

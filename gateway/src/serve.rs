@@ -217,6 +217,7 @@ impl Gateway {
             ids: RequestIds::default(),
             no_app: Arc::from("none"),
             login: LoginCtx::new(&config),
+            review: crate::state::ReviewCtx::new(&config, stop.clone()),
             services,
             health: Arc::new(StoreHealth::default()),
             tunnels: Arc::new(Tunnels::default()),

@@ -15,7 +15,7 @@ use gatehouse_core::audit::AuditLog;
 use gatehouse_core::identity::Authenticator;
 use gatehouse_core::identity::oidc::Sso;
 use gatehouse_core::policy::PolicyHandle;
-use gatehouse_core::recording::Recordings;
+use gatehouse_core::recording::{EndSsh, Recordings};
 use gatehouse_core::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -38,8 +38,11 @@ pub struct Services {
     pub csrf: CsrfKey,
     /// The SSO providers (none configured: empty; the login page then offers none).
     pub sso: Sso,
-    /// The recordings directory: every web session is registered there.
+    /// The recordings, their index and live feeds (the reviewer console reads them).
     pub recordings: Recordings,
+    /// Ends live SSH connections (the bastion's, when it runs in this process): the
+    /// reviewer console's terminate.
+    pub end_ssh: Option<Arc<dyn EndSsh>>,
 }
 
 /// The store's health as the last probe saw it.

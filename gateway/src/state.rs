@@ -4,6 +4,7 @@
 
 mod login;
 mod pending;
+mod review;
 mod throttle;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::web_sessions::WebSessions;
 
 pub use login::LoginCtx;
 pub use pending::{EnrolProof, PendingEnrolment, PendingSsoTotp};
+pub use review::{CHECKPOINT_EVERY, ReviewCtx};
 
 /// Everything the handler reads; built once at bind.
 #[derive(Debug)]
@@ -34,6 +36,8 @@ pub struct State {
     pub health: Arc<StoreHealth>,
     pub tunnels: Arc<Tunnels>,
     pub login: LoginCtx,
+    /// What the reviewer console needs besides the services.
+    pub review: ReviewCtx,
     /// The rate limiter of the HTTP/2 abuse audit trace.
     pub abuse: AbuseTrace,
     /// Web sessions registered as recordings.

@@ -16,4 +16,5 @@ mod lifecycle;
 mod listed;
 mod login;
 mod proxy;
+mod review;
 mod store_outage;

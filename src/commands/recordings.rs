@@ -100,6 +100,7 @@ async fn audited(
         recording_id: id.map(ToString::to_string),
         detail,
         outcome: Outcome::Success,
+        context: Default::default(),
     })
     .await
     .context("writing the audit record of this read (nothing is shown without it)")?;

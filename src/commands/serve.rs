@@ -145,7 +145,6 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
 async fn start_bastion(
     config: &Arc<gatehouse_core::Config>,
     services: &Services,
-    preauth_metrics: gatehouse_core::preauth::PreauthMetrics,
 ) -> anyhow::Result<Option<Bastion>> {
     if !config.bastion.enabled {
         return Ok(None);
@@ -159,7 +158,7 @@ async fn start_bastion(
                 config.bastion.host_key.display()
             )
         })?;
-    Ok(Some(bastion.with_preauth_metrics(preauth_metrics)))
+    Ok(Some(bastion))
 }
 
 /// With the in-process store, the control socket through which the CLI reaches this server
@@ -242,8 +241,13 @@ async fn serve(
     .context("loading the grants from the store")?;
     let control = start_control(&config, &services, grants, &shutdown)?;
     let config = Arc::new(config);
-    let gateway = Gateway::bind(config.clone(), services.gateway()).await?;
-    let bastion = start_bastion(&config, &services, gateway.ssh_preauth_metrics()).await?;
+    // The bastion first: the reviewer console ends its live connections through its registry.
+    let bastion = start_bastion(&config, &services).await?;
+    let end_ssh = bastion
+        .as_ref()
+        .map(|b| Arc::new(b.registry()) as Arc<dyn gatehouse_core::recording::EndSsh>);
+    let gateway = Gateway::bind(config.clone(), services.gateway(end_ssh)).await?;
+    let bastion = bastion.map(|b| b.with_preauth_metrics(gateway.ssh_preauth_metrics()));
     let bound = gateway.bound();
     let reloader = gateway.reloader();
     let policy_reloader = gateway.policy_reloader();

@@ -115,8 +115,12 @@ impl Services {
         }
     }
 
-    /// What the gateway serves with.
-    pub fn gateway(&self) -> gatehouse_gateway::Services {
+    /// What the gateway serves with; `end_ssh` ends live SSH connections for the reviewer
+    /// console (the bastion's registry, when the bastion runs).
+    pub fn gateway(
+        &self,
+        end_ssh: Option<Arc<dyn gatehouse_core::recording::EndSsh>>,
+    ) -> gatehouse_gateway::Services {
         gatehouse_gateway::Services {
             store: self.store.clone(),
             authenticator: (*self.authenticator).clone(),
@@ -126,6 +130,7 @@ impl Services {
             csrf: (*self.csrf).clone(),
             sso: self.sso.clone(),
             recordings: self.recordings.clone(),
+            end_ssh,
         }
     }
 }

@@ -355,6 +355,9 @@ pub enum AuditEvent {
     /// A reviewer read recordings: `action` is `list` (with the filter in `detail`),
     /// `play`, `export`, `screens`, `watch` or `timeline`; written before anything is shown,
     /// so a read that cannot be audited does not happen.
+    /// `actor` is `cli:USER` (the CLI) or `review:USER` (the reviewer console, with the
+    /// reviewer's address, web session and request id in `context`; its actions are `list`,
+    /// `open`, `replay`, `watch` and `export`).
     RecordingAccess {
         actor: String,
         action: String,
@@ -363,6 +366,22 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
         outcome: Outcome,
+        #[serde(flatten)]
+        context: AccessContext,
+    },
+    /// A reviewer (holder of `gatehouse:terminate`) ended a live session with `reason`:
+    /// an SSH connection closed (`kind` `ssh`, `session` the connection's session id) or a
+    /// web session revoked (`kind` `web`, `session` its id hash). Written before the session
+    /// is ended: a termination that cannot be audited does not happen.
+    SessionTerminated {
+        by: String,
+        user: String,
+        kind: String,
+        recording_id: String,
+        session: String,
+        reason: String,
+        #[serde(flatten)]
+        context: AccessContext,
     },
     /// Connections refused before authentication because a pre-authentication limit was full
     /// (`reason`: `per_source` or `total`), summed per source over `window_secs`: one record
@@ -551,6 +570,7 @@ impl AuditEvent {
             AuditEvent::AdminAction { .. } => "admin_action",
             AuditEvent::RecordingCapped { .. } => "recording_capped",
             AuditEvent::RecordingAccess { .. } => "recording_access",
+            AuditEvent::SessionTerminated { .. } => "session_terminated",
             AuditEvent::PreauthRefused { .. } => "preauth_refused",
             AuditEvent::SsoAuthenticated { .. } => "sso_authenticated",
             AuditEvent::SsoFailure { .. } => "sso_failure",
@@ -773,10 +793,34 @@ mod recording_tests {
             recording_id: Some("ab".repeat(16)),
             detail: None,
             outcome: Outcome::Success,
+            context: AccessContext::default(),
+        };
+        let review = AuditEvent::RecordingAccess {
+            actor: "review:carol".into(),
+            action: "watch".into(),
+            recording_id: Some("cd".repeat(16)),
+            detail: None,
+            outcome: Outcome::Success,
+            context: AccessContext {
+                client_addr: Some("192.0.2.9".parse().unwrap()),
+                session: Some("ef".repeat(32)),
+                request_id: Some("r-1".into()),
+            },
+        };
+        let ended = AuditEvent::SessionTerminated {
+            by: "review:carol".into(),
+            user: "alice".into(),
+            kind: "ssh".into(),
+            recording_id: "cd".repeat(16),
+            session: "01".repeat(16),
+            reason: "suspicious rm -rf".into(),
+            context: AccessContext::default(),
         };
         for (e, kind, alert) in [
             (&capped, "recording_capped", true),
             (&access, "recording_access", false),
+            (&review, "recording_access", false),
+            (&ended, "session_terminated", false),
         ] {
             let json = serde_json::to_value(e).unwrap();
             assert_eq!(json["event"], kind);

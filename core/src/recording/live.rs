@@ -108,6 +108,15 @@ impl LiveFeed {
     }
 }
 
+/// Ends live SSH connections of this process by session id (the `session` of their audit
+/// records and recordings): how the reviewer console's terminate reaches the bastion, which
+/// implements it, without the gateway depending on the bastion.
+pub trait EndSsh: Send + Sync + std::fmt::Debug {
+    /// Ends connection `session` (its channels close; its `ssh_connection_close` record says
+    /// a reviewer ended it); false when no such connection is live here.
+    fn end_ssh(&self, session: &str) -> bool;
+}
+
 /// The live recordings of this process.
 #[derive(Clone, Default)]
 pub struct LiveHub {

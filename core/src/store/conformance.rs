@@ -439,7 +439,28 @@ async fn once_values_taken_once(s: Arc<dyn Store>) {
     ));
 }
 
+/// A session ended by its hash alone (the console's terminate): gone, its revocation
+/// published; a malformed or unknown hash ends nothing.
+async fn end_session_by_hash(s: &dyn Store) {
+    let tok = s.create_session(data("alice"), TTL, IDLE).await.unwrap();
+    let hash = session_id_hash(tok.expose()).unwrap();
+    for bad in ["", "../../x", &hash.to_uppercase(), &hash[..63]] {
+        assert!(s.end_session_hash(bad).await.unwrap().is_none(), "{bad}");
+    }
+    let mut rx = s.subscribe_revocations().await.unwrap();
+    let ended = s.end_session_hash(&hash).await.unwrap().expect("ended");
+    assert_eq!(ended.data.user, "alice");
+    assert!(s.touch_session(tok.expose()).await.unwrap().is_none());
+    assert!(s.end_session_hash(&hash).await.unwrap().is_none());
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev, RevocationEvent::Session { id_hash: hash });
+}
+
 async fn suite(s: Arc<dyn Store>) {
+    end_session_by_hash(s.as_ref()).await;
     once_values_taken_once(s.clone()).await;
     handoff_taken_once(s.clone()).await;
     sessions_roundtrip(s.as_ref()).await;

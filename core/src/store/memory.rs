@@ -204,6 +204,21 @@ impl Store for MemoryStore {
         Ok(existed)
     }
 
+    async fn end_session_hash(&self, id_hash: &str) -> Result<Option<Session>, StoreError> {
+        if !super::is_session_hash(id_hash) {
+            return Ok(None);
+        }
+        let removed = self.lock().sessions.remove(id_hash);
+        // After the removal: a copy taken before it is then never used again.
+        self.ended.fetch_add(1, Ordering::AcqRel);
+        if removed.is_some() {
+            self.publish(RevocationEvent::Session {
+                id_hash: id_hash.to_string(),
+            });
+        }
+        Ok(removed)
+    }
+
     async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {
         let ended: Vec<String> = {
             let mut st = self.lock();

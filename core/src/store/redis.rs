@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 use super::throttle::{AttemptKey, Counts, Gate, Schedules, Scope, Settle};
 use super::{
     Grant, Handoff, MAX_ONCE_BYTES, OnceKind, RevocationEvent, Session, SessionData, SessionKey,
-    SessionToken, Store, dur_ms,
+    SessionToken, Store, dur_ms, now_ms,
 };
 use crate::error::StoreError;
 use link::Link;
@@ -261,6 +261,31 @@ impl Store for RedisStore {
 
     async fn delete_session(&self, raw_id: &str) -> Result<bool, StoreError> {
         self.delete(raw_id).await
+    }
+
+    async fn end_session_hash(&self, id_hash: &str) -> Result<Option<Session>, StoreError> {
+        if !super::is_session_hash(id_hash) {
+            return Ok(None);
+        }
+        let key = session_key(id_hash);
+        let mut con = self.con.clone();
+        let raw: Option<Vec<u8>> = within("end_session_hash", con.get(&key)).await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let session = self.decode(&key, &raw)?;
+        let n: i64 = within("end_session_hash", con.del(&key)).await?;
+        // The link's invalidation may trail this answer: forget the copy here now.
+        self.link.copies.sessions.invalidate(id_hash);
+        if n > 0 {
+            self.link.tombstones.add(id_hash, now_ms());
+            self.publish(
+                RevocationEvent::Session {
+                    id_hash: id_hash.to_string(),
+                },
+                Vec::new(),
+            )
+            .await?;
+        }
+        Ok(session.filter(|_| n > 0))
     }
 
     async fn end_login(&self, user: &str, login_id: &str) -> Result<Vec<String>, StoreError> {

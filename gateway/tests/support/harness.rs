@@ -208,6 +208,7 @@ pub async fn services(config: &Config, store: Arc<dyn Store>) -> (Services, User
             true,
         )
         .unwrap(),
+        end_ssh: None,
     };
     (services, users, cipher)
 }
@@ -395,4 +396,24 @@ pub async fn plain_get(addr: SocketAddr, path: &str, host: &str) -> (StatusCode,
 /// An address nothing listens on.
 pub async fn closed_port() -> SocketAddr {
     gatehouse_testkit::net::closed_port()
+}
+
+/// The audit log's lines, oldest first.
+pub fn audit_lines(h: &Harness) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(h.dir.0.join("data/audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
