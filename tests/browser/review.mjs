@@ -39,7 +39,7 @@ try {
   await page.screenshot({ path: input.shots.list, fullPage: true });
 
   // Open the session found, play it fast until the command shows on the screen.
-  await Promise.all([page.waitForNavigation(), page.click('a.open')]);
+  await Promise.all([page.waitForNavigation(), page.click('section.found a.open')]);
   out.session = { url: page.url() };
   await page.waitForSelector('#player[data-position]');
   await page.selectOption('#speed', '8');

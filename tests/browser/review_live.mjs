@@ -29,7 +29,7 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   out.list = { url: page.url(), live: await page.textContent('section.live') };
   await page.screenshot({ path: input.shots.list, fullPage: true });
-  await Promise.all([page.waitForNavigation(), page.click('section.live a.open')]);
+  await Promise.all([page.waitForNavigation(), page.click('section.live tr.ssh a.open')]);
   out.session = { url: page.url() };
   await page.waitForSelector('#live[data-state=watching]');
   await page.waitForFunction(

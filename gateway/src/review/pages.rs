@@ -153,7 +153,7 @@ pub(super) async fn list(
     } else {
         body.push_str(&table(state, &live));
     }
-    body.push_str("</section>\n<section>\n");
+    body.push_str("</section>\n<section class=\"found\">\n");
     let title = if f.q.is_empty() {
         "Recorded sessions".to_string()
     } else {
@@ -252,7 +252,7 @@ fn table(state: &State, rows: &[RecordingMeta]) -> String {
             && state.services.recordings.live().feed(&m.id).is_some();
         let _ = writeln!(
             s,
-            "<tr><td>{}</td><td><span class=\"kind {kind}\">{kind}</span></td><td>{}</td><td>{}</td>\
+            "<tr class=\"{kind}\"><td>{}</td><td><span class=\"kind {kind}\">{kind}</span></td><td>{}</td><td>{}</td>\
              <td class=\"what\">{}</td><td>{}</td><td><a class=\"open\" href=\"{REVIEW_PATH}/s/{id}\">{}</a></td></tr>",
             when(m.started_at),
             escape(&m.user),
