@@ -16,32 +16,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::client::{echoed_headers, empty, plain_get};
 use crate::support::identity::{LOGIN_PATH, fresh_totp_window, h1_with};
-use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Redis, Upstream, host, within};
+use crate::support::{Gatehouse, QUICK, Redis, Upstream, host, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const POLICY: &str = "p, group:staff, app:wiki/*, *, allow\n";
-
-fn spec(redis: &Redis, up: &Upstream) -> GatehouseSpec {
-    GatehouseSpec {
-        store_url: redis.url(),
-        policy_csv: Some(POLICY.into()),
-        ..Default::default()
-    }
-    .with_app(AppSpec::new("wiki", &host("wiki"), &up.url()))
-}
-
-/// Two gateways on one Redis, sharing the secret key and the users file.
-async fn pair(redis: &Redis, up: &Upstream) -> (Gatehouse, Gatehouse) {
-    let a = Gatehouse::start(spec(redis, up)).await;
-    let users = a.path("users.toml");
-    let b = Gatehouse::start(GatehouseSpec {
-        users_file: users.display().to_string(),
-        secret_key: a.spec.secret_key.clone(),
-        ..spec(redis, up)
-    })
-    .await;
-    (a, b)
-}
+use crate::support::pair::{pair, spec};
 
 async fn readyz(gh: &Gatehouse) -> u16 {
     within(QUICK, "readyz", plain_get(gh.admin, "127.0.0.1", "/readyz"))

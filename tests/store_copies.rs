@@ -20,30 +20,9 @@ use gatehouse_core::store::INVALIDATION_BOUND;
 use crate::support;
 use crate::support::client::empty;
 use crate::support::identity::{LOGOUT_PATH, PORTAL_PATH, csrf_in, form, h1_with};
-use crate::support::{AppSpec, Gatehouse, GatehouseSpec, QUICK, Redis, Upstream, host, within};
+use crate::support::{Gatehouse, QUICK, Redis, Upstream, host, within};
 
-const POLICY: &str = "p, group:staff, app:wiki/*, *, allow\n";
-
-fn spec(redis: &Redis, up: &Upstream) -> GatehouseSpec {
-    GatehouseSpec {
-        store_url: redis.url(),
-        policy_csv: Some(POLICY.into()),
-        ..Default::default()
-    }
-    .with_app(AppSpec::new("wiki", &host("wiki"), &up.url()))
-}
-
-/// Two gateways on one Redis, sharing the secret key and the users file.
-async fn pair(redis: &Redis, up: &Upstream) -> (Gatehouse, Gatehouse) {
-    let a = Gatehouse::start(spec(redis, up)).await;
-    let b = Gatehouse::start(GatehouseSpec {
-        users_file: a.path("users.toml").display().to_string(),
-        secret_key: a.spec.secret_key.clone(),
-        ..spec(redis, up)
-    })
-    .await;
-    (a, b)
-}
+use crate::support::pair::{pair, spec};
 
 async fn status(gh: &Gatehouse, cookie: &str, path: &str) -> u16 {
     let mut c = h1_with(gh, &host("wiki"), cookie).await;

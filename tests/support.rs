@@ -26,6 +26,7 @@
 pub mod gatehouse;
 pub mod handoff;
 pub mod identity;
+pub mod pair;
 pub mod scenario;
 pub mod sshd;
 pub mod sso;
