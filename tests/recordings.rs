@@ -80,11 +80,19 @@ impl Terminal {
     }
 
     /// Waits until the terminal shows `needle` after the last mark; moves the mark past it.
+    /// Fails when the terminal shows nothing new for [`STEP`] (a long paste still echoing
+    /// is progress, not a hang), or after five [`STEP`]s in all.
     pub(crate) fn wait_for(&mut self, needle: &str) {
-        let start = Instant::now();
+        let began = Instant::now();
+        let mut start = began;
+        let mut last_len = 0;
         loop {
             {
                 let seen = self.seen.lock().unwrap();
+                if seen.len() > last_len {
+                    last_len = seen.len();
+                    start = Instant::now();
+                }
                 let from = self.mark.min(seen.len());
                 if let Some(i) = seen[from..]
                     .windows(needle.len())
@@ -94,7 +102,7 @@ impl Terminal {
                     return;
                 }
                 assert!(
-                    start.elapsed() < STEP,
+                    start.elapsed() < STEP && began.elapsed() < 5 * STEP,
                     "the terminal never showed {needle:?}; last output: {:?}",
                     String::from_utf8_lossy(&seen[seen.len().saturating_sub(600)..])
                 );
