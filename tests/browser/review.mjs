@@ -49,7 +49,13 @@ try {
     input.command, { timeout: 60000 },
   );
   out.played = { screen: await page.textContent('#screen'), state: await page.getAttribute('#player', 'data-state') };
-  await page.click('#play'); // pause
+  // Pause if it still plays. Checked and clicked in one turn of the page's event loop: at speed 8
+  // the replay may have ended already, and a click on an ended player starts it again.
+  await page.evaluate(() => {
+    if (document.getElementById('player').getAttribute('data-state') === 'playing') {
+      document.getElementById('play').click();
+    }
+  });
   // Seek to the start (empty screen), then jump by the command timeline.
   await page.$eval('#seek', (s) => { s.value = '0'; s.dispatchEvent(new Event('input')); });
   await page.waitForFunction(() => document.getElementById('player').getAttribute('data-position') === '0.000');
