@@ -125,11 +125,16 @@ async fn a_web_session_is_found_exported_from_its_audit_records_and_ended_at_log
         assert_eq!(format!("app:wiki{path}"), d["object"].as_str().unwrap());
         if status == 200 {
             assert_eq!(r["decision"], "allow");
-            let done = events
+            let (record, done) = events
                 .iter()
-                .find(|e| e["event"] == "request_completed" && e["request_id"] == d["request_id"])
-                .unwrap_or_else(|| panic!("no request_completed for {d}"));
-            assert_eq!(done["session"], session);
+                .filter(|e| e["event"] == "requests_completed")
+                .find_map(|e| {
+                    let a = e["answers"].as_array()?;
+                    let done = a.iter().find(|a| a["request_id"] == d["request_id"])?;
+                    Some((e, done))
+                })
+                .unwrap_or_else(|| panic!("no answer recorded for {d}"));
+            assert_eq!(record["session"], session);
             assert_eq!(r["status"], done["status"]);
             assert_eq!(r["bytes"], done["bytes"]);
             assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
@@ -243,4 +248,50 @@ async fn revocation_and_a_restart_of_the_in_process_store_end_live_web_sessions(
     // their recordings (a crash of an SSH recording is recovered apart, see `recordings`).
     tokio::task::block_in_place(|| gh.restart_blocking());
     until(&gh, &["list", "--user", "bob", "--json"], ended).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_on_one_connection_are_written_together_even_while_it_stays_open() {
+    let (gh, _up) = wiki(GatehouseSpec::default()).await;
+    let alice = gh.create_user("alice", &["staff"]).await;
+    let wiki_host = host("wiki");
+    let cookie = gh.login(&wiki_host, &alice).await;
+    let mut c = h1_with(&gh, &wiki_host, &cookie).await;
+    const N: usize = 150;
+    for i in 0..N {
+        let path = format!("/docs/{i}");
+        assert_eq!(within(QUICK, &path, c.get(&path)).await.status, 200);
+    }
+    // The connection stays open and quiet: its answers are written all the same.
+    let id = until(&gh, &["list", "--user", "alice", "--json"], |f| {
+        f.len() == 1
+    })
+    .await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let exported = until(&gh, &["export", &id], |f| {
+        f.len() == N && f.iter().all(|r| r["status"] == 200)
+    })
+    .await;
+    assert!(exported.iter().all(|r| r["bytes"].as_u64() > Some(0)));
+    let events = gh.audit_events();
+    assert!(!events.iter().any(|e| e["event"] == "request_completed"));
+    let records: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "requests_completed")
+        .collect();
+    let answers: usize = records
+        .iter()
+        .map(|e| e["answers"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(answers, N);
+    // At most 64 a record, and one a second while it serves: far fewer records than
+    // answers even on a slow machine.
+    assert!(
+        records.len() * 4 <= N,
+        "{} records for {N} answers",
+        records.len()
+    );
+    drop(c);
 }

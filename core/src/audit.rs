@@ -32,7 +32,7 @@ mod writer;
 pub use chain::AuditKey;
 pub(crate) use chain::timestamp;
 pub use event::{
-    AbuseKind, AccessContext, AuditEvent, Durability, FileProtocol, Outcome, SshAuthStep,
+    AbuseKind, AccessContext, Answer, AuditEvent, Durability, FileProtocol, Outcome, SshAuthStep,
     SshRefusal, SshRequest, TransferDirection, new_incident_id,
 };
 pub use record::{Decision, Record};

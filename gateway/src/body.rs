@@ -2,16 +2,17 @@
 //! writes itself (the reviewer console's live view and exports, fed through a bounded
 //! channel), carrying the connection's in-flight guard so idle tracking sees a response
 //! until it is fully sent, and, for an allowed request, its [`Done`]: the bytes sent are
-//! counted, and the `request_completed` audit record (status, bytes, duration) is written
-//! when the body ends or is dropped (the client went away). The request's other facts are in
-//! its `access_allowed` record, written before it went upstream: nothing is written twice.
+//! counted, and when the body ends or is dropped (the client went away) its answer (status,
+//! bytes, duration) goes to the connection, which writes the answers of its requests as
+//! `requests_completed` records. The request's other facts are in its `access_allowed`
+//! record, written before it went upstream: nothing is written twice.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use gatehouse_core::audit::AuditEvent;
+use gatehouse_core::audit::Answer;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -52,7 +53,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// The answer of an allowed request, recorded as `request_completed` when dropped.
+/// The answer of an allowed request, handed to its connection (`requests_completed`) when
+/// dropped.
 pub struct Done {
     conn: Arc<ConnShared>,
     session: String,
@@ -85,19 +87,15 @@ impl Done {
 
 impl Drop for Done {
     fn drop(&mut self) {
-        let Some(audit) = &self.conn.audit else {
-            return;
-        };
-        let event = AuditEvent::RequestCompleted {
-            session: std::mem::take(&mut self.session),
-            request_id: self.request_id.to_string(),
-            status: self.status,
-            bytes: self.bytes,
-            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
-        };
-        if !audit.record_detached(&event) {
-            tracing::error!(request_id = %self.request_id, "audit log: cannot record a response's completion");
-        }
+        self.conn.answered(
+            std::mem::take(&mut self.session),
+            Answer {
+                request_id: self.request_id.to_string(),
+                status: self.status,
+                bytes: self.bytes,
+                duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            },
+        );
     }
 }
 

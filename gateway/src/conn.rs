@@ -23,6 +23,7 @@ use crate::guard::Verdicts;
 use crate::guard::frames::{FrameCounts, FrameReader};
 use crate::guard::scan::Scanner;
 use crate::upstream::Upstreams;
+use gatehouse_core::audit::{Answer, AuditEvent};
 use gatehouse_core::preauth::Slot;
 
 #[derive(Debug)]
@@ -49,9 +50,38 @@ pub struct ConnShared {
     pub h2_frames: FrameCounts,
     /// The pre-authentication slot, given back when the first request arrives.
     preauth: Mutex<Option<Slot>>,
-    /// The audit log, for the `request_completed` records of this connection's responses
+    /// The audit log, for the `requests_completed` records of this connection's responses
     /// (a handle per connection: no reference count shared by every worker per request).
     pub audit: Option<gatehouse_core::audit::AuditLog>,
+    /// Answers to allowed requests not written yet (see [`ConnShared::answered`]).
+    answers: Mutex<Answers>,
+}
+
+/// Most answers in one `requests_completed` record.
+const ANSWERS_MAX: usize = 64;
+/// Longest time an answer waits for others while the connection serves; a quiet connection
+/// writes its answers at its next idle check, a closing one at once.
+pub const ANSWERS_WAIT: Duration = Duration::from_secs(1);
+
+/// The answers of one web session gathered on a connection.
+#[derive(Debug, Default)]
+struct Answers {
+    session: String,
+    list: Vec<Answer>,
+    since: Option<Instant>,
+}
+
+impl Answers {
+    fn take(&mut self) -> Option<AuditEvent> {
+        if self.list.is_empty() {
+            return None;
+        }
+        self.since = None;
+        Some(AuditEvent::RequestsCompleted {
+            session: std::mem::take(&mut self.session),
+            answers: std::mem::take(&mut self.list),
+        })
+    }
 }
 
 /// A WebSocket upgrade agreed by both sides, run by the connection task once hyper hands the
@@ -68,6 +98,12 @@ pub struct Tunnel {
     /// Who, and the upgrade's request id, for the record of such an end.
     pub user: String,
     pub context: gatehouse_core::audit::AccessContext,
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        self.write_answers(Duration::ZERO);
+    }
 }
 
 impl ConnShared {
@@ -89,10 +125,60 @@ impl ConnShared {
             h2_frames: FrameCounts::default(),
             preauth: Mutex::new(None),
             audit: None,
+            answers: Mutex::new(Answers::default()),
         }
     }
 
-    /// With the audit log its responses' `request_completed` records go to.
+    /// Notes the answer to an allowed request of web session `session` (its id's hash), for
+    /// its `requests_completed` record: written with up to [`ANSWERS_MAX`] others of the same
+    /// session, once [`ANSWERS_WAIT`] passed, when the connection goes quiet
+    /// ([`ConnShared::write_answers`]) or when it ends. One record per request was a second
+    /// audit write on every request's path.
+    pub fn answered(&self, session: String, answer: Answer) {
+        if self.audit.is_none() {
+            return;
+        }
+        let (before, full) = {
+            let mut a = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = if a.session == session { None } else { a.take() };
+            if a.list.is_empty() {
+                a.session = session;
+                a.since = Some(Instant::now());
+            }
+            a.list.push(answer);
+            let due =
+                a.list.len() >= ANSWERS_MAX || a.since.is_some_and(|t| t.elapsed() >= ANSWERS_WAIT);
+            (before, if due { a.take() } else { None })
+        };
+        for event in [before, full].into_iter().flatten() {
+            self.write(&event);
+        }
+    }
+
+    /// Writes the answers gathered for at least `waited` (all of them: `Duration::ZERO`).
+    pub fn write_answers(&self, waited: Duration) {
+        let event = {
+            let mut a = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+            if a.since.is_some_and(|t| t.elapsed() >= waited) {
+                a.take()
+            } else {
+                None
+            }
+        };
+        if let Some(event) = event {
+            self.write(&event);
+        }
+    }
+
+    fn write(&self, event: &AuditEvent) {
+        if let Some(audit) = &self.audit
+            && !audit.record_detached(event)
+        {
+            tracing::error!(peer = %self.peer, "audit log: cannot record the answers to requests");
+        }
+    }
+
+    /// With the audit log its responses' `requests_completed` records go to.
     pub fn with_audit(mut self, audit: gatehouse_core::audit::AuditLog) -> Self {
         self.audit = Some(audit);
         self

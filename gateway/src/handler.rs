@@ -178,7 +178,8 @@ async fn serve<'s>(
         request_id: id,
     };
     let forwarded = state.proxy.forward(req, &permit, side).await;
-    // The answer's status, bytes and duration go in its `request_completed` record.
+    // The answer's status, bytes and duration go to its connection, which writes them in
+    // `requests_completed` records.
     let done =
         |status: StatusCode| Done::new(conn, permit.into_session(), id, status.as_u16(), start);
     match forwarded {

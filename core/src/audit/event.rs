@@ -17,6 +17,16 @@ pub enum Outcome {
 /// on the SSH bastion it is the connection's session id, the same in every record of that
 /// connection (authentication steps, decisions, sessions, transfers, forwards). Absent fields
 /// are left out of the record.
+/// What the answer to one allowed web request came to: its status, the body bytes sent, and
+/// milliseconds from the request's head to the end of the body (or the client going away).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub request_id: String,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,16 +181,23 @@ pub enum AuditEvent {
         #[serde(flatten)]
         context: AccessContext,
     },
-    /// What the answer to an allowed web request came to, written once its body was sent
-    /// (or the client went away): status, body bytes sent, and milliseconds from the
-    /// request's head to the end. Joined to its `access_allowed` record by `request_id`
-    /// within the web `session` (the id's hash): a web session's timeline.
+    /// What the answer to an allowed web request came to, one record per request (written
+    /// by earlier versions; read, no longer written: see `RequestsCompleted`). Joined to its
+    /// `access_allowed` record by `request_id` within the web `session` (the id's hash).
     RequestCompleted {
         session: String,
         request_id: String,
         status: u16,
         bytes: u64,
         duration_ms: u64,
+    },
+    /// What the answers to allowed web requests of web `session` came to, several at once:
+    /// a connection gathers its answers and writes them every 64, after a second while it
+    /// serves, when it goes quiet and when it closes (one record for a page's requests, not
+    /// one per request). Each answer joins its `access_allowed` record by `request_id`.
+    RequestsCompleted {
+        session: String,
+        answers: Vec<Answer>,
     },
     /// A denied access (an alert); `rule` is the deciding deny line, if any.
     AccessDenied {
@@ -553,6 +570,7 @@ impl AuditEvent {
             AuditEvent::SessionRevoked { .. } => "session_revoked",
             AuditEvent::AccessAllowed { .. } => "access_allowed",
             AuditEvent::RequestCompleted { .. } => "request_completed",
+            AuditEvent::RequestsCompleted { .. } => "requests_completed",
             AuditEvent::AccessDenied { .. } => "access_denied",
             AuditEvent::PolicyReload { .. } => "policy_reload",
             AuditEvent::AuditRetention { .. } => "audit_retention",
@@ -604,7 +622,8 @@ impl AuditEvent {
         match self {
             AuditEvent::AccessAllowed { .. }
             | AuditEvent::AccessDenied { .. }
-            | AuditEvent::RequestCompleted { .. } => Durability::GroupCommit,
+            | AuditEvent::RequestCompleted { .. }
+            | AuditEvent::RequestsCompleted { .. } => Durability::GroupCommit,
             _ => Durability::Synced,
         }
     }

@@ -279,6 +279,13 @@ async fn run<S: Sink>(
                 .store(last.seq + 1, std::sync::atomic::Ordering::Release);
             metrics.shipped.get_or_create(&labels).inc_by(sent as u64);
         }
+        if err.is_none()
+            && sent < batch.lines.len()
+            && let Some(t) = tail.as_mut()
+        {
+            // The sink took part of the batch: the rest is read again, never skipped.
+            t.seek(progress.next.load(std::sync::atomic::Ordering::Acquire));
+        }
         match err {
             None => {
                 if let Some(since) = health.down_since.take() {

@@ -462,12 +462,16 @@ fn web_requests_come_from_the_session_s_audit_records() {
         r#"{"seq":4,"ts":"2026-01-02T10:00:03.000Z","prev":"00","event":{"event":"request_completed","session":"ab12","request_id":"r-1","status":200,"bytes":1234,"duration_ms":7},"mac":"00"}"#,
         r#"{"seq":5,"ts":"2026-01-02T10:00:03.000Z","prev":"00","event":{"event":"request_completed","session":"ff00","request_id":"r-2","status":500,"bytes":1,"duration_ms":1},"mac":"00"}"#,
         r#"{"seq":6,"ts":"2026-01-02T10:00:04.000Z","prev":"00","event":{"event":"request_completed","session":"ab12","request_id":"r-9","status":201,"bytes":1,"duration_ms":1},"mac":"00"}"#,
-        r#"{"seq":7,"ts":"2026-01-02T10:00:05.000Z","prev":"00","event":{"event":"logout","user":"bob","session":"ab12"},"mac":"00"}"#,
+        r#"{"seq":7,"ts":"2026-01-02T10:00:04.000Z","prev":"00","event":{"event":"access_allowed","user":"bob","object":"app:wiki/a.css","action":"GET","rule":"x","session":"ab12","request_id":"r-4"},"mac":"00"}"#,
+        r#"{"seq":8,"ts":"2026-01-02T10:00:04.000Z","prev":"00","event":{"event":"access_allowed","user":"bob","object":"app:wiki/b.js","action":"GET","rule":"x","session":"ab12","request_id":"r-5"},"mac":"00"}"#,
+        r#"{"seq":9,"ts":"2026-01-02T10:00:05.000Z","prev":"00","event":{"event":"requests_completed","session":"ab12","answers":[{"request_id":"r-5","status":304,"bytes":0,"duration_ms":2},{"request_id":"r-4","status":200,"bytes":99,"duration_ms":3}]},"mac":"00"}"#,
+        r#"{"seq":10,"ts":"2026-01-02T10:00:05.000Z","prev":"00","event":{"event":"requests_completed","session":"ff00","answers":[{"request_id":"r-4","status":500,"bytes":1,"duration_ms":1}]},"mac":"00"}"#,
+        r#"{"seq":11,"ts":"2026-01-02T10:00:06.000Z","prev":"00","event":{"event":"logout","user":"bob","session":"ab12"},"mac":"00"}"#,
         "not json ab12",
     ];
     let hosts = std::collections::HashMap::from([("wiki".to_string(), "wiki.example".to_string())]);
     let t = web_timeline(lines, "ab12", &hosts);
-    assert_eq!(t.len(), 2);
+    assert_eq!(t.len(), 4);
     assert_eq!(
         (
             t[0].method.as_str(),
@@ -488,6 +492,25 @@ fn web_requests_come_from_the_session_s_audit_records() {
         "joined with its own request_completed only"
     );
     assert_eq!((t[1].status, t[1].bytes), (Some(403), None));
+    // Answers gathered in one record, in any order, each joined to its own request.
+    assert_eq!(
+        (
+            t[2].path.as_str(),
+            t[2].status,
+            t[2].bytes,
+            t[2].duration_ms
+        ),
+        ("/a.css", Some(200), Some(99), Some(3))
+    );
+    assert_eq!(
+        (
+            t[3].path.as_str(),
+            t[3].status,
+            t[3].bytes,
+            t[3].duration_ms
+        ),
+        ("/b.js", Some(304), Some(0), Some(2))
+    );
     assert!(web_timeline(lines, "", &hosts).is_empty());
 }
 

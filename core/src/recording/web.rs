@@ -77,6 +77,8 @@ struct AuditFields {
     bytes: Option<u64>,
     #[serde(default)]
     duration_ms: Option<u64>,
+    #[serde(default)]
+    answers: Vec<crate::audit::Answer>,
 }
 
 /// The requests of web session `session_hash` among audit record lines, in log order.
@@ -111,7 +113,21 @@ where
             "access_allowed" => "allow",
             "access_denied" => "deny",
             "request_completed" => {
-                complete(&mut out, &e);
+                if let Some(id) = e.request_id.as_deref() {
+                    complete(&mut out, id, e.status, e.bytes, e.duration_ms);
+                }
+                continue;
+            }
+            "requests_completed" => {
+                for a in &e.answers {
+                    complete(
+                        &mut out,
+                        &a.request_id,
+                        Some(a.status),
+                        Some(a.bytes),
+                        Some(a.duration_ms),
+                    );
+                }
                 continue;
             }
             _ => continue,
@@ -148,20 +164,23 @@ where
     out
 }
 
-/// Fills in the answer of the request a `request_completed` record names (the newest
-/// allowed request of the session with its request id).
-fn complete(out: &mut [WebRequest], e: &AuditFields) {
-    let Some(id) = e.request_id.as_deref() else {
-        return;
-    };
+/// Fills in the answer of request `id` (the newest allowed request of the session with that
+/// request id) from a `requests_completed` (or an older `request_completed`) record.
+fn complete(
+    out: &mut [WebRequest],
+    id: &str,
+    status: Option<u16>,
+    bytes: Option<u64>,
+    duration_ms: Option<u64>,
+) {
     if let Some(r) = out
         .iter_mut()
         .rev()
         .find(|r| r.decision == "allow" && r.request_id.as_deref() == Some(id))
     {
-        r.status = e.status;
-        r.bytes = e.bytes;
-        r.duration_ms = e.duration_ms;
+        r.status = status;
+        r.bytes = bytes;
+        r.duration_ms = duration_ms;
     }
 }
 

@@ -263,8 +263,11 @@ where
                 }
                 if shared.take_activity() || shared.in_flight() > 0 {
                     w.idle_for = Duration::ZERO;
+                    shared.write_answers(crate::conn::ANSWERS_WAIT);
                     continue;
                 }
+                // Quiet: the answers gathered so far are written now.
+                shared.write_answers(Duration::ZERO);
                 w.idle_for += period;
                 if w.idle_for >= ctx.idle_timeout {
                     tracing::debug!("idle timeout; closing");

@@ -1,14 +1,24 @@
 //! Redis stream sink (replication): every instance appends its records to one capped stream,
-//! `gatehouse:audit:stream`, as entries `instance`, `seq`, `record` (the line as stored).
+//! `gatehouse:audit:stream`, one entry per shipped batch: `instance`, `first` and `last` (the
+//! batch's sequence numbers) and `records` (its lines as stored, each ending in a newline).
+//! One entry per batch, not per record: appending a record as its own entry cost Redis more
+//! CPU than the whole request it recorded (a script step and a stream insertion each).
+//!
+//! An entry's id is `N-0`, N the number of records appended to the stream so far, this
+//! batch's included (kept in `gatehouse:audit:stream:records`), so the cap `stream_max_len`
+//! counts records, not entries: `MINID ~ N-max_len+1` drops the entries whose records are all
+//! older than the newest `max_len`.
 //!
 //! Each instance's last shipped record is kept under `gatehouse:audit:shipped:INSTANCE`,
 //! updated by the same script that appends, so a batch retried after a timeout adds only
-//! what the stream does not hold yet: no duplicates, no gaps. The stream is capped
-//! (`MAXLEN ~`), so it holds the newest records of every instance; a SIEM or another node
-//! reading it keeps them when a node is lost with its disk. [`read_stream`] and
-//! [`verify_stream`] let `gatehouse audit verify --stream` compare it with the local log.
+//! what the stream does not hold yet: no duplicates, no gaps. A SIEM or another node reading
+//! the stream keeps the records when a node is lost with its disk. [`read_stream`] (which
+//! also reads entries of one record each, `instance`, `seq`, `record`, as older versions
+//! wrote them) and [`verify_stream`] let `gatehouse audit verify --stream` compare it with
+//! the local log.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,24 +30,70 @@ use crate::error::AuditError;
 
 pub const STREAM_KEY: &str = "gatehouse:audit:stream";
 const CURSOR_PREFIX: &str = "gatehouse:audit:shipped:";
+/// Records appended to the stream so far (the ids of its entries).
+const COUNT_KEY: &str = "gatehouse:audit:stream:records";
 /// Deadline of one Redis call.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Entries read per `XRANGE` call.
 const PAGE: usize = 1000;
 
-/// Appends records newer than the instance's cursor and moves the cursor, atomically.
-/// KEYS: stream, cursor. ARGV: maxlen, instance, then seq, record pairs.
+/// Appends a batch as one entry and moves the cursor, atomically. Only the records after the
+/// cursor are appended: a batch held already (a retry after a timeout) adds nothing, one
+/// held in part (another shipper of the same instance got ahead) adds its rest.
+/// KEYS: stream, cursor, record count. ARGV: max_len, instance, first seq, last seq, records,
+/// records in the batch, index (`SEQ END` per record, END the offset after its line: read
+/// only to cut a batch held in part). Returns the cursor.
 const APPEND_SCRIPT: &str = r"
 local last = tonumber(redis.call('GET', KEYS[2]) or '-1')
-for i = 3, #ARGV, 2 do
-  local seq = tonumber(ARGV[i])
-  if seq > last then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'instance', ARGV[2], 'seq', ARGV[i], 'record', ARGV[i + 1])
-    last = seq
+local upto = tonumber(ARGV[4])
+if upto <= last then
+  return last
+end
+local first = tonumber(ARGV[3])
+local records = ARGV[5]
+local n = tonumber(ARGV[6])
+if first <= last then
+  local from, kept, start = nil, 0, 0
+  for seq, stop in string.gmatch(ARGV[7], '(%d+) (%d+)') do
+    seq = tonumber(seq)
+    if seq > last then
+      if not from then
+        from = seq
+        records = string.sub(records, start + 1)
+      end
+      kept = kept + 1
+    end
+    start = tonumber(stop)
+  end
+  first, n = from, kept
+end
+local total = redis.call('INCRBY', KEYS[3], n)
+local function add(total)
+  local min = total - tonumber(ARGV[1]) + 1
+  if min < 0 then min = 0 end
+  return redis.pcall('XADD', KEYS[1], 'MINID', '~', min, total .. '-0',
+    'instance', ARGV[2], 'first', first, 'last', ARGV[4], 'records', records)
+end
+local r = add(total)
+if type(r) == 'table' and r.err then
+  -- The count was lost (or the stream was written by an older version, whose ids are
+  -- times): go on from the stream's newest id.
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local top = 0
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      top = tonumber(string.match(info[i + 1], '^(%d+)')) or 0
+    end
+  end
+  total = top + n
+  redis.call('SET', KEYS[3], total)
+  r = add(total)
+  if type(r) == 'table' and r.err then
+    return r
   end
 end
-redis.call('SET', KEYS[2], last)
-return last
+redis.call('SET', KEYS[2], ARGV[4])
+return upto
 ";
 
 /// This log's instance id (`instance-id` in the log directory, created once): tells the
@@ -121,14 +177,27 @@ impl Sink for RedisSink {
             Ok(c) => c,
             Err(e) => return (0, Some(e)),
         };
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return (0, None);
+        };
+        let mut records = Vec::with_capacity(batch.iter().map(|l| l.text.len() + 1).sum());
+        let mut index = String::with_capacity(batch.len() * 16);
+        for l in batch {
+            records.extend_from_slice(l.text.as_bytes());
+            records.push(b'\n');
+            let _ = writeln!(index, "{} {}", l.seq, records.len());
+        }
         let mut inv = self.script.prepare_invoke();
         inv.key(STREAM_KEY)
             .key(self.cursor_key())
+            .key(COUNT_KEY)
             .arg(self.max_len)
-            .arg(&self.instance);
-        for l in batch {
-            inv.arg(l.seq).arg(&l.text);
-        }
+            .arg(&self.instance)
+            .arg(first.seq)
+            .arg(last.seq)
+            .arg(records)
+            .arg(batch.len())
+            .arg(index);
         match within(inv.invoke_async::<i64>(&mut con)).await {
             Ok(last) => {
                 let held = batch
@@ -177,14 +246,32 @@ pub async fn read_stream(url: &url::Url) -> Result<Vec<StreamEntry>, ShipError> 
                     .chunks(2)
                     .find(|kv| kv.first().is_some_and(|f| f == k))
                     .and_then(|kv| kv.get(1).cloned())
-                    .unwrap_or_default()
             };
-            out.push(StreamEntry {
-                instance: get("instance"),
-                seq: get("seq").parse().unwrap_or(u64::MAX),
-                record: get("record"),
-                id: id.clone(),
-            });
+            let instance = get("instance").unwrap_or_default();
+            match get("records") {
+                // A batch: each line is a record; its seq is read from the line (an
+                // unreadable one is kept as `u64::MAX`, for the check to refuse).
+                Some(records) => {
+                    let first = get("first").and_then(|s| s.parse::<u64>().ok());
+                    for (i, line) in records.lines().enumerate() {
+                        let seq = crate::audit::head::seq_of(line.as_bytes())
+                            .filter(|s| first.is_some_and(|f| *s >= f))
+                            .unwrap_or(u64::MAX);
+                        out.push(StreamEntry {
+                            id: format!("{id}#{i}"),
+                            instance: instance.clone(),
+                            seq,
+                            record: line.to_string(),
+                        });
+                    }
+                }
+                None => out.push(StreamEntry {
+                    instance,
+                    seq: get("seq").and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
+                    record: get("record").unwrap_or_default(),
+                    id: id.clone(),
+                }),
+            }
             start = format!("({id}");
         }
         if n < PAGE {

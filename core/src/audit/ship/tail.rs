@@ -50,6 +50,10 @@ pub(crate) struct Tail {
     next: u64,
     /// The segment being read and the offset after its last complete line read.
     cur: Option<(PathBuf, u64)>,
+    /// Bytes of the current segment read from that offset on but not used yet (a read takes
+    /// a chunk, a batch may use part of it): the next call starts with them instead of
+    /// reading them from the file again.
+    ahead: Vec<u8>,
 }
 
 impl Tail {
@@ -58,6 +62,7 @@ impl Tail {
             dir: dir.to_path_buf(),
             next: 0,
             cur: None,
+            ahead: Vec::new(),
         }
     }
 
@@ -65,6 +70,7 @@ impl Tail {
     pub fn seek(&mut self, next: u64) {
         self.next = next;
         self.cur = None;
+        self.ahead.clear();
     }
 
     /// The first record's sequence number of a segment.
@@ -103,6 +109,7 @@ impl Tail {
             _ => None,
         };
         self.cur = chosen.map(|p| (p, 0));
+        self.ahead.clear();
         Ok(gap)
     }
 
@@ -127,16 +134,17 @@ impl Tail {
                 Err(e) => return Err(e),
             };
             let len = f.metadata()?.len();
-            if len < offset {
+            if len < offset + self.ahead.len() as u64 {
                 // Truncated or replaced: find the position again.
                 self.cur = None;
                 out.gap = out.gap.or(self.locate()?);
                 continue;
             }
-            f.seek(SeekFrom::Start(offset))?;
-            let mut buf = Vec::new();
-            Read::by_ref(&mut f).take(CHUNK).read_to_end(&mut buf)?;
-            let full = buf.len() as u64 == CHUNK;
+            let mut buf = std::mem::take(&mut self.ahead);
+            let want = CHUNK.saturating_sub(buf.len() as u64);
+            f.seek(SeekFrom::Start(offset + buf.len() as u64))?;
+            Read::by_ref(&mut f).take(want).read_to_end(&mut buf)?;
+            let full = buf.len() as u64 >= CHUNK;
             if full && !buf.contains(&b'\n') {
                 // One line longer than a chunk: read it whole.
                 f.read_to_end(&mut buf)?;
@@ -161,11 +169,15 @@ impl Tail {
                     out.gap = Some((self.next, seq - 1));
                 }
                 self.next = seq + 1;
-                out.lines.push(ShipLine {
-                    seq,
-                    text: String::from_utf8_lossy(line).into_owned(),
-                });
+                let text = match std::str::from_utf8(line) {
+                    Ok(t) => t.to_owned(),
+                    Err(_) => String::from_utf8_lossy(line).into_owned(),
+                };
+                out.lines.push(ShipLine { seq, text });
             }
+            let partial = complete < buf.len();
+            buf.drain(..used);
+            self.ahead = buf;
             self.cur = Some((path.clone(), offset + used as u64));
             if !out.lines.is_empty() {
                 return Ok(out);
@@ -174,7 +186,7 @@ impl Tail {
                 // Only records before `next` so far: read on.
                 continue;
             }
-            if complete < buf.len() {
+            if partial {
                 // A line being written: wait for it.
                 return Ok(out);
             }
@@ -185,10 +197,12 @@ impl Tail {
                 Some(p) => {
                     // The later segment exists, so this one is final; whatever was appended
                     // to it before that is read first.
-                    if std::fs::metadata(&path)?.len() > offset + used as u64 {
+                    let read = offset + used as u64 + self.ahead.len() as u64;
+                    if std::fs::metadata(&path)?.len() > read {
                         continue;
                     }
                     self.cur = Some((p, 0));
+                    self.ahead.clear();
                 }
                 None => return Ok(out),
             }

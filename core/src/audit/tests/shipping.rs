@@ -172,3 +172,122 @@ async fn syslog_over_udp_gets_every_record() {
     assert_eq!(seqs, (0..20).collect::<Vec<u64>>());
     assert!(shipper.drain(Duration::from_secs(5)).await);
 }
+
+/// A command on the test Redis.
+async fn redis_cmd<T: redis::FromRedisValue>(url: &url::Url, cmd: &redis::Cmd) -> T {
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    cmd.query_async(&mut con).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_holds_batches_capped_by_records_and_reads_older_entries_too() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = Signed::new();
+    let la = a.open().unwrap();
+    let ia = instance_id(&a.log_dir()).unwrap();
+    // An entry of one record, as an older version wrote them (an id that is a time).
+    let mut old = redis::cmd("XADD");
+    old.arg(crate::audit::ship::redis::STREAM_KEY)
+        .arg("*")
+        .arg("instance")
+        .arg("elsewhere")
+        .arg("seq")
+        .arg(7)
+        .arg("record")
+        .arg("not a record");
+    let _: String = redis_cmd(&url, &old).await;
+    let ship = |max_len| {
+        Shipper::spawn(
+            &la,
+            RedisSink::new(&url, ia.clone(), max_len).unwrap(),
+            0,
+            ShipMetrics::default(),
+        )
+    };
+    let s = ship(1000);
+    for i in 0..300 {
+        la.record(ev(i)).await.unwrap();
+    }
+    assert!(s.drain(Duration::from_secs(10)).await);
+    let entries = read_stream(&url).await.unwrap();
+    assert_eq!(entries.len(), 301, "the older entry and 300 records");
+    assert_eq!(
+        (entries[0].instance.as_str(), entries[0].seq),
+        ("elsewhere", 7)
+    );
+    let ours: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.instance == ia)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(ours, (0..300).collect::<Vec<u64>>());
+    // Fewer stream entries than records: one per batch.
+    let xlen: u64 = redis_cmd(
+        &url,
+        redis::cmd("XLEN").arg(crate::audit::ship::redis::STREAM_KEY),
+    )
+    .await;
+    assert!(xlen < 301, "{xlen} entries for 301 records");
+    drop(s);
+    // The record count is lost: appending goes on after the stream's newest entry.
+    let _: i64 = redis_cmd(
+        &url,
+        redis::cmd("DEL").arg("gatehouse:audit:stream:records"),
+    )
+    .await;
+    let s = ship(1000);
+    for i in 300..3000 {
+        la.record(ev(i)).await.unwrap();
+    }
+    assert!(s.drain(Duration::from_secs(20)).await);
+    // The cap counts records: at least the newest 1000 are held, the oldest are gone (Redis
+    // trims whole nodes of the stream, so a few more may stay).
+    let entries = read_stream(&url).await.unwrap();
+    let ours: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.instance == ia)
+        .map(|e| e.seq)
+        .collect();
+    assert!(ours.len() >= 1000 && ours.len() < 3000, "{}", ours.len());
+    let from = 3000 - ours.len() as u64;
+    assert_eq!(ours, (from..3000).collect::<Vec<u64>>());
+    let report = verify_stream(&entries, &key(), &a.log_dir(), &ia).unwrap();
+    assert_eq!(report.compared, ours.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_held_in_part_adds_only_its_rest() {
+    use crate::audit::ship::{ShipLine, Sink};
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = Signed::new();
+    let la = a.open().unwrap();
+    for i in 0..15 {
+        la.record(ev(i)).await.unwrap();
+    }
+    la.close();
+    let lines: Vec<ShipLine> = super::lines(&super::segment_files(&a.log_dir())[0])
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| ShipLine {
+            seq: i as u64,
+            text,
+        })
+        .collect();
+    let mut sink = RedisSink::new(&url, "i1".into(), 100_000).unwrap();
+    assert_eq!(sink.send(&lines[..10]).await.0, 10);
+    // Another shipper of the same instance got to 9: records 5..=9 are held, 10..15 are not.
+    assert_eq!(sink.send(&lines[5..]).await.0, 10);
+    assert_eq!(sink.send(&lines[..3]).await.0, 3, "held already: nothing added");
+    let held: Vec<(u64, String)> = read_stream(&url)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.record))
+        .collect();
+    let want: Vec<(u64, String)> = lines.iter().map(|l| (l.seq, l.text.clone())).collect();
+    assert_eq!(held, want);
+    assert_eq!(sink.resume_after().await.unwrap(), Some(14));
+}
