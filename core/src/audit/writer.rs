@@ -59,6 +59,11 @@ mod sync;
 use pen::{Pen, Waiting};
 use sync::{CkptState, SyncState, syncer};
 
+/// Finds `"incident_id":"` in a record (built once: building a finder per record showed in
+/// the request path's profile).
+static INCIDENT_FIELD: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"incident_id\":\""));
+
 /// Longest time a confirmed record may stay in the page cache before fdatasync.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a writer holding the pen tries to write its queue before refusing it (closed).
@@ -356,9 +361,8 @@ impl AuditLog {
         let json =
             String::from_utf8(buf).map_err(|e| AuditError::Encode(serde::ser::Error::custom(e)))?;
         // Any record with an incident id raises an alert, whatever its variant.
-        let alerting = (incident_id.is_some()
-            || memchr::memmem::find(json.as_bytes(), b"\"incident_id\":\"").is_some())
-        .then(|| json.clone());
+        let alerting = (incident_id.is_some() || INCIDENT_FIELD.find(json.as_bytes()).is_some())
+            .then(|| json.clone());
         let shard = self.inner.shard().ok_or(AuditError::Closed)?;
         let (ticket, wait) = {
             let mut q = lock(&shard.0);

@@ -280,7 +280,11 @@ async fn a_batch_held_in_part_adds_only_its_rest() {
     assert_eq!(sink.send(&lines[..10]).await.0, 10);
     // Another shipper of the same instance got to 9: records 5..=9 are held, 10..15 are not.
     assert_eq!(sink.send(&lines[5..]).await.0, 10);
-    assert_eq!(sink.send(&lines[..3]).await.0, 3, "held already: nothing added");
+    assert_eq!(
+        sink.send(&lines[..3]).await.0,
+        3,
+        "held already: nothing added"
+    );
     let held: Vec<(u64, String)> = read_stream(&url)
         .await
         .unwrap()

@@ -129,6 +129,9 @@ struct Shard<V> {
 /// Copies of one kind of record, keyed by the rest of their Redis key after the kind's prefix.
 pub(super) struct Tracked<V> {
     shards: [Mutex<Shard<V>>; SHARDS],
+    /// Each shard's epoch, readable without its lock: a per-thread copy taken at one epoch
+    /// is stale once its shard's epoch moved (see [`Tracked::stamp`]).
+    stamps: [AtomicU64; SHARDS],
     per_shard: usize,
 }
 
@@ -152,8 +155,25 @@ impl<V: Clone> Tracked<V> {
                     map: HashMap::new(),
                 })
             }),
+            stamps: std::array::from_fn(|_| AtomicU64::new(0)),
             per_shard: (max / SHARDS).max(1),
         }
+    }
+
+    /// The epoch of `key`'s shard, read without its lock. Read before [`Tracked::get`], it
+    /// dates what `get` returns: a copy kept elsewhere (per thread) with this stamp is
+    /// current while `stamp(key)` still returns it (every invalidation of the shard, and
+    /// every clear, moves it).
+    pub(super) fn stamp(&self, key: &str) -> u64 {
+        // `shard_of` is below SHARDS.
+        #[allow(clippy::indexing_slicing)]
+        self.stamps[shard_of(key)].load(Ordering::Acquire)
+    }
+
+    fn bump(&self, i: usize, s: &mut Shard<V>) {
+        s.epoch = s.epoch.wrapping_add(1);
+        #[allow(clippy::indexing_slicing)]
+        self.stamps[i % SHARDS].store(s.epoch, Ordering::Release);
     }
 
     /// A poisoned lock means a panic mid-update of a plain map, which stays valid.
@@ -198,8 +218,9 @@ impl<V: Clone> Tracked<V> {
 
     /// Forgets the copy of `key` and refuses fills of its shard in flight.
     pub(super) fn invalidate(&self, key: &str) {
-        let mut s = self.shard(shard_of(key));
-        s.epoch = s.epoch.wrapping_add(1);
+        let i = shard_of(key);
+        let mut s = self.shard(i);
+        self.bump(i, &mut s);
         s.map.remove(key);
     }
 
@@ -207,7 +228,7 @@ impl<V: Clone> Tracked<V> {
     pub(super) fn clear(&self) {
         for i in 0..SHARDS {
             let mut s = self.shard(i);
-            s.epoch = s.epoch.wrapping_add(1);
+            self.bump(i, &mut s);
             s.map.clear();
         }
     }
@@ -397,5 +418,26 @@ mod tests {
         assert_eq!(c.grants_generation.get(GENERATION_COPY), Some(7));
         c.invalidate(GRANTS_GENERATION.as_bytes());
         assert_eq!(c.grants_generation.get(GENERATION_COPY), None);
+    }
+
+    #[test]
+    fn a_stamp_moves_with_every_invalidation_of_its_shard_and_every_clear() {
+        let link = up_link();
+        let t: Tracked<u32> = Tracked::new(SHARDS * 4);
+        let s0 = t.stamp("a");
+        assert!(t.file(t.ticket(link.generation(), "a"), &link, "a", 1));
+        assert_eq!(t.stamp("a"), s0, "filing a copy leaves it");
+        t.invalidate("a");
+        let s1 = t.stamp("a");
+        assert_ne!(s1, s0);
+        // Another key of another shard leaves it; a clear moves every shard's.
+        let other = (0..1000)
+            .map(|i| i.to_string())
+            .find(|k| shard_of(k) != shard_of("a"))
+            .unwrap();
+        t.invalidate(&other);
+        assert_eq!(t.stamp("a"), s1);
+        t.clear();
+        assert_ne!(t.stamp("a"), s1);
     }
 }

@@ -62,6 +62,8 @@ pub(super) struct Link {
     /// `CLIENT SETNAME`: `gatehouse-link-<pid>-<n>` (operators find an instance's link by
     /// it; `n` tells apart several stores of one process).
     pub(super) name: String,
+    /// `n` of the name: tells this store's per-thread copies from another store's.
+    pub(super) id: u64,
 }
 
 impl Link {
@@ -72,6 +74,8 @@ impl Link {
         records: RecordKey,
         events: broadcast::Sender<RevocationEvent>,
     ) -> Result<(Arc<Link>, DropGuard), StoreError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let link = Arc::new(Link {
             state: LinkState::default(),
             copies: Copies::default(),
@@ -79,11 +83,8 @@ impl Link {
             events,
             conn: Mutex::new(None),
             lost: Notify::new(),
-            name: {
-                static NEXT: AtomicU64 = AtomicU64::new(1);
-                let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                format!("gatehouse-link-{}-{n}", std::process::id())
-            },
+            name: format!("gatehouse-link-{}-{id}", std::process::id()),
+            id,
         });
         link.establish(&client, &records).await?;
         let stop = CancellationToken::new();

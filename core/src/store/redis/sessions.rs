@@ -23,6 +23,55 @@ use crate::store::{
     session_id_hash,
 };
 
+/// A session's copy kept by one thread, current while its shard's stamp has not moved.
+struct ThreadCopy {
+    store: u64,
+    key: SessionKey,
+    stamp: u64,
+    session: Session,
+}
+
+/// Sessions a thread keeps copies of.
+const THREAD_COPIES: usize = 16;
+
+thread_local! {
+    /// Per thread, copies of the sessions it resumed last from the instance's copies. The
+    /// instance's copies sit behind a lock and an `Arc` every worker shares: taking both on
+    /// every request moved their cache lines between cores each time. A thread's copy is
+    /// used only while the shard's stamp is the one it was taken at (any invalidation of
+    /// the shard, a lost link's clear, moves it), the session is live, and its idle clock
+    /// needs no write yet: everything else goes the shared way.
+    static THREAD: std::cell::RefCell<Vec<ThreadCopy>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn thread_copy(store: u64, key: &SessionKey, stamp: u64, now: u64) -> Option<Session> {
+    THREAD.with_borrow(|copies| {
+        copies
+            .iter()
+            .find(|c| c.store == store && c.stamp == stamp && c.key == *key)
+            .filter(|c| {
+                c.session.is_live(now)
+                    && now.saturating_sub(c.session.last_seen_ms) < granularity(c.session.idle_ms)
+            })
+            .map(|c| c.session.clone())
+    })
+}
+
+fn keep_thread_copy(store: u64, key: &SessionKey, stamp: u64, session: &Session) {
+    THREAD.with_borrow_mut(|copies| {
+        copies.retain(|c| !(c.store == store && c.key == *key));
+        if copies.len() >= THREAD_COPIES {
+            copies.remove(0);
+        }
+        copies.push(ThreadCopy {
+            store,
+            key: key.clone(),
+            stamp,
+            session: session.clone(),
+        });
+    });
+}
+
 /// How long a session's idle clock may go unwritten.
 fn granularity(idle_ms: u64) -> u64 {
     TOUCH_GRANULARITY_MS.min(idle_ms / 10)
@@ -84,17 +133,25 @@ impl RedisStore {
         self.link.check_up()?;
         let now = now_ms();
         let sessions = &self.link.copies.sessions;
-        if self.link.state.serving(mono_ms())
-            && let Some(c) = sessions.get(id.as_str())
-        {
-            if c.session.is_live(now) {
-                let g = granularity(c.session.idle_ms);
-                if now.saturating_sub(c.session.last_seen_ms) < g || !c.claim_touch(now, g) {
-                    return Ok(Some(c.session.clone()));
-                }
-                return self.write_touch(&c, now).await;
+        if self.link.state.serving(mono_ms()) {
+            let stamp = sessions.stamp(id.as_str());
+            if let Some(s) = thread_copy(self.link.id, id, stamp, now) {
+                return Ok(Some(s));
             }
-            sessions.invalidate(id.as_str());
+            if let Some(c) = sessions.get(id.as_str()) {
+                if c.session.is_live(now) {
+                    let g = granularity(c.session.idle_ms);
+                    if now.saturating_sub(c.session.last_seen_ms) < g {
+                        keep_thread_copy(self.link.id, id, stamp, &c.session);
+                        return Ok(Some(c.session.clone()));
+                    }
+                    if !c.claim_touch(now, g) {
+                        return Ok(Some(c.session.clone()));
+                    }
+                    return self.write_touch(&c, now).await;
+                }
+                sessions.invalidate(id.as_str());
+            }
         }
         self.read(id, now).await
     }
