@@ -57,6 +57,8 @@ pub enum ShipError {
     Redis(#[source] ::redis::RedisError),
     #[error("redis stream: operation timed out")]
     Timeout,
+    #[error("redis stream: other instances kept taking the next entry id")]
+    Contended,
     #[error("cannot connect to the store")]
     Store(#[source] crate::error::StoreError),
 }

@@ -230,14 +230,12 @@ async fn the_stream_holds_batches_capped_by_records_and_reads_older_entries_too(
     )
     .await;
     assert!(xlen < 301, "{xlen} entries for 301 records");
-    drop(s);
     // The record count is lost: appending goes on after the stream's newest entry.
     let _: i64 = redis_cmd(
         &url,
         redis::cmd("DEL").arg("gatehouse:audit:stream:records"),
     )
     .await;
-    let s = ship(1000);
     for i in 300..3000 {
         la.record(ev(i)).await.unwrap();
     }
@@ -294,4 +292,21 @@ async fn a_batch_held_in_part_adds_only_its_rest() {
     let want: Vec<(u64, String)> = lines.iter().map(|l| (l.seq, l.text.clone())).collect();
     assert_eq!(held, want);
     assert_eq!(sink.resume_after().await.unwrap(), Some(14));
+    // A crash between an append and the cursor's move sends the batch again: read once.
+    let _: i64 = redis_cmd(&url, redis::cmd("DEL").arg("gatehouse:audit:shipped:i1")).await;
+    assert_eq!(sink.send(&lines[10..]).await.0, 5);
+    let again: Vec<(u64, String)> = read_stream(&url)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.record))
+        .collect();
+    assert_eq!(again, want);
+    let report = verify_stream(
+        &read_stream(&url).await.unwrap(),
+        &key(),
+        &a.log_dir(),
+        "i1",
+    );
+    assert!(report.is_ok(), "{report:?}");
 }
