@@ -7,7 +7,11 @@
 # shared services (users.toml made with `gatehouse user add`, casbin policy, audit log,
 # recording on; the target has `require_totp = false` so the client runs in batch mode).
 # Pushes SIZE (default 1G) of zeros through each path into `cat > /dev/null`, and prints MB/s,
-# the ratio, CPU per MB and the median connection set-up time.
+# the ratio, CPU per MB and the median connection set-up time. Then holds IDLE (default 100;
+# GATEHOUSE_BENCH_IDLE_SESSIONS) idle interactive sessions (`ssh -tt`, a shell at its prompt,
+# clients spread over 127.0.0.2-201) open through each path and prints the memory each costs:
+# the gatehouse process's RSS, and the PSS of OpenSSH's jump sshd and its per-connection
+# processes.
 #
 # Usage: benches/bastion.sh [SIZE] [SETUP_RUNS]     (run as root: sshd needs it)
 #        GATEHOUSE_BIN=target/debug/gatehouse benches/bastion.sh 256M 3   (smoke run)
@@ -32,8 +36,9 @@ fi
 
 TMP="$(mktemp -d /tmp/gh-bastion-bench.XXXXXX)"
 PIDS=()
+IDLE_PIDS=()
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}" "${IDLE_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$TMP"
 }
@@ -187,6 +192,74 @@ setup_median() { # host
 }
 
 "${SSH[@]}" bastion true && "${SSH[@]}" target true   # warm up, learn host keys
+IDLE="${GATEHOUSE_BENCH_IDLE_SESSIONS:-100}"
+TARGET_SSHD=${PIDS[0]}
+JUMP_SSHD=${PIDS[1]}
+descendants() { # pid -> it and every process under it
+  ps -e -o pid=,ppid= | awk -v root="$1" '{ kids[$2] = kids[$2] " " $1 }
+    END { n = split(root, todo, " "); while (n > 0) { p = todo[n--]; print p; m = split(kids[p], k, " "); for (i = 1; i <= m; i++) todo[++n] = k[i] } }'
+}
+pss_kib() { # pid -> PSS of it and its descendants, KiB
+  local total=0 p v
+  for p in $(descendants "$1"); do
+    v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+shells() { descendants "$TARGET_SSHD" | while read -r p; do cat "/proc/$p/comm" 2>/dev/null; done | grep -c -x -E 'bash|sh|dash' || true; }
+hold_idle() { # host: opens IDLE sessions and waits until each has its shell on the target
+  local base i end
+  base=$(shells)
+  for i in $(seq 0 $((IDLE - 1))); do
+    sleep 100000 | "${SSH[@]}" -tt -o BindAddress="127.0.0.$((2 + i % 200))" "$1" >/dev/null 2>&1 &
+    IDLE_PIDS+=($!)
+    # A few at a time: the bastion's pre-authentication slots are bounded, as sshd's MaxStartups.
+    if [ $((i % 20)) = 19 ]; then
+      end=$((SECONDS + 60))
+      until [ "$(shells)" -ge $((base + i + 1)) ]; do
+        [ $SECONDS -lt $end ] || { echo "only $(( $(shells) - base )) of $((i + 1)) sessions opened through $1" >&2; exit 1; }
+        sleep 0.2
+      done
+    fi
+  done
+  end=$((SECONDS + 60))
+  until [ "$(shells)" -ge $((base + IDLE)) ]; do
+    [ $SECONDS -lt $end ] || { echo "only $(( $(shells) - base )) of $IDLE sessions opened through $1" >&2; exit 1; }
+    sleep 0.2
+  done
+  sleep 2  # let the sessions settle into idleness (first prompt drawn and recorded)
+}
+drop_idle() {
+  local base=$1 end=$((SECONDS + 60))
+  kill "${IDLE_PIDS[@]}" 2>/dev/null || true
+  pkill -f '^sleep 100000$' 2>/dev/null || true
+  IDLE_PIDS=()
+  until [ "$(shells)" -le "$base" ]; do
+    [ $SECONDS -lt $end ] || break
+    sleep 0.2
+  done
+}
+idle_memory() {
+echo "holding $IDLE idle interactive sessions through each path..." >&2
+SHELLS0=$(shells)
+sleep 3  # the warm-up's buffers given back
+G0=$(rss_kib "$BASTION_PID")
+hold_idle bastion
+G1=$(rss_kib "$BASTION_PID")
+drop_idle "$SHELLS0"
+J0=$(pss_kib "$JUMP_SSHD")
+hold_idle target
+J1=$(pss_kib "$JUMP_SSHD")
+drop_idle "$SHELLS0"
+awk -v n="$IDLE" -v g0="$G0" -v g1="$G1" -v j0="$J0" -v j1="$J1" 'BEGIN {
+  printf "%d idle sessions: gatehouse RSS %d -> %d KiB, %.0f KiB per session (target <= 128)\n", n, g0, g1, (g1 - g0) / n
+  printf "%d idle sessions: OpenSSH jump host PSS %d -> %d KiB, %.0f KiB per session\n", n, j0, j1, (j1 - j0) / n
+}'
+}
+[ "$IDLE" -gt 0 ] && idle_memory
+
 
 echo "pushing $SIZE through the gatehouse bastion (recording and audit on)..." >&2
 read -r B_SECS B_CPU B_PROC < <(transfer bastion)
@@ -206,3 +279,4 @@ awk -v mb="$MB" -v bs="$B_SECS" -v bc="$B_CPU" -v bp="$B_PROC" -v js="$J_SECS" -
   printf "ratio bastion / OpenSSH: %.2f (target >= 0.70)\n", br / jr
 }'
 echo "recordings written: $(ls "$TMP/data/recordings" | wc -l)" >&2
+

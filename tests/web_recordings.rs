@@ -46,10 +46,15 @@ async fn until(gh: &Gatehouse, args: &[&str], ok: impl Fn(&[Value]) -> bool) -> 
     loop {
         let found = json_lines(gh, args);
         if ok(&found) {
+            if start.elapsed() > QUICK / 2 {
+                eprintln!("recordings {args:?} matched after {:?}", start.elapsed());
+            }
             return found;
         }
+        // A quiet connection's answers are written at its next idle check (a few seconds); a
+        // loaded machine stretches that and each CLI run.
         assert!(
-            start.elapsed() < QUICK,
+            start.elapsed() < 3 * QUICK,
             "recordings {args:?} never matched; last: {found:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -341,6 +341,43 @@ async fn a_lock_held_by_another_process_delays_records_without_blocking_the_thre
 }
 
 #[tokio::test]
+async fn a_detached_record_waits_for_a_lock_held_by_another_process_and_is_not_lost() {
+    // A response's answers are written without a waiter; a CLI command holding the
+    // directory lock at that moment must delay them, never drop them.
+    let dir = TempDir::new("audit");
+    let log = AuditLog::open(dir.path(), key()).unwrap();
+    log.record(ev(0)).await.unwrap();
+    let path = dir.path().join(".audit.lock");
+    let other = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.lock().unwrap();
+        f
+    })
+    .await
+    .unwrap();
+    let answers = AuditEvent::RequestsCompleted {
+        session: "ab12".into(),
+        answers: vec![crate::audit::Answer {
+            request_id: "r-1".into(),
+            status: 200,
+            bytes: 5,
+            duration_ms: 1,
+        }],
+    };
+    assert!(log.record_detached(&answers));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(lines(&the_segment(dir.path())).len(), 1, "not written yet");
+    other.unlock().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lines(&the_segment(dir.path())).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the record was lost");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lines(&the_segment(dir.path()))[1].contains("\"requests_completed\""));
+    assert_eq!(verify(dir.path(), &key()).unwrap().records, 2);
+}
+
+#[tokio::test]
 async fn the_head_is_found_from_the_end_of_a_large_segment() {
     // The head is read backwards in growing windows: a segment far larger than the first
     // window, a last record longer than it, and a torn line after it.

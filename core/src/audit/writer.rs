@@ -123,6 +123,10 @@ struct Inner {
     /// Records waiting for a writer, one queue per thread slot.
     shards: Box<[Shard]>,
     syncer: std::thread::Thread,
+    /// Records without a waiter (a response's answers) wait in a queue because another
+    /// process held the directory lock: the syncer thread writes them (see
+    /// `Inner::write_deferred`).
+    deferred: std::sync::atomic::AtomicBool,
     /// What is on disk; held while syncing (durable callers wait on it).
     sync: Mutex<SyncState>,
     /// Next sequence number not yet known to be on disk (read without the lock).
@@ -275,6 +279,7 @@ impl AuditLog {
             }),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             syncer: thread.thread().clone(),
+            deferred: std::sync::atomic::AtomicBool::new(false),
             sync: Mutex::new(SyncState::new(durable_head)),
             synced_next: AtomicU64::new(written),
             written_next: AtomicU64::new(written),

@@ -51,18 +51,23 @@ pub struct LiveSnapshot {
 
 pub(super) struct FeedState {
     pub tracker: Option<CommandTracker>,
-    tx: broadcast::Sender<LiveEvent>,
+    /// Made when a reviewer first watches, dropped once nobody does: its [`LIVE_BUFFER`]
+    /// slots are allocated up front, which every idle session would otherwise carry.
+    tx: Option<broadcast::Sender<LiveEvent>>,
 }
 
 impl FeedState {
-    pub fn publish(&self, time: f64, code: &'static str, data: &str) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(LiveEvent {
-                time,
-                code,
-                data: Arc::from(data),
-            });
+    pub fn publish(&mut self, time: f64, code: &'static str, data: &str) {
+        let Some(tx) = &self.tx else { return };
+        if tx.receiver_count() == 0 {
+            self.tx = None;
+            return;
         }
+        let _ = tx.send(LiveEvent {
+            time,
+            code,
+            data: Arc::from(data),
+        });
     }
 }
 
@@ -74,10 +79,9 @@ pub struct LiveFeed {
 
 impl LiveFeed {
     pub(super) fn new(meta: RecordingMeta, tracker: Option<CommandTracker>) -> LiveFeed {
-        let (tx, _) = broadcast::channel(LIVE_BUFFER);
         LiveFeed {
             meta,
-            state: Mutex::new(FeedState { tracker, tx }),
+            state: Mutex::new(FeedState { tracker, tx: None }),
         }
     }
 
@@ -87,7 +91,7 @@ impl LiveFeed {
 
     /// The screen now, and every event from now on.
     pub fn subscribe(&self) -> Option<(LiveSnapshot, broadcast::Receiver<LiveEvent>)> {
-        let state = self.state.lock().ok()?;
+        let mut state = self.state.lock().ok()?;
         let (cols, rows, screen) = match &state.tracker {
             Some(t) => {
                 let (c, r) = t.terminal().size();
@@ -95,7 +99,14 @@ impl LiveFeed {
             }
             None => (80, 24, String::new()),
         };
-        let rx = state.tx.subscribe();
+        let rx = match &state.tx {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(LIVE_BUFFER);
+                state.tx = Some(tx);
+                rx
+            }
+        };
         Some((
             LiveSnapshot {
                 meta: self.meta.clone(),

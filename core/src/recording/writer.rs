@@ -85,7 +85,7 @@ impl Writer {
     /// One line at `at` (never before the last one: players expect time to go forward).
     fn line(
         &mut self,
-        state: &FeedState,
+        state: &mut FeedState,
         at: f64,
         code: &'static str,
         text: &str,
@@ -103,7 +103,7 @@ impl Writer {
         Ok(())
     }
 
-    fn report_redacted(&mut self, state: &FeedState) -> Result<(), RecordingError> {
+    fn report_redacted(&mut self, state: &mut FeedState) -> Result<(), RecordingError> {
         if let Some((at, n)) = self.redacted.take() {
             let text = format!(
                 "input not recorded: {n} bytes typed that the terminal did not show (echo off)"
@@ -115,7 +115,7 @@ impl Writer {
 
     fn verdicts(
         &mut self,
-        state: &FeedState,
+        state: &mut FeedState,
         verdicts: Vec<Verdict>,
     ) -> Result<(), RecordingError> {
         for v in verdicts {
@@ -135,7 +135,7 @@ impl Writer {
 
     fn command(
         &mut self,
-        state: &FeedState,
+        state: &mut FeedState,
         at: f64,
         source: CommandSource,
         text: String,
@@ -159,18 +159,18 @@ impl Writer {
                 let text = self.out_carry.push(&data);
                 if matches!(self.mode, Mode::Terminal { .. }) {
                     let v = self.judge.output(at, &text);
-                    self.verdicts(&state, v)?;
+                    self.verdicts(&mut state, v)?;
                     let cmds = state
                         .tracker
                         .as_mut()
                         .map(|t| t.output(&text))
                         .unwrap_or_default();
-                    self.line(&state, at, "o", &text)?;
+                    self.line(&mut state, at, "o", &text)?;
                     for c in cmds {
-                        self.command(&state, at, CommandSource::Typed, c)?;
+                        self.command(&mut state, at, CommandSource::Typed, c)?;
                     }
                 } else {
-                    self.line(&state, at, "o", &text)?;
+                    self.line(&mut state, at, "o", &text)?;
                 }
             }
             Ev::Input(data) => match self.mode {
@@ -179,18 +179,18 @@ impl Writer {
                         t.input(at, &data);
                     }
                     let v = self.judge.input(at, data);
-                    self.verdicts(&state, v)?;
+                    self.verdicts(&mut state, v)?;
                 }
                 Mode::Stream { .. } | Mode::Files => {
                     let text = self.in_carry.push(&data);
-                    self.line(&state, at, "i", &text)?;
+                    self.line(&mut state, at, "i", &text)?;
                     let lines = self
                         .script
                         .as_mut()
                         .map(|s| s.input(&data))
                         .unwrap_or_default();
                     for l in lines {
-                        self.command(&state, at, CommandSource::Script, l)?;
+                        self.command(&mut state, at, CommandSource::Script, l)?;
                     }
                 }
             },
@@ -198,12 +198,12 @@ impl Writer {
                 if let Some(t) = state.tracker.as_mut() {
                     t.resize(cols, rows);
                 }
-                self.line(&state, at, "r", &format!("{cols}x{rows}"))?;
+                self.line(&mut state, at, "r", &format!("{cols}x{rows}"))?;
             }
-            Ev::Marker(text) => self.line(&state, at, "m", &text)?,
-            Ev::Note(text) => self.line(&state, at, "o", &text)?,
+            Ev::Marker(text) => self.line(&mut state, at, "m", &text)?,
+            Ev::Note(text) => self.line(&mut state, at, "o", &text)?,
             Ev::Transfer(t) => {
-                self.line(&state, at, "m", &file_marker(&t))?;
+                self.line(&mut state, at, "m", &file_marker(&t))?;
                 self.files.push((at, t));
             }
             Ev::Cap(dir, cap) => {
@@ -211,7 +211,7 @@ impl Writer {
                     "{} beyond {cap} bytes is not recorded ([recording] stream_cap); the session goes on",
                     dir.as_str()
                 );
-                self.line(&state, at, "m", &text)?;
+                self.line(&mut state, at, "m", &text)?;
             }
         }
         Ok(())
@@ -220,12 +220,12 @@ impl Writer {
     /// The end: keys still held, the last script line, cap totals.
     fn closing(&mut self) -> Result<(), RecordingError> {
         let feed = self.feed.clone();
-        let state = feed
+        let mut state = feed
             .state
             .lock()
             .map_err(|_| RecordingError::IndexState("live feed lock poisoned".into()))?;
         let v = self.judge.finish();
-        self.verdicts(&state, v)?;
+        self.verdicts(&mut state, v)?;
         let at = self.last_at;
         let lines = self
             .script
@@ -233,9 +233,9 @@ impl Writer {
             .map(ScriptLines::finish)
             .unwrap_or_default();
         for l in lines {
-            self.command(&state, at, CommandSource::Script, l)?;
+            self.command(&mut state, at, CommandSource::Script, l)?;
         }
-        self.report_redacted(&state)?;
+        self.report_redacted(&mut state)?;
         let counts = self.counts.clone();
         for (dir, count, capped) in [
             (
@@ -252,7 +252,7 @@ impl Writer {
                     "{}: {total} bytes in total, the first {cap} recorded",
                     dir.as_str()
                 );
-                self.line(&state, at, "m", &text)?;
+                self.line(&mut state, at, "m", &text)?;
             }
         }
         Ok(())

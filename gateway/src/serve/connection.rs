@@ -286,6 +286,9 @@ where
     }
     // hyper is done: dropping it gives the stream back (unless a WebSocket took it).
     drop(conn);
+    // The last answers' bodies went with hyper: written now, before the connection parks
+    // (no idle check runs while it is parked).
+    shared.write_answers(Duration::ZERO);
     if let Some(kind) = abuse {
         record_abuse(ctx, shared.peer, kind).await;
     }

@@ -77,6 +77,9 @@ pub fn instance_id(log_dir: &Path) -> std::io::Result<String> {
 pub struct RedisSink {
     client: redis::Client,
     con: Option<ConnectionManager>,
+    /// The instance's cursor as this sink last read or wrote it; `None`: read it again
+    /// (at the start and after an error).
+    cursor: Option<Option<i64>>,
     instance: String,
     max_len: u64,
     raise: redis::Script,
@@ -87,6 +90,7 @@ impl RedisSink {
         Ok(RedisSink {
             client: crate::store::redis::client(url).map_err(ShipError::Store)?,
             con: None,
+            cursor: None,
             instance,
             max_len,
             raise: redis::Script::new(RAISE_SCRIPT),
@@ -125,6 +129,7 @@ impl Sink for RedisSink {
     }
 
     async fn resume_after(&mut self) -> Result<Option<u64>, ShipError> {
+        self.cursor = None;
         let mut con = self.con().await?;
         let key = self.cursor_key();
         let v: Option<String> = within(redis::cmd("GET").arg(&key).query_async(&mut con)).await?;
@@ -132,7 +137,8 @@ impl Sink for RedisSink {
             .and_then(|n| u64::try_from(n).ok()))
     }
 
-    /// Appends the records after the instance's cursor as one entry, then moves the cursor.
+    /// Appends the records after the instance's cursor as one entry, then moves the cursor
+    /// (read from Redis at the start and after an error, else as this sink last wrote it).
     /// No script carries the records: passing a batch through Lua cost Redis more than the
     /// append (about 1.3 ns a byte). A crash between the append and the cursor's move sends
     /// the batch again: [`read_stream`] keeps one copy of a record seen twice.
@@ -142,9 +148,12 @@ impl Sink for RedisSink {
             Err(e) => return (0, Some(e)),
         };
         let cursor_key = self.cursor_key();
-        let cursor: Option<i64> = match within(con.get(&cursor_key)).await {
-            Ok(c) => c,
-            Err(e) => return (0, Some(e)),
+        let cursor: Option<i64> = match self.cursor.take() {
+            Some(c) => c,
+            None => match within(con.get(&cursor_key)).await {
+                Ok(c) => c,
+                Err(e) => return (0, Some(e)),
+            },
         };
         let held = |last: i64| {
             batch
@@ -155,6 +164,7 @@ impl Sink for RedisSink {
         let done = cursor.map_or(0, held);
         let rest = batch.get(done..).unwrap_or_default();
         let (Some(first), Some(last)) = (rest.first(), rest.last()) else {
+            self.cursor = Some(cursor);
             return (batch.len(), None);
         };
         let mut records = Vec::with_capacity(rest.iter().map(|l| l.text.len() + 1).sum());
@@ -211,7 +221,10 @@ impl Sink for RedisSink {
         let moved: Result<(), ShipError> =
             within(con.set(&cursor_key, i64::try_from(last.seq).unwrap_or(i64::MAX))).await;
         match moved {
-            Ok(()) => (batch.len(), None),
+            Ok(()) => {
+                self.cursor = Some(i64::try_from(last.seq).ok());
+                (batch.len(), None)
+            }
             // Appended, but the cursor did not move: the batch may come again (kept once).
             Err(e) => (batch.len(), Some(e)),
         }

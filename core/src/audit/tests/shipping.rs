@@ -294,7 +294,14 @@ async fn a_batch_held_in_part_adds_only_its_rest() {
     assert_eq!(sink.resume_after().await.unwrap(), Some(14));
     // A crash between an append and the cursor's move sends the batch again: read once.
     let _: i64 = redis_cmd(&url, redis::cmd("DEL").arg("gatehouse:audit:shipped:i1")).await;
+    let mut sink = RedisSink::new(&url, "i1".into(), 100_000).unwrap();
     assert_eq!(sink.send(&lines[10..]).await.0, 5);
+    let entries: u64 = redis_cmd(
+        &url,
+        redis::cmd("XLEN").arg(crate::audit::ship::redis::STREAM_KEY),
+    )
+    .await;
+    assert_eq!(entries, 3, "the batch went again");
     let again: Vec<(u64, String)> = read_stream(&url)
         .await
         .unwrap()

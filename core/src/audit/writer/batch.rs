@@ -320,12 +320,64 @@ impl Inner {
                     }
                 }
                 Ok(Attempt::Contended | Attempt::DirBusy) => {
-                    self.refuse_queue(shard, &AuditError::Busy);
+                    // Another process (a CLI command) holds the directory for a moment: a
+                    // waiting caller takes the pen and retries; records nobody waits for go
+                    // to the syncer thread, which may block until the lock is free. Refusing
+                    // them lost a connection's answers whenever a CLI command wrote at the
+                    // same time.
+                    if !self.pass_pen(shard) {
+                        lock(&shard.0).writing = false;
+                        self.deferred.store(true, Ordering::Release);
+                        self.syncer.unpark();
+                    }
                     return;
                 }
                 Err(e) => {
                     self.refuse_queue(shard, &e);
                     return;
+                }
+            }
+        }
+    }
+
+    /// On the syncer thread: writes the queues left for it (see [`Inner::write_now`]),
+    /// waiting for the directory lock up to [`super::CONFIRM_TIMEOUT`], then refusing them.
+    pub(super) fn write_deferred(&self) {
+        if !self.deferred.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for shard in &self.shards {
+            {
+                let mut q = lock(&shard.0);
+                if q.writing || q.records.is_empty() {
+                    continue;
+                }
+                q.writing = true;
+            }
+            let deadline = std::time::Instant::now() + super::CONFIRM_TIMEOUT;
+            loop {
+                let mut h = self.head();
+                let attempt = self.write_locked(&mut h, shard, u64::MAX);
+                drop(h);
+                match attempt {
+                    Ok(Attempt::Wrote(_)) => {
+                        if self.pass_pen(shard) {
+                            break;
+                        }
+                    }
+                    Ok(Attempt::Contended | Attempt::DirBusy)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(super::LOCK_RETRY);
+                    }
+                    Ok(Attempt::Contended | Attempt::DirBusy) => {
+                        self.refuse_queue(shard, &AuditError::Busy);
+                        break;
+                    }
+                    Err(e) => {
+                        self.refuse_queue(shard, &e);
+                        break;
+                    }
                 }
             }
         }

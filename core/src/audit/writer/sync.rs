@@ -186,6 +186,7 @@ pub(super) fn syncer(inner: Weak<Inner>) {
     loop {
         std::thread::park_timeout(SYNCER_IDLE);
         let Some(log) = inner.upgrade() else { return };
+        log.write_deferred();
         let synced = log.sync_once();
         drop(log);
         if synced {
