@@ -310,6 +310,19 @@ async fn records_are_synced_soon_after_they_are_written() {
     assert!(start.elapsed() < Duration::from_secs(2));
 }
 
+/// Takes the log directory's lock as another process would (a CLI command); granted once
+/// the syncer hands it back after its sync.
+async fn hold_dir_lock(dir: &Path) -> std::fs::File {
+    let path = dir.join(".audit.lock");
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.lock().unwrap();
+        f
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_lock_held_by_another_process_delays_records_without_blocking_the_thread() {
     // A CLI command holds the directory lock: the server's record waits for it, but its
@@ -317,14 +330,7 @@ async fn a_lock_held_by_another_process_delays_records_without_blocking_the_thre
     let dir = TempDir::new("audit");
     let log = AuditLog::open(dir.path(), key()).unwrap();
     log.record(ev(0)).await.unwrap();
-    let path = dir.path().join(".audit.lock");
-    let other = tokio::task::spawn_blocking(move || {
-        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        f.lock().unwrap(); // granted once the syncer hands the lock back
-        f
-    })
-    .await
-    .unwrap();
+    let other = hold_dir_lock(dir.path()).await;
     let pending = tokio::spawn({
         let log = log.clone();
         async move { log.record(ev(1)).await }
@@ -347,14 +353,7 @@ async fn a_detached_record_waits_for_a_lock_held_by_another_process_and_is_not_l
     let dir = TempDir::new("audit");
     let log = AuditLog::open(dir.path(), key()).unwrap();
     log.record(ev(0)).await.unwrap();
-    let path = dir.path().join(".audit.lock");
-    let other = tokio::task::spawn_blocking(move || {
-        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        f.lock().unwrap();
-        f
-    })
-    .await
-    .unwrap();
+    let other = hold_dir_lock(dir.path()).await;
     let answers = AuditEvent::RequestsCompleted {
         session: "ab12".into(),
         answers: vec![crate::audit::Answer {

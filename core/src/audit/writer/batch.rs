@@ -306,37 +306,16 @@ impl Inner {
         }
     }
 
-    /// Writes the queue now, blocking (a dropped pen); refuses it when the directory lock
-    /// is taken. The pen is put down or handed on.
+    /// Writes the queue now, blocking (a dropped pen, a record nobody waits for). The pen is
+    /// put down or handed on. When another process (a CLI command) holds the directory for
+    /// a moment, a waiting caller takes the pen and retries; records nobody waits for go to
+    /// the syncer thread, which may block until the lock is free (refusing them lost a
+    /// connection's answers whenever a CLI command wrote at the same time).
     pub(super) fn write_now(&self, shard: &Shard) {
-        loop {
-            let mut h = self.head();
-            let attempt = self.write_locked(&mut h, shard, u64::MAX);
-            drop(h);
-            match attempt {
-                Ok(Attempt::Wrote(_)) => {
-                    if self.pass_pen(shard) {
-                        return;
-                    }
-                }
-                Ok(Attempt::Contended | Attempt::DirBusy) => {
-                    // Another process (a CLI command) holds the directory for a moment: a
-                    // waiting caller takes the pen and retries; records nobody waits for go
-                    // to the syncer thread, which may block until the lock is free. Refusing
-                    // them lost a connection's answers whenever a CLI command wrote at the
-                    // same time.
-                    if !self.pass_pen(shard) {
-                        lock(&shard.0).writing = false;
-                        self.deferred.store(true, Ordering::Release);
-                        self.syncer.unpark();
-                    }
-                    return;
-                }
-                Err(e) => {
-                    self.refuse_queue(shard, &e);
-                    return;
-                }
-            }
+        if !self.write_queue(shard, None) && !self.pass_pen(shard) {
+            lock(&shard.0).writing = false;
+            self.deferred.store(true, Ordering::Release);
+            self.syncer.unpark();
         }
     }
 
@@ -355,29 +334,36 @@ impl Inner {
                 q.writing = true;
             }
             let deadline = std::time::Instant::now() + super::CONFIRM_TIMEOUT;
-            loop {
-                let mut h = self.head();
-                let attempt = self.write_locked(&mut h, shard, u64::MAX);
-                drop(h);
-                match attempt {
-                    Ok(Attempt::Wrote(_)) => {
-                        if self.pass_pen(shard) {
-                            break;
-                        }
+            if !self.write_queue(shard, Some(deadline)) {
+                self.refuse_queue(shard, &AuditError::Busy);
+            }
+        }
+    }
+
+    /// Writes `shard`'s queue, holding its pen, until the pen is put down or handed on
+    /// (true). While the directory lock is taken: retries until `wait_until` (blocking the
+    /// thread), or at once gives up with the pen still held (false). A failed write refuses
+    /// the queue (true).
+    fn write_queue(&self, shard: &Shard, wait_until: Option<std::time::Instant>) -> bool {
+        loop {
+            let mut h = self.head();
+            let attempt = self.write_locked(&mut h, shard, u64::MAX);
+            drop(h);
+            match attempt {
+                Ok(Attempt::Wrote(_)) => {
+                    if self.pass_pen(shard) {
+                        return true;
                     }
-                    Ok(Attempt::Contended | Attempt::DirBusy)
-                        if std::time::Instant::now() < deadline =>
-                    {
+                }
+                Ok(Attempt::Contended | Attempt::DirBusy) => match wait_until {
+                    Some(t) if std::time::Instant::now() < t => {
                         std::thread::sleep(super::LOCK_RETRY);
                     }
-                    Ok(Attempt::Contended | Attempt::DirBusy) => {
-                        self.refuse_queue(shard, &AuditError::Busy);
-                        break;
-                    }
-                    Err(e) => {
-                        self.refuse_queue(shard, &e);
-                        break;
-                    }
+                    _ => return false,
+                },
+                Err(e) => {
+                    self.refuse_queue(shard, &e);
+                    return true;
                 }
             }
         }
