@@ -9,7 +9,8 @@
 # Pushes SIZE (default 1G) of zeros through each path into `cat > /dev/null`, and prints MB/s,
 # the ratio, CPU per MB and the median connection set-up time. Then holds IDLE (default 100;
 # GATEHOUSE_BENCH_IDLE_SESSIONS) idle interactive sessions (`ssh -tt`, a shell at its prompt,
-# clients spread over 127.0.0.2-201) open through each path and prints the memory each costs:
+# clients spread over 127.0.0.2-201) open through each path, lets them settle for
+# GATEHOUSE_BENCH_IDLE_SETTLE seconds (default 12), and prints the memory each costs:
 # the gatehouse process's RSS, and the PSS of OpenSSH's jump sshd and its per-connection
 # processes.
 #
@@ -193,6 +194,7 @@ setup_median() { # host
 
 "${SSH[@]}" bastion true && "${SSH[@]}" target true   # warm up, learn host keys
 IDLE="${GATEHOUSE_BENCH_IDLE_SESSIONS:-100}"
+SETTLE="${GATEHOUSE_BENCH_IDLE_SETTLE:-12}"
 TARGET_SSHD=${PIDS[0]}
 JUMP_SSHD=${PIDS[1]}
 descendants() { # pid -> it and every process under it
@@ -229,7 +231,9 @@ hold_idle() { # host: opens IDLE sessions and waits until each has its shell on 
     [ $SECONDS -lt $end ] || { echo "only $(( $(shells) - base )) of $IDLE sessions opened through $1" >&2; exit 1; }
     sleep 0.2
   done
-  sleep 2  # let the sessions settle into idleness (first prompt drawn and recorded)
+  # Let the sessions settle into idleness: first prompt drawn and recorded, and the
+  # recordings' virtual terminals at rest (they rest after 10 s of quiet).
+  sleep "$SETTLE"
 }
 drop_idle() {
   local base=$1 end=$((SECONDS + 60))

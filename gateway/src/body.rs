@@ -87,14 +87,18 @@ impl Done {
 
 impl Drop for Done {
     fn drop(&mut self) {
+        // One clock read for the duration and the connection's batching.
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.start);
         self.conn.answered(
             std::mem::take(&mut self.session),
             Answer {
-                request_id: self.request_id.to_string(),
+                request_id: self.request_id.text(),
                 status: self.status,
                 bytes: self.bytes,
-                duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             },
+            now,
         );
     }
 }

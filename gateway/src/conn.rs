@@ -134,7 +134,8 @@ impl ConnShared {
     /// session, once [`ANSWERS_WAIT`] passed, when the connection goes quiet
     /// ([`ConnShared::write_answers`]) or when it ends. One record per request was a second
     /// audit write on every request's path.
-    pub fn answered(&self, session: String, answer: Answer) {
+    /// `now` is the time of the answer.
+    pub fn answered(&self, session: String, answer: Answer, now: Instant) {
         if self.audit.is_none() {
             return;
         }
@@ -143,11 +144,13 @@ impl ConnShared {
             let before = if a.session == session { None } else { a.take() };
             if a.list.is_empty() {
                 a.session = session;
-                a.since = Some(Instant::now());
+                a.since = Some(now);
+                a.list.reserve(ANSWERS_MAX);
             }
             a.list.push(answer);
-            let due =
-                a.list.len() >= ANSWERS_MAX || a.since.is_some_and(|t| t.elapsed() >= ANSWERS_WAIT);
+            let due = a.list.len() >= ANSWERS_MAX
+                || a.since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= ANSWERS_WAIT);
             (before, if due { a.take() } else { None })
         };
         for event in [before, full].into_iter().flatten() {

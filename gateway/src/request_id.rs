@@ -50,6 +50,16 @@ impl RequestId {
     }
 }
 
+impl RequestId {
+    /// The id as text (what `Display` writes), without the formatting machinery: every
+    /// request puts it in its audit record and its answer.
+    pub fn text(&self) -> String {
+        let (buf, len) = self.ascii();
+        // Only ASCII hex digits and '-' were written.
+        String::from(std::str::from_utf8(buf.get(..len).unwrap_or_default()).unwrap_or_default())
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (buf, len) = self.ascii();

@@ -90,20 +90,9 @@ pub(crate) fn push_line(
 }
 
 /// Appends the decimal digits of `n`.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    for &d in digits.get(i..).unwrap_or_default() {
+fn push_decimal(out: &mut String, n: u64) {
+    let (digits, start) = super::json::decimal_digits(n);
+    for &d in digits.get(start..).unwrap_or_default() {
         out.push(char::from(d));
     }
 }

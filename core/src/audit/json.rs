@@ -2,8 +2,8 @@
 //!
 //! An access decision is recorded for every proxied request, and serde's path for it (the
 //! flattened context makes it a map, so every key is escaped like a value) was a visible
-//! share of a request's CPU. That event, and the `request_completed` that follows it, are
-//! written here by hand, byte for byte what serde writes (differential tests hold the two
+//! share of a request's CPU. That event, and the `requests_completed` that gathers the answers
+//! of a connection's requests, are written here by hand, byte for byte what serde writes (differential tests hold the two
 //! together); every other event goes to serde.
 
 use std::io::Write;
@@ -43,22 +43,27 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &AuditEvent) -> Result<(), s
             out.push(b'}');
             Ok(())
         }
-        AuditEvent::RequestCompleted {
-            session,
-            request_id,
-            status,
-            bytes,
-            duration_ms,
-        } => {
-            out.extend_from_slice(br#"{"event":"request_completed","session":"#);
+        AuditEvent::RequestsCompleted { session, answers } => {
+            // About 70 bytes per answer.
+            out.reserve(64 + session.len() + answers.len() * 72);
+            out.extend_from_slice(br#"{"event":"requests_completed","session":"#);
             push_str(out, session)?;
-            out.extend_from_slice(br#","request_id":"#);
-            push_str(out, request_id)?;
-            // Writing to a Vec cannot fail.
-            let _ = write!(
-                out,
-                r#","status":{status},"bytes":{bytes},"duration_ms":{duration_ms}}}"#
-            );
+            out.extend_from_slice(br#","answers":["#);
+            for (i, a) in answers.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(br#"{"request_id":"#);
+                push_str(out, &a.request_id)?;
+                out.extend_from_slice(br#","status":"#);
+                push_u64(out, u64::from(a.status));
+                out.extend_from_slice(br#","bytes":"#);
+                push_u64(out, a.bytes);
+                out.extend_from_slice(br#","duration_ms":"#);
+                push_u64(out, a.duration_ms);
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"]}");
             Ok(())
         }
         other => serde_json::to_writer(out, other),
@@ -117,6 +122,28 @@ fn push_addr(out: &mut Vec<u8>, addr: IpAddr) {
             let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// The decimal digits of `n`: a buffer, and where in it they start.
+pub(super) fn decimal_digits(mut n: u64) -> ([u8; 20], usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    (digits, i)
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let (digits, start) = decimal_digits(n);
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 fn push_u8(out: &mut Vec<u8>, n: u8) {
@@ -207,15 +234,25 @@ mod tests {
     }
 
     #[test]
-    fn request_completed_is_written_exactly_as_serde_writes_it() {
+    fn requests_completed_is_written_exactly_as_serde_writes_it() {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for round in 0..2000 {
-            let e = AuditEvent::RequestCompleted {
+            let n = (rng.next() % 5) as usize;
+            let answers = (0..n)
+                .map(|i| crate::audit::Answer {
+                    request_id: text(&mut rng),
+                    status: (rng.next() % 1000) as u16,
+                    bytes: if (round + i) % 7 == 0 {
+                        u64::MAX
+                    } else {
+                        rng.next() >> (rng.next() % 64)
+                    },
+                    duration_ms: rng.next() % 100_000,
+                })
+                .collect();
+            let e = AuditEvent::RequestsCompleted {
                 session: text(&mut rng),
-                request_id: text(&mut rng),
-                status: (rng.next() % 1000) as u16,
-                bytes: if round % 7 == 0 { u64::MAX } else { rng.next() },
-                duration_ms: rng.next() % 100_000,
+                answers,
             };
             assert_eq!(ours(&e), serde_text(&e), "round {round}: {e:?}");
         }

@@ -94,8 +94,8 @@ impl LiveFeed {
         let mut state = self.state.lock().ok()?;
         let (cols, rows, screen) = match &state.tracker {
             Some(t) => {
-                let (c, r) = t.terminal().size();
-                (c, r, t.terminal().dump())
+                let (c, r) = t.size();
+                (c, r, t.dump())
             }
             None => (80, 24, String::new()),
         };

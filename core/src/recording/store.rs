@@ -304,6 +304,7 @@ impl Recordings {
             indexed: (0, 0),
             found: Vec::new(),
             files: Vec::new(),
+            terminal_awake: matches!(mode, Mode::Terminal { .. }),
         };
         let join = tokio::spawn(writer.run(rx));
         let rec = Recorder {

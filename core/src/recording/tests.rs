@@ -1,4 +1,5 @@
 use std::io::Cursor;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -107,6 +108,60 @@ fn events(rec: &Recordings, id: &RecordingId) -> Vec<(EventCode, String)> {
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// An idle session's virtual terminal rests (its cells freed) and wakes with its screen, its
+/// prompt and its pending line intact.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_terminal_rests_and_wakes_with_its_screen() {
+    let dir = TempDir::new("rec-rest");
+    let rec = store(dir.path(), None, None);
+    let header = Header::new(80, 24, "t".into(), None, None);
+    let m = ssh_meta("shell", None);
+    let (r, task) = rec
+        .start(m.clone(), &header, Mode::Terminal { cols: 80, rows: 24 })
+        .await
+        .unwrap();
+    let awake = || {
+        let feed = rec.live().feed(&m.id).unwrap();
+        let state = feed.state.lock().unwrap();
+        state.tracker.as_ref().unwrap().is_awake()
+    };
+    r.output(b("$ ")).await.unwrap();
+    r.input(b("echo one\r")).await.unwrap();
+    r.output(b("echo one\r\none\r\n$ ")).await.unwrap();
+    r.input(b("echo tw")).await.unwrap();
+    r.output(b("echo tw")).await.unwrap();
+    // The paused clock runs ahead whenever every task waits.
+    let mut waited = Duration::ZERO;
+    while awake() {
+        assert!(
+            waited < writer::REST_AFTER * 10,
+            "the terminal never rested"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += Duration::from_secs(1);
+    }
+    assert!(
+        waited >= writer::REST_AFTER - Duration::from_secs(1),
+        "rested after {waited:?}"
+    );
+    let (snap, _live) = rec.live().subscribe(&m.id).unwrap();
+    assert_eq!((snap.cols, snap.rows), (80, 24));
+    assert!(
+        snap.screen.contains("one") && snap.screen.contains("echo tw"),
+        "{:?}",
+        snap.screen
+    );
+    assert!(!awake(), "watching does not wake it");
+    r.input(b("o\r")).await.unwrap();
+    r.output(b("o\r\ntwo\r\n$ ")).await.unwrap();
+    drop(r);
+    task.finish().await.unwrap();
+    let ev = events(&rec, &m.id);
+    for c in ["command: echo one", "command: echo two"] {
+        assert!(ev.contains(&(EventCode::Marker, c.into())), "{c}: {ev:?}");
+    }
 }
 
 #[tokio::test]

@@ -41,8 +41,21 @@ fn clamp(n: u32, default: usize) -> usize {
 
 /// A virtual terminal and the typed commands found on it.
 pub struct CommandTracker {
-    vt: Terminal,
+    vt: Vt,
     state: LineState,
+}
+
+/// The virtual terminal, awake or at rest. Awake it holds both screens' cells (about 60 KiB
+/// at 80x24); an idle session's terminal rests as what redraws it (avt's dump: both screens,
+/// cursor, modes, tab stops and an unfinished escape sequence), a few hundred bytes, and
+/// wakes when the session next writes, types or is watched.
+enum Vt {
+    Awake(Box<Terminal>),
+    Resting {
+        cols: usize,
+        rows: usize,
+        dump: String,
+    },
 }
 
 #[derive(Default)]
@@ -69,18 +82,61 @@ impl CommandTracker {
     pub fn new(cols: u32, rows: u32) -> Option<CommandTracker> {
         let vt = Terminal::new(clamp(cols, 80), clamp(rows, 24)).ok()?;
         Some(CommandTracker {
-            vt,
+            vt: Vt::Awake(Box::new(vt)),
             state: LineState::default(),
         })
     }
 
-    /// The virtual terminal (screens for replay and the live console).
-    pub fn terminal(&self) -> &Terminal {
-        &self.vt
+    /// The terminal's size (columns, rows).
+    pub fn size(&self) -> (usize, usize) {
+        match &self.vt {
+            Vt::Awake(vt) => vt.size(),
+            Vt::Resting { cols, rows, .. } => (*cols, *rows),
+        }
+    }
+
+    /// Escape sequences that draw the terminal as it is now on a terminal of its size (the
+    /// live console's first screen).
+    pub fn dump(&self) -> String {
+        match &self.vt {
+            Vt::Awake(vt) => vt.dump(),
+            Vt::Resting { dump, .. } => dump.clone(),
+        }
+    }
+
+    /// Lets the terminal rest (see [`Vt`]) until it is next used.
+    pub fn rest(&mut self) {
+        if let Vt::Awake(vt) = &self.vt {
+            let (cols, rows) = vt.size();
+            let mut dump = vt.dump();
+            dump.shrink_to_fit();
+            self.vt = Vt::Resting { cols, rows, dump };
+        }
+    }
+
+    /// Whether the terminal is awake (holds its cells).
+    pub fn is_awake(&self) -> bool {
+        matches!(self.vt, Vt::Awake(_))
+    }
+
+    /// The terminal, woken if it rested. `None` never happens: a rested terminal had a
+    /// size the terminal accepts.
+    fn awake(&mut self) -> Option<&mut Terminal> {
+        if let Vt::Resting { cols, rows, dump } = &self.vt {
+            let mut vt = Terminal::new(*cols, *rows).ok()?;
+            vt.feed(dump.as_str());
+            self.vt = Vt::Awake(Box::new(vt));
+        }
+        match &mut self.vt {
+            Vt::Awake(vt) => Some(vt),
+            Vt::Resting { .. } => None,
+        }
     }
 
     pub fn resize(&mut self, cols: u32, rows: u32) {
-        self.vt.resize(clamp(cols, 80), clamp(rows, 24));
+        if let Some(vt) = self.awake() {
+            vt.resize(clamp(cols, 80), clamp(rows, 24));
+        }
     }
 
     /// Keys typed (as they were judged shown back or not: only the Enters and the moment of
@@ -101,10 +157,14 @@ impl CommandTracker {
             self.state.enters = 0;
             self.state.prompt = None;
         }
-        if self.state.prompt.is_none() {
-            self.state.prompt = Some(left_of_cursor(&self.vt));
+        let need_prompt = self.state.prompt.is_none();
+        let Some(vt) = self.awake() else { return };
+        let prompt = need_prompt.then(|| left_of_cursor(vt));
+        let alternate = vt.active_screen_kind() == ScreenKind::Alternate;
+        if prompt.is_some() {
+            self.state.prompt = prompt;
         }
-        if self.vt.active_screen_kind() == ScreenKind::Alternate {
+        if alternate {
             return;
         }
         let mut prev = 0u8;
@@ -122,10 +182,16 @@ impl CommandTracker {
 
     /// Terminal output; the commands submitted in it, in order.
     pub fn output(&mut self, text: &str) -> Vec<String> {
+        if self.awake().is_none() {
+            return Vec::new();
+        }
+        let Vt::Awake(vt) = &mut self.vt else {
+            return Vec::new();
+        };
         let mut watch = Submits {
             state: &mut self.state,
         };
-        self.vt.feed_with(text, &mut watch);
+        vt.feed_with(text, &mut watch);
         std::mem::take(&mut self.state.found)
     }
 }

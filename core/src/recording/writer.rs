@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cast::{Counts, Ev, Event, FileTransfer, Mode, StreamDirection, Utf8Carry, encode_line};
@@ -25,6 +26,16 @@ use super::{RecordingError, RecordingMeta};
 
 /// Most events written in one batch before a flush.
 const BATCH: usize = 64;
+/// A terminal session with no events for this long lets its virtual terminal rest.
+pub const REST_AFTER: Duration = Duration::from_secs(10);
+
+/// Sleeps until `at`; forever when there is no `at`.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 /// Most commands of one session sent to the index, and their total size; beyond, the
 /// recording keeps them (markers) and the index says no more.
 pub const MAX_INDEXED_COMMANDS: usize = 100_000;
@@ -56,6 +67,8 @@ pub(super) struct Writer {
     /// Found while writing a batch; sent to the index after it.
     pub found: Vec<(f64, CommandSource, String)>,
     pub files: Vec<(f64, FileTransfer)>,
+    /// The terminal session's virtual terminal holds its cells (see [`Writer::rest_terminal`]).
+    pub terminal_awake: bool,
 }
 
 /// Markers must not be mistaken for other markers: keep commands on one line.
@@ -295,20 +308,25 @@ impl Writer {
     }
 
     async fn batches(&mut self, rx: &mut mpsc::Receiver<Event>) -> Result<(), RecordingError> {
+        let mut quiet_since = Instant::now();
         loop {
-            let first = match self.sink.due() {
-                Some(due) => tokio::select! {
-                    ev = rx.recv() => ev,
-                    _ = tokio::time::sleep_until(due) => {
-                        self.sink.close_due().await?;
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
+            let rest_at = self.terminal_awake.then(|| quiet_since + REST_AFTER);
+            let first = tokio::select! {
+                ev = rx.recv() => ev,
+                () = until(self.sink.due()) => {
+                    self.sink.close_due().await?;
+                    continue;
+                }
+                () = until(rest_at) => {
+                    self.rest_terminal();
+                    continue;
+                }
             };
             let Some(first) = first else {
                 return Ok(());
             };
+            quiet_since = Instant::now();
+            self.terminal_awake = matches!(self.mode, Mode::Terminal { .. });
             let mut next = Some(first);
             let mut n = 0;
             while let Some(ev) = next.take() {
@@ -321,6 +339,17 @@ impl Writer {
             self.sink.batch_end().await?;
             self.index_found().await;
         }
+    }
+
+    /// Lets the virtual terminal of a quiet session rest (about 60 KiB less per idle
+    /// session); the next event or watcher wakes it.
+    fn rest_terminal(&mut self) {
+        if let Ok(mut state) = self.feed.state.lock()
+            && let Some(t) = state.tracker.as_mut()
+        {
+            t.rest();
+        }
+        self.terminal_awake = false;
     }
 
     /// Runs until every [`super::Recorder`] is dropped; the finished recording's metadata.

@@ -59,7 +59,7 @@ pub(super) async fn check<'s>(
     let ctx = AccessContext {
         client_addr: Some(conn.peer.ip()),
         session: None,
-        request_id: Some(id.to_string()),
+        request_id: Some(id.text()),
     };
     let who = match authn::authenticate(
         req.headers(),

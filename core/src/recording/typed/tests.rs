@@ -1,11 +1,19 @@
 use super::*;
 
 /// Feeds a scripted session (keys, then what the terminal showed) and collects commands.
-fn commands(steps: &[(&str, &str)]) -> Vec<String> {
+/// With `rest`, the terminal rests before every step (an idle session between keys).
+fn commands(steps: &[(&str, &str)], rest: bool) -> Vec<String> {
     let mut t = CommandTracker::new(40, 10).unwrap();
     let mut found = t.output("root@db:~# ");
     for (i, (keys, shown)) in steps.iter().enumerate() {
+        if rest {
+            t.rest();
+            assert!(!t.is_awake());
+        }
         t.input(i as f64 * 0.1, keys.as_bytes());
+        if rest {
+            t.rest();
+        }
         found.extend(t.output(shown));
     }
     found
@@ -112,6 +120,19 @@ fn the_command_is_the_line_as_the_terminal_showed_it() {
             vec!["cat > notes", "one", "id"],
         ),
         (
+            "a line longer than the terminal, and an escape sequence split between writes",
+            vec![
+                (
+                    "echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                    "echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                ),
+                ("\r", "\r\n\x1b[1"),
+                ("", "mbold\x1b[0m\r\nroot@db:~# "),
+                ("id\r", "id\r\nuid=0\r\nroot@db:~# "),
+            ],
+            vec!["echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "id"],
+        ),
+        (
             "nothing from a full-screen program",
             vec![
                 ("vi x\r", "vi x\r\n\x1b[?1049h\x1b[H~\r\n~\r\n"),
@@ -123,7 +144,12 @@ fn the_command_is_the_line_as_the_terminal_showed_it() {
         ),
     ];
     for (name, steps, want) in cases {
-        assert_eq!(commands(&steps), want, "{name}");
+        assert_eq!(commands(&steps, false), want, "{name}");
+        assert_eq!(
+            commands(&steps, true),
+            want,
+            "{name}, resting between steps"
+        );
     }
 }
 
@@ -145,7 +171,7 @@ fn after_screens_of_output_the_command_is_still_found() {
 #[test]
 fn hostile_sizes_are_capped() {
     let t = CommandTracker::new(u32::MAX, 0).unwrap();
-    assert_eq!(t.terminal().size(), (MAX_SIZE, 24));
+    assert_eq!(t.size(), (MAX_SIZE, 24));
 }
 
 #[test]
