@@ -96,6 +96,17 @@ fn ssh_meta(request: &str, command: Option<&str>) -> RecordingMeta {
     m
 }
 
+/// A shell session's recording (80x24 terminal) started in `rec`.
+async fn shell_session(rec: &Recordings) -> (RecordingMeta, Recorder, RecordingTask) {
+    let header = Header::new(80, 24, "t".into(), None, None);
+    let m = ssh_meta("shell", None);
+    let (r, task) = rec
+        .start(m.clone(), &header, Mode::Terminal { cols: 80, rows: 24 })
+        .await
+        .unwrap();
+    (m, r, task)
+}
+
 fn events(rec: &Recordings, id: &RecordingId) -> Vec<(EventCode, String)> {
     let mut o = rec.open_cast(id).unwrap();
     let mut v = Vec::new();
@@ -116,12 +127,7 @@ fn b(s: &str) -> Bytes {
 async fn a_quiet_terminal_rests_and_wakes_with_its_screen() {
     let dir = TempDir::new("rec-rest");
     let rec = store(dir.path(), None, None);
-    let header = Header::new(80, 24, "t".into(), None, None);
-    let m = ssh_meta("shell", None);
-    let (r, task) = rec
-        .start(m.clone(), &header, Mode::Terminal { cols: 80, rows: 24 })
-        .await
-        .unwrap();
+    let (m, r, task) = shell_session(&rec).await;
     let awake = || {
         let feed = rec.live().feed(&m.id).unwrap();
         let state = feed.state.lock().unwrap();
@@ -168,12 +174,7 @@ async fn a_quiet_terminal_rests_and_wakes_with_its_screen() {
 async fn a_terminal_session_keeps_echoed_keys_and_commands_and_never_a_password() {
     let dir = TempDir::new("rec-term");
     let rec = store(dir.path(), None, None);
-    let header = Header::new(80, 24, "t".into(), None, None);
-    let m = ssh_meta("shell", None);
-    let (r, task) = rec
-        .start(m.clone(), &header, Mode::Terminal { cols: 80, rows: 24 })
-        .await
-        .unwrap();
+    let (m, r, task) = shell_session(&rec).await;
     assert!(rec.live().feed(&m.id).is_some(), "live while it runs");
     let (snap, mut live) = rec.live().subscribe(&m.id).unwrap();
     assert_eq!((snap.cols, snap.rows), (80, 24));
@@ -337,12 +338,7 @@ async fn encrypted_recordings_read_back_with_the_key_only_and_survive_a_cut() {
     let dir = TempDir::new("rec-enc");
     let key = RecordingKey::new(&crate::secret::SecretKey::from_bytes([5; 32]));
     let rec = store(dir.path(), Some(key.clone()), None);
-    let header = Header::new(80, 24, "t".into(), None, None);
-    let m = ssh_meta("shell", None);
-    let (r, task) = rec
-        .start(m.clone(), &header, Mode::Terminal { cols: 80, rows: 24 })
-        .await
-        .unwrap();
+    let (m, r, task) = shell_session(&rec).await;
     r.output(b("$ ")).await.unwrap();
     r.input(b("echo top-secret-output\r")).await.unwrap();
     r.output(b("echo top-secret-output\r\ntop-secret-output\r\n$ "))
@@ -468,12 +464,7 @@ async fn the_index_is_rebuilt_from_the_recordings_when_lost_or_corrupt() {
 async fn a_recording_left_live_by_a_crash_is_ended_at_the_next_start() {
     let dir = TempDir::new("rec-crash");
     let rec = store(dir.path(), None, None);
-    let header = Header::new(80, 24, "t".into(), None, None);
-    let m = ssh_meta("shell", None);
-    let (r, task) = rec
-        .start(m.clone(), &header, Mode::Terminal { cols: 80, rows: 24 })
-        .await
-        .unwrap();
+    let (m, r, task) = shell_session(&rec).await;
     r.output(b("$ ")).await.unwrap();
     rec.index_writer().unwrap().flush().await;
     let live = rec
@@ -502,9 +493,13 @@ async fn a_recording_left_live_by_a_crash_is_ended_at_the_next_start() {
     assert!(s.cut && s.meta.ended_at.is_some());
     // Never overwrites an existing recording.
     assert!(
-        rec.start(m, &header, Mode::Terminal { cols: 80, rows: 24 })
-            .await
-            .is_err()
+        rec.start(
+            m,
+            &Header::new(80, 24, "t".into(), None, None),
+            Mode::Terminal { cols: 80, rows: 24 }
+        )
+        .await
+        .is_err()
     );
 }
 
