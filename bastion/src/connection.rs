@@ -154,7 +154,9 @@ async fn serve_events(
                 return Stop::Closed;
             }
             ev = events.recv() => match ev {
-                Some(ev) => dispatch(conn, login, ev).await,
+                // Boxed: the login steps' futures would otherwise size this task, which
+                // lives as long as the connection.
+                Some(ev) => Box::pin(dispatch(conn, login, ev)).await,
                 // The handler is gone: the session is ending; `running` says how.
                 None => return Stop::Closed,
             },
