@@ -135,7 +135,7 @@ impl Relay<'_> {
                     break ("ended by the bastion (revoked, time limit or shutdown)", Bytes::from_static(b"\r\ngatehouse: session ended by the bastion\r\n"));
                 }
                 lapse = &mut grant_lapsed => {
-                    self.conn.grant_ended(&lapse).await;
+                    Box::pin(self.conn.grant_ended(&lapse)).await;
                     break (lapse.reason.session_end(), Bytes::from(format!("\r\n{}\r\n", lapse.notice())));
                 }
                 _ = rec_failed.cancelled() => {
@@ -172,7 +172,9 @@ impl Relay<'_> {
             incident_id,
             context: self.conn.context(),
         };
-        if let Err(e) = self.conn.audit(event).await {
+        // Boxed, as every rare step of the relay: inline, its future would size the session's
+        // task, which an idle session holds for hours.
+        if let Err(e) = Box::pin(self.conn.audit(event)).await {
             tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a recording cap; ending the session");
             return Err("audit unavailable");
         }
@@ -207,7 +209,7 @@ impl Relay<'_> {
                 bytes: t.bytes,
                 context: self.conn.context(),
             };
-            if let Err(e) = self.conn.audit(event).await {
+            if let Err(e) = Box::pin(self.conn.audit(event)).await {
                 tracing::error!(error = %gatehouse_core::error_chain(&e), "cannot audit a file transfer; ending the session");
                 return Err("audit unavailable");
             }
