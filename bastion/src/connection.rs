@@ -99,6 +99,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, accepted: Accepted, shutdown: Can
         auth_by: accepted_at + AUTH_DEADLINE,
     };
     let stop = serve_events(&conn, &mut login, &mut events, &mut running, deadlines).await;
+    audit_queued_refusals(&conn, &mut events).await;
     // The handler's pending and future sends fail now: russh is never left waiting on us.
     drop(events);
     drop(login);
@@ -174,6 +175,17 @@ async fn serve_events(
             _ = conn.ending.ended() => {
                 return Stop::Ended(conn.ending.reason().unwrap_or("bastion shutting down"));
             }
+        }
+    }
+}
+
+/// Refusals the handler queued before the session ended (a client refused a remote forward
+/// exits at once, often before its refusal is read) are audited all the same; the other
+/// events wait for answers nobody needs any more, and dropping them refuses them.
+async fn audit_queued_refusals(conn: &Conn, events: &mut mpsc::Receiver<Event>) {
+    while let Ok(event) = events.try_recv() {
+        if let Event::Refused(reason) = event {
+            conn.refused(reason, None).await;
         }
     }
 }
