@@ -51,20 +51,23 @@ impl RequestId {
 }
 
 impl RequestId {
+    /// `f` of the id's text.
+    fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        let (buf, len) = self.ascii();
+        // Only ASCII hex digits and '-' were written.
+        f(std::str::from_utf8(buf.get(..len).unwrap_or_default()).unwrap_or_default())
+    }
+
     /// The id as text (what `Display` writes), without the formatting machinery: every
     /// request puts it in its audit record and its answer.
     pub fn text(&self) -> String {
-        let (buf, len) = self.ascii();
-        // Only ASCII hex digits and '-' were written.
-        String::from(std::str::from_utf8(buf.get(..len).unwrap_or_default()).unwrap_or_default())
+        self.with_text(|t| t.to_owned())
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (buf, len) = self.ascii();
-        // Only ASCII hex digits and '-' were written.
-        f.write_str(std::str::from_utf8(buf.get(..len).unwrap_or_default()).unwrap_or_default())
+        self.with_text(|t| f.write_str(t))
     }
 }
 
@@ -113,10 +116,16 @@ mod tests {
             (u32::MAX, u64::MAX),
             (0x0a0b_0c0d, 0x1_0000_0000),
         ] {
+            let want = format!("{boot:08x}-{n:x}");
             assert_eq!(
                 RequestId(boot, n).to_string(),
-                format!("{boot:08x}-{n:x}"),
+                want,
                 "boot {boot:#x} n {n:#x}"
+            );
+            assert_eq!(
+                RequestId(boot, n).text(),
+                want,
+                "text(): boot {boot:#x} n {n:#x}"
             );
         }
     }

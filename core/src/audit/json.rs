@@ -2,9 +2,9 @@
 //!
 //! An access decision is recorded for every proxied request, and serde's path for it (the
 //! flattened context makes it a map, so every key is escaped like a value) was a visible
-//! share of a request's CPU. That event, and the `requests_completed` that gathers the answers
-//! of a connection's requests, are written here by hand, byte for byte what serde writes (differential tests hold the two
-//! together); every other event goes to serde.
+//! share of a request's CPU. That event, and the `requests_completed` that gathers the
+//! answers of a connection's requests, are written here by hand, byte for byte what serde
+//! writes (differential tests hold the two together); every other event goes to serde.
 
 use std::io::Write;
 use std::net::IpAddr;

@@ -58,6 +58,22 @@ enum Vt {
     },
 }
 
+impl Vt {
+    /// The terminal, woken if it rested. `None` never happens: a rested terminal had a size
+    /// the terminal accepts.
+    fn wake(&mut self) -> Option<&mut Terminal> {
+        if let Vt::Resting { cols, rows, dump } = self {
+            let mut vt = Terminal::new(*cols, *rows).ok()?;
+            vt.feed(dump.as_str());
+            *self = Vt::Awake(Box::new(vt));
+        }
+        match self {
+            Vt::Awake(vt) => Some(vt),
+            Vt::Resting { .. } => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct LineState {
     /// Enters typed whose line feed has not come back yet.
@@ -119,22 +135,8 @@ impl CommandTracker {
         matches!(self.vt, Vt::Awake(_))
     }
 
-    /// The terminal, woken if it rested. `None` never happens: a rested terminal had a
-    /// size the terminal accepts.
-    fn awake(&mut self) -> Option<&mut Terminal> {
-        if let Vt::Resting { cols, rows, dump } = &self.vt {
-            let mut vt = Terminal::new(*cols, *rows).ok()?;
-            vt.feed(dump.as_str());
-            self.vt = Vt::Awake(Box::new(vt));
-        }
-        match &mut self.vt {
-            Vt::Awake(vt) => Some(vt),
-            Vt::Resting { .. } => None,
-        }
-    }
-
     pub fn resize(&mut self, cols: u32, rows: u32) {
-        if let Some(vt) = self.awake() {
+        if let Some(vt) = self.vt.wake() {
             vt.resize(clamp(cols, 80), clamp(rows, 24));
         }
     }
@@ -157,14 +159,11 @@ impl CommandTracker {
             self.state.enters = 0;
             self.state.prompt = None;
         }
-        let need_prompt = self.state.prompt.is_none();
-        let Some(vt) = self.awake() else { return };
-        let prompt = need_prompt.then(|| left_of_cursor(vt));
-        let alternate = vt.active_screen_kind() == ScreenKind::Alternate;
-        if prompt.is_some() {
-            self.state.prompt = prompt;
+        let Some(vt) = self.vt.wake() else { return };
+        if self.state.prompt.is_none() {
+            self.state.prompt = Some(left_of_cursor(vt));
         }
-        if alternate {
+        if vt.active_screen_kind() == ScreenKind::Alternate {
             return;
         }
         let mut prev = 0u8;
@@ -182,10 +181,7 @@ impl CommandTracker {
 
     /// Terminal output; the commands submitted in it, in order.
     pub fn output(&mut self, text: &str) -> Vec<String> {
-        if self.awake().is_none() {
-            return Vec::new();
-        }
-        let Vt::Awake(vt) = &mut self.vt else {
+        let Some(vt) = self.vt.wake() else {
             return Vec::new();
         };
         let mut watch = Submits {

@@ -28,14 +28,6 @@ use super::{RecordingError, RecordingMeta};
 const BATCH: usize = 64;
 /// A terminal session with no events for this long lets its virtual terminal rest.
 pub const REST_AFTER: Duration = Duration::from_secs(10);
-
-/// Sleeps until `at`; forever when there is no `at`.
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 /// Most commands of one session sent to the index, and their total size; beyond, the
 /// recording keeps them (markers) and the index says no more.
 pub const MAX_INDEXED_COMMANDS: usize = 100_000;
@@ -69,6 +61,14 @@ pub(super) struct Writer {
     pub files: Vec<(f64, FileTransfer)>,
     /// The terminal session's virtual terminal holds its cells (see [`Writer::rest_terminal`]).
     pub terminal_awake: bool,
+}
+
+/// Sleeps until `at`; forever when there is no `at`.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Markers must not be mistaken for other markers: keep commands on one line.
