@@ -4,7 +4,8 @@
 //! from history), files sent by `scp` and `sftp` found by `--file`, a password typed with the
 //! terminal's echo off found nowhere, `export` played by stock `asciinema`, encryption at rest
 //! surviving a `kill -9`, `ssh -t target bash` recorded in full after 2 MiB of output and a
-//! 2 MiB paste, and a path-traversal id refused.
+//! 2 MiB paste, a line typed across the quiet spell that lets the terminal rest, and a
+//! path-traversal id refused.
 //!
 //! The target sshd runs as root here and sudo is not installed (and would not prompt root),
 //! so the password prompt is bash's `read -s`, which turns the terminal's echo off exactly
@@ -414,6 +415,32 @@ async fn an_encrypted_recording_cut_by_kill_9_still_exports_its_finished_chunks(
     );
     let played = asciinema_cat(&cast);
     assert!(played.contains("encrypted-42"), "{played}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_typed_across_a_quiet_spell_is_found_after_the_terminal_rested() {
+    // A session quiet for 10 s lets its recording's virtual terminal rest (README: typed
+    // commands); the next key wakes it with the screen and the half-typed line intact.
+    let env = tokio::task::spawn_blocking(|| Env::start(false))
+        .await
+        .unwrap();
+    env.add_user("alice", "sre");
+    tokio::task::block_in_place(|| {
+        let mut t = Terminal::open(&env, "alice:root@staging", None);
+        t.wait_for("# ");
+        t.run(SET_PROMPT, PROMPT);
+        t.run("echo before-$((2+3))", "before-5");
+        t.send(b"echo after-");
+        t.wait_for("echo after-");
+        // The quiet spell is the behaviour under test: nothing to wait on but the clock.
+        std::thread::sleep(Duration::from_secs(12));
+        t.run("rest-$((5+5))", "after-rest-10");
+        t.exit();
+    });
+    let before = find(&env, &["--command", "echo before-$((2+3))"]);
+    let after = find(&env, &["--command", "echo after-rest-$((5+5))"]);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], before[0]["id"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
