@@ -32,6 +32,22 @@ fn random_file(path: &std::path::Path, len: usize) {
     }
 }
 
+/// Reads until the terminal has shown `needle`, byte by byte: a prompt ends no line.
+fn read_until_shown(reader: &mut impl Read, needle: &str, deadline: Duration) {
+    let end = std::time::Instant::now() + deadline;
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(needle.as_bytes()) {
+        let n = reader.read(&mut byte).unwrap_or(0);
+        assert!(
+            n > 0 && std::time::Instant::now() < end,
+            "did not see {needle:?}; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.push(byte[0]);
+    }
+}
+
 fn output_text(lines: &[serde_json::Value], code: &str) -> String {
     lines[1..]
         .iter()
@@ -56,6 +72,8 @@ async fn interactive_shell_through_a_pty_is_recorded_and_playable() {
     // on the way are judged not echoed, and rightly kept out of the recording).
     write_all(&mut stdin, "echo ready-$((2*3))\n");
     read_until(&mut stdout, "ready-6", Duration::from_secs(30));
+    // The prompt after it (root's ends in "# "; no newline, so not line by line).
+    read_until_shown(&mut stdout, "# ", Duration::from_secs(30));
     write_all(&mut stdin, "stty -echo; tty; echo typed-$((6*7))\n");
     let seen = read_until(&mut stdout, "typed-42", Duration::from_secs(30));
     assert!(
